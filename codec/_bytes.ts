@@ -1,0 +1,152 @@
+// Private byte helpers: big-endian integers, strict UTF-8, caller-side checks for encoders.
+import type { Reporter } from "./_report.ts";
+
+export const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+export function u16(b: Uint8Array, o: number): number {
+  return (b[o]! << 8) | b[o + 1]!;
+}
+
+export function u32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) >>> 0) + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
+}
+
+export function u64(b: Uint8Array, o: number): bigint {
+  return (BigInt(u32(b, o)) << 32n) | BigInt(u32(b, o + 4));
+}
+
+/** A u64 as a number when it is at most 2^53-1, else -1 (for length fields we only compare). */
+export function u64AsNumber(b: Uint8Array, o: number): number {
+  const hi = u32(b, o);
+  if (hi > 0x1f_ffff) return -1;
+  return hi * 0x1_0000_0000 + u32(b, o + 4);
+}
+
+export function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 8;
+  b[o + 1] = v;
+}
+
+export function put32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
+
+export function put64(b: Uint8Array, o: number, v: bigint): void {
+  const hi = Number(v >> 32n);
+  const lo = Number(v & 0xffff_ffffn);
+  put32(b, o, hi);
+  put32(b, o + 4, lo);
+}
+
+// ---- caller-side checks (encoders): TypeError for the wrong kind, RangeError for out of range ----
+
+export function checkU16(v: number, what: string): void {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  if (v < 0 || v > 0xffff) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..65535`);
+}
+
+export function checkU32(v: number, what: string): void {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  if (v < 0 || v > 0xffff_ffff) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..4294967295`);
+}
+
+export function checkU64(v: bigint, what: string): void {
+  if (typeof v !== "bigint") throw new TypeError(`Cannot encode ${what}: expected a bigint, got ${typeof v}`);
+  if (v < 0n || v > U64_MAX) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..2^64-1`);
+}
+
+export function checkBytes(v: Uint8Array, what: string): void {
+  if (!(v instanceof Uint8Array)) throw new TypeError(`Cannot encode ${what}: expected a Uint8Array`);
+}
+
+export function checkTarget(target: Uint8Array, offset: number, length: number, what: string): void {
+  if (!(target instanceof Uint8Array)) throw new TypeError(`Cannot encode ${what}: target is not a Uint8Array`);
+  if (!Number.isInteger(offset) || offset < 0 || offset + length > target.length) {
+    throw new RangeError(
+      `Cannot encode ${what}: ${length} bytes at offset ${offset} do not fit in a target of ${target.length} bytes`,
+    );
+  }
+}
+
+// ---- strings ----
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const lossy = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
+
+/** UTF-8 bytes of a string for the wire, checked: no NUL, at most `max` bytes. */
+export function encodeString(s: string, what: string, max = 4096): Uint8Array {
+  if (typeof s !== "string") throw new TypeError(`Cannot encode ${what}: expected a string, got ${typeof s}`);
+  if (s.includes("\0")) throw new TypeError(`Cannot encode ${what}: strings must not contain NUL`);
+  const b = encoder.encode(s);
+  if (b.length > max) throw new RangeError(`Cannot encode ${what}: ${b.length} bytes of UTF-8 exceed ${max}`);
+  return b;
+}
+
+export function utf8Length(s: string): number {
+  // Exact UTF-8 byte length without allocating.
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
+}
+
+/**
+ * Decodes a wire string at b[start, end). Reports (strict: throws) invalid UTF-8, NUL and over-long strings;
+ * in lenient mode returns the text with U+FFFD for bad bytes.
+ */
+export function readString(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  r: Reporter,
+  max: number,
+  what: string,
+): string {
+  const len = end - start;
+  if (len === 0) return "";
+  if (len > max) {
+    r.report("string-too-long", start, "string-max-length", `${what} is ${len} bytes; strings MUST be at most ${max}`);
+  }
+  const view = b.subarray(start, end);
+  if (view.indexOf(0) !== -1) {
+    r.report("bad-string", start + view.indexOf(0), "string-no-nul", `${what} contains NUL; strings MUST NOT`);
+  }
+  let ascii = true;
+  for (let i = 0; i < len; i++) {
+    if (view[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (ascii && len <= 4096) return String.fromCharCode.apply(null, view as unknown as number[]);
+  try {
+    return decoder.decode(view);
+  } catch {
+    r.report("bad-string", start, "string-utf8", `${what} is not valid UTF-8`);
+    return lossy.decode(view);
+  }
+}
+
+export function toHex(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += (b[i]! < 16 ? "0" : "") + b[i]!.toString(16);
+  return s;
+}
+
+export function hex32(v: number): string {
+  return "0x" + (v >>> 0).toString(16).padStart(8, "0");
+}

@@ -1,0 +1,76 @@
+// Private: collecting findings, and throwing them in strict mode.
+import { type Finding, NbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
+import { DEFAULT_MAX_PAYLOAD_LENGTH, type DecodeOptions, MAX_STRING_LENGTH } from "./types.ts";
+
+/** Shared frozen empty list: frames without findings allocate nothing for them. */
+export const NO_FINDINGS: readonly Finding[] = Object.freeze([]) as readonly Finding[];
+
+/** Collects findings for one decode call; throws at the first one in strict mode. */
+export class Reporter {
+  readonly strict: boolean;
+  findings: Finding[] | undefined;
+  constructor(strict: boolean) {
+    this.strict = strict;
+    this.findings = undefined;
+  }
+  /** A violation the frame survives: thrown in strict mode, recorded in lenient mode. */
+  report(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): void {
+    if (this.strict) throw new NbdDecodeError(code, offset, rule, message);
+    (this.findings ??= []).push({ code, offset, rule, message });
+  }
+  list(): readonly Finding[] {
+    return this.findings ?? NO_FINDINGS;
+  }
+}
+
+/** A violation that leaves nothing to decode: thrown in both modes. */
+export function fail(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): never {
+  throw new NbdDecodeError(code, offset, rule, message);
+}
+
+export interface ResolvedOptions {
+  readonly offset: number;
+  readonly strict: boolean;
+  readonly maxStringLength: number;
+  readonly maxPayloadLength: number;
+}
+
+const DEFAULTS: ResolvedOptions = Object.freeze({
+  offset: 0,
+  strict: true,
+  maxStringLength: MAX_STRING_LENGTH,
+  maxPayloadLength: DEFAULT_MAX_PAYLOAD_LENGTH,
+});
+
+export function resolveOptions(options: DecodeOptions | undefined, bytes: Uint8Array): ResolvedOptions {
+  if (options === undefined) return DEFAULTS;
+  const offset = options.offset ?? 0;
+  if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) {
+    throw new RangeError(`Cannot decode: offset ${offset} is outside the input (length ${bytes.length})`);
+  }
+  return {
+    offset,
+    strict: options.strict ?? true,
+    maxStringLength: options.maxStringLength ?? MAX_STRING_LENGTH,
+    maxPayloadLength: options.maxPayloadLength ?? DEFAULT_MAX_PAYLOAD_LENGTH,
+  };
+}
+
+/** The "need more bytes" result, shared per count for small counts to avoid allocation. */
+const NEED: { readonly done: false; readonly needed: number }[] = [];
+for (let i = 0; i <= 256; i++) NEED.push(Object.freeze({ done: false as const, needed: i }));
+export function needMore(n: number): { readonly done: false; readonly needed: number } {
+  return n <= 256 ? NEED[n]! : { done: false, needed: n };
+}
+
+/** Refuses a length above a limit before anything waits for or slices the bytes. */
+export function checkLimit(length: number, limit: number, offset: number, what: string): void {
+  if (length > limit) {
+    fail(
+      "limit-exceeded",
+      offset,
+      "max-payload-length",
+      `Cannot decode ${what}: length ${length} exceeds the limit of ${limit} bytes (option maxPayloadLength)`,
+    );
+  }
+}

@@ -1,0 +1,2 @@
+// Filled in by the metadata work; exported from mod.ts.
+export {};

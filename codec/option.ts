@@ -1,0 +1,2 @@
+// Filled in by the option work; exported from mod.ts.
+export {};

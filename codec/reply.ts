@@ -1,0 +1,2 @@
+// Filled in by the reply work; exported from mod.ts.
+export {};

@@ -1,0 +1,2 @@
+// Filled in by the request work; exported from mod.ts.
+export {};

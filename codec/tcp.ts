@@ -1,0 +1,2 @@
+// Filled in by the trace work; exported from trace.ts.
+export {};

@@ -1,0 +1,45 @@
+/**
+ * nbd-codec: every frame of the NBD (Network Block Device) protocol, encoded and decoded as pure functions
+ * over `Uint8Array`. No I/O: bring your own transport.
+ *
+ * @example
+ * ```ts
+ * import { decodeGreeting, encodeClientFlags, ClientFlag } from "@nbd/codec";
+ * const greeting = Uint8Array.from(
+ *   "4e42444d4147494349484156454f50540003".match(/../g)!, (h) => parseInt(h, 16));
+ * const r = decodeGreeting(greeting);
+ * if (r.done && r.frame.type === "newstyle-greeting") {
+ *   const reply = encodeClientFlags({ type: "client-flags", flags: ClientFlag.C_FIXED_NEWSTYLE });
+ *   console.log(reply); // Uint8Array(4) [ 0, 0, 0, 1 ]
+ * }
+ * ```
+ *
+ * @module
+ */
+export * from "./codec/errors.ts";
+export * from "./codec/types.ts";
+export {
+  ClientFlag,
+  type CodeSpace,
+  codeOf,
+  Command,
+  CommandFlag,
+  ErrorValue,
+  flagNames,
+  HandshakeFlag,
+  Info,
+  InitFlag,
+  Magic,
+  nameOf,
+  Option,
+  OptionReply,
+  ReplyFlag,
+  ReplyType,
+  TransmissionFlag,
+} from "./codec/constants.ts";
+export * from "./codec/handshake.ts";
+export * from "./codec/option.ts";
+export * from "./codec/option_reply.ts";
+export * from "./codec/request.ts";
+export * from "./codec/reply.ts";
+export * from "./codec/metadata.ts";
