@@ -19,7 +19,12 @@ import type { Finding } from "./errors.ts";
  * ```
  */
 export type Decoded<T> =
-  | { readonly done: true; readonly frame: T; readonly byteLength: number; readonly findings: readonly Finding[] }
+  | {
+    readonly done: true;
+    readonly frame: T;
+    readonly byteLength: number;
+    readonly findings: readonly Finding[];
+  }
   | { readonly done: false; readonly needed: number };
 
 /**
@@ -62,7 +67,7 @@ export interface DecodeOptions {
  * console.log(DEFAULT_MAX_PAYLOAD_LENGTH); // 67108864
  * ```
  */
-export const DEFAULT_MAX_PAYLOAD_LENGTH = 64 * 1024 * 1024;
+export const DEFAULT_MAX_PAYLOAD_LENGTH: number = 64 * 1024 * 1024;
 
 /**
  * The spec's maximum string length: 4096 bytes of UTF-8.

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every check CI runs after the tests: typecheck, lint, Deno checks, packaging checks, vectors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NPM_CONFIG_LOGLEVEL=error
+step() { printf '\n== %s\n' "$*"; }
+step "tsc --noEmit";            npx tsc --noEmit -p .
+step "deno check";              npx deno check mod.ts trace.ts
+step "deno lint";               npx deno lint
+step "deno fmt --check";        npx deno fmt --check
+step "deno doc --lint";         npx deno doc --lint mod.ts trace.ts
+step "deno test --doc";         npx deno test --doc --allow-read mod.ts trace.ts codec/
+step "deno publish --dry-run";  npx deno publish --dry-run --allow-dirty
+step "tsup build";              npx tsup
+step "publint";                 npx publint --strict
+step "attw --pack";             npx attw --pack . --profile node16
+step "vector checker";          npx deno run -A scripts/check-vectors.ts
+step "dist smoke test (Node ESM, Node CJS, Deno)"
+node --input-type=module -e 'import * as m from "nbd-codec"; if (typeof m.decodeGreeting !== "function") process.exit(1); const t = await import("nbd-codec/trace"); console.log("esm ok", Object.keys(m).length, "exports;", Object.keys(t).length, "trace exports")'
+node -e 'const m = require("nbd-codec"); if (typeof m.decodeGreeting !== "function") process.exit(1); require("nbd-codec/trace"); console.log("cjs ok")'
+npx deno eval 'import * as m from "./dist/mod.js"; if (typeof m.decodeGreeting !== "function") Deno.exit(1); console.log("deno dist ok")'
+echo
+echo "check: all passed"
