@@ -20,8 +20,8 @@ export * from "./codec/errors.ts";
 export * from "./codec/types.ts";
 export {
   ClientFlag,
-  type CodeSpace,
   codeOf,
+  type CodeSpace,
   Command,
   CommandFlag,
   ErrorValue,
@@ -43,3 +43,6 @@ export * from "./codec/option_reply.ts";
 export * from "./codec/request.ts";
 export * from "./codec/reply.ts";
 export * from "./codec/metadata.ts";
+export * from "./codec/events.ts";
+export * from "./codec/stream.ts";
+export * from "./codec/conversation.ts";

@@ -1,0 +1,103 @@
+// Private: a queue of received chunks that hands out contiguous views without copying when it can.
+
+const EMPTY = new Uint8Array(0);
+
+export class ByteQueue {
+  private chunks: Uint8Array[] = [];
+  /** Index of the first live chunk in `chunks`. */
+  private first = 0;
+  /** Read position inside chunks[first]. */
+  private head = 0;
+  /** Bytes available. */
+  length = 0;
+  /** Stream offset of the first available byte. */
+  position = 0;
+
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** The chunk holding the first available byte and the index of that byte in it. */
+  front(): { chunk: Uint8Array; start: number; contiguous: number } {
+    if (this.length === 0) return { chunk: EMPTY, start: 0, contiguous: 0 };
+    const c = this.chunks[this.first]!;
+    return { chunk: c, start: this.head, contiguous: c.length - this.head };
+  }
+
+  /** The first `n` bytes (n <= length) as one array: a view when they lie in one chunk, else a copy. */
+  peek(n: number): Uint8Array {
+    const c = this.chunks[this.first]!;
+    if (c.length - this.head >= n) return c.subarray(this.head, this.head + n);
+    const out = new Uint8Array(n);
+    let filled = 0;
+    let i = this.first;
+    let start = this.head;
+    while (filled < n) {
+      const src = this.chunks[i]!;
+      const take = Math.min(src.length - start, n - filled);
+      out.set(src.subarray(start, start + take), filled);
+      filled += take;
+      i++;
+      start = 0;
+    }
+    return out;
+  }
+
+  /** Byte at index `i` (< length) without consuming. */
+  byteAt(i: number): number {
+    let k = this.first;
+    let idx = this.head + i;
+    while (idx >= this.chunks[k]!.length) {
+      idx -= this.chunks[k]!.length;
+      k++;
+    }
+    return this.chunks[k]![idx]!;
+  }
+
+  /** Removes `n` bytes and returns them as views, one per chunk touched. */
+  takeViews(n: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    while (n > 0) {
+      const c = this.chunks[this.first]!;
+      const take = Math.min(c.length - this.head, n);
+      out.push(c.subarray(this.head, this.head + take));
+      this.advance(take);
+      n -= take;
+    }
+    return out;
+  }
+
+  /** Removes `n` bytes. */
+  skip(n: number): void {
+    while (n > 0) {
+      const c = this.chunks[this.first]!;
+      const take = Math.min(c.length - this.head, n);
+      this.advance(take);
+      n -= take;
+    }
+  }
+
+  /** Removes everything. */
+  clear(): number {
+    const n = this.length;
+    this.skip(n);
+    return n;
+  }
+
+  private advance(n: number): void {
+    this.head += n;
+    this.length -= n;
+    this.position += n;
+    if (this.head === this.chunks[this.first]!.length) {
+      this.chunks[this.first] = EMPTY;
+      this.first++;
+      this.head = 0;
+      if (this.first > 64 && this.first * 2 > this.chunks.length) {
+        this.chunks = this.chunks.slice(this.first);
+        this.first = 0;
+      }
+    }
+  }
+}

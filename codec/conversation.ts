@@ -1,0 +1,227 @@
+/**
+ * The conversation decoder: both directions of one NBD connection, with everything negotiated learned from
+ * the traffic itself, replies matched to their requests by cookie, and spec violations reported as
+ * findings (like Wireshark's expert info) or, in strict mode, thrown.
+ *
+ * Feed it either interleaved chunks in the order a capture has them ({@link ConversationDecoder}), or two
+ * whole byte streams ({@link decodeConversation}), in which case it follows causality: an option reply
+ * comes after the option it answers, a reply after its request.
+ *
+ * @module
+ */
+import type { ConversationEvent, Direction, StreamEvent } from "./events.ts";
+import {
+  ClientStreamDecoder,
+  type NegotiatedState,
+  ServerStreamDecoder,
+  SessionState,
+  type Step,
+  type StreamOptions,
+} from "./stream.ts";
+
+/**
+ * Options of the conversation decoder: the stream options plus the connection number put on every event.
+ *
+ * @example
+ * ```ts
+ * import { ConversationDecoder, type ConversationOptions } from "@nbd/codec";
+ * const opts: ConversationOptions = { connection: 2, strict: false };
+ * console.log(new ConversationDecoder(opts).connection); // 2
+ * ```
+ */
+export interface ConversationOptions extends StreamOptions {
+  /** The connection's number, copied onto every event. Default 0. */
+  readonly connection?: number;
+}
+
+/**
+ * Decodes one connection from chunks of both directions given in capture order.
+ *
+ * @example
+ * ```ts
+ * import { ConversationDecoder } from "@nbd/codec";
+ * const hex = (h: string) => Uint8Array.from(h.match(/../g)!, (x) => parseInt(x, 16));
+ * const d = new ConversationDecoder();
+ * const events = [
+ *   ...d.push("s2c", hex("4e42444d4147494349484156454f50540003")),
+ *   ...d.push("c2s", hex("00000003" + "49484156454f5054" + "00000008" + "00000000")),
+ *   ...d.push("s2c", hex("0003e889045565a9" + "00000008" + "00000001" + "00000000")),
+ *   ...d.end(),
+ * ];
+ * console.log(events.map((e) => e.event === "frame" ? e.frame.type : e.notice));
+ * // [ "newstyle-greeting", "client-flags", "option-request", "option-reply" ]
+ * console.log(d.state.structuredReplies); // true
+ * ```
+ */
+export class ConversationDecoder {
+  /** The connection's number on every event. */
+  readonly connection: number;
+  private readonly session: SessionState;
+  private readonly c2s: ClientStreamDecoder;
+  private readonly s2c: ServerStreamDecoder;
+  private done = false;
+
+  /**
+   * @param options strictness, limits, payload views, what is already known, the connection number
+   */
+  constructor(options?: ConversationOptions) {
+    this.connection = options?.connection ?? 0;
+    this.session = new SessionState(options?.state);
+    this.c2s = new ClientStreamDecoder(options, this.session);
+    this.s2c = new ServerStreamDecoder(options, this.session);
+    this.s2c.waitForClient = true;
+  }
+
+  /**
+   * What has been negotiated so far (the phase is the server side's).
+   *
+   * @example
+   * ```ts
+   * import { ConversationDecoder } from "@nbd/codec";
+   * console.log(new ConversationDecoder().state.phase); // "start"
+   * ```
+   */
+  get state(): NegotiatedState {
+    return this.s2c.state;
+  }
+
+  /**
+   * Adds a chunk of one direction and returns the events it completes.
+   *
+   * @example
+   * ```ts
+   * import { ConversationDecoder } from "@nbd/codec";
+   * console.log(new ConversationDecoder().push("c2s", new Uint8Array([0, 0])).length); // 0
+   * ```
+   */
+  push(direction: Direction, chunk: Uint8Array): ConversationEvent[] {
+    if (this.done) throw new TypeError("Cannot push: the conversation has ended");
+    if (direction === "c2s") this.c2s.append(chunk);
+    else if (direction === "s2c") this.s2c.append(chunk);
+    else throw new TypeError(`Cannot push: direction must be "c2s" or "s2c", got ${String(direction)}`);
+    return this.pump(false);
+  }
+
+  /**
+   * Reports bytes missing from a direction (a capture gap). That direction cannot be framed any further:
+   * a notice with a `truncated` finding (rule `capture-gap`), and its later bytes are skipped.
+   *
+   * @example
+   * ```ts
+   * import { ConversationDecoder } from "@nbd/codec";
+   * const [n] = new ConversationDecoder().gap("c2s", 100);
+   * console.log(n?.event === "notice" && n.findings[0]?.rule); // "capture-gap"
+   * ```
+   */
+  gap(direction: Direction, length: number): ConversationEvent[] {
+    const dec = direction === "c2s" ? this.c2s : this.s2c;
+    const out = this.pump(false);
+    const ev = dec.abandon(length);
+    if (ev !== undefined) out.push(this.tag(ev));
+    return out;
+  }
+
+  /**
+   * Ends both streams: every frame still decodable is decoded, an incomplete frame becomes a `truncated`
+   * notice.
+   *
+   * @example
+   * ```ts
+   * import { ConversationDecoder } from "@nbd/codec";
+   * const d = new ConversationDecoder();
+   * d.push("s2c", new Uint8Array([0x4e, 0x42]));
+   * console.log(d.end().map((e) => e.event === "notice" && e.notice)); // [ "truncated" ]
+   * ```
+   */
+  end(): ConversationEvent[] {
+    if (this.done) return [];
+    const out = this.pump(false);
+    for (const e of this.c2s.finish()) out.push(this.tag(e));
+    for (const e of this.s2c.finish()) out.push(this.tag(e));
+    this.done = true;
+    return out;
+  }
+
+  /** Decodes what can be decoded; with `causal`, advances the client side only when the server side waits. */
+  private pump(causal: boolean): ConversationEvent[] {
+    const out: ConversationEvent[] = [];
+    for (;;) {
+      if (!causal) {
+        let c: Step;
+        while ((c = this.c2s.step(false)).step === "event") out.push(this.tag(c.event));
+      }
+      const s = this.s2c.step(false);
+      if (s.step === "event") {
+        out.push(this.tag(s.event));
+        continue;
+      }
+      if (!causal) break;
+      // Causal order: the server waits for (or has no more) bytes; let the client side take one step.
+      const c = this.c2s.step(false);
+      if (c.step === "event") {
+        out.push(this.tag(c.event));
+        continue;
+      }
+      if (s.step === "blocked") {
+        // The client side has nothing more to give: decode the server frame without its request.
+        const f = this.s2c.step(true);
+        if (f.step === "event") {
+          out.push(this.tag(f.event));
+          continue;
+        }
+      }
+      break;
+    }
+    return out;
+  }
+
+  /**
+   * Decodes both whole streams at once, in causal order, and ends the conversation (what
+   * {@link decodeConversation} does).
+   *
+   * @example
+   * ```ts
+   * import { ConversationDecoder } from "@nbd/codec";
+   * console.log(new ConversationDecoder().decodeWhole(new Uint8Array(0), new Uint8Array(0)).length); // 0
+   * ```
+   */
+  decodeWhole(c2s: Uint8Array, s2c: Uint8Array): ConversationEvent[] {
+    this.c2s.append(c2s);
+    this.s2c.append(s2c);
+    const out = this.pump(true);
+    for (const e of this.end()) out.push(e);
+    return out;
+  }
+
+  private tag(e: StreamEvent): ConversationEvent {
+    return { ...e, connection: this.connection } as ConversationEvent;
+  }
+}
+
+/**
+ * Decodes one connection given as the whole byte stream of each direction, in causal order: the greeting,
+ * then each option followed by its replies, each request before its replies (requests are placed just
+ * before the first reply that needs them; requests nobody answers, like DISC, come last).
+ *
+ * @example
+ * ```ts
+ * import { decodeConversation } from "@nbd/codec";
+ * const hex = (h: string) => Uint8Array.from(h.match(/../g)!, (x) => parseInt(x, 16));
+ * const events = decodeConversation(
+ *   hex("00000001" + "49484156454f5054" + "00000003" + "00000000"),
+ *   hex("4e42444d4147494349484156454f50540001" + "0003e889045565a9" + "00000003" + "00000001" + "00000000"),
+ * );
+ * console.log(events.map((e) => e.event === "frame" ? `${e.direction} ${e.frame.type}` : e.notice));
+ * // [ "s2c newstyle-greeting", "c2s client-flags", "c2s option-request", "s2c option-reply" ]
+ * ```
+ */
+export function decodeConversation(
+  c2s: Uint8Array,
+  s2c: Uint8Array,
+  options?: ConversationOptions,
+): ConversationEvent[] {
+  if (!(c2s instanceof Uint8Array) || !(s2c instanceof Uint8Array)) {
+    throw new TypeError("Cannot decode conversation: both streams must be Uint8Arrays");
+  }
+  return new ConversationDecoder(options).decodeWhole(c2s, s2c);
+}
