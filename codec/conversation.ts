@@ -10,14 +10,8 @@
  * @module
  */
 import type { ConversationEvent, Direction, StreamEvent } from "./events.ts";
-import {
-  ClientStreamDecoder,
-  type NegotiatedState,
-  ServerStreamDecoder,
-  SessionState,
-  type Step,
-  type StreamOptions,
-} from "./stream.ts";
+import type { NegotiatedState, StreamOptions } from "./stream.ts";
+import { ClientDecoderImpl, ServerDecoderImpl, SessionState, type Step } from "./_stream_impl.ts";
 
 /**
  * Options of the conversation decoder: the stream options plus the connection number put on every event.
@@ -56,20 +50,22 @@ export interface ConversationOptions extends StreamOptions {
 export class ConversationDecoder {
   /** The connection's number on every event. */
   readonly connection: number;
-  private readonly session: SessionState;
-  private readonly c2s: ClientStreamDecoder;
-  private readonly s2c: ServerStreamDecoder;
-  private done = false;
+  readonly #session: SessionState;
+  readonly #c2s: ClientDecoderImpl;
+  readonly #s2c: ServerDecoderImpl;
+  #done = false;
 
   /**
+   * Creates a decoder for one connection.
+   *
    * @param options strictness, limits, payload views, what is already known, the connection number
    */
   constructor(options?: ConversationOptions) {
     this.connection = options?.connection ?? 0;
-    this.session = new SessionState(options?.state);
-    this.c2s = new ClientStreamDecoder(options, this.session);
-    this.s2c = new ServerStreamDecoder(options, this.session);
-    this.s2c.waitForClient = true;
+    this.#session = new SessionState(options?.state);
+    this.#c2s = new ClientDecoderImpl(options, this.#session);
+    this.#s2c = new ServerDecoderImpl(options, this.#session);
+    this.#s2c.waitForClient = true;
   }
 
   /**
@@ -82,7 +78,7 @@ export class ConversationDecoder {
    * ```
    */
   get state(): NegotiatedState {
-    return this.s2c.state;
+    return this.#s2c.state;
   }
 
   /**
@@ -95,11 +91,11 @@ export class ConversationDecoder {
    * ```
    */
   push(direction: Direction, chunk: Uint8Array): ConversationEvent[] {
-    if (this.done) throw new TypeError("Cannot push: the conversation has ended");
-    if (direction === "c2s") this.c2s.append(chunk);
-    else if (direction === "s2c") this.s2c.append(chunk);
+    if (this.#done) throw new TypeError("Cannot push: the conversation has ended");
+    if (direction === "c2s") this.#c2s.append(chunk);
+    else if (direction === "s2c") this.#s2c.append(chunk);
     else throw new TypeError(`Cannot push: direction must be "c2s" or "s2c", got ${String(direction)}`);
-    return this.pump(false);
+    return this.#pump(false);
   }
 
   /**
@@ -114,10 +110,10 @@ export class ConversationDecoder {
    * ```
    */
   gap(direction: Direction, length: number): ConversationEvent[] {
-    const dec = direction === "c2s" ? this.c2s : this.s2c;
-    const out = this.pump(false);
+    const dec = direction === "c2s" ? this.#c2s : this.#s2c;
+    const out = this.#pump(false);
     const ev = dec.abandon(length);
-    if (ev !== undefined) out.push(this.tag(ev));
+    if (ev !== undefined) out.push(this.#tag(ev));
     return out;
   }
 
@@ -134,39 +130,39 @@ export class ConversationDecoder {
    * ```
    */
   end(): ConversationEvent[] {
-    if (this.done) return [];
-    const out = this.pump(false);
-    for (const e of this.c2s.finish()) out.push(this.tag(e));
-    for (const e of this.s2c.finish()) out.push(this.tag(e));
-    this.done = true;
+    if (this.#done) return [];
+    const out = this.#pump(false);
+    for (const e of this.#c2s.finish()) out.push(this.#tag(e));
+    for (const e of this.#s2c.finish()) out.push(this.#tag(e));
+    this.#done = true;
     return out;
   }
 
   /** Decodes what can be decoded; with `causal`, advances the client side only when the server side waits. */
-  private pump(causal: boolean): ConversationEvent[] {
+  #pump(causal: boolean): ConversationEvent[] {
     const out: ConversationEvent[] = [];
     for (;;) {
       if (!causal) {
         let c: Step;
-        while ((c = this.c2s.step(false)).step === "event") out.push(this.tag(c.event));
+        while ((c = this.#c2s.step(false)).step === "event") out.push(this.#tag(c.event));
       }
-      const s = this.s2c.step(false);
+      const s = this.#s2c.step(false);
       if (s.step === "event") {
-        out.push(this.tag(s.event));
+        out.push(this.#tag(s.event));
         continue;
       }
       if (!causal) break;
       // Causal order: the server waits for (or has no more) bytes; let the client side take one step.
-      const c = this.c2s.step(false);
+      const c = this.#c2s.step(false);
       if (c.step === "event") {
-        out.push(this.tag(c.event));
+        out.push(this.#tag(c.event));
         continue;
       }
       if (s.step === "blocked") {
         // The client side has nothing more to give: decode the server frame without its request.
-        const f = this.s2c.step(true);
+        const f = this.#s2c.step(true);
         if (f.step === "event") {
-          out.push(this.tag(f.event));
+          out.push(this.#tag(f.event));
           continue;
         }
       }
@@ -186,14 +182,14 @@ export class ConversationDecoder {
    * ```
    */
   decodeWhole(c2s: Uint8Array, s2c: Uint8Array): ConversationEvent[] {
-    this.c2s.append(c2s);
-    this.s2c.append(s2c);
-    const out = this.pump(true);
+    this.#c2s.append(c2s);
+    this.#s2c.append(s2c);
+    const out = this.#pump(true);
     for (const e of this.end()) out.push(e);
     return out;
   }
 
-  private tag(e: StreamEvent): ConversationEvent {
+  #tag(e: StreamEvent): ConversationEvent {
     return { ...e, connection: this.connection } as ConversationEvent;
   }
 }

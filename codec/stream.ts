@@ -10,29 +10,10 @@
  *
  * @module
  */
-import { toHex, u16, u32, u64, u64AsNumber } from "./_bytes.ts";
-import { ByteQueue } from "./_queue.ts";
-import { NO_FINDINGS } from "./_report.ts";
-import { ClientFlag, Command, HandshakeFlag, Info, Magic, Option, OptionReply } from "./constants.ts";
-import { type Finding, isNbdDecodeError, NbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
-import type { Direction, Frame, StreamEvent, StreamFrame, StreamNotice } from "./events.ts";
-import { decodeClientFlags, decodeExportNameReply, decodeGreeting } from "./handshake.ts";
-import { decodeOptionRequest, type OptionRequest } from "./option.ts";
-import { decodeOptionReply } from "./option_reply.ts";
-import { decodeRequest, decodeRequestHeader, type Request } from "./request.ts";
-import { decodeReplyChunk, decodeSimpleReply, type ReplyChunk, type SimpleReply } from "./reply.ts";
-import { type Decoded, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
-
-/**
- * Default of {@link StreamOptions.maxBufferedBytes}: the default maximum payload plus 64 KiB.
- *
- * @example
- * ```ts
- * import { DEFAULT_MAX_BUFFERED_BYTES } from "@nbd/codec";
- * console.log(DEFAULT_MAX_BUFFERED_BYTES); // 67174400
- * ```
- */
-export const DEFAULT_MAX_BUFFERED_BYTES: number = DEFAULT_MAX_PAYLOAD_LENGTH + 65536;
+import type { StreamEvent } from "./events.ts";
+import type { OptionRequest } from "./option.ts";
+import type { Request } from "./request.ts";
+import { ClientDecoderImpl, ServerDecoderImpl } from "./_stream_impl.ts";
 
 /**
  * Where a direction of the connection is.
@@ -104,7 +85,7 @@ export interface StreamOptions {
   /**
    * Most bytes a decoder holds while waiting for a frame to complete (or, in a conversation, for the other
    * direction). A frame announcing more is refused with `limit-exceeded` before anything is buffered.
-   * Default {@link DEFAULT_MAX_BUFFERED_BYTES}.
+   * Default `DEFAULT_MAX_BUFFERED_BYTES` (64 MiB + 64 KiB).
    */
   readonly maxBufferedBytes?: number;
   /**
@@ -115,344 +96,6 @@ export interface StreamOptions {
   readonly payloadViews?: boolean;
   /** What is already known about the connection (to decode from the middle of a stream). */
   readonly state?: Partial<NegotiatedState>;
-}
-
-/** Mutable state shared by the two directions of one connection. */
-export class SessionState {
-  style: "unknown" | "oldstyle" | "newstyle" = "unknown";
-  handshakeFlags: number | undefined = undefined;
-  clientFlags: number | undefined = undefined;
-  structuredReplies = false;
-  extendedHeaders = false;
-  contexts: Map<number, string> = new Map();
-  exportSize: bigint | undefined = undefined;
-  transmissionFlags: number | undefined = undefined;
-  /** Options sent and not yet finally answered (FIFO; normally at most one). */
-  readonly options: OptionRequest[] = [];
-  /** Requests awaiting replies, by cookie (FIFO per cookie: cookies may be reused). */
-  readonly requests: Map<bigint, Request[]> = new Map();
-  /** Contexts proposed by the SET_META_CONTEXT in progress. */
-  pendingContexts: Map<number, string> | undefined = undefined;
-  /** The client sent STARTTLS and the server has not answered yet. */
-  tlsRequested = false;
-  /** The server acknowledged STARTTLS. */
-  tlsStarted = false;
-
-  constructor(init?: Partial<NegotiatedState>) {
-    if (init === undefined) return;
-    if (init.style !== undefined) this.style = init.style;
-    if (init.handshakeFlags !== undefined) this.handshakeFlags = init.handshakeFlags;
-    if (init.clientFlags !== undefined) this.clientFlags = init.clientFlags;
-    if (init.structuredReplies !== undefined) this.structuredReplies = init.structuredReplies;
-    if (init.extendedHeaders !== undefined) this.extendedHeaders = init.extendedHeaders;
-    if (init.contexts !== undefined) this.contexts = new Map(init.contexts);
-    if (init.exportSize !== undefined) this.exportSize = init.exportSize;
-    if (init.transmissionFlags !== undefined) this.transmissionFlags = init.transmissionFlags;
-  }
-
-  /** Both sides agreed to leave out the 124 zero bytes after the EXPORT_NAME reply. */
-  noZeroes(): boolean | undefined {
-    if (this.handshakeFlags !== undefined && (this.handshakeFlags & HandshakeFlag.NO_ZEROES) === 0) {
-      return false;
-    }
-    if (this.clientFlags === undefined) return undefined;
-    return (this.clientFlags & ClientFlag.C_NO_ZEROES) !== 0 &&
-      (this.handshakeFlags === undefined || (this.handshakeFlags & HandshakeFlag.NO_ZEROES) !== 0);
-  }
-
-  addRequest(r: Request): void {
-    const list = this.requests.get(r.cookie);
-    if (list === undefined) this.requests.set(r.cookie, [r]);
-    else list.push(r);
-  }
-
-  /** The oldest outstanding request with this cookie. */
-  findRequest(cookie: bigint): Request | undefined {
-    return this.requests.get(cookie)?.[0];
-  }
-
-  /** Forgets the oldest outstanding request with this cookie (its reply is complete). */
-  finishRequest(cookie: bigint): void {
-    const list = this.requests.get(cookie);
-    if (list === undefined) return;
-    list.shift();
-    if (list.length === 0) this.requests.delete(cookie);
-  }
-
-  view(phase: StreamPhase): NegotiatedState {
-    return {
-      phase,
-      style: this.style,
-      handshakeFlags: this.handshakeFlags,
-      clientFlags: this.clientFlags,
-      structuredReplies: this.structuredReplies,
-      extendedHeaders: this.extendedHeaders,
-      contexts: this.contexts,
-      exportSize: this.exportSize,
-      transmissionFlags: this.transmissionFlags,
-    };
-  }
-}
-
-/** Internal result of one decoding step. */
-export type Step =
-  | { readonly step: "event"; readonly event: StreamEvent }
-  /** More bytes of this direction are needed. */
-  | { readonly step: "need-bytes" }
-  /** The other direction must be decoded further first (the s2c decoder waits for c2s frames). */
-  | { readonly step: "blocked" };
-
-const NEED_BYTES: Step = Object.freeze({ step: "need-bytes" });
-const BLOCKED: Step = Object.freeze({ step: "blocked" });
-const EMPTY = new Uint8Array(0);
-
-interface Resolved {
-  readonly strict: boolean;
-  readonly maxStringLength: number;
-  readonly maxPayloadLength: number;
-  readonly maxBufferedBytes: number;
-  readonly payloadViews: boolean;
-}
-
-function resolve(o: StreamOptions | undefined): Resolved {
-  return {
-    strict: o?.strict ?? false,
-    maxStringLength: o?.maxStringLength ?? MAX_STRING_LENGTH,
-    maxPayloadLength: o?.maxPayloadLength ?? DEFAULT_MAX_PAYLOAD_LENGTH,
-    maxBufferedBytes: o?.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
-    payloadViews: o?.payloadViews ?? false,
-  };
-}
-
-const REQUEST_MAGIC_HI = Magic.REQUEST;
-const IHAVEOPT_HI = Number(Magic.IHAVEOPT >> 32n);
-const OPTION_REPLY_HI = Number(Magic.OPTION_REPLY >> 32n);
-
-/** Shared machinery of both directions. */
-abstract class DirectionDecoder {
-  protected readonly queue: ByteQueue = new ByteQueue();
-  protected readonly o: Resolved;
-  protected readonly session: SessionState;
-  protected phase: StreamPhase = "start";
-  protected ended = false;
-  abstract readonly direction: Direction;
-
-  constructor(options: StreamOptions | undefined, session: SessionState | undefined) {
-    this.o = resolve(options);
-    this.session = session ?? new SessionState(options?.state);
-    const p = options?.state?.phase;
-    if (p !== undefined) this.phase = p;
-    else if (options?.state?.style === "oldstyle") this.phase = "start";
-  }
-
-  /** What this decoder knows about the connection. */
-  get state(): NegotiatedState {
-    return this.session.view(this.phase);
-  }
-
-  /** Bytes received and not yet decoded. */
-  get buffered(): number {
-    return this.queue.length;
-  }
-
-  /** Stream offset of the next byte to decode. */
-  get position(): number {
-    return this.queue.position;
-  }
-
-  /** Adds bytes without decoding them (the conversation decides when to decode). */
-  append(chunk: Uint8Array): void {
-    if (!(chunk instanceof Uint8Array)) throw new TypeError("Cannot push: chunk is not a Uint8Array");
-    if ((this.phase === "tls" || this.phase === "closed") && !this.keepOpaque()) {
-      // Opaque or abandoned: count the bytes, keep none of them.
-      this.queue.push(chunk);
-      this.queue.clear();
-      return;
-    }
-    this.queue.push(chunk);
-  }
-
-  /** Whether opaque bytes are still counted into a pending notice. */
-  protected keepOpaque(): boolean {
-    return false;
-  }
-
-  /** Decodes one frame, if it can. `force`: decode even when the other direction has not caught up. */
-  abstract step(force: boolean): Step;
-
-  /** Decodes every complete frame buffered so far. */
-  protected drain(force: boolean): StreamEvent[] {
-    const out: StreamEvent[] = [];
-    for (;;) {
-      const s = this.step(force);
-      if (s.step !== "event") break;
-      out.push(s.event);
-    }
-    return out;
-  }
-
-  /**
-   * Gives up on this direction after a capture gap: what is buffered and everything after cannot be framed.
-   */
-  abandon(length: number): StreamEvent | undefined {
-    if (this.phase === "closed" || this.phase === "tls") return undefined;
-    const at = this.queue.position;
-    const n = this.queue.clear();
-    this.phase = "closed";
-    const f = this.finding(
-      "truncated",
-      at + n,
-      "capture-gap",
-      `${length} bytes of the ${this.direction} stream are missing from the capture at offset ${
-        at + n
-      }; the rest of this direction cannot be framed`,
-    );
-    return this.notice("undecodable", at, n, [f]);
-  }
-
-  /** Marks the end of the stream: an incomplete frame becomes a `truncated` notice. */
-  finish(): StreamEvent[] {
-    this.ended = true;
-    const out = this.drain(true);
-    if (this.queue.length > 0 && this.phase !== "tls" && this.phase !== "closed") {
-      const at = this.queue.position;
-      const n = this.queue.clear();
-      const f: Finding = {
-        code: "truncated",
-        offset: at,
-        rule: "stream-truncated",
-        message:
-          `the ${this.direction} stream ends inside a frame: ${n} bytes at offset ${at} are not a whole frame`,
-      };
-      if (this.o.strict) throw new NbdDecodeError(f.code, f.offset, f.rule, f.message);
-      out.push(this.notice("truncated", at, n, [f]));
-    }
-    return out;
-  }
-
-  protected notice(
-    kind: StreamNotice["notice"],
-    at: number,
-    length: number,
-    findings: readonly Finding[],
-  ): StreamNotice {
-    return { event: "notice", notice: kind, direction: this.direction, streamOffset: at, length, findings };
-  }
-
-  /** A finding of the stream level (not of one frame's bytes), thrown in strict mode. */
-  protected finding(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): Finding {
-    if (this.o.strict) throw new NbdDecodeError(code, offset, rule, message);
-    return { code, offset, rule, message };
-  }
-
-  /** Skips the rest of this direction after bytes that cannot be decoded. */
-  protected undecodable(e: unknown): Step {
-    if (!isNbdDecodeError(e)) throw e;
-    if (this.o.strict) throw e;
-    const at = this.queue.position;
-    const n = this.queue.clear();
-    this.phase = "closed";
-    const f: Finding = { code: e.code, offset: at + e.offset, rule: e.rule, message: e.message };
-    return { step: "event", event: this.notice("undecodable", at, n, [f]) };
-  }
-
-  /** Refuses a frame longer than the buffer limit before buffering it. */
-  protected checkBuffer(total: number, what: string): void {
-    if (total > this.o.maxBufferedBytes || total < 0) {
-      throw new NbdDecodeError(
-        "limit-exceeded",
-        0,
-        "max-buffered-bytes",
-        `Cannot decode ${what}: the frame needs ${
-          total < 0 ? "more than 2^53" : total
-        } bytes, above the limit of ${this.o.maxBufferedBytes} buffered bytes (option maxBufferedBytes)`,
-      );
-    }
-  }
-
-  protected u32At(i: number): number {
-    const q = this.queue;
-    return ((q.byteAt(i) << 24) >>> 0) + ((q.byteAt(i + 1) << 16) | (q.byteAt(i + 2) << 8) | q.byteAt(i + 3));
-  }
-
-  /**
-   * Decodes a frame of `total` bytes at the front of the queue with `decode` and consumes it. The frame is
-   * decoded in place when it lies in one chunk, else from a copy.
-   */
-  protected take<T extends Frame>(
-    total: number,
-    decode: (bytes: Uint8Array, offset: number) => Decoded<T>,
-  ): StreamFrame {
-    const at = this.queue.position;
-    const front = this.queue.front();
-    let r: Decoded<T>;
-    let base: number;
-    if (front.contiguous >= total) {
-      r = decode(front.chunk, front.start);
-      base = front.start;
-    } else {
-      r = decode(this.queue.peek(total), 0);
-      base = 0;
-    }
-    if (!r.done) {
-      // The framing said `total` bytes make the frame; the frame decoder wants more: a length field that
-      // disagrees with itself. Treat as undecodable.
-      throw new NbdDecodeError(
-        "bad-length",
-        0,
-        "frame-length",
-        "the frame is longer than its length fields say",
-      );
-    }
-    this.queue.skip(r.byteLength);
-    return this.frameEvent(at, r.byteLength, r.frame, rebase(r.findings, base, at), undefined);
-  }
-
-  protected frameEvent(
-    at: number,
-    length: number,
-    frame: Frame,
-    findings: readonly Finding[],
-    payload: readonly Uint8Array[] | undefined,
-  ): StreamFrame {
-    return payload === undefined
-      ? { event: "frame", direction: this.direction, frameOffset: at, frameLength: length, frame, findings }
-      : {
-        event: "frame",
-        direction: this.direction,
-        frameOffset: at,
-        frameLength: length,
-        frame,
-        payload,
-        findings,
-      };
-  }
-
-  protected decodeOptions(offset: number): {
-    offset: number;
-    strict: boolean;
-    maxStringLength: number;
-    maxPayloadLength: number;
-  } {
-    return {
-      offset,
-      strict: this.o.strict,
-      maxStringLength: this.o.maxStringLength,
-      maxPayloadLength: this.o.maxPayloadLength,
-    };
-  }
-}
-
-/** Moves finding offsets from the decoded array's indexes to stream offsets. */
-function rebase(findings: readonly Finding[], base: number, at: number): readonly Finding[] {
-  if (findings.length === 0) return NO_FINDINGS;
-  return findings.map((f) => ({ ...f, offset: at + (f.offset - base) }));
-}
-
-function merge(a: readonly Finding[], b: readonly Finding[]): readonly Finding[] {
-  if (b.length === 0) return a;
-  if (a.length === 0) return b;
-  return [...a, ...b];
 }
 
 /**
@@ -470,19 +113,29 @@ function merge(a: readonly Finding[], b: readonly Finding[]): readonly Finding[]
  * console.log(events.map((e) => e.event === "frame" ? e.frame.type : e.notice)); // [ "client-flags", "option-request" ]
  * ```
  */
-export class ClientStreamDecoder extends DirectionDecoder {
-  /** Always `"c2s"`. */
-  readonly direction: Direction = "c2s";
+export class ClientStreamDecoder {
+  readonly #impl: ClientDecoderImpl;
 
   /**
+   * Creates a decoder for one connection's client-to-server stream.
+   *
    * @param options limits, strictness, payload views and what is already known
-   * @param session shared state (the conversation decoder passes one shared by both directions)
    */
-  constructor(options?: StreamOptions, session?: SessionState) {
-    super(options, session);
-    if (options?.state?.phase === undefined && options?.state?.style === "oldstyle") {
-      this.phase = "transmission";
-    }
+  constructor(options?: StreamOptions) {
+    this.#impl = new ClientDecoderImpl(options);
+  }
+
+  /**
+   * What the decoder knows about the connection.
+   *
+   * @example
+   * ```ts
+   * import { ClientStreamDecoder } from "@nbd/codec";
+   * console.log(new ClientStreamDecoder().state.phase); // "start"
+   * ```
+   */
+  get state(): NegotiatedState {
+    return this.#impl.state;
   }
 
   /**
@@ -495,8 +148,7 @@ export class ClientStreamDecoder extends DirectionDecoder {
    * ```
    */
   push(chunk: Uint8Array): StreamEvent[] {
-    this.append(chunk);
-    return this.drain(false);
+    return this.#impl.push(chunk);
   }
 
   /**
@@ -511,127 +163,7 @@ export class ClientStreamDecoder extends DirectionDecoder {
    * ```
    */
   end(): StreamEvent[] {
-    return this.finish();
-  }
-
-  step(_force: boolean): Step {
-    const q = this.queue;
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
-    try {
-      if (this.phase === "start") {
-        if (q.length < 4) return NEED_BYTES;
-        const first = this.u32At(0);
-        if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
-          // No client flags: an oldstyle connection.
-          if (this.session.style === "unknown") this.session.style = "oldstyle";
-          this.phase = "transmission";
-          return this.step(_force);
-        }
-        const ev = this.take(4, (b, offset) => decodeClientFlags(b, this.decodeOptions(offset)));
-        this.session.clientFlags = (ev.frame as { flags: number }).flags;
-        if (this.session.style === "unknown") this.session.style = "newstyle";
-        this.phase = "options";
-        return { step: "event", event: ev };
-      }
-      if (this.phase === "options") {
-        if (q.length < 4) return NEED_BYTES;
-        const first = this.u32At(0);
-        if (first !== IHAVEOPT_HI) {
-          if (this.session.tlsRequested || this.session.tlsStarted) {
-            this.phase = "tls";
-            const at = q.position;
-            const n = q.clear();
-            return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
-          }
-          if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
-            // The handshake ended (GO acknowledged): transmission.
-            this.phase = "transmission";
-            return this.step(_force);
-          }
-        }
-        if (q.length < 16) return NEED_BYTES;
-        if (u64(q.peek(8), 0) !== Magic.IHAVEOPT) {
-          throw new NbdDecodeError(
-            "bad-magic",
-            0,
-            "magic",
-            `Cannot decode option request: magic is 0x${
-              toHex(q.peek(8))
-            }, expected 0x49484156454f5054 (IHAVEOPT)`,
-          );
-        }
-        const len = this.u32At(12);
-        if (len > this.o.maxPayloadLength) {
-          throw new NbdDecodeError(
-            "limit-exceeded",
-            12,
-            "max-payload-length",
-            `Cannot decode option request: length ${len} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-          );
-        }
-        const total = 16 + len;
-        this.checkBuffer(total, "option request");
-        if (q.length < total) return NEED_BYTES;
-        const ev = this.take(total, (b, offset) => decodeOptionRequest(b, this.decodeOptions(offset)));
-        const opt = ev.frame as OptionRequest;
-        this.session.options.push(opt);
-        if (opt.option === Option.EXPORT_NAME) this.phase = "transmission";
-        else if (opt.option === Option.STARTTLS) this.session.tlsRequested = true;
-        else if (opt.option === Option.ABORT) this.phase = "closed";
-        return { step: "event", event: ev };
-      }
-      // transmission
-      if (q.length < 4) return NEED_BYTES;
-      const magic = this.u32At(0);
-      const extended = magic === Magic.EXTENDED_REQUEST;
-      const headerLength = extended ? 32 : 28;
-      if (magic !== REQUEST_MAGIC_HI && !extended) {
-        throw new NbdDecodeError(
-          "bad-magic",
-          0,
-          "magic",
-          `Cannot decode request: magic is 0x${magic.toString(16).padStart(8, "0")}, expected 0x25609513 ` +
-            `(compact) or 0x21e41c71 (extended)`,
-        );
-      }
-      if (q.length < headerLength) return NEED_BYTES;
-      const head = q.peek(headerLength);
-      const h = decodeRequestHeader(head, { strict: false, maxPayloadLength: this.o.maxPayloadLength });
-      if (!h.done) return NEED_BYTES;
-      const total = headerLength + h.frame.payloadLength;
-      const isData = h.frame.command === Command.WRITE;
-      if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "request");
-      if (q.length < total) return NEED_BYTES;
-      let ev: StreamFrame;
-      const front = q.front();
-      if (isData && this.o.payloadViews && front.contiguous < total) {
-        const at = q.position;
-        const hr = decodeRequestHeader(head, {
-          ...this.decodeOptions(0),
-          extendedHeaders: this.session.extendedHeaders,
-        });
-        if (!hr.done) return NEED_BYTES;
-        q.skip(headerLength);
-        const views = q.takeViews(h.frame.payloadLength);
-        const { payloadLength: _p, ...fields } = hr.frame;
-        const frame: Request = { ...fields, data: EMPTY };
-        ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
-      } else {
-        ev = this.take(total, (b, offset) =>
-          decodeRequest(b, {
-            ...this.decodeOptions(offset),
-            ...(this.session.style === "newstyle" || this.session.extendedHeaders
-              ? { extendedHeaders: this.session.extendedHeaders }
-              : {}),
-          }));
-      }
-      const req = ev.frame as Request;
-      if (req.command === Command.DISC) this.phase = "closed";
-      else this.session.addRequest(req);
-      return { step: "event", event: ev };
-    } catch (e) {
-      return this.undecodable(e);
-    }
+    return this.#impl.end();
   }
 }
 
@@ -642,7 +174,7 @@ export class ClientStreamDecoder extends DirectionDecoder {
  * Two frames need the other direction: the EXPORT_NAME reply (was EXPORT_NAME sent, and did the client
  * set NO_ZEROES) and simple replies to READ (their data length is the request's). Tell the decoder with
  * {@link ServerStreamDecoder.noteOption}, {@link ServerStreamDecoder.noteClientFlags} and
- * {@link ServerStreamDecoder.noteRequest}, or use a {@link ConversationDecoder}, which does it for you.
+ * {@link ServerStreamDecoder.noteRequest}, or use a `ConversationDecoder`, which does it for you.
  * Without that knowledge it guesses: a simple reply whose request is unknown carries no data (with a
  * finding), and an EXPORT_NAME reply is recognised by its shape.
  *
@@ -655,23 +187,29 @@ export class ClientStreamDecoder extends DirectionDecoder {
  * console.log(e?.event === "frame" && e.frame.type, d.state.phase); // "newstyle-greeting" "options"
  * ```
  */
-export class ServerStreamDecoder extends DirectionDecoder {
-  /** Always `"s2c"`. */
-  readonly direction: Direction = "s2c";
-  /** Wait for the client side instead of guessing (set by the conversation decoder). */
-  waitForClient = false;
-  private tlsNoticePending = false;
+export class ServerStreamDecoder {
+  readonly #impl: ServerDecoderImpl;
 
-  protected override keepOpaque(): boolean {
-    return this.tlsNoticePending;
+  /**
+   * Creates a decoder for one connection's server-to-client stream.
+   *
+   * @param options limits, strictness, payload views and what is already known
+   */
+  constructor(options?: StreamOptions) {
+    this.#impl = new ServerDecoderImpl(options);
   }
 
   /**
-   * @param options limits, strictness, payload views and what is already known
-   * @param session shared state (the conversation decoder passes one shared by both directions)
+   * What the decoder knows about the connection.
+   *
+   * @example
+   * ```ts
+   * import { ServerStreamDecoder } from "@nbd/codec";
+   * console.log(new ServerStreamDecoder().state.style); // "unknown"
+   * ```
    */
-  constructor(options?: StreamOptions, session?: SessionState) {
-    super(options, session);
+  get state(): NegotiatedState {
+    return this.#impl.state;
   }
 
   /**
@@ -684,8 +222,7 @@ export class ServerStreamDecoder extends DirectionDecoder {
    * ```
    */
   push(chunk: Uint8Array): StreamEvent[] {
-    this.append(chunk);
-    return this.drain(false);
+    return this.#impl.push(chunk);
   }
 
   /**
@@ -700,7 +237,7 @@ export class ServerStreamDecoder extends DirectionDecoder {
    * ```
    */
   end(): StreamEvent[] {
-    return this.finish();
+    return this.#impl.end();
   }
 
   /**
@@ -716,8 +253,7 @@ export class ServerStreamDecoder extends DirectionDecoder {
    * ```
    */
   noteOption(option: OptionRequest): void {
-    this.session.options.push(option);
-    if (option.option === Option.STARTTLS) this.session.tlsRequested = true;
+    this.#impl.noteOption(option);
   }
 
   /**
@@ -732,7 +268,7 @@ export class ServerStreamDecoder extends DirectionDecoder {
    * ```
    */
   noteClientFlags(flags: number): void {
-    this.session.clientFlags = flags;
+    this.#impl.noteClientFlags(flags);
   }
 
   /**
@@ -749,363 +285,6 @@ export class ServerStreamDecoder extends DirectionDecoder {
    * ```
    */
   noteRequest(request: Request): void {
-    if (request.command !== Command.DISC) this.session.addRequest(request);
-  }
-
-  step(force: boolean): Step {
-    const q = this.queue;
-    if (this.tlsNoticePending && (q.length > 0 || this.ended)) {
-      this.tlsNoticePending = false;
-      const at = q.position;
-      const n = q.clear();
-      return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
-    }
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
-    try {
-      if (this.phase === "start") {
-        if (q.length < 16) return NEED_BYTES;
-        const second = this.u32At(8);
-        const total = second === IHAVEOPT_HI ? 18 : 152;
-        if (q.length < total && (this.u32At(0) === Number(Magic.NBDMAGIC >> 32n))) return NEED_BYTES;
-        // A wrong magic is reported as soon as 16 bytes are there.
-        const ev = this.take(
-          Math.min(total, q.length),
-          (b, offset) => decodeGreeting(b, this.decodeOptions(offset)),
-        );
-        const g = ev.frame;
-        if (g.type === "newstyle-greeting") {
-          this.session.style = "newstyle";
-          this.session.handshakeFlags = g.handshakeFlags;
-          this.phase = "options";
-        } else if (g.type === "oldstyle-greeting") {
-          this.session.style = "oldstyle";
-          this.session.exportSize = g.size;
-          this.session.transmissionFlags = g.transmissionFlags;
-          this.phase = "transmission";
-        }
-        return { step: "event", event: ev };
-      }
-      if (this.phase === "options") return this.stepOptions(force);
-      return this.stepTransmission(force);
-    } catch (e) {
-      return this.undecodable(e);
-    }
-  }
-
-  private stepOptions(force: boolean): Step {
-    const q = this.queue;
-    const s = this.session;
-    const pending = s.options[0];
-    if (pending === undefined && this.waitForClient && !force) return BLOCKED;
-    if (pending?.option === Option.EXPORT_NAME) return this.stepExportNameReply(force);
-    if (q.length < 8) return NEED_BYTES;
-    const first = this.u32At(0);
-    if (first !== OPTION_REPLY_HI) {
-      if (s.tlsStarted) {
-        this.phase = "tls";
-        const at = q.position;
-        const n = q.clear();
-        return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
-      }
-      if (
-        pending === undefined && (first === Magic.SIMPLE_REPLY || first === Magic.STRUCTURED_REPLY ||
-          first === Magic.EXTENDED_REPLY)
-      ) {
-        this.phase = "transmission";
-        return this.stepTransmission(force);
-      }
-    }
-    if (q.length < 20) return NEED_BYTES;
-    if (u64(q.peek(8), 0) !== Magic.OPTION_REPLY) {
-      throw new NbdDecodeError(
-        "bad-magic",
-        0,
-        "magic",
-        `Cannot decode option reply: magic is 0x${toHex(q.peek(8))}, expected 0x0003e889045565a9`,
-      );
-    }
-    const len = this.u32At(16);
-    if (len > this.o.maxPayloadLength) {
-      throw new NbdDecodeError(
-        "limit-exceeded",
-        16,
-        "max-payload-length",
-        `Cannot decode option reply: length ${len} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-      );
-    }
-    const total = 20 + len;
-    this.checkBuffer(total, "option reply");
-    if (q.length < total) return NEED_BYTES;
-    const ev = this.take(total, (b, offset) =>
-      decodeOptionReply(b, {
-        ...this.decodeOptions(offset),
-        ...(pending !== undefined ? { pendingOption: pending.option } : {}),
-      }));
-    let findings = ev.findings;
-    const rep = ev.frame as import("./option_reply.ts").OptionReplyFrame;
-    if (pending === undefined) {
-      findings = merge(findings, [
-        this.finding(
-          "unexpected-frame",
-          ev.frameOffset,
-          "option-reply-unsolicited",
-          "an option reply arrived while no option was pending; a server replies only to the option sent",
-        ),
-      ]);
-    }
-    this.learnFromOptionReply(rep, pending);
-    const event: StreamFrame = findings === ev.findings ? ev : { ...ev, findings };
-    return {
-      step: "event",
-      event: pending === undefined ? event : { ...event, option: pending } as StreamFrame,
-    };
-  }
-
-  private learnFromOptionReply(
-    rep: import("./option_reply.ts").OptionReplyFrame,
-    pending: OptionRequest | undefined,
-  ): void {
-    const s = this.session;
-    const option = pending?.option ?? rep.option;
-    const isFinal = rep.reply === OptionReply.ACK || (rep.reply & 0x8000_0000) !== 0;
-    if (rep.reply === OptionReply.META_CONTEXT && option === Option.SET_META_CONTEXT) {
-      if (rep.data.kind === "meta-context") (s.pendingContexts ??= new Map()).set(rep.data.id, rep.data.name);
-    }
-    if (rep.reply === OptionReply.INFO && rep.data.kind === "info" && rep.data.info.info === Info.EXPORT) {
-      const info = rep.data.info as { size: bigint; transmissionFlags: number };
-      if (option === Option.GO || option === Option.INFO) {
-        s.exportSize = info.size;
-        s.transmissionFlags = info.transmissionFlags;
-      }
-    }
-    if (!isFinal) return;
-    if (pending !== undefined) s.options.shift();
-    const ok = rep.reply === OptionReply.ACK;
-    switch (option) {
-      case Option.STRUCTURED_REPLY:
-        if (ok) s.structuredReplies = true;
-        break;
-      case Option.EXTENDED_HEADERS:
-        if (ok) s.extendedHeaders = true;
-        break;
-      case Option.SET_META_CONTEXT:
-        // SET replaces the selection even when it fails.
-        s.contexts = ok ? (s.pendingContexts ?? new Map()) : new Map();
-        s.pendingContexts = undefined;
-        break;
-      case Option.STARTTLS:
-        s.tlsRequested = false;
-        if (ok) {
-          s.tlsStarted = true;
-          this.phase = "tls";
-          this.tlsNoticePending = true;
-        }
-        break;
-      case Option.GO:
-        if (ok) this.phase = "transmission";
-        break;
-      case Option.ABORT:
-        if (ok) this.phase = "closed";
-        break;
-    }
-  }
-
-  private stepExportNameReply(force: boolean): Step {
-    const q = this.queue;
-    const s = this.session;
-    let noZeroes = s.noZeroes();
-    if (noZeroes === undefined) {
-      if (this.waitForClient && !force) return BLOCKED;
-      // Unknown client flags: 124 zero bytes right after the flags tell.
-      if (q.length < 14 && !this.ended) return NEED_BYTES;
-      noZeroes = !(q.length >= 14 && this.u32At(10) === 0);
-    }
-    const total = noZeroes ? 10 : 134;
-    if (q.length < total) return NEED_BYTES;
-    const ev = this.take(
-      total,
-      (b, offset) => decodeExportNameReply(b, { ...this.decodeOptions(offset), noZeroes: noZeroes! }),
-    );
-    const option = s.options.shift();
-    const f = ev.frame as { size: bigint; transmissionFlags: number };
-    s.exportSize = f.size;
-    s.transmissionFlags = f.transmissionFlags;
-    this.phase = "transmission";
-    return { step: "event", event: option === undefined ? ev : { ...ev, option } as StreamFrame };
-  }
-
-  private stepTransmission(force: boolean): Step {
-    const q = this.queue;
-    const s = this.session;
-    if (q.length < 4) return NEED_BYTES;
-    const magic = this.u32At(0);
-    if (magic === Magic.SIMPLE_REPLY) {
-      if (q.length < 16) return NEED_BYTES;
-      const cookie = (BigInt(this.u32At(8)) << 32n) | BigInt(this.u32At(12));
-      const error = this.u32At(4);
-      const req = s.findRequest(cookie);
-      if (req === undefined && this.waitForClient && !force) return BLOCKED;
-      const findings: Finding[] = [];
-      const at = q.position;
-      let readLength = 0;
-      if (req === undefined) {
-        findings.push(this.finding(
-          "unexpected-frame",
-          at + 8,
-          "reply-unknown-cookie",
-          `simple reply for cookie ${cookie}, which matches no outstanding request`,
-        ));
-      } else if (req.command === Command.READ && error === 0) {
-        readLength = Number(req.length);
-        if (s.structuredReplies) {
-          findings.push(this.finding(
-            "unexpected-frame",
-            at,
-            "simple-reply-read-structured",
-            "a simple reply to READ after structured replies were negotiated; READ replies MUST then be chunks",
-          ));
-        }
-      }
-      if (s.extendedHeaders) {
-        findings.push(this.finding(
-          "unexpected-frame",
-          at,
-          "simple-reply-extended",
-          "a simple reply after extended headers were negotiated; only extended reply chunks are allowed",
-        ));
-      }
-      const total = 16 + readLength;
-      if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
-      if (q.length < total) return NEED_BYTES;
-      let ev: StreamFrame;
-      const front = q.front();
-      if (readLength > 0 && this.o.payloadViews && front.contiguous < total) {
-        const hr = decodeSimpleReply(q.peek(16), this.decodeOptions(0));
-        if (!hr.done) return NEED_BYTES;
-        q.skip(16);
-        const views = q.takeViews(readLength);
-        ev = this.frameEvent(at, total, { ...hr.frame, data: EMPTY }, rebase(hr.findings, 0, at), views);
-      } else {
-        ev = this.take(total, (b, offset) =>
-          decodeSimpleReply(b, {
-            ...this.decodeOptions(offset),
-            ...(readLength > 0 ? { readLength } : {}),
-          }));
-      }
-      if (req !== undefined) s.finishRequest(cookie);
-      const all = merge(ev.findings, findings);
-      const event = { ...ev, findings: all, ...(req !== undefined ? { request: req } : {}) } as StreamFrame;
-      return { step: "event", event };
-    }
-    if (magic === Magic.STRUCTURED_REPLY || magic === Magic.EXTENDED_REPLY) {
-      const extended = magic === Magic.EXTENDED_REPLY;
-      const headerLength = extended ? 32 : 20;
-      if (q.length < headerLength) return NEED_BYTES;
-      const cookie = (BigInt(this.u32At(8)) << 32n) | BigInt(this.u32At(12));
-      const req = s.findRequest(cookie);
-      if (req === undefined && this.waitForClient && !force) return BLOCKED;
-      const head = q.peek(headerLength);
-      const len = extended ? u64AsNumber(head, 24) : u32(head, 16);
-      if (len < 0 || len > this.o.maxPayloadLength) {
-        throw new NbdDecodeError(
-          "limit-exceeded",
-          extended ? 24 : 16,
-          "max-payload-length",
-          `Cannot decode reply chunk: payload length ${
-            len < 0 ? u64(head, 24) : len
-          } exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-        );
-      }
-      const total = headerLength + len;
-      const flags = u16(head, 4);
-      const chunkType = u16(head, 6);
-      const isData = chunkType === 1 && len > 9;
-      if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
-      if (q.length < total) return NEED_BYTES;
-      const at = q.position;
-      let ev: StreamFrame;
-      const front = q.front();
-      if (isData && this.o.payloadViews && front.contiguous < total) {
-        const fixed = q.peek(headerLength + 8);
-        const frame: ReplyChunk = {
-          type: "reply-chunk",
-          extended,
-          flags,
-          chunkType,
-          cookie,
-          ...(extended ? { offset: u64(fixed, 16) } : {}),
-          payload: { kind: "offset-data", offset: u64(fixed, headerLength), data: EMPTY },
-        } as ReplyChunk;
-        q.skip(headerLength + 8);
-        const views = q.takeViews(len - 8);
-        ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
-      } else {
-        ev = this.take(total, (b, offset) =>
-          decodeReplyChunk(b, {
-            ...this.decodeOptions(offset),
-            ...(s.style === "newstyle" ? { extendedHeaders: s.extendedHeaders } : {}),
-          }));
-      }
-      const findings: Finding[] = [];
-      if (req === undefined) {
-        findings.push(this.finding(
-          "unexpected-frame",
-          at + 8,
-          "reply-unknown-cookie",
-          `reply chunk for cookie ${cookie}, which matches no outstanding request`,
-        ));
-      } else if (extended && req.offset !== u64(head, 16)) {
-        findings.push(this.finding(
-          "bad-value",
-          at + 16,
-          "extended-reply-offset",
-          `the extended reply header's offset ${
-            u64(head, 16)
-          } differs from the request's ${req.offset}; it MUST equal it`,
-        ));
-      }
-      if (!s.structuredReplies && !s.extendedHeaders && s.style !== "unknown") {
-        findings.push(this.finding(
-          "unexpected-frame",
-          at,
-          "chunk-without-negotiation",
-          "a structured reply chunk although neither structured replies nor extended headers were negotiated",
-        ));
-      }
-      let contextName: string | undefined;
-      const chunk = ev.frame as ReplyChunk;
-      if (chunk.payload.kind === "block-status") {
-        const id = chunk.payload.descriptors.contextId;
-        contextName = s.contexts.get(id);
-        if (contextName === undefined && s.contexts.size > 0) {
-          findings.push(this.finding(
-            "bad-value",
-            at + headerLength,
-            "block-status-context",
-            `block status for metadata context id ${id}, which was not negotiated`,
-          ));
-        }
-      }
-      if (req !== undefined && (flags & 1) !== 0) s.finishRequest(cookie);
-      const all = merge(ev.findings, findings);
-      const event = {
-        ...ev,
-        findings: all,
-        ...(req !== undefined ? { request: req } : {}),
-        ...(contextName !== undefined ? { contextName } : {}),
-      } as StreamFrame;
-      return { step: "event", event };
-    }
-    // Not a reply magic: let the chunk decoder name the problem.
-    if (q.length < 4) return NEED_BYTES;
-    throw new NbdDecodeError(
-      "bad-magic",
-      0,
-      "magic",
-      `Cannot decode reply: magic is 0x${
-        magic.toString(16).padStart(8, "0")
-      }, expected 0x67446698 (simple), ` +
-        `0x668e33ef (structured) or 0x6e8a278c (extended)`,
-    );
+    this.#impl.noteRequest(request);
   }
 }

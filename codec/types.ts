@@ -79,3 +79,14 @@ export const DEFAULT_MAX_PAYLOAD_LENGTH: number = 64 * 1024 * 1024;
  * ```
  */
 export const MAX_STRING_LENGTH = 4096;
+
+/**
+ * Default of `StreamOptions.maxBufferedBytes`: the default maximum payload plus 64 KiB.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_BUFFERED_BYTES } from "@nbd/codec";
+ * console.log(DEFAULT_MAX_BUFFERED_BYTES); // 67174400
+ * ```
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES: number = DEFAULT_MAX_PAYLOAD_LENGTH + 65536;
