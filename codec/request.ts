@@ -1,2 +1,707 @@
-// Filled in by the request work; exported from mod.ts.
-export {};
+/**
+ * Transmission-phase requests (client to server): the compact request (28-byte header, magic `0x25609513`)
+ * and the extended request (32-byte header, magic `0x21e41c71`, 64-bit length), with the write payload and
+ * the block-status payload form of extended headers.
+ *
+ * Two APIs:
+ * - the object API ({@link decodeRequest}, {@link encodeRequest}, ...) with `bigint` 64-bit fields and a
+ *   fresh frame per call;
+ * - the allocation-free hot path for servers and dissectors ({@link decodeRequestHeaderInto},
+ *   {@link encodeRequestHeaderInto}), which reads and writes a caller-owned {@link RequestHeaderFields}
+ *   whose 64-bit fields are split into two 32-bit numbers.
+ *
+ * @module
+ */
+import {
+  checkBytes,
+  checkTarget,
+  checkU16,
+  checkU32,
+  checkU64,
+  hex32,
+  put16,
+  put32,
+  put64,
+  u16,
+  u32,
+} from "./_bytes.ts";
+import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
+import { Command, CommandFlag, Magic } from "./constants.ts";
+import type { Decoded, DecodeOptions } from "./types.ts";
+
+/** Header length of a compact request. */
+const COMPACT_LENGTH = 28;
+/** Header length of an extended request. */
+const EXTENDED_LENGTH = 32;
+/** Bits 6-15 of the command flags are unassigned. */
+const KNOWN_COMMAND_FLAGS = 0x003f;
+const TWO32 = 0x1_0000_0000;
+
+/**
+ * The command flags each known command accepts (index = command). FUA is valid on every command once the
+ * server advertised SEND_FUA (spec §Request message, "NBD_CMD_FLAG_FUA"); RESIZE (experimental) defines none.
+ */
+const FLAGS_FOR_COMMAND: readonly number[] = [
+  CommandFlag.FUA | CommandFlag.DF, // READ
+  CommandFlag.FUA | CommandFlag.PAYLOAD_LEN, // WRITE
+  CommandFlag.FUA, // DISC
+  CommandFlag.FUA, // FLUSH
+  CommandFlag.FUA, // TRIM
+  CommandFlag.FUA, // CACHE
+  CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO, // WRITE_ZEROES
+  CommandFlag.FUA | CommandFlag.REQ_ONE | CommandFlag.PAYLOAD_LEN, // BLOCK_STATUS
+  CommandFlag.FUA, // RESIZE
+];
+
+/**
+ * The payload of `NBD_CMD_BLOCK_STATUS` in its payload form (extended headers, `NBD_CMD_FLAG_PAYLOAD_LEN`,
+ * server advertised `NBD_FLAG_BLOCK_STATUS_PAYLOAD`): the effect length, then the metadata context ids the
+ * server should report on. On the wire: u64 effect length, then n u32 ids (8 + 4n bytes, n >= 1).
+ *
+ * @example
+ * ```ts
+ * import type { BlockStatusPayload } from "@nbd/codec";
+ * const p: BlockStatusPayload = { effectLength: 65536n, contextIds: [1] };
+ * console.log(p.contextIds.length); // 1
+ * ```
+ */
+export interface BlockStatusPayload {
+  /** The length of the export range the request is about (a hint, as the header length is otherwise). */
+  readonly effectLength: bigint;
+  /** Metadata context ids to report on (u32 each). */
+  readonly contextIds: readonly number[];
+}
+
+/**
+ * A transmission request, compact or extended.
+ *
+ * `length` is the header's length field as sent: the payload length for WRITE (and for any extended
+ * request with `NBD_CMD_FLAG_PAYLOAD_LEN`), the effect length otherwise. Payload bytes are a view of the
+ * decoder's input, never a copy.
+ *
+ * @example
+ * ```ts
+ * import { Command, type Request } from "@nbd/codec";
+ * const read: Request = {
+ *   type: "request", extended: false, flags: 0, command: Command.READ,
+ *   cookie: 1n, offset: 0n, length: 4096n,
+ * };
+ * console.log(read.length); // 4096n
+ * ```
+ */
+export interface Request {
+  /** Frame tag. */
+  readonly type: "request";
+  /** `true` for the 32-byte extended header (magic `0x21e41c71`), `false` for the 28-byte compact one. */
+  readonly extended: boolean;
+  /** Command flags (`CommandFlag`, 16 bits). */
+  readonly flags: number;
+  /** Command type (`Command`, 16 bits); unknown values are kept. */
+  readonly command: number;
+  /** Opaque 64-bit cookie, echoed in the replies. */
+  readonly cookie: bigint;
+  /** Export offset (for RESIZE: the requested new size). */
+  readonly offset: bigint;
+  /** The header's length field (u32 compact, u64 extended). */
+  readonly length: bigint;
+  /**
+   * Payload bytes that follow the header: the data of a WRITE, or a payload that is not decoded further
+   * (an unknown command's payload, or a malformed block-status payload in lenient mode).
+   */
+  readonly data?: Uint8Array;
+  /** The decoded block-status payload form. */
+  readonly blockStatus?: BlockStatusPayload;
+}
+
+/**
+ * A request header without its payload, as {@link decodeRequestHeader} returns it: stream decoders read
+ * `payloadLength` more bytes themselves.
+ *
+ * @example
+ * ```ts
+ * import { decodeRequestHeader } from "@nbd/codec";
+ * const hex = "25609513" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + "00000200";
+ * const r = decodeRequestHeader(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16)));
+ * if (r.done) console.log(r.frame.payloadLength); // 512
+ * ```
+ */
+export interface RequestHeader {
+  /** Frame tag. */
+  readonly type: "request";
+  /** Extended (32-byte) or compact (28-byte) header. */
+  readonly extended: boolean;
+  /** Command flags. */
+  readonly flags: number;
+  /** Command type. */
+  readonly command: number;
+  /** Cookie. */
+  readonly cookie: bigint;
+  /** Offset. */
+  readonly offset: bigint;
+  /** The header's length field. */
+  readonly length: bigint;
+  /** How many payload bytes follow the header (0 when none). */
+  readonly payloadLength: number;
+}
+
+/**
+ * Options of the request decoders.
+ *
+ * @example
+ * ```ts
+ * import { decodeRequest, type RequestDecodeOptions } from "@nbd/codec";
+ * const opts: RequestDecodeOptions = { extendedHeaders: true, strict: false };
+ * console.log(decodeRequest(new Uint8Array(0), opts).done); // false
+ * ```
+ */
+export interface RequestDecodeOptions extends DecodeOptions {
+  /**
+   * Whether extended headers were negotiated. When given, a request in the other header style is reported
+   * (`unexpected-frame`, rule `request-header-style`): the two styles are never mixed on one connection.
+   */
+  readonly extendedHeaders?: boolean;
+}
+
+/**
+ * Reusable storage for the allocation-free request path: 64-bit fields as `hi`/`lo` u32 numbers
+ * (value = `hi * 2 ** 32 + lo`). Create one with {@link createRequestHeaderFields} and reuse it.
+ *
+ * @example
+ * ```ts
+ * import { createRequestHeaderFields, type RequestHeaderFields } from "@nbd/codec";
+ * const f: RequestHeaderFields = createRequestHeaderFields();
+ * f.command = 0;
+ * f.lengthLo = 4096;
+ * console.log(f.extended, f.lengthLo); // false 4096
+ * ```
+ */
+export interface RequestHeaderFields {
+  /** Extended (32-byte) or compact (28-byte) header. */
+  extended: boolean;
+  /** Command flags (u16). */
+  flags: number;
+  /** Command type (u16). */
+  command: number;
+  /** Cookie, high 32 bits. */
+  cookieHi: number;
+  /** Cookie, low 32 bits. */
+  cookieLo: number;
+  /** Offset, high 32 bits. */
+  offsetHi: number;
+  /** Offset, low 32 bits. */
+  offsetLo: number;
+  /** Length field, high 32 bits (always 0 for compact headers). */
+  lengthHi: number;
+  /** Length field, low 32 bits. */
+  lengthLo: number;
+  /**
+   * Set by {@link decodeRequestHeaderInto}: payload bytes following the header (0 when none; exact up to
+   * 2^53, so compare it with your limit before reading). Ignored by the encoder.
+   */
+  payloadLength: number;
+}
+
+/**
+ * A fresh, zeroed {@link RequestHeaderFields} (a compact READ of nothing).
+ *
+ * @example
+ * ```ts
+ * import { createRequestHeaderFields } from "@nbd/codec";
+ * console.log(createRequestHeaderFields().cookieLo); // 0
+ * ```
+ */
+export function createRequestHeaderFields(): RequestHeaderFields {
+  return {
+    extended: false,
+    flags: 0,
+    command: 0,
+    cookieHi: 0,
+    cookieLo: 0,
+    offsetHi: 0,
+    offsetLo: 0,
+    lengthHi: 0,
+    lengthLo: 0,
+    payloadLength: 0,
+  };
+}
+
+/** Reads a u64 as a bigint: one BigInt() call when the value fits in 53 bits. */
+function big64(b: Uint8Array, o: number): bigint {
+  const hi = u32(b, o);
+  const lo = u32(b, o + 4);
+  return hi <= 0x1f_ffff ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+}
+
+function hasPayload(extended: boolean, flags: number, command: number): boolean {
+  // qemu 10's client sends extended WRITE without PAYLOAD_LEN: the payload is there regardless.
+  return command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0);
+}
+
+function badMagic(at: number, magic: number): never {
+  return fail(
+    "bad-magic",
+    at,
+    "magic",
+    `Cannot decode request: magic is ${hex32(magic)}, expected 0x25609513 (compact) or 0x21e41c71 (extended)`,
+  );
+}
+
+/**
+ * Allocation-free header decoding: reads the request header at `offset` into `out`. Returns the header
+ * length (28 or 32) when the header is complete, or `-n` when at least `n` more bytes are needed. Only the
+ * magic is checked (an {@link NbdDecodeError} with code `bad-magic` is thrown otherwise); run
+ * {@link decodeRequest} when you need the spec checks and findings. No `bigint`, no allocation.
+ *
+ * @example
+ * ```ts
+ * import { createRequestHeaderFields, decodeRequestHeaderInto } from "@nbd/codec";
+ * const hex = "25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00001000";
+ * const bytes = Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16));
+ * const f = createRequestHeaderFields();
+ * const n = decodeRequestHeaderInto(bytes, 0, f);
+ * console.log(n, f.command, f.cookieLo, f.lengthLo, f.payloadLength); // 28 0 1 4096 0
+ * ```
+ */
+export function decodeRequestHeaderInto(bytes: Uint8Array, offset: number, out: RequestHeaderFields): number {
+  const avail = bytes.length - offset;
+  if (avail < 4) return avail - COMPACT_LENGTH;
+  const magic = u32(bytes, offset);
+  let extended: boolean;
+  if (magic === Magic.REQUEST) extended = false;
+  else if (magic === Magic.EXTENDED_REQUEST) extended = true;
+  else return badMagic(offset, magic);
+  const len = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
+  if (avail < len) return avail - len;
+  const flags = u16(bytes, offset + 4);
+  const command = u16(bytes, offset + 6);
+  out.extended = extended;
+  out.flags = flags;
+  out.command = command;
+  out.cookieHi = u32(bytes, offset + 8);
+  out.cookieLo = u32(bytes, offset + 12);
+  out.offsetHi = u32(bytes, offset + 16);
+  out.offsetLo = u32(bytes, offset + 20);
+  if (extended) {
+    out.lengthHi = u32(bytes, offset + 24);
+    out.lengthLo = u32(bytes, offset + 28);
+  } else {
+    out.lengthHi = 0;
+    out.lengthLo = u32(bytes, offset + 24);
+  }
+  out.payloadLength = hasPayload(extended, flags, command) ? out.lengthHi * TWO32 + out.lengthLo : 0;
+  return len;
+}
+
+function checkHalf(v: number, what: string): void {
+  if (typeof v !== "number" || (v >>> 0) !== v) checkU32(v, what);
+}
+
+/**
+ * Allocation-free header encoding: writes the header described by `fields` (28 or 32 bytes) into `target`
+ * at `offset` and returns its length. The payload (write data) is the caller's to send. Throws
+ * `TypeError`/`RangeError` for fields out of range or a target too short. No `bigint`, no allocation.
+ *
+ * @example
+ * ```ts
+ * import { Command, createRequestHeaderFields, encodeRequestHeaderInto } from "@nbd/codec";
+ * const f = createRequestHeaderFields();
+ * f.command = Command.READ;
+ * f.cookieLo = 1;
+ * f.lengthLo = 4096;
+ * const buf = new Uint8Array(28);
+ * console.log(encodeRequestHeaderInto(buf, 0, f), buf[26]); // 28 16
+ * ```
+ */
+export function encodeRequestHeaderInto(
+  target: Uint8Array,
+  offset: number,
+  fields: RequestHeaderFields,
+): number {
+  const extended = fields.extended === true;
+  const len = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
+  if ((fields.flags & 0xffff) !== fields.flags) checkU16(fields.flags, "request flags");
+  if ((fields.command & 0xffff) !== fields.command) checkU16(fields.command, "request command");
+  checkHalf(fields.cookieHi, "request cookie (high half)");
+  checkHalf(fields.cookieLo, "request cookie (low half)");
+  checkHalf(fields.offsetHi, "request offset (high half)");
+  checkHalf(fields.offsetLo, "request offset (low half)");
+  checkHalf(fields.lengthHi, "request length (high half)");
+  checkHalf(fields.lengthLo, "request length (low half)");
+  if (!extended && fields.lengthHi !== 0) {
+    throw new RangeError("Cannot encode request: a compact request's length is 32 bits (lengthHi must be 0)");
+  }
+  checkTarget(target, offset, len, "request");
+  put32(target, offset, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
+  put16(target, offset + 4, fields.flags);
+  put16(target, offset + 6, fields.command);
+  put32(target, offset + 8, fields.cookieHi);
+  put32(target, offset + 12, fields.cookieLo);
+  put32(target, offset + 16, fields.offsetHi);
+  put32(target, offset + 20, fields.offsetLo);
+  if (extended) {
+    put32(target, offset + 24, fields.lengthHi);
+    put32(target, offset + 28, fields.lengthLo);
+  } else {
+    put32(target, offset + 24, fields.lengthLo);
+  }
+  return len;
+}
+
+/** Header checks shared by decodeRequestHeader and decodeRequest. */
+function checkHeader(
+  bytes: Uint8Array,
+  at: number,
+  extended: boolean,
+  flags: number,
+  command: number,
+  r: Reporter,
+  options: RequestDecodeOptions | undefined,
+): void {
+  const ctx = options?.extendedHeaders;
+  if (ctx !== undefined && ctx !== extended) {
+    r.report(
+      "unexpected-frame",
+      at,
+      "request-header-style",
+      extended
+        ? "extended request, but extended headers were not negotiated; the client MUST use compact requests"
+        : "compact request, but extended headers were negotiated; the client MUST then use extended requests",
+    );
+  }
+  if ((flags & ~KNOWN_COMMAND_FLAGS) !== 0) {
+    r.report(
+      "reserved-bits",
+      at + 4,
+      "command-flags-reserved",
+      `command flags 0x${flags.toString(16)} set unassigned bits 6-15; clients MUST NOT set them`,
+    );
+  }
+  if (!extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0) {
+    r.report(
+      "reserved-bits",
+      at + 4,
+      "compact-payload-len",
+      "NBD_CMD_FLAG_PAYLOAD_LEN in a compact request; the client MUST NOT use it without extended headers",
+    );
+  }
+  const valid = FLAGS_FOR_COMMAND[command];
+  if (valid !== undefined) {
+    // PAYLOAD_LEN in compact requests is reported above, once.
+    const wrong = flags & KNOWN_COMMAND_FLAGS & ~valid & (extended ? 0xffff : ~CommandFlag.PAYLOAD_LEN);
+    if (wrong !== 0) {
+      r.report(
+        "reserved-bits",
+        at + 4,
+        "command-flags",
+        `command flags 0x${wrong.toString(16)} are not valid for command ${command} (spec: command flags)`,
+      );
+    }
+  }
+  if (extended && command === Command.WRITE && (flags & CommandFlag.PAYLOAD_LEN) === 0) {
+    r.report(
+      "bad-value",
+      at + 4,
+      "write-payload-len",
+      "extended NBD_CMD_WRITE without NBD_CMD_FLAG_PAYLOAD_LEN; the client MUST set it (qemu 10 does not)",
+    );
+  }
+  if (command === Command.DISC || command === Command.FLUSH) {
+    const offsetZero = (u32(bytes, at + 16) | u32(bytes, at + 20)) === 0;
+    const lengthZero = extended
+      ? (u32(bytes, at + 24) | u32(bytes, at + 28)) === 0
+      : u32(bytes, at + 24) === 0;
+    if (!offsetZero || !lengthZero) {
+      const name = command === Command.DISC ? "disc" : "flush";
+      r.report(
+        "bad-value",
+        offsetZero ? at + 24 : at + 16,
+        `${name}-offset-length`,
+        `NBD_CMD_${name.toUpperCase()} with a nonzero offset or length; both MUST be 0`,
+      );
+    }
+  }
+  if (
+    extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && (u32(bytes, at + 24) | u32(bytes, at + 28)) === 0
+  ) {
+    r.report(
+      "bad-length",
+      at + 24,
+      "payload-len-zero",
+      "NBD_CMD_FLAG_PAYLOAD_LEN with length 0; the length MUST then be a nonzero payload length",
+    );
+  }
+}
+
+interface HeaderScan {
+  readonly extended: boolean;
+  readonly headerLength: number;
+  readonly payloadLength: number;
+}
+
+/** Magic, header completeness and payload limit: shared first step of the object decoders. */
+function scanHeader(bytes: Uint8Array, at: number, maxPayloadLength: number): HeaderScan | number {
+  const avail = bytes.length - at;
+  if (avail < 4) return COMPACT_LENGTH - avail;
+  const magic = u32(bytes, at);
+  let extended: boolean;
+  if (magic === Magic.REQUEST) extended = false;
+  else if (magic === Magic.EXTENDED_REQUEST) extended = true;
+  else badMagic(at, magic);
+  const headerLength = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
+  if (avail < headerLength) return headerLength - avail;
+  const flags = u16(bytes, at + 4);
+  const command = u16(bytes, at + 6);
+  let payloadLength = 0;
+  if (hasPayload(extended, flags, command)) {
+    const hi = extended ? u32(bytes, at + 24) : 0;
+    const lo = u32(bytes, at + (extended ? 28 : 24));
+    payloadLength = hi * TWO32 + lo;
+    checkLimit(payloadLength, maxPayloadLength, at + 24, "request payload");
+  }
+  return { extended, headerLength, payloadLength };
+}
+
+/**
+ * Decodes a request header without its payload; `frame.payloadLength` says how many payload bytes follow
+ * (checked against `maxPayloadLength` first). Findings cover the header rules; the payload rules (the
+ * block-status payload form) are checked by {@link decodeRequest}.
+ *
+ * @example
+ * ```ts
+ * import { decodeRequestHeader } from "@nbd/codec";
+ * const hex = "21e41c71" + "0020" + "0001" + "0000000000000002" + "0000000000000000" + "0000000000000200";
+ * const r = decodeRequestHeader(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16)));
+ * if (r.done) console.log(r.byteLength, r.frame.payloadLength); // 32 512
+ * ```
+ */
+export function decodeRequestHeader(
+  bytes: Uint8Array,
+  options?: RequestDecodeOptions,
+): Decoded<RequestHeader> {
+  const o = resolveOptions(options, bytes);
+  const at = o.offset;
+  const scan = scanHeader(bytes, at, o.maxPayloadLength);
+  if (typeof scan === "number") return needMore(scan);
+  const r = new Reporter(o.strict);
+  const { extended, headerLength, payloadLength } = scan;
+  const flags = u16(bytes, at + 4);
+  const command = u16(bytes, at + 6);
+  checkHeader(bytes, at, extended, flags, command, r, options);
+  return {
+    done: true,
+    frame: {
+      type: "request",
+      extended,
+      flags,
+      command,
+      cookie: big64(bytes, at + 8),
+      offset: big64(bytes, at + 16),
+      length: extended ? big64(bytes, at + 24) : BigInt(u32(bytes, at + 24)),
+      payloadLength,
+    },
+    byteLength: headerLength,
+    findings: r.list(),
+  };
+}
+
+/**
+ * Decodes a whole request: the header and, for WRITE and for extended requests with
+ * `NBD_CMD_FLAG_PAYLOAD_LEN`, the payload that follows (a view of `bytes`, never a copy). The payload
+ * length is checked against `maxPayloadLength` before waiting for the bytes.
+ *
+ * Real peers break some rules and still decode in lenient mode (`strict: false`): qemu 10 sends extended
+ * WRITE without PAYLOAD_LEN (rule `write-payload-len`; the payload is taken from the length field).
+ *
+ * @example
+ * ```ts
+ * import { decodeRequest } from "@nbd/codec";
+ * const hex = "25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00001000";
+ * const r = decodeRequest(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16)));
+ * if (r.done) console.log(r.frame.command, r.frame.cookie, r.frame.length); // 0 1n 4096n
+ * ```
+ */
+export function decodeRequest(bytes: Uint8Array, options?: RequestDecodeOptions): Decoded<Request> {
+  const o = resolveOptions(options, bytes);
+  const at = o.offset;
+  const scan = scanHeader(bytes, at, o.maxPayloadLength);
+  if (typeof scan === "number") return needMore(scan);
+  const { extended, headerLength, payloadLength } = scan;
+  const total = headerLength + payloadLength;
+  const avail = bytes.length - at;
+  if (avail < total) return needMore(total - avail);
+  const r = new Reporter(o.strict);
+  const flags = u16(bytes, at + 4);
+  const command = u16(bytes, at + 6);
+  checkHeader(bytes, at, extended, flags, command, r, options);
+  const cookie = big64(bytes, at + 8);
+  const offset = big64(bytes, at + 16);
+  const length = extended ? big64(bytes, at + 24) : BigInt(u32(bytes, at + 24));
+  if (payloadLength === 0 && !hasPayload(extended, flags, command)) {
+    return {
+      done: true,
+      frame: { type: "request", extended, flags, command, cookie, offset, length },
+      byteLength: total,
+      findings: r.list(),
+    };
+  }
+  const start = at + headerLength;
+  const payload = bytes.subarray(start, start + payloadLength);
+  if (command === Command.BLOCK_STATUS && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && payloadLength > 0) {
+    const blockStatus = decodeBlockStatusPayload(payload, start, r);
+    if (blockStatus !== undefined) {
+      return {
+        done: true,
+        frame: { type: "request", extended, flags, command, cookie, offset, length, blockStatus },
+        byteLength: total,
+        findings: r.list(),
+      };
+    }
+  }
+  return {
+    done: true,
+    frame: { type: "request", extended, flags, command, cookie, offset, length, data: payload },
+    byteLength: total,
+    findings: r.list(),
+  };
+}
+
+function decodeBlockStatusPayload(p: Uint8Array, start: number, r: Reporter): BlockStatusPayload | undefined {
+  if (p.length < 12 || (p.length - 8) % 4 !== 0) {
+    r.report(
+      "bad-length",
+      start,
+      "block-status-payload-length",
+      `block-status payload of ${p.length} bytes; it MUST occupy 8 + 4n bytes with n >= 1 context ids`,
+    );
+    return undefined;
+  }
+  const n = (p.length - 8) / 4;
+  const contextIds: number[] = new Array<number>(n);
+  for (let i = 0; i < n; i++) contextIds[i] = u32(p, 8 + 4 * i);
+  if (n > 1) {
+    const seen = new Set<number>();
+    for (let i = 0; i < n; i++) {
+      const id = contextIds[i]!;
+      if (seen.has(id)) {
+        r.report(
+          "duplicate",
+          start + 8 + 4 * i,
+          "block-status-payload-duplicate",
+          `metadata context id ${id} appears twice in the block-status payload; the server MUST then fail`,
+        );
+        break;
+      }
+      seen.add(id);
+    }
+  }
+  return { effectLength: big64(p, 0), contextIds };
+}
+
+/**
+ * The number of bytes {@link encodeRequest} writes: the header (28 or 32), plus 8 + 4n for the
+ * block-status payload form. Write data is not counted: the caller sends it after the header.
+ *
+ * @example
+ * ```ts
+ * import { requestByteLength } from "@nbd/codec";
+ * console.log(requestByteLength({
+ *   type: "request", extended: false, flags: 0, command: 0, cookie: 1n, offset: 0n, length: 512n,
+ * })); // 28
+ * ```
+ */
+export function requestByteLength(frame: Request): number {
+  const header = frame.extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
+  return frame.blockStatus === undefined ? header : header + 8 + 4 * frame.blockStatus.contextIds.length;
+}
+
+/**
+ * Encodes a request into `target` at `offset` and returns the bytes written ({@link requestByteLength}).
+ * Writes the header only (plus the small block-status payload form); WRITE data is sent by the caller
+ * after it, never concatenated here. `length` must then equal `data.length` (or 8 + 4n for the
+ * block-status payload form). Throws `TypeError`/`RangeError` for caller mistakes.
+ *
+ * @example
+ * ```ts
+ * import { Command, encodeRequestInto } from "@nbd/codec";
+ * const buf = new Uint8Array(64);
+ * const n = encodeRequestInto({
+ *   type: "request", extended: true, flags: 0, command: Command.TRIM, cookie: 7n, offset: 0n, length: 1n << 40n,
+ * }, buf, 0);
+ * console.log(n, buf[26]); // 32 1
+ * ```
+ */
+export function encodeRequestInto(frame: Request, target: Uint8Array, offset: number): number {
+  if (frame === null || typeof frame !== "object") {
+    throw new TypeError("Cannot encode request: not an object");
+  }
+  const extended = frame.extended === true;
+  checkU16(frame.flags, "request flags");
+  checkU16(frame.command, "request command");
+  checkU64(frame.cookie, "request cookie");
+  checkU64(frame.offset, "request offset");
+  checkU64(frame.length, "request length");
+  if (!extended && frame.length > 0xffff_ffffn) {
+    throw new RangeError(
+      `Cannot encode request: length ${frame.length} does not fit a compact request's 32 bits`,
+    );
+  }
+  if (frame.data !== undefined) {
+    checkBytes(frame.data, "request data");
+    if (BigInt(frame.data.length) !== frame.length) {
+      throw new RangeError(
+        `Cannot encode request: length ${frame.length} differs from the ${frame.data.length} bytes of data`,
+      );
+    }
+  }
+  const bs = frame.blockStatus;
+  if (bs !== undefined) {
+    checkU64(bs.effectLength, "block-status effect length");
+    if (!Array.isArray(bs.contextIds)) {
+      throw new TypeError("Cannot encode request: contextIds is not an array");
+    }
+    for (const id of bs.contextIds) checkU32(id, "metadata context id");
+    if (frame.length !== BigInt(8 + 4 * bs.contextIds.length)) {
+      throw new RangeError(
+        `Cannot encode request: length ${frame.length} differs from the block-status payload's ${
+          8 + 4 * bs.contextIds.length
+        } bytes`,
+      );
+    }
+  }
+  const len = requestByteLength(frame);
+  checkTarget(target, offset, len, "request");
+  put32(target, offset, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
+  put16(target, offset + 4, frame.flags);
+  put16(target, offset + 6, frame.command);
+  put64(target, offset + 8, frame.cookie);
+  put64(target, offset + 16, frame.offset);
+  if (extended) put64(target, offset + 24, frame.length);
+  else put32(target, offset + 24, Number(frame.length));
+  if (bs !== undefined) {
+    const p = offset + (extended ? EXTENDED_LENGTH : COMPACT_LENGTH);
+    put64(target, p, bs.effectLength);
+    for (let i = 0; i < bs.contextIds.length; i++) put32(target, p + 8 + 4 * i, bs.contextIds[i]!);
+  }
+  return len;
+}
+
+/**
+ * Encodes a request into a new array: the header (plus the block-status payload form). Send WRITE data
+ * after it yourself.
+ *
+ * @example
+ * ```ts
+ * import { Command, CommandFlag, encodeRequest } from "@nbd/codec";
+ * const data = new Uint8Array(512);
+ * const header = encodeRequest({
+ *   type: "request", extended: true, flags: CommandFlag.PAYLOAD_LEN, command: Command.WRITE,
+ *   cookie: 2n, offset: 0n, length: 512n, data,
+ * });
+ * console.log(header.length); // 32
+ * ```
+ */
+export function encodeRequest(frame: Request): Uint8Array {
+  const out = new Uint8Array(requestByteLength(frame));
+  encodeRequestInto(frame, out, 0);
+  return out;
+}
