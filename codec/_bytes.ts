@@ -44,12 +44,16 @@ export function put64(b: Uint8Array, o: number, v: bigint): void {
 // ---- caller-side checks (encoders): TypeError for the wrong kind, RangeError for out of range ----
 
 export function checkU16(v: number, what: string): void {
-  if (typeof v !== "number" || !Number.isInteger(v)) throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  }
   if (v < 0 || v > 0xffff) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..65535`);
 }
 
 export function checkU32(v: number, what: string): void {
-  if (typeof v !== "number" || !Number.isInteger(v)) throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+  }
   if (v < 0 || v > 0xffff_ffff) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..4294967295`);
 }
 
@@ -63,7 +67,9 @@ export function checkBytes(v: Uint8Array, what: string): void {
 }
 
 export function checkTarget(target: Uint8Array, offset: number, length: number, what: string): void {
-  if (!(target instanceof Uint8Array)) throw new TypeError(`Cannot encode ${what}: target is not a Uint8Array`);
+  if (!(target instanceof Uint8Array)) {
+    throw new TypeError(`Cannot encode ${what}: target is not a Uint8Array`);
+  }
   if (!Number.isInteger(offset) || offset < 0 || offset + length > target.length) {
     throw new RangeError(
       `Cannot encode ${what}: ${length} bytes at offset ${offset} do not fit in a target of ${target.length} bytes`,
@@ -119,11 +125,21 @@ export function readString(
   const len = end - start;
   if (len === 0) return "";
   if (len > max) {
-    r.report("string-too-long", start, "string-max-length", `${what} is ${len} bytes; strings MUST be at most ${max}`);
+    r.report(
+      "string-too-long",
+      start,
+      "string-max-length",
+      `${what} is ${len} bytes; strings MUST be at most ${max}`,
+    );
   }
   const view = b.subarray(start, end);
   if (view.indexOf(0) !== -1) {
-    r.report("bad-string", start + view.indexOf(0), "string-no-nul", `${what} contains NUL; strings MUST NOT`);
+    r.report(
+      "bad-string",
+      start + view.indexOf(0),
+      "string-no-nul",
+      `${what} contains NUL; strings MUST NOT`,
+    );
   }
   let ascii = true;
   for (let i = 0; i < len; i++) {

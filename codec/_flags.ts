@@ -7,7 +7,12 @@ export const KNOWN_TRANSMISSION_FLAGS = 0x1fff;
 
 export function checkTransmissionFlags(flags: number, offset: number, r: Reporter): void {
   if ((flags & TransmissionFlag.HAS_FLAGS) === 0) {
-    r.report("bad-value", offset, "transmission-has-flags", "NBD_FLAG_HAS_FLAGS is clear; it MUST always be set");
+    r.report(
+      "bad-value",
+      offset,
+      "transmission-has-flags",
+      "NBD_FLAG_HAS_FLAGS is clear; it MUST always be set",
+    );
   }
   if ((flags & ~KNOWN_TRANSMISSION_FLAGS) !== 0) {
     r.report(

@@ -1,6 +1,6 @@
 // Private: collecting findings, and throwing them in strict mode.
 import { type Finding, NbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
-import { DEFAULT_MAX_PAYLOAD_LENGTH, type DecodeOptions, MAX_STRING_LENGTH } from "./types.ts";
+import { type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
 
 /** Shared frozen empty list: frames without findings allocate nothing for them. */
 export const NO_FINDINGS: readonly Finding[] = Object.freeze([]) as readonly Finding[];

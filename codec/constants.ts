@@ -321,7 +321,10 @@ export type CodeSpace =
   | "replyType"
   | "error";
 
-const SPACES: Record<CodeSpace, { readonly prefix: string; readonly table: Readonly<Record<string, number>> }> = {
+const SPACES: Record<
+  CodeSpace,
+  { readonly prefix: string; readonly table: Readonly<Record<string, number>> }
+> = {
   handshakeFlag: { prefix: "NBD_FLAG_", table: HandshakeFlag },
   clientFlag: { prefix: "NBD_FLAG_", table: ClientFlag },
   transmissionFlag: { prefix: "NBD_FLAG_", table: TransmissionFlag },

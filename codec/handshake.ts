@@ -197,7 +197,12 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
   checkTransmissionFlags(transmissionFlags, at + 26, r);
   for (let i = at + 28; i < at + OLDSTYLE_LENGTH; i++) {
     if (bytes[i] !== 0) {
-      r.report("bad-value", i, "oldstyle-zeroes", "the 124 reserved bytes of the oldstyle greeting MUST be zero");
+      r.report(
+        "bad-value",
+        i,
+        "oldstyle-zeroes",
+        "the 124 reserved bytes of the oldstyle greeting MUST be zero",
+      );
       break;
     }
   }
@@ -407,7 +412,11 @@ export function exportNameReplyByteLength(frame: ExportNameReply): number {
  * console.log(n, buf[7], buf[9]); // 10 1 1
  * ```
  */
-export function encodeExportNameReplyInto(frame: ExportNameReply, target: Uint8Array, offset: number): number {
+export function encodeExportNameReplyInto(
+  frame: ExportNameReply,
+  target: Uint8Array,
+  offset: number,
+): number {
   const len = exportNameReplyByteLength(frame);
   checkU64(frame.size, "export size");
   checkU16(frame.transmissionFlags, "transmission flags");

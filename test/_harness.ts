@@ -127,7 +127,9 @@ function expectDecodeError(fn: () => unknown, code: string, offset: number | und
 export function testVectors(file: VectorFile, codecs: Record<string, CodecUnderTest>): void {
   for (const v of file.vectors) {
     const codec = codecs[v.decoder];
-    if (codec === undefined) throw new Error(`vector ${v.id}: no codec registered for decoder "${v.decoder}"`);
+    if (codec === undefined) {
+      throw new Error(`vector ${v.id}: no codec registered for decoder "${v.decoder}"`);
+    }
     const bytes = fromHex(v.hex);
     const ctx = v.context;
     test(`${v.id}: ${v.name}`, () => {

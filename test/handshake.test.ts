@@ -48,11 +48,18 @@ describe("handshake encoders", () => {
   });
   test("encodeGreeting() rejects a size that is not a bigint", () => {
     expect(() =>
-      encodeGreeting({ type: "oldstyle-greeting", size: 5 as unknown as bigint, handshakeFlags: 0, transmissionFlags: 1 })
+      encodeGreeting({
+        type: "oldstyle-greeting",
+        size: 5 as unknown as bigint,
+        handshakeFlags: 0,
+        transmissionFlags: 1,
+      })
     ).toThrow(TypeError);
   });
   test("encodeClientFlagsInto() refuses a target that is too short at that offset", () => {
-    expect(() => encodeClientFlagsInto({ type: "client-flags", flags: 1 }, new Uint8Array(5), 2)).toThrow(RangeError);
+    expect(() => encodeClientFlagsInto({ type: "client-flags", flags: 1 }, new Uint8Array(5), 2)).toThrow(
+      RangeError,
+    );
   });
   test("decodeGreeting() names the second magic when it is neither IHAVEOPT nor cliserv", () => {
     const bytes = fromHex("4e42444d41474943" + "0000000000000000" + "0003");
