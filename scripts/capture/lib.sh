@@ -24,20 +24,18 @@ s.close()
 EOF
 }
 
-# wait_port PORT: wait (max 10 s) until something listens on 127.0.0.1:PORT.
+# wait_port PORT: wait (max 10 s) until something listens on 127.0.0.1:PORT.  Uses `ss`, so no
+# probe connection ever reaches the server (it would show up in the server's log).
 wait_port() {
   local port=$1 i
   for i in $(seq 1 100); do
-    if /usr/bin/python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1',$port)))" 2>/dev/null; then
+    if ss -Hltn "sport = :$port" | grep -q .; then
       return 0
     fi
     sleep 0.1
   done
   log "nothing listening on 127.0.0.1:$port"; return 1
 }
-
-# A probe connection made by wait_port would show up in the capture, so callers
-# start the server first, wait_port, and only then start tcpdump.
 
 # stop_pid PID: SIGTERM, then SIGKILL after 5 s; never a broad kill.
 stop_pid() {
@@ -56,7 +54,9 @@ stop_pid() {
 cap_start() {
   local file=$1 port=$2; shift 2
   rm -f "$file"
-  timeout 120 tcpdump -i lo --immediate-mode -B 131072 -U "$@" -w "$file" "tcp port $port" \
+  # TCPDUMP_EXTRA: extra tcpdump options from the caller's environment, e.g. --time-stamp-precision=nano
+  # shellcheck disable=SC2086
+  timeout 120 tcpdump -i lo --immediate-mode -B 131072 -U ${TCPDUMP_EXTRA:-} "$@" -w "$file" "tcp port $port" \
     2>"$file.tcpdump.log" &
   TCPDUMP_PID=$!
   local i
@@ -89,4 +89,25 @@ finish() {
   local name=$1 port=$2
   /usr/bin/python3 "$CAP_DIR/streams.py" "$OUT_DIR/$name.pcap" "$port" "$OUT_DIR/$name"
   /usr/bin/python3 "$CAP_DIR/walk.py" "$name" "$OUT_DIR"
+}
+
+# trim_libnbd FILE PREFIX: libnbd LIBNBD_DEBUG=1 output -> one line per record, no state transitions,
+# buffers replaced by their length.
+trim_libnbd() { /usr/bin/python3 "$CAP_DIR/trimlog.py" libnbd "$1" "${2:-}"; }
+# trim_nbdkit FILE: nbdkit -v output -> protocol lines only.
+trim_nbdkit() { /usr/bin/python3 "$CAP_DIR/trimlog.py" nbdkit "$1" ""; }
+
+# run_nbdsh SCRIPT.py URI OUTPREFIX [timeout]: run one of our nbdsh scripts with libnbd debug on.
+# The script gets the URI in $NBD_URI; it prints 'script: event=...' lines on stdout.
+run_nbdsh() {
+  local script=$1 uri=$2 out=$3 t=${4:-30}
+  NBD_URI="$uri" LIBNBD_DEBUG=1 timeout "$t" /usr/bin/nbdsh -c "exec(open('$script').read())" \
+    >"$out.stdout" 2>"$out.stderr" || { log "nbdsh $script failed: $(tail -3 "$out.stderr")"; return 1; }
+}
+
+# peer_log_libnbd OUTPREFIX: libnbd debug + script lines, trimmed, to stdout.
+peer_log_libnbd() {
+  echo "# libnbd: $(/usr/bin/nbdsh --version 2>/dev/null | head -1)"
+  trim_libnbd "$1.stderr"
+  grep '^script: ' "$1.stdout" || true
 }
