@@ -588,8 +588,12 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const s = this.session;
     const pending = s.options[0];
     if (pending === undefined && this.waitForClient && !force) return BLOCKED;
-    if (pending?.option === Option.EXPORT_NAME) return this.stepExportNameReply(force);
     if (q.length < 8) return NEED_BYTES;
+    if (pending?.option === Option.EXPORT_NAME) {
+      // EXPORT_NAME is answered without an option reply; a reply magic here (an export of exactly
+      // 0x0003e889045565a9 bytes aside) is a server answering it as if it were another option.
+      if (u64(q.peek(8), 0) !== Magic.OPTION_REPLY) return this.stepExportNameReply(force);
+    }
     const first = this.u32At(0);
     if (first !== OPTION_REPLY_HI) {
       if (s.tlsStarted) {
@@ -634,6 +638,16 @@ export class ServerDecoderImpl extends DirectionDecoder {
       }));
     let findings = ev.findings;
     const rep = ev.frame as OptionReplyFrame;
+    if (pending?.option === Option.EXPORT_NAME) {
+      findings = merge(findings, [
+        this.finding(
+          "unexpected-frame",
+          ev.frameOffset,
+          "export-name-option-reply",
+          "an option reply to NBD_OPT_EXPORT_NAME; the server MUST answer it with the export size and flags, or close",
+        ),
+      ]);
+    }
     if (pending === undefined) {
       findings = merge(findings, [
         this.finding(
@@ -738,7 +752,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       if (req === undefined && this.waitForClient && !force) return BLOCKED;
       const findings: Finding[] = [];
       const at = q.position;
-      let readLength = 0;
+      let readLength = -1;
       if (req === undefined) {
         findings.push(this.finding(
           "unexpected-frame",
@@ -765,7 +779,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
           "a simple reply after extended headers were negotiated; only extended reply chunks are allowed",
         ));
       }
-      const total = 16 + readLength;
+      const total = 16 + Math.max(readLength, 0);
       if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
       if (q.length < total) return NEED_BYTES;
       let ev: StreamFrame;
@@ -780,7 +794,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         ev = this.take(total, (b, offset) =>
           decodeSimpleReply(b, {
             ...this.decodeOptions(offset),
-            ...(readLength > 0 ? { readLength } : {}),
+            ...(readLength >= 0 ? { readLength } : {}),
           }));
       }
       if (req !== undefined) s.finishRequest(cookie);

@@ -105,7 +105,7 @@ export function fromJson(v: unknown, key = ""): unknown {
 
 export function loadVectorFiles(): VectorFile[] {
   return readdirSync(VECTOR_DIR)
-    .filter((f) => f.endsWith(".json"))
+    .filter((f) => f.endsWith(".json") && f !== "schema.json")
     .sort()
     .map((f) => JSON.parse(readFileSync(VECTOR_DIR + f, "utf8")) as VectorFile);
 }
