@@ -46,3 +46,4 @@ export * from "./codec/metadata.ts";
 export * from "./codec/events.ts";
 export * from "./codec/stream.ts";
 export * from "./codec/conversation.ts";
+export * from "./codec/format.ts";

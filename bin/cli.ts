@@ -1,0 +1,402 @@
+/**
+ * The `nbd-codec` command line, as a function: {@link main} takes the arguments and an {@link CliIo}, so
+ * that tests run it in-process on Node and Deno alike. `bin/nbd-codec.ts` wires it to the process.
+ *
+ * @module
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import process from "node:process";
+import type { TraceFinding } from "../codec/capture.ts";
+import { decodeConversation } from "../codec/conversation.ts";
+import { isNbdDecodeError } from "../codec/errors.ts";
+import type { ConversationEvent } from "../codec/events.ts";
+import { formatEventJsonLine, formatEventText, type JsonObject } from "../codec/format.ts";
+import { CaptureDissector, NBD_PORT } from "./dissect.ts";
+
+/** Where the command line writes. */
+export interface CliIo {
+  /** Writes to standard output; may return a promise that settles when the text may be followed by more. */
+  stdout(text: string): void | Promise<void>;
+  /** Writes to standard error. */
+  stderr(text: string): void;
+}
+
+/** Things the entry point knows about where it runs. */
+export interface CliEnvironment {
+  /** The package's root directory (holding `vectors/captures/`), to find the bundled capture. */
+  readonly root?: string | undefined;
+}
+
+/**
+ * The bundled capture `dissect` decodes when given none: qemu-io and qemu-nbd 10 with extended headers,
+ * the richest one (every I/O command, OFFSET_DATA, OFFSET_HOLE, BLOCK_STATUS_EXT with base:allocation).
+ */
+const DEFAULT_CAPTURE = "qemu10-ext-io.pcap";
+
+/** Size of each read of a capture file. */
+const CHUNK_SIZE = 1024 * 1024;
+/** Captures larger than this get progress lines on standard error. */
+const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
+/** Output is written in pieces of about this many characters. */
+const FLUSH_SIZE = 64 * 1024;
+
+const USAGE = `Usage:
+  nbd-codec dissect [CAPTURE | -] [--port N] [--json] [--strict]
+  nbd-codec dissect --c2s CLIENT.bin --s2c SERVER.bin [--json] [--strict]
+  nbd-codec --help
+
+Decodes every NBD (Network Block Device) frame of a capture and prints each one with its fields.
+
+Commands:
+  dissect           Decode CAPTURE, a pcap or pcapng file: every NBD connection, found by its TCP port
+                    (10809, or --port) or by its first bytes (a server greeting starting with NBDMAGIC, a
+                    client's IHAVEOPT or request magic). "-" reads the capture from standard input
+                    (tcpdump -w - ... | nbd-codec dissect -). Without CAPTURE, the sample capture bundled
+                    in vectors/captures/ (qemu 10, extended headers).
+
+Options:
+  --port N          The NBD server port (default 10809).
+  --c2s FILE        Client-to-server bytes of one connection (raw stream); needs --s2c, excludes CAPTURE.
+  --s2c FILE        Server-to-client bytes of the same connection.
+  --json            Print one JSON object per frame (JSON Lines) instead of text; see docs/dissect.md.
+  --strict          Exit with status 1 when any spec violation was found (all frames are still printed).
+  -h, --help        Show this help.
+
+Exit status: 0 decoding completed (findings are allowed), 1 --strict met a violation, 2 bad arguments or
+unreadable input.
+`;
+
+class UsageError extends Error {}
+class InputError extends Error {}
+
+interface DissectArgs {
+  capture: string | undefined;
+  c2s: string | undefined;
+  s2c: string | undefined;
+  port: number;
+  json: boolean;
+  strict: boolean;
+}
+
+function parseDissect(args: readonly string[]): DissectArgs | "help" {
+  const out: DissectArgs = {
+    capture: undefined,
+    c2s: undefined,
+    s2c: undefined,
+    port: NBD_PORT,
+    json: false,
+    strict: false,
+  };
+  let portGiven = false;
+  for (let i = 0; i < args.length; i++) {
+    let a = args[i]!;
+    let value: string | undefined;
+    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
+    if (eq > 0) {
+      value = a.slice(eq + 1);
+      a = a.slice(0, eq);
+    }
+    const takeValue = (): string => {
+      if (value !== undefined) return value;
+      const v = args[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      return v;
+    };
+    const noValue = (): void => {
+      if (value !== undefined) throw new UsageError(`${a} takes no value`);
+    };
+    switch (a) {
+      case "-h":
+      case "--help":
+        return "help";
+      case "--json":
+        noValue();
+        out.json = true;
+        break;
+      case "--strict":
+        noValue();
+        out.strict = true;
+        break;
+      case "--port": {
+        const v = takeValue();
+        const n = Number(v);
+        if (!/^[0-9]+$/.test(v) || n < 1 || n > 65535) {
+          throw new UsageError(`--port ${v} is not a port (1-65535)`);
+        }
+        out.port = n;
+        portGiven = true;
+        break;
+      }
+      case "--c2s":
+        out.c2s = takeValue();
+        break;
+      case "--s2c":
+        out.s2c = takeValue();
+        break;
+      default:
+        if (a.startsWith("-") && a !== "-") throw new UsageError(`unknown option ${a}`);
+        if (out.capture !== undefined) {
+          throw new UsageError(`more than one capture given (${out.capture}, ${a})`);
+        }
+        out.capture = a;
+    }
+  }
+  if ((out.c2s === undefined) !== (out.s2c === undefined)) {
+    throw new UsageError(out.c2s === undefined ? "--s2c needs --c2s" : "--c2s needs --s2c");
+  }
+  if (out.c2s !== undefined && out.capture !== undefined) {
+    throw new UsageError("give either a capture or --c2s/--s2c, not both");
+  }
+  if (out.c2s !== undefined && portGiven) {
+    throw new UsageError("--port applies to captures, not to --c2s/--s2c");
+  }
+  return out;
+}
+
+/**
+ * The bundled sample capture: in `vectors/captures/` of the package root (else of the working
+ * directory), {@link DEFAULT_CAPTURE}, else another qemu extended-headers capture, else the largest.
+ */
+export function bundledCapture(root: string | undefined): string | undefined {
+  const dirs = [root, process.cwd()].filter((d): d is string => d !== undefined)
+    .map((d) => path.join(d, "vectors", "captures"));
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir).filter((n) => /\.pcap(ng)?$/.test(n)).sort();
+    } catch {
+      continue;
+    }
+    if (names.length === 0) continue;
+    const preferred = names.find((n) => n === DEFAULT_CAPTURE) ?? names.find((n) => /qemu.*ext/.test(n));
+    if (preferred !== undefined) return path.join(dir, preferred);
+    let best = names[0]!;
+    let bestSize = -1;
+    for (const n of names) {
+      const size = fs.statSync(path.join(dir, n)).size;
+      if (size > bestSize) [best, bestSize] = [n, size];
+    }
+    return path.join(dir, best);
+  }
+  return undefined;
+}
+
+function describeError(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+/** Counts violations for --strict and remembers the first. */
+class Violations {
+  count = 0;
+  first: string | undefined = undefined;
+
+  note(where: string, rule: string, code: string): void {
+    this.count++;
+    if (this.first === undefined) this.first = `${code} (rule ${rule}) ${where}`;
+  }
+
+  event(e: ConversationEvent): void {
+    const silent = e.event === "frame" || e.notice === "tls";
+    if (e.findings.length === 0 && silent) return;
+    const where = e.event === "frame"
+      ? `in connection ${e.connection} ${e.direction} frame at offset ${e.frameOffset}`
+      : `in connection ${e.connection} ${e.direction} at offset ${e.streamOffset}`;
+    for (const f of e.findings) this.note(where, f.rule, f.code);
+    if (e.event === "notice" && !silent && e.findings.length === 0) this.note(where, e.notice, e.notice);
+  }
+}
+
+/** Buffers output and writes it in pieces, waiting when the writer asks to. */
+class Output {
+  #parts: string[] = [];
+  #size = 0;
+  readonly #io: CliIo;
+
+  constructor(io: CliIo) {
+    this.#io = io;
+  }
+
+  add(text: string): void {
+    this.#parts.push(text);
+    this.#size += text.length;
+  }
+
+  get full(): boolean {
+    return this.#size >= FLUSH_SIZE;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#parts.length === 0) return;
+    const text = this.#parts.join("");
+    this.#parts = [];
+    this.#size = 0;
+    await this.#io.stdout(text);
+  }
+}
+
+function traceFindingJson(f: TraceFinding, connection: number | undefined): JsonObject {
+  const o: JsonObject = { kind: "capture" };
+  if (connection !== undefined) o.connection = connection;
+  if (f.direction !== undefined) o.direction = f.direction;
+  if (f.packet !== undefined) o.packet = f.packet;
+  if (f.streamOffset !== undefined) o.streamOffset = f.streamOffset;
+  o.findings = [{ code: f.code, offset: f.offset, rule: f.rule, message: f.message }];
+  return o;
+}
+
+function traceFindingText(f: TraceFinding, connection: number | undefined): string {
+  const where = [
+    connection === undefined ? "capture" : `connection ${connection}`,
+    ...(f.direction === undefined ? [] : [f.direction]),
+    ...(f.packet === undefined ? [] : [`packet ${f.packet}`]),
+  ].join(", ");
+  return `Capture finding: ${where}\n    [Finding] ${f.code} at ${f.offset}: ${f.message} (rule ${f.rule})`;
+}
+
+async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<number> {
+  const out = new Output(io);
+  const violations = new Violations();
+  let n = 0;
+  const onEvent = (e: ConversationEvent): void => {
+    violations.event(e);
+    n++;
+    out.add(a.json ? formatEventJsonLine(e) + "\n" : formatEventText(e, n) + "\n\n");
+  };
+  const onTrace = (f: TraceFinding, connection: number | undefined): void => {
+    violations.note(
+      connection === undefined ? "in the capture" : `in connection ${connection}`,
+      f.rule,
+      f.code,
+    );
+    out.add(
+      a.json
+        ? JSON.stringify(traceFindingJson(f, connection)) + "\n"
+        : traceFindingText(f, connection) + "\n\n",
+    );
+  };
+
+  if (a.c2s !== undefined && a.s2c !== undefined) {
+    let c2s: Uint8Array;
+    let s2c: Uint8Array;
+    try {
+      c2s = new Uint8Array(fs.readFileSync(a.c2s));
+      s2c = new Uint8Array(fs.readFileSync(a.s2c));
+    } catch (e) {
+      throw new InputError(`cannot read ${describeError(e)}`);
+    }
+    for (const e of decodeConversation(c2s, s2c, { strict: false, payloadViews: true })) {
+      onEvent(e);
+      if (out.full) await out.flush();
+    }
+  } else {
+    const file = a.capture ?? bundledCapture(env.root);
+    if (file === undefined) {
+      throw new InputError("no capture given and no bundled capture found in vectors/captures/");
+    }
+    const stdin = file === "-";
+    let fd: number;
+    let size: number;
+    try {
+      fd = stdin ? 0 : fs.openSync(file, "r");
+      size = stdin ? 0 : fs.fstatSync(fd).size;
+    } catch (e) {
+      throw new InputError(`cannot read ${file}: ${describeError(e)}`);
+    }
+    try {
+      const dissector = new CaptureDissector({ event: onEvent, traceFinding: onTrace }, { port: a.port });
+      const progress = size > PROGRESS_THRESHOLD;
+      let done = 0;
+      let nextReport = 0.1;
+      const chunk = new Uint8Array(CHUNK_SIZE);
+      for (;;) {
+        let got: number;
+        try {
+          got = fs.readSync(fd, chunk, 0, CHUNK_SIZE, null);
+        } catch (e) {
+          // A non-blocking pipe on standard input: wait for more.
+          if ((e as { code?: unknown }).code === "EAGAIN") {
+            await new Promise((resolve) => setTimeout(resolve, 10));
+            continue;
+          }
+          throw new InputError(`cannot read ${file}: ${describeError(e)}`);
+        }
+        if (got === 0) break;
+        try {
+          dissector.push(got === CHUNK_SIZE ? chunk : chunk.subarray(0, got));
+        } catch (e) {
+          if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
+          throw e;
+        }
+        done += got;
+        if (out.full) await out.flush();
+        if (progress && done >= nextReport * size) {
+          io.stderr(
+            `nbd-codec: ${Math.floor((100 * done) / size)}% of ${file} (${Math.round(done / 1e6)} of ${
+              Math.round(size / 1e6)
+            } MB)\n`,
+          );
+          while (nextReport * size <= done) nextReport += 0.1;
+        }
+      }
+      try {
+        dissector.end();
+      } catch (e) {
+        if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
+        throw e;
+      }
+      if (dissector.connections === 0 && !a.json) {
+        out.add(`No NBD connection found in ${file} (port ${a.port}, or NBD first bytes).\n`);
+      }
+    } finally {
+      if (!stdin) fs.closeSync(fd);
+    }
+  }
+  await out.flush();
+  if (a.strict && violations.count > 0) {
+    io.stderr(
+      `nbd-codec: --strict: ${violations.count} spec violation${
+        violations.count === 1 ? "" : "s"
+      }; first: ${violations.first}\n`,
+    );
+    return 1;
+  }
+  return 0;
+}
+
+/**
+ * Runs the command line with `args` (without the program name) and returns the exit status: 0 decoding
+ * completed, 1 `--strict` met a violation, 2 bad arguments or unreadable input (with a one-line message
+ * on standard error).
+ */
+export async function main(args: readonly string[], io: CliIo, env: CliEnvironment = {}): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    if (command === undefined) {
+      io.stderr(`nbd-codec: no command given (try nbd-codec --help)\n`);
+      return 2;
+    }
+    if (command === "-h" || command === "--help" || command === "help") {
+      await io.stdout(USAGE);
+      return 0;
+    }
+    if (command !== "dissect") throw new UsageError(`unknown command ${command}`);
+    const parsed = parseDissect(rest);
+    if (parsed === "help") {
+      await io.stdout(USAGE);
+      return 0;
+    }
+    return await dissect(parsed, io, env);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`nbd-codec: ${e.message} (try nbd-codec --help)\n`);
+      return 2;
+    }
+    if (e instanceof InputError) {
+      io.stderr(`nbd-codec: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+}

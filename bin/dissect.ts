@@ -1,0 +1,304 @@
+/**
+ * The dissector pipeline behind `nbd-codec dissect`: capture chunks in, conversation events out. Finds
+ * the NBD connections of a capture (by server port, else by their first bytes), feeds each one's two byte
+ * streams to its own {@link ConversationDecoder}, and hands every event to the caller as soon as it is
+ * decoded. Memory stays bounded: one capture chunk, the reassembler's limits, and each live decoder's
+ * buffered frame.
+ *
+ * @module
+ */
+import { CaptureReader, type TraceFinding } from "../codec/capture.ts";
+import { ConversationDecoder } from "../codec/conversation.ts";
+import type { ConversationEvent, Direction } from "../codec/events.ts";
+import type { NegotiatedState } from "../codec/stream.ts";
+import { type TcpConnection, type TcpEvent, TcpReassembler } from "../codec/tcp.ts";
+
+/** The IANA port of NBD. */
+export const NBD_PORT = 10809;
+
+/** Bytes of each direction kept while a connection on another port is not yet recognised. */
+const MAX_PENDING_BYTES = 64 * 1024;
+
+const NBDMAGIC = [0x4e, 0x42, 0x44, 0x4d, 0x41, 0x47, 0x49, 0x43];
+const IHAVEOPT = [0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54];
+const REQUEST_MAGIC = 0x25609513;
+const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
+
+/** Where the pipeline sends what it finds. */
+export interface DissectSink {
+  /** A decoded frame or notice of an NBD connection, in conversation order. */
+  event(e: ConversationEvent): void;
+  /**
+   * A finding of the capture file or of the TCP layer: `connection` is the NBD connection number when the
+   * finding belongs to one, `undefined` for the capture as a whole.
+   */
+  traceFinding(f: TraceFinding, connection: number | undefined): void;
+}
+
+/** Options of {@link CaptureDissector}. */
+export interface CaptureDissectorOptions {
+  /** The NBD server port (default 10809); connections on other ports are recognised by their first bytes. */
+  readonly port?: number;
+}
+
+type Op = { readonly dir: Direction; readonly bytes: Uint8Array } | {
+  readonly dir: Direction;
+  readonly gap: number;
+};
+
+interface Pending {
+  readonly kind: "pending";
+  readonly info: TcpConnection;
+  readonly ops: Op[];
+  /** The first bytes of each direction (up to 16), to recognise NBD. */
+  head: { c2s: Uint8Array; s2c: Uint8Array };
+  sizes: { c2s: number; s2c: number };
+  closed: Set<Direction>;
+}
+
+interface Live {
+  readonly kind: "nbd";
+  readonly number: number;
+  readonly decoder: ConversationDecoder;
+  /** The reassembler's client is the NBD server. */
+  readonly swap: boolean;
+  closed: Set<Direction>;
+}
+
+/** Connections not (or no longer) followed have no state at all. */
+type ConnState = Pending | Live;
+
+function startsWith(b: Uint8Array, at: number, magic: readonly number[]): boolean {
+  if (b.length < at + magic.length) return false;
+  for (let i = 0; i < magic.length; i++) if (b[at + i] !== magic[i]) return false;
+  return true;
+}
+
+function u32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) >>> 0) + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
+}
+
+/** What the first bytes of a direction say it is: an NBD server, an NBD client, not NBD, or too few to tell. */
+function roleOf(b: Uint8Array): "server" | "client" | "no" | "unknown" {
+  if (startsWith(b, 0, NBDMAGIC)) return "server";
+  if (startsWith(b, 0, IHAVEOPT)) return "client";
+  if (b.length >= 4) {
+    const m = u32(b, 0);
+    if (m === REQUEST_MAGIC || m === EXTENDED_REQUEST_MAGIC) return "client";
+    // Client flags (only bits 0-1 are defined) followed by the first option.
+    if (m <= 3 && startsWith(b, 4, IHAVEOPT)) return "client";
+  }
+  return b.length >= 12 ? "no" : "unknown";
+}
+
+/** What to tell a decoder that joins a connection in the middle, from the client's first bytes. */
+function stateFromClientHead(b: Uint8Array): Partial<NegotiatedState> | undefined {
+  if (startsWith(b, 0, IHAVEOPT)) return { phase: "options", style: "newstyle" };
+  if (b.length >= 4) {
+    const m = u32(b, 0);
+    if (m === REQUEST_MAGIC) return { phase: "transmission", style: "newstyle" };
+    if (m === EXTENDED_REQUEST_MAGIC) {
+      return { phase: "transmission", style: "newstyle", extendedHeaders: true };
+    }
+  }
+  return undefined;
+}
+
+function appendHead(head: Uint8Array, bytes: Uint8Array): Uint8Array {
+  if (head.length >= 16) return head;
+  const n = Math.min(16 - head.length, bytes.length);
+  const out = new Uint8Array(head.length + n);
+  out.set(head);
+  out.set(bytes.subarray(0, n), head.length);
+  return out;
+}
+
+function flip(d: Direction): Direction {
+  return d === "c2s" ? "s2c" : "c2s";
+}
+
+/**
+ * Streams a pcap or pcapng capture through the capture reader, the TCP reassembler and one conversation
+ * decoder per NBD connection. Push the file in chunks of any size, then call {@link end}.
+ */
+export class CaptureDissector {
+  readonly #reader: CaptureReader;
+  readonly #tcp: TcpReassembler;
+  readonly #port: number;
+  readonly #sink: DissectSink;
+  readonly #conns = new Map<number, ConnState>();
+  #next = 0;
+
+  /**
+   * @param sink receives events and trace findings
+   * @param options the server port
+   */
+  constructor(sink: DissectSink, options?: CaptureDissectorOptions) {
+    this.#port = options?.port ?? NBD_PORT;
+    this.#sink = sink;
+    this.#reader = new CaptureReader({ strict: false });
+    const port = this.#port;
+    this.#tcp = new TcpReassembler({ isServerPort: (p) => p === port });
+  }
+
+  /** How many NBD connections were found so far. */
+  get connections(): number {
+    return this.#next;
+  }
+
+  /** The capture format, once known. */
+  get format(): "pcap" | "pcapng" | undefined {
+    return this.#reader.format;
+  }
+
+  /**
+   * Feeds the next chunk of the capture file. The chunk may be reused for the next read as soon as this
+   * returns: each packet's bytes are copied out of it, so that what the decoders keep (the reassembler's
+   * retransmission window, an incomplete frame) holds on to that packet only, never to a whole chunk.
+   * (Keeping views of the chunks instead made V8 hold several hundred megabytes of chunks on a 1 GB
+   * capture.) Throws `NbdDecodeError` when the file is not a capture.
+   */
+  push(chunk: Uint8Array): void {
+    for (const packet of this.#reader.push(chunk)) {
+      const own = { ...packet, data: packet.data.slice() };
+      for (const ev of this.#tcp.push(own)) this.#tcpEvent(ev);
+    }
+    this.#readerFindings();
+  }
+
+  /** Ends the capture: every connection still open is ended (incomplete frames become notices). */
+  end(): void {
+    this.#reader.end();
+    this.#readerFindings();
+    for (const ev of this.#tcp.end()) this.#tcpEvent(ev);
+    for (const [id, st] of this.#conns) {
+      if (st.kind === "nbd") this.#finish(id, st);
+    }
+    this.#conns.clear();
+  }
+
+  #readerFindings(): void {
+    for (const f of this.#reader.takeFindings()) this.#sink.traceFinding(f, undefined);
+  }
+
+  #emit(events: ConversationEvent[]): void {
+    for (const e of events) this.#sink.event(e);
+  }
+
+  #tcpEvent(ev: TcpEvent): void {
+    switch (ev.type) {
+      case "open":
+        this.#open(ev.connection);
+        return;
+      case "data": {
+        const st = this.#conns.get(ev.connection);
+        if (st === undefined) return;
+        if (st.kind === "nbd") {
+          this.#emit(st.decoder.push(st.swap ? flip(ev.direction) : ev.direction, ev.bytes));
+          return;
+        }
+        this.#pendingOp(ev.connection, st, { dir: ev.direction, bytes: ev.bytes.slice() });
+        return;
+      }
+      case "gap": {
+        const st = this.#conns.get(ev.connection);
+        if (st === undefined) return;
+        if (st.kind === "nbd") {
+          this.#emit(st.decoder.gap(st.swap ? flip(ev.direction) : ev.direction, ev.length));
+          return;
+        }
+        this.#pendingOp(ev.connection, st, { dir: ev.direction, gap: ev.length });
+        return;
+      }
+      case "close": {
+        const st = this.#conns.get(ev.connection);
+        if (st === undefined) return;
+        st.closed.add(ev.direction);
+        if (st.closed.size < 2) return;
+        if (st.kind === "nbd") this.#finish(ev.connection, st);
+        this.#conns.delete(ev.connection);
+        return;
+      }
+      case "finding": {
+        const id = ev.finding.connection;
+        if (id === undefined) {
+          this.#sink.traceFinding(ev.finding, undefined);
+          return;
+        }
+        const st = this.#conns.get(id);
+        if (st?.kind === "nbd") {
+          const f = ev.finding;
+          const d = f.direction;
+          this.#sink.traceFinding(
+            d === undefined ? f : { ...f, direction: st.swap ? flip(d) : d },
+            st.number,
+          );
+        }
+        return;
+      }
+    }
+  }
+
+  #open(info: TcpConnection): void {
+    const port = this.#port;
+    if (info.server.port === port) this.#start(info.id, false, undefined, []);
+    else if (info.client.port === port) this.#start(info.id, true, undefined, []);
+    else {
+      this.#conns.set(info.id, {
+        kind: "pending",
+        info,
+        ops: [],
+        head: { c2s: new Uint8Array(0), s2c: new Uint8Array(0) },
+        sizes: { c2s: 0, s2c: 0 },
+        closed: new Set(),
+      });
+    }
+  }
+
+  #start(id: number, swap: boolean, state: Partial<NegotiatedState> | undefined, ops: Op[]): Live {
+    const decoder = new ConversationDecoder({
+      strict: false,
+      payloadViews: true,
+      connection: this.#next,
+      ...(state === undefined ? {} : { state }),
+    });
+    const live: Live = { kind: "nbd", number: this.#next++, decoder, swap, closed: new Set() };
+    this.#conns.set(id, live);
+    for (const op of ops) {
+      const dir = swap ? flip(op.dir) : op.dir;
+      this.#emit("bytes" in op ? decoder.push(dir, op.bytes) : decoder.gap(dir, op.gap));
+    }
+    return live;
+  }
+
+  #pendingOp(id: number, st: Pending, op: Op): void {
+    st.ops.push(op);
+    if ("bytes" in op) {
+      st.head[op.dir] = appendHead(st.head[op.dir], op.bytes);
+      st.sizes[op.dir] += op.bytes.length;
+    } else {
+      // Bytes missing before the first bytes: the start of this direction is unknown.
+      if (st.sizes[op.dir] === 0) st.head[op.dir] = new Uint8Array(16);
+      st.sizes[op.dir] += op.gap;
+    }
+    const c = roleOf(st.head.c2s);
+    const s = roleOf(st.head.s2c);
+    let swap: boolean | undefined;
+    if (c === "client" || s === "server") swap = false;
+    else if (c === "server" || s === "client") swap = true;
+    if (swap !== undefined) {
+      const clientHead = swap ? st.head.s2c : st.head.c2s;
+      const live = this.#start(id, swap, stateFromClientHead(clientHead), st.ops);
+      for (const d of st.closed) live.closed.add(swap ? flip(d) : d);
+      return;
+    }
+    if ((c === "no" && s === "no") || st.sizes.c2s > MAX_PENDING_BYTES || st.sizes.s2c > MAX_PENDING_BYTES) {
+      this.#conns.delete(id);
+    }
+  }
+
+  #finish(id: number, st: Live): void {
+    this.#emit(st.decoder.end());
+    this.#conns.delete(id);
+  }
+}

@@ -1,0 +1,723 @@
+/**
+ * Dissector output: the events of the conversation decoder as JSON objects (one per frame, for JSON
+ * Lines) and as human-readable text (one block per frame, every field named with its spec name, in the
+ * manner of `tshark -V -O nbd`). Pure: the caller writes the strings wherever it likes.
+ *
+ * Conventions of the JSON form (documented in `docs/dissect.md`):
+ * - 64-bit wire values (sizes, offsets, cookies, 64-bit lengths, statuses) are decimal strings, never
+ *   numbers, so that no value above 2^53 is rounded; 16- and 32-bit values are numbers.
+ * - Codes are spec names (`"NBD_CMD_READ"`); a value the spec does not assign is written as the code
+ *   space's prefix, `UNKNOWN` and the decimal value: `"NBD_CMD_UNKNOWN(99)"`, `"NBD_OPT_UNKNOWN(12)"`,
+ *   `"NBD_REPLY_TYPE_UNKNOWN(3)"`, `"NBD_UNKNOWN(99)"` for an error value.
+ * - Flags are arrays of names, lowest bit first; a bit without a name is written in hex (`"0x4000"`).
+ * - Data bytes are never printed, only their length (`dataLength`).
+ *
+ * @module
+ */
+import { type CodeSpace, flagNames, nameOf, ReplyType } from "./constants.ts";
+import type { Finding } from "./errors.ts";
+import type { ConversationEvent, ConversationFrame, ConversationNotice } from "./events.ts";
+import { describeStatus } from "./metadata.ts";
+import type { OptionRequest } from "./option.ts";
+import type { InfoPayload, OptionReplyFrame } from "./option_reply.ts";
+import type { Request } from "./request.ts";
+import type { ReplyChunk, SimpleReply } from "./reply.ts";
+
+/**
+ * A JSON value as the formatters produce it: no `bigint`, no `undefined`, no bytes.
+ *
+ * @example
+ * ```ts
+ * import type { JsonValue } from "@nbd/codec";
+ * const v: JsonValue = { cookie: "18446744073709551615", flags: ["NBD_CMD_FLAG_FUA"] };
+ * console.log(JSON.stringify(v));
+ * ```
+ */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/**
+ * A JSON object: what {@link formatEventJson} returns for each event.
+ *
+ * @example
+ * ```ts
+ * import type { JsonObject } from "@nbd/codec";
+ * const o: JsonObject = { kind: "client-flags", clientFlags: ["NBD_FLAG_C_FIXED_NEWSTYLE"] };
+ * console.log(o.kind); // "client-flags"
+ * ```
+ */
+export type JsonObject = { [key: string]: JsonValue };
+
+const PREFIX: Record<CodeSpace, string> = {
+  handshakeFlag: "NBD_FLAG_",
+  clientFlag: "NBD_FLAG_C_",
+  transmissionFlag: "NBD_FLAG_",
+  option: "NBD_OPT_",
+  optionReply: "NBD_REP_",
+  info: "NBD_INFO_",
+  initFlag: "NBD_INIT_",
+  command: "NBD_CMD_",
+  commandFlag: "NBD_CMD_FLAG_",
+  replyFlag: "NBD_REPLY_FLAG_",
+  replyType: "NBD_REPLY_TYPE_",
+  error: "NBD_",
+};
+
+/**
+ * The spec name of a code, or for a value the spec does not assign, the code space's prefix followed by
+ * `UNKNOWN(value)` in decimal: the form every formatter uses.
+ *
+ * @example
+ * ```ts
+ * import { codeName } from "@nbd/codec";
+ * console.log(codeName("command", 0)); // "NBD_CMD_READ"
+ * console.log(codeName("command", 99)); // "NBD_CMD_UNKNOWN(99)"
+ * console.log(codeName("error", 200)); // "NBD_UNKNOWN(200)"
+ * ```
+ */
+export function codeName(space: CodeSpace, value: number): string {
+  return nameOf(space, value) ?? `${PREFIX[space]}UNKNOWN(${value})`;
+}
+
+/** Flag names by code space and value: real traffic repeats a handful of flag values. */
+const FLAG_CACHE = new Map<CodeSpace, Map<number, readonly string[]>>();
+
+/** `flagNames`, memoized; callers copy the array before handing it out. */
+function names(space: CodeSpace, flags: number): readonly string[] {
+  let m = FLAG_CACHE.get(space);
+  if (m === undefined) FLAG_CACHE.set(space, m = new Map());
+  let n = m.get(flags);
+  if (n === undefined) {
+    n = flagNames(space, flags);
+    if (m.size < 1024) m.set(flags, n);
+  }
+  return n;
+}
+
+function flagList(space: CodeSpace, flags: number): string[] {
+  return [...names(space, flags)];
+}
+
+const UTF8 = new TextEncoder();
+
+const EXTENDED_REQUEST_HEADER = 32;
+const COMPACT_REQUEST_HEADER = 28;
+const SIMPLE_REPLY_HEADER = 16;
+const EXTENDED_CHUNK_HEADER = 32;
+const STRUCTURED_CHUNK_HEADER = 20;
+const OPTION_HEADER = 16;
+const OPTION_REPLY_HEADER = 20;
+
+function findingsJson(findings: readonly Finding[]): JsonValue[] {
+  const out: JsonValue[] = [];
+  for (const f of findings) out.push({ code: f.code, offset: f.offset, rule: f.rule, message: f.message });
+  return out;
+}
+
+function requestHeaderLength(r: Request): number {
+  return r.extended ? EXTENDED_REQUEST_HEADER : COMPACT_REQUEST_HEADER;
+}
+
+function chunkHeaderLength(c: ReplyChunk): number {
+  return c.extended ? EXTENDED_CHUNK_HEADER : STRUCTURED_CHUNK_HEADER;
+}
+
+/** One block-status extent as the formatters show it. */
+interface Extent {
+  readonly offset: bigint | undefined;
+  readonly length: bigint;
+  readonly status: bigint;
+  readonly description: string | undefined;
+}
+
+/**
+ * The extents of a block-status chunk: absolute offsets from the request's offset when the request is
+ * known, labels from `describeStatus` when the context name is known. A lazy loop rather than
+ * `toExtents`, so that a hostile chunk whose lengths run past 2^64 - 1 is still shown, not thrown.
+ */
+function extentsOf(e: ConversationFrame, c: ReplyChunk): Extent[] {
+  if (c.payload.kind !== "block-status") return [];
+  const d = c.payload.descriptors;
+  const name = e.contextName;
+  let offset: bigint | undefined = e.request?.offset;
+  const out: Extent[] = [];
+  for (let i = 0; i < d.count; i++) {
+    const length = d.lengthAt(i);
+    const status = d.statusAt(i);
+    out.push({
+      offset,
+      length,
+      status,
+      description: name === undefined ? undefined : describeStatus(name, status),
+    });
+    if (offset !== undefined) offset += length;
+  }
+  return out;
+}
+
+function optionRequestJson(o: JsonObject, f: OptionRequest, frameLength: number): void {
+  o.option = codeName("option", f.option);
+  const d = f.data;
+  switch (d.kind) {
+    case "none":
+      break;
+    case "export-name":
+      o.exportName = d.name;
+      break;
+    case "info-request":
+      o.exportName = d.name;
+      o.infoRequests = d.info.map((i) => codeName("info", i));
+      break;
+    case "meta-context-query":
+      o.exportName = d.name;
+      o.queries = [...d.queries];
+      break;
+    case "raw":
+      o.dataLength = frameLength - OPTION_HEADER;
+      break;
+  }
+}
+
+function infoJson(o: JsonObject, p: InfoPayload): void {
+  o.info = codeName("info", p.info);
+  switch (p.kind) {
+    case "export":
+      o.size = String(p.size);
+      o.transmissionFlags = flagList("transmissionFlag", p.transmissionFlags);
+      break;
+    case "name":
+      o.name = p.name;
+      break;
+    case "description":
+      o.description = p.description;
+      break;
+    case "block-size":
+      o.minimumBlockSize = p.minimum;
+      o.preferredBlockSize = p.preferred;
+      o.maximumPayloadSize = p.maximum;
+      break;
+    case "init-flags":
+      o.initFlags = flagList("initFlag", p.flags);
+      break;
+    case "unknown":
+      o.dataLength = p.raw.length;
+      break;
+  }
+}
+
+function optionReplyJson(o: JsonObject, f: OptionReplyFrame, frameLength: number): void {
+  o.option = codeName("option", f.option);
+  o.reply = codeName("optionReply", f.reply);
+  const d = f.data;
+  switch (d.kind) {
+    case "none":
+      break;
+    case "server":
+      o.exportName = d.name;
+      o.description = d.description;
+      break;
+    case "info":
+      infoJson(o, d.info);
+      break;
+    case "meta-context":
+      o.contextId = d.id;
+      o.context = d.name;
+      break;
+    case "error":
+      o.message = d.message;
+      break;
+    case "raw":
+      o.dataLength = frameLength - OPTION_REPLY_HEADER;
+      break;
+  }
+}
+
+function requestJson(o: JsonObject, f: Request, frameLength: number): void {
+  o.command = codeName("command", f.command);
+  o.flags = flagList("commandFlag", f.flags);
+  o.cookie = String(f.cookie);
+  o.extendedHeader = f.extended;
+  o.offset = String(f.offset);
+  o.length = String(f.length);
+  const payload = frameLength - requestHeaderLength(f);
+  if (f.blockStatus !== undefined) {
+    o.effectLength = String(f.blockStatus.effectLength);
+    o.contextIds = [...f.blockStatus.contextIds];
+  } else if (payload > 0) {
+    o.dataLength = payload;
+  }
+}
+
+function simpleReplyJson(o: JsonObject, e: ConversationFrame, f: SimpleReply): void {
+  o.cookie = String(f.cookie);
+  if (f.error !== 0) o.error = codeName("error", f.error);
+  const data = e.frameLength - SIMPLE_REPLY_HEADER;
+  if (data > 0) o.dataLength = data;
+  if (e.request !== undefined) o.requestCommand = codeName("command", e.request.command);
+}
+
+function chunkJson(o: JsonObject, e: ConversationFrame, f: ReplyChunk): void {
+  o.flags = flagList("replyFlag", f.flags);
+  o.chunkType = codeName("replyType", f.chunkType);
+  o.cookie = String(f.cookie);
+  o.extendedHeader = f.extended;
+  if (f.offset !== undefined) o.headerOffset = String(f.offset);
+  const payloadLength = e.frameLength - chunkHeaderLength(f);
+  o.payloadLength = String(payloadLength);
+  if (e.request !== undefined) o.requestCommand = codeName("command", e.request.command);
+  const p = f.payload;
+  switch (p.kind) {
+    case "none":
+      break;
+    case "offset-data":
+      o.offset = String(p.offset);
+      o.dataLength = payloadLength - 8;
+      break;
+    case "offset-hole":
+      o.offset = String(p.offset);
+      o.holeSize = p.holeSize;
+      break;
+    case "block-status": {
+      o.contextId = p.descriptors.contextId;
+      if (e.contextName !== undefined) o.context = e.contextName;
+      o.descriptorCount = p.descriptors.count;
+      const extents: JsonValue[] = [];
+      for (const x of extentsOf(e, f)) {
+        const j: JsonObject = {};
+        if (x.offset !== undefined) j.offset = String(x.offset);
+        j.length = String(x.length);
+        j.status = String(x.status);
+        if (x.description !== undefined) j.description = x.description;
+        extents.push(j);
+      }
+      o.extents = extents;
+      break;
+    }
+    case "error":
+      if (p.error !== 0) o.error = codeName("error", p.error);
+      o.message = p.message;
+      if (p.offset !== undefined) o.offset = String(p.offset);
+      if (p.raw !== undefined && p.raw.length > 0) o.trailerLength = p.raw.length;
+      break;
+    case "raw":
+      o.dataLength = payloadLength;
+      break;
+  }
+}
+
+function frameJson(e: ConversationFrame): JsonObject {
+  const f = e.frame;
+  const o: JsonObject = {
+    connection: e.connection,
+    direction: e.direction,
+    frameOffset: e.frameOffset,
+    frameLength: e.frameLength,
+    kind: f.type,
+  };
+  switch (f.type) {
+    case "oldstyle-greeting":
+      o.size = String(f.size);
+      o.handshakeFlags = flagList("handshakeFlag", f.handshakeFlags);
+      o.transmissionFlags = flagList("transmissionFlag", f.transmissionFlags);
+      break;
+    case "newstyle-greeting":
+      o.handshakeFlags = flagList("handshakeFlag", f.handshakeFlags);
+      break;
+    case "client-flags":
+      o.clientFlags = flagList("clientFlag", f.flags);
+      break;
+    case "option-request":
+      optionRequestJson(o, f, e.frameLength);
+      break;
+    case "option-reply":
+      optionReplyJson(o, f, e.frameLength);
+      break;
+    case "export-name-reply":
+      o.size = String(f.size);
+      o.transmissionFlags = flagList("transmissionFlag", f.transmissionFlags);
+      o.zeroPadding = f.zeroPadding;
+      break;
+    case "request":
+      requestJson(o, f, e.frameLength);
+      break;
+    case "simple-reply":
+      simpleReplyJson(o, e, f);
+      break;
+    case "reply-chunk":
+      chunkJson(o, e, f);
+      break;
+  }
+  o.findings = findingsJson(e.findings);
+  return o;
+}
+
+function noticeJson(e: ConversationNotice): JsonObject {
+  return {
+    connection: e.connection,
+    direction: e.direction,
+    kind: e.notice,
+    streamOffset: e.streamOffset,
+    length: e.length,
+    findings: findingsJson(e.findings),
+  };
+}
+
+/**
+ * One conversation event as a JSON object (see the module doc and `docs/dissect.md` for every key):
+ * `connection`, `direction`, `frameOffset`, `frameLength`, `kind` (the frame type), the decoded fields
+ * with spec names for codes, and `findings`. A notice becomes `{ connection, direction, kind: "tls" |
+ * "undecodable" | "truncated", streamOffset, length, findings }`. The object holds only strings,
+ * numbers, booleans and arrays/objects of them, so `JSON.stringify` takes it as it is.
+ *
+ * @example
+ * ```ts
+ * import { formatEventJson } from "@nbd/codec";
+ * const o = formatEventJson({
+ *   event: "frame", connection: 0, direction: "c2s", frameOffset: 104, frameLength: 28, findings: [],
+ *   frame: { type: "request", extended: false, flags: 1, command: 1, cookie: 2n ** 64n - 1n,
+ *     offset: 4096n, length: 0n },
+ * });
+ * console.log(o.command, o.flags, o.cookie); // "NBD_CMD_WRITE" ["NBD_CMD_FLAG_FUA"] "18446744073709551615"
+ * ```
+ */
+export function formatEventJson(event: ConversationEvent): JsonObject {
+  return event.event === "frame" ? frameJson(event) : noticeJson(event);
+}
+
+/**
+ * One conversation event as a line of JSON Lines: `JSON.stringify(formatEventJson(event))`, without the
+ * trailing newline.
+ *
+ * @example
+ * ```ts
+ * import { formatEventJsonLine } from "@nbd/codec";
+ * console.log(formatEventJsonLine({
+ *   event: "notice", notice: "tls", connection: 1, direction: "s2c", streamOffset: 120, length: 0, findings: [],
+ * })); // {"connection":1,"direction":"s2c","kind":"tls","streamOffset":120,"length":0,"findings":[]}
+ * ```
+ */
+export function formatEventJsonLine(event: ConversationEvent): string {
+  return JSON.stringify(formatEventJson(event));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Text
+// ---------------------------------------------------------------------------------------------------------
+
+const INDENT = "    ";
+
+function hex(v: number, digits: number): string {
+  return "0x" + v.toString(16).padStart(digits, "0");
+}
+
+function hexBig(v: bigint, digits: number): string {
+  return "0x" + v.toString(16).padStart(digits, "0");
+}
+
+const FLAG_TEXT_CACHE = new Map<string, string>();
+
+/** `0x0003 (NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES)`; `0x0000` with no names. Memoized. */
+function flagsText(space: CodeSpace, v: number, digits: number): string {
+  const key = `${space}${v}`;
+  let t = FLAG_TEXT_CACHE.get(key);
+  if (t === undefined) {
+    const n = names(space, v);
+    t = n.length === 0 ? hex(v, digits) : `${hex(v, digits)} (${n.join(", ")})`;
+    if (FLAG_TEXT_CACHE.size < 4096) FLAG_TEXT_CACHE.set(key, t);
+  }
+  return t;
+}
+
+/** `NBD_CMD_READ (0)`; error-style codes (bit 31 or 15 set) show their value in hex. */
+function codeText(space: CodeSpace, v: number, hexDigits?: number): string {
+  return `${codeName(space, v)} (${hexDigits === undefined ? v : hex(v, hexDigits)})`;
+}
+
+function quote(s: string): string {
+  return JSON.stringify(s);
+}
+
+/** A text block under construction: string concatenation (V8 ropes) rather than an array to join. */
+class Block {
+  text: string;
+  constructor(header: string) {
+    this.text = header;
+  }
+  /** Adds an indented line. */
+  add(text: string): void {
+    this.text += "\n" + INDENT + text;
+  }
+}
+
+function line(out: Block, label: string, value: string | number | bigint): void {
+  out.text += "\n" + INDENT + label + ": " + value;
+}
+
+function optionRequestText(out: Block, f: OptionRequest, frameLength: number): void {
+  line(out, "Magic", "0x49484156454f5054 (IHAVEOPT)");
+  line(out, "Option", codeText("option", f.option));
+  line(out, "Data length", frameLength - OPTION_HEADER);
+  const d = f.data;
+  switch (d.kind) {
+    case "none":
+      break;
+    case "export-name":
+      line(out, "Export name", quote(d.name));
+      break;
+    case "info-request":
+      line(out, "Export name length", UTF8.encode(d.name).length);
+      line(out, "Export name", quote(d.name));
+      line(out, "Number of information requests", d.info.length);
+      for (const i of d.info) line(out, "Information request", codeText("info", i));
+      break;
+    case "meta-context-query":
+      line(out, "Export name length", UTF8.encode(d.name).length);
+      line(out, "Export name", quote(d.name));
+      line(out, "Number of queries", d.queries.length);
+      for (const q of d.queries) line(out, "Query", quote(q));
+      break;
+    case "raw":
+      line(out, "Data", `${frameLength - OPTION_HEADER} bytes (not decoded)`);
+      break;
+  }
+}
+
+function infoText(out: Block, p: InfoPayload): void {
+  line(out, "Information type", codeText("info", p.info));
+  switch (p.kind) {
+    case "export":
+      line(out, "Export size", p.size);
+      line(out, "Transmission flags", flagsText("transmissionFlag", p.transmissionFlags, 4));
+      break;
+    case "name":
+      line(out, "Export name", quote(p.name));
+      break;
+    case "description":
+      line(out, "Description", quote(p.description));
+      break;
+    case "block-size":
+      line(out, "Minimum block size", p.minimum);
+      line(out, "Preferred block size", p.preferred);
+      line(out, "Maximum payload size", p.maximum);
+      break;
+    case "init-flags":
+      line(out, "Init flags", flagsText("initFlag", p.flags, 4));
+      break;
+    case "unknown":
+      line(out, "Information", `${p.raw.length} bytes (not decoded)`);
+      break;
+  }
+}
+
+function optionReplyText(out: Block, f: OptionReplyFrame, frameLength: number): void {
+  line(out, "Magic", "0x0003e889045565a9 (NBD_REP_MAGIC)");
+  line(out, "Option", codeText("option", f.option));
+  line(out, "Reply type", codeText("optionReply", f.reply, f.reply >= 0x8000_0000 ? 8 : undefined));
+  line(out, "Data length", frameLength - OPTION_REPLY_HEADER);
+  const d = f.data;
+  switch (d.kind) {
+    case "none":
+      break;
+    case "server":
+      line(out, "Export name", quote(d.name));
+      line(out, "Description", quote(d.description));
+      break;
+    case "info":
+      infoText(out, d.info);
+      break;
+    case "meta-context":
+      line(out, "Metadata context ID", d.id);
+      line(out, "Metadata context name", quote(d.name));
+      break;
+    case "error":
+      line(out, "Message", quote(d.message));
+      break;
+    case "raw":
+      line(out, "Data", `${frameLength - OPTION_REPLY_HEADER} bytes (not decoded)`);
+      break;
+  }
+}
+
+function requestText(out: Block, e: ConversationFrame, f: Request): void {
+  line(
+    out,
+    "Magic",
+    f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)",
+  );
+  line(out, "Command flags", flagsText("commandFlag", f.flags, 4));
+  line(out, "Type", codeText("command", f.command));
+  line(out, "Cookie", f.cookie);
+  line(out, "Offset", f.offset);
+  line(out, "Length", f.length);
+  const payload = e.frameLength - requestHeaderLength(f);
+  if (f.blockStatus !== undefined) {
+    line(out, "Effect length", f.blockStatus.effectLength);
+    for (const id of f.blockStatus.contextIds) line(out, "Metadata context ID", id);
+  } else if (payload > 0) {
+    line(out, "Data", `${payload} bytes`);
+  }
+}
+
+function requestRef(e: ConversationFrame): string | undefined {
+  const r = e.request;
+  if (r === undefined) return undefined;
+  return `[Request: ${codeName("command", r.command)}, offset ${r.offset}, length ${r.length}]`;
+}
+
+function simpleReplyText(out: Block, e: ConversationFrame, f: SimpleReply): void {
+  line(out, "Magic", "0x67446698 (NBD_SIMPLE_REPLY_MAGIC)");
+  line(out, "Error", f.error === 0 ? "0 (success)" : codeText("error", f.error));
+  line(out, "Cookie", f.cookie);
+  const data = e.frameLength - SIMPLE_REPLY_HEADER;
+  if (data > 0) line(out, "Data", `${data} bytes`);
+  const ref = requestRef(e);
+  if (ref !== undefined) out.add(ref);
+}
+
+function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {
+  line(
+    out,
+    "Magic",
+    f.extended ? "0x6e8a278c (NBD_EXTENDED_REPLY_MAGIC)" : "0x668e33ef (NBD_STRUCTURED_REPLY_MAGIC)",
+  );
+  line(out, "Flags", flagsText("replyFlag", f.flags, 4));
+  line(out, "Type", codeText("replyType", f.chunkType, (f.chunkType & 0x8000) !== 0 ? 4 : undefined));
+  line(out, "Cookie", f.cookie);
+  if (f.offset !== undefined) line(out, "Offset", f.offset);
+  const payloadLength = e.frameLength - chunkHeaderLength(f);
+  line(out, "Length", payloadLength);
+  const p = f.payload;
+  switch (p.kind) {
+    case "none":
+      break;
+    case "offset-data":
+      line(out, "Data offset", p.offset);
+      line(out, "Data", `${payloadLength - 8} bytes`);
+      break;
+    case "offset-hole":
+      line(out, "Hole offset", p.offset);
+      line(out, "Hole size", p.holeSize);
+      break;
+    case "block-status": {
+      const name = e.contextName;
+      line(
+        out,
+        "Metadata context ID",
+        name === undefined ? String(p.descriptors.contextId) : `${p.descriptors.contextId} (${name})`,
+      );
+      if (f.chunkType === ReplyType.BLOCK_STATUS_EXT) line(out, "Descriptor count", p.descriptors.count);
+      const digits = p.descriptors.extended ? 16 : 8;
+      for (const x of extentsOf(e, f)) {
+        const at = x.offset === undefined ? "" : `offset ${x.offset}, `;
+        const label = x.description === undefined ? "" : ` (${x.description})`;
+        line(out, "Extent", `${at}length ${x.length}, status ${hexBig(x.status, digits)}${label}`);
+      }
+      break;
+    }
+    case "error":
+      line(out, "Error", codeText("error", p.error));
+      line(out, "Message length", UTF8.encode(p.message).length);
+      line(out, "Message", quote(p.message));
+      if (p.offset !== undefined) line(out, "Error offset", p.offset);
+      if (p.raw !== undefined && p.raw.length > 0) line(out, "Trailer", `${p.raw.length} bytes`);
+      break;
+    case "raw":
+      line(out, "Payload", `${payloadLength} bytes (not decoded)`);
+      break;
+  }
+  const ref = requestRef(e);
+  if (ref !== undefined) out.add(ref);
+}
+
+function findingsText(out: Block, findings: readonly Finding[]): void {
+  for (const f of findings) {
+    out.add(`[Finding] ${f.code} at ${f.offset}: ${f.message} (rule ${f.rule})`);
+  }
+}
+
+function frameText(e: ConversationFrame, n: number): string {
+  const f = e.frame;
+  const extended = (f.type === "request" || f.type === "reply-chunk") && f.extended
+    ? " (extended header)"
+    : "";
+  const out = new Block(
+    `Frame ${n}: connection ${e.connection}, ${e.direction}, offset ${e.frameOffset}, ${e.frameLength} bytes: ${f.type}${extended}`,
+  );
+  switch (f.type) {
+    case "oldstyle-greeting":
+      line(out, "Magic", "0x4e42444d41474943 (NBDMAGIC)");
+      line(out, "Magic", "0x0000420281861253 (cliserv_magic)");
+      line(out, "Export size", f.size);
+      line(out, "Handshake flags", flagsText("handshakeFlag", f.handshakeFlags, 4));
+      line(out, "Transmission flags", flagsText("transmissionFlag", f.transmissionFlags, 4));
+      break;
+    case "newstyle-greeting":
+      line(out, "Magic", "0x4e42444d41474943 (NBDMAGIC)");
+      line(out, "Magic", "0x49484156454f5054 (IHAVEOPT)");
+      line(out, "Handshake flags", flagsText("handshakeFlag", f.handshakeFlags, 4));
+      break;
+    case "client-flags":
+      line(out, "Client flags", flagsText("clientFlag", f.flags, 8));
+      break;
+    case "option-request":
+      optionRequestText(out, f, e.frameLength);
+      break;
+    case "option-reply":
+      optionReplyText(out, f, e.frameLength);
+      break;
+    case "export-name-reply":
+      line(out, "Export size", f.size);
+      line(out, "Transmission flags", flagsText("transmissionFlag", f.transmissionFlags, 4));
+      line(out, "Zeroes", f.zeroPadding ? "124 bytes" : "none (NBD_FLAG_NO_ZEROES)");
+      break;
+    case "request":
+      requestText(out, e, f);
+      break;
+    case "simple-reply":
+      simpleReplyText(out, e, f);
+      break;
+    case "reply-chunk":
+      chunkText(out, e, f);
+      break;
+  }
+  findingsText(out, e.findings);
+  return out.text;
+}
+
+const NOTICE_TEXT: Record<ConversationNotice["notice"], string> = {
+  tls: "TLS starts here; the rest of this direction is encrypted",
+  undecodable: "bytes that are not NBD; the rest of this direction is skipped",
+  truncated: "the stream ended inside a frame",
+};
+
+function noticeText(e: ConversationNotice, n: number): string {
+  const out = new Block(
+    `Notice ${n}: connection ${e.connection}, ${e.direction}, offset ${e.streamOffset}, ${e.length} bytes: ${e.notice}`,
+  );
+  out.add(NOTICE_TEXT[e.notice]);
+  findingsText(out, e.findings);
+  return out.text;
+}
+
+/**
+ * One conversation event as human-readable text: a header line (`Frame N: connection C, DIRECTION,
+ * offset O, L bytes: KIND`), then one indented line per field with its spec name and value (codes as
+ * `NAME (value)`, flags as `0xHEX (NAMES)`), then one `[Finding]` line per finding. Notices get a
+ * `Notice N:` header. `n` is the event's number, counted by the caller (default 1). No trailing newline.
+ *
+ * @example
+ * ```ts
+ * import { formatEventText } from "@nbd/codec";
+ * console.log(formatEventText({
+ *   event: "frame", connection: 0, direction: "s2c", frameOffset: 183, frameLength: 32, findings: [],
+ *   frame: { type: "reply-chunk", extended: true, flags: 1, chunkType: 0, cookie: 1n, offset: 0n,
+ *     payload: { kind: "none" } },
+ * }, 13));
+ * // Frame 13: connection 0, s2c, offset 183, 32 bytes: reply-chunk (extended header)
+ * //     Magic: 0x6e8a278c (NBD_EXTENDED_REPLY_MAGIC)
+ * //     Flags: 0x0001 (NBD_REPLY_FLAG_DONE)
+ * //     ...
+ * ```
+ */
+export function formatEventText(event: ConversationEvent, n: number = 1): string {
+  return event.event === "frame" ? frameText(event, n) : noticeText(event, n);
+}

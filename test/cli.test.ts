@@ -1,0 +1,378 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, test } from "vitest";
+import { main } from "../bin/cli.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CAPTURES = path.join(ROOT, "vectors", "captures");
+const QEMU = path.join(CAPTURES, "qemu10-ext-io");
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "nbd-codec-cli-"));
+
+afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function run(...args: string[]): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  const code = await main(args, {
+    stdout: (t) => {
+      stdout += t;
+    },
+    stderr: (t) => {
+      stderr += t;
+    },
+  }, { root: ROOT });
+  return { code, stdout, stderr };
+}
+
+function jsonLines(s: string): Record<string, unknown>[] {
+  return s.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function hex(h: string): Uint8Array {
+  const s = h.replace(/[\s|]/g, "");
+  return Uint8Array.from(s.match(/../g) ?? [], (x) => parseInt(x, 16));
+}
+
+// ---- a tiny pcap writer (Ethernet, IPv4, TCP) for synthetic captures ----
+
+interface Segment {
+  fromClient: boolean;
+  flags: number;
+  payload?: Uint8Array;
+}
+
+const SYN = 0x02, ACK = 0x10, PSH = 0x08, FIN = 0x01;
+
+function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 8;
+  b[o + 1] = v;
+}
+function put32(b: Uint8Array, o: number, v: number): void {
+  put16(b, o, v >>> 16);
+  put16(b, o + 2, v & 0xffff);
+}
+
+/** One TCP connection between 10.0.0.1:clientPort and 10.0.0.2:serverPort, as pcap records. */
+function connection(
+  clientPort: number,
+  serverPort: number,
+  segments: Segment[],
+  clientHost = 1,
+): Uint8Array[] {
+  const records: Uint8Array[] = [];
+  const seq = { client: 1000, server: 5000 };
+  for (const s of segments) {
+    const payload = s.payload ?? new Uint8Array(0);
+    const frame = new Uint8Array(14 + 20 + 20 + payload.length);
+    put16(frame, 12, 0x0800);
+    const ip = 14;
+    frame[ip] = 0x45;
+    put16(frame, ip + 2, 40 + payload.length);
+    frame[ip + 8] = 64;
+    frame[ip + 9] = 6;
+    const client = [10, 0, 0, clientHost], server = [10, 0, 0, 200];
+    frame.set(s.fromClient ? client : server, ip + 12);
+    frame.set(s.fromClient ? server : client, ip + 16);
+    const tcp = ip + 20;
+    put16(frame, tcp, s.fromClient ? clientPort : serverPort);
+    put16(frame, tcp + 2, s.fromClient ? serverPort : clientPort);
+    const mine = s.fromClient ? "client" : "server";
+    const theirs = s.fromClient ? "server" : "client";
+    put32(frame, tcp + 4, seq[mine]);
+    put32(frame, tcp + 8, s.flags & ACK ? seq[theirs] : 0);
+    frame[tcp + 12] = 0x50;
+    frame[tcp + 13] = s.flags;
+    put16(frame, tcp + 14, 0xffff);
+    frame.set(payload, tcp + 20);
+    seq[mine] = (seq[mine] + payload.length + (s.flags & (SYN | FIN) ? 1 : 0)) >>> 0;
+    records.push(frame);
+  }
+  return records;
+}
+
+function pcapFile(records: Uint8Array[]): Uint8Array {
+  const parts: Uint8Array[] = [hex("d4c3b2a1 0200 0400 00000000 00000000 ffff0000 01000000")];
+  let t = 0;
+  for (const r of records) {
+    const h = new Uint8Array(16);
+    const dv = new DataView(h.buffer);
+    dv.setUint32(0, 1_700_000_000, true);
+    dv.setUint32(4, t++, true);
+    dv.setUint32(8, r.length, true);
+    dv.setUint32(12, r.length, true);
+    parts.push(h, r);
+  }
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** A clean newstyle conversation: greeting, flags, GO, INFO + ACK, one READ with its simple reply, DISC. */
+function nbdSegments(): Segment[] {
+  const data = new Uint8Array(4096).fill(0x5a);
+  const reply = new Uint8Array(16 + 4096);
+  reply.set(hex("67446698 00000000 0000000000000001"));
+  reply.set(data, 16);
+  return [
+    { fromClient: true, flags: SYN },
+    { fromClient: false, flags: SYN | ACK },
+    { fromClient: true, flags: ACK },
+    { fromClient: false, flags: PSH | ACK, payload: hex("4E42444D41474943 49484156454F5054 0003") },
+    {
+      fromClient: true,
+      flags: PSH | ACK,
+      payload: hex("00000003 49484156454F5054 00000007 00000006 00000000 0000"),
+    },
+    {
+      fromClient: false,
+      flags: PSH | ACK,
+      payload: hex(
+        "0003E889045565A9 00000007 00000003 0000000C 0000 0000000000100000 0001" +
+          "0003E889045565A9 00000007 00000001 00000000",
+      ),
+    },
+    {
+      fromClient: true,
+      flags: PSH | ACK,
+      payload: hex("25609513 0000 0000 0000000000000001 0000000000000000 00001000"),
+    },
+    { fromClient: false, flags: PSH | ACK, payload: reply.subarray(0, 1000) },
+    { fromClient: false, flags: PSH | ACK, payload: reply.subarray(1000) },
+    {
+      fromClient: true,
+      flags: PSH | ACK,
+      payload: hex("25609513 0000 0002 0000000000000002 0000000000000000 00000000"),
+    },
+    { fromClient: true, flags: FIN | ACK },
+    { fromClient: false, flags: FIN | ACK },
+  ];
+}
+
+function writeTemp(name: string, bytes: Uint8Array): string {
+  const p = path.join(TMP, name);
+  fs.writeFileSync(p, bytes);
+  return p;
+}
+
+const CLEAN = writeTemp("clean.pcap", pcapFile(connection(40000, 10809, nbdSegments())));
+
+describe("nbd-codec --help and arguments", () => {
+  test("--help lists the command and every option, exit 0", async () => {
+    for (const args of [["--help"], ["dissect", "--help"], ["-h"]]) {
+      const r = await run(...args);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe("");
+      for (const word of ["dissect", "--port", "--json", "--strict", "--c2s", "--s2c", "Exit status"]) {
+        expect(r.stdout).toContain(word);
+      }
+    }
+  });
+
+  test("bad arguments exit 2 with one line on stderr", async () => {
+    const cases: [string[], string][] = [
+      [[], "no command given"],
+      [["frobnicate"], "unknown command frobnicate"],
+      [["dissect", "--bogus"], "unknown option --bogus"],
+      [["dissect", "--port", "http"], "--port http is not a port"],
+      [["dissect", "--port", "70000"], "--port 70000 is not a port"],
+      [["dissect", "--port"], "--port needs a value"],
+      [["dissect", "--json=yes"], "--json takes no value"],
+      [["dissect", "--c2s", "a.bin"], "--c2s needs --s2c"],
+      [["dissect", "a.pcap", "b.pcap"], "more than one capture"],
+      [["dissect", "a.pcap", "--c2s", "a", "--s2c", "b"], "not both"],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run(...args);
+      expect(r.code, args.join(" ")).toBe(2);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toContain(message);
+      expect(r.stderr.trimEnd().split("\n")).toHaveLength(1);
+    }
+  });
+
+  test("an unreadable or non-capture file exits 2 with one line on stderr", async () => {
+    const missing = await run("dissect", path.join(TMP, "missing.pcap"));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^nbd-codec: cannot read .*missing\.pcap/);
+    const junk = await run(
+      "dissect",
+      writeTemp("junk.pcap", new TextEncoder().encode("this is not a capture")),
+    );
+    expect(junk.code).toBe(2);
+    expect(junk.stderr).toMatch(/^nbd-codec: .*junk\.pcap is not a readable capture/);
+    expect(junk.stderr.trimEnd().split("\n")).toHaveLength(1);
+    const raw = await run(
+      "dissect",
+      "--c2s",
+      path.join(TMP, "nope.bin"),
+      "--s2c",
+      path.join(TMP, "nope.bin"),
+    );
+    expect(raw.code).toBe(2);
+    expect(raw.stderr).toMatch(/^nbd-codec: cannot read/);
+  });
+});
+
+describe("nbd-codec dissect on the bundled qemu capture", () => {
+  test("without a capture it dissects the bundled one as text", async () => {
+    const r = await run("dissect");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toMatch(/^Frame 1: connection 0, s2c, offset 0, 18 bytes: newstyle-greeting\n/);
+    expect(r.stdout).toContain("    Type: NBD_REPLY_TYPE_BLOCK_STATUS_EXT (6)");
+    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(30);
+  });
+
+  test("--json prints one object per frame that agrees with the capture's independent walk", async () => {
+    const r = await run("dissect", QEMU + ".pcap", "--json");
+    expect(r.code).toBe(0);
+    const got = jsonLines(r.stdout);
+    const expected = jsonLines(fs.readFileSync(QEMU + ".expected.jsonl", "utf8"));
+    expect(got).toHaveLength(expected.length);
+    expected.forEach((want, i) => {
+      const g = got[i]!;
+      for (const [k, v] of Object.entries(want)) {
+        const key = k === "flags" ? (FLAG_KEY[want.kind as string] ?? k) : k;
+        expect(g[key], `frame ${i} ${k}`).toEqual(v);
+      }
+      expect(Array.isArray(g.findings)).toBe(true);
+    });
+    const bs = got.find((g) => g.chunkType === "NBD_REPLY_TYPE_BLOCK_STATUS_EXT")!;
+    expect(bs.context).toBe("base:allocation");
+    expect(bs.extents).toEqual([{ offset: "0", length: "65536", status: "0", description: "data" }]);
+  });
+
+  test("--c2s/--s2c decodes the raw streams to the same frames", async () => {
+    const pcap = jsonLines((await run("dissect", QEMU + ".pcap", "--json")).stdout);
+    const r = await run("dissect", "--c2s", QEMU + ".c2s.bin", "--s2c", QEMU + ".s2c.bin", "--json");
+    expect(r.code).toBe(0);
+    const raw = jsonLines(r.stdout);
+    const key = (o: Record<string, unknown>) => `${o.direction} ${o.frameOffset}`;
+    const sort = (xs: Record<string, unknown>[]) => [...xs].sort((a, b) => key(a) < key(b) ? -1 : 1);
+    expect(sort(raw)).toEqual(sort(pcap));
+  });
+
+  test("--strict exits 1 on the capture's spec violation, after printing every frame", async () => {
+    const r = await run("dissect", QEMU + ".pcap", "--strict");
+    expect(r.code).toBe(1);
+    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(30);
+    expect(r.stderr).toMatch(/^nbd-codec: --strict: \d+ spec violations?; first: /);
+    expect(r.stderr.trimEnd().split("\n")).toHaveLength(1);
+  });
+});
+
+/** The walk (scripts/capture/walk.py) calls every frame's flags "flags"; we name the handshake ones. */
+const FLAG_KEY: Record<string, string> = {
+  "newstyle-greeting": "handshakeFlags",
+  "oldstyle-greeting": "transmissionFlags",
+  "client-flags": "clientFlags",
+  "export-name-reply": "transmissionFlags",
+};
+
+/** Every bundled capture (pcap and pcapng) that has an expected frame list. */
+const RECORDED = fs.readdirSync(CAPTURES)
+  .filter((n) => /\.pcap(ng)?$/.test(n))
+  .map((n) => ({
+    file: path.join(CAPTURES, n),
+    expected: path.join(CAPTURES, n.replace(/\.pcap(ng)?$/, ".expected.jsonl")),
+  }))
+  .filter((c) => fs.existsSync(c.expected) && fs.statSync(c.expected).size > 0);
+
+describe("nbd-codec dissect on every recorded capture", () => {
+  test.each(RECORDED.map((c) => [path.basename(c.file), c] as const))(
+    "%s: --json frames agree with the expected list",
+    async (_name, c) => {
+      const r = await run("dissect", c.file, "--json");
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe("");
+      const frames = jsonLines(r.stdout).filter((o) => typeof o.frameOffset === "number");
+      const expected = jsonLines(fs.readFileSync(c.expected, "utf8"));
+      expect(frames).toHaveLength(expected.length);
+      expected.forEach((want, i) => {
+        for (const [k, v] of Object.entries(want)) {
+          const key = k === "flags" ? (FLAG_KEY[want.kind as string] ?? k) : k;
+          expect(frames[i]![key], `frame ${i} ${k}`).toEqual(v);
+        }
+      });
+    },
+  );
+});
+
+describe("nbd-codec dissect on synthetic captures", () => {
+  test("a clean conversation on port 10809 passes --strict", async () => {
+    const r = await run("dissect", CLEAN, "--strict", "--json");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const got = jsonLines(r.stdout);
+    expect(got.map((g) => g.kind)).toEqual([
+      "newstyle-greeting",
+      "client-flags",
+      "option-request",
+      "option-reply",
+      "option-reply",
+      "request",
+      "simple-reply",
+      "request",
+    ]);
+    expect(got[6]).toMatchObject({ frameLength: 4112, dataLength: 4096, requestCommand: "NBD_CMD_READ" });
+    expect(got.every((g) => (g.findings as unknown[]).length === 0)).toBe(true);
+  });
+
+  test("connections on other ports are found by their first bytes; others are ignored", async () => {
+    const other = connection(40001, 5555, nbdSegments(), 2);
+    const http = connection(40002, 8080, [
+      { fromClient: true, flags: SYN },
+      { fromClient: false, flags: SYN | ACK },
+      {
+        fromClient: true,
+        flags: PSH | ACK,
+        payload: new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+      },
+      { fromClient: false, flags: PSH | ACK, payload: new TextEncoder().encode("HTTP/1.1 200 OK\r\n\r\n") },
+    ], 3);
+    const file = writeTemp("mixed.pcap", pcapFile([...http, ...other]));
+    const r = await run("dissect", file, "--json");
+    expect(r.code).toBe(0);
+    const got = jsonLines(r.stdout);
+    expect(got).toHaveLength(8);
+    expect(new Set(got.map((g) => g.connection))).toEqual(new Set([0]));
+    expect(got[0]).toMatchObject({ kind: "newstyle-greeting", direction: "s2c" });
+  });
+
+  test("--port names the server port", async () => {
+    const file = writeTemp("port.pcap", pcapFile(connection(40000, 7000, nbdSegments())));
+    const r = await run("dissect", file, "--port", "7000");
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(8);
+    expect(r.stdout).toContain("    Type: NBD_CMD_DISC (2)");
+  });
+
+  test("a capture without NBD says so and exits 0", async () => {
+    const file = writeTemp("none.pcap", pcapFile([]));
+    const r = await run("dissect", file);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("No NBD connection found");
+    expect((await run("dissect", file, "--json")).stdout).toBe("");
+  });
+
+  test("a capture cut inside a frame reports a truncated notice, and --strict exits 1", async () => {
+    const segs = nbdSegments().slice(0, 8); // the READ reply is cut after 1000 bytes, no FIN
+    const file = writeTemp("cut.pcap", pcapFile(connection(40000, 10809, segs)));
+    const r = await run("dissect", file, "--json", "--strict");
+    expect(r.code).toBe(1);
+    const got = jsonLines(r.stdout);
+    expect(got.at(-1)).toMatchObject({ kind: "truncated", direction: "s2c", connection: 0 });
+  });
+});
