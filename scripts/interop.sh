@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Interop tests: real NBD peers (qemu 10, nbdkit, libnbd, nbd-server) against our example server and
 # client, each conversation captured with tcpdump. `npm run test:interop` runs this; `npm test` never does.
+# Last (test/interop/vitest.config.ts orders it so), test/interop/dissect-captures.test.ts dissects every
+# capture with our conversation decoder: a finding not on its allowlist, undecodable bytes or a capture
+# without NBD frames fail the run, and in CI so do missing captures.
 #
 # In CI (CI=true) a missing peer is a failure. Elsewhere, without peers, the suites are skipped and this
 # script says so (install them with `bash ../shared/peers/install-peers.sh`).

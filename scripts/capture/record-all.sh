@@ -18,6 +18,8 @@ for tool in tcpdump tshark qemu-nbd qemu-io nbdkit nbdsh nbdinfo nbd-server ss t
   command -v "$tool" >/dev/null || PATH=/usr/sbin:/usr/bin:$PATH command -v "$tool" >/dev/null \
     || { echo "record-all: $tool not found" >&2; exit 1; }
 done
+# record-interop-captures.sh runs our example server and client on the devDependency Deno (npm ci)
+[ -x node_modules/.bin/deno ] || { echo "record-all: node_modules/.bin/deno not found (run npm ci)" >&2; exit 1; }
 OUT="$ROOT/vectors/captures"
 mkdir -p "$OUT"
 # only the kinds of files these scripts write (README.md stays)
@@ -25,7 +27,7 @@ find "$OUT" -maxdepth 1 -type f \( -name '*.pcap' -o -name '*.pcapng' -o -name '
   -o -name '*.peer.log' -o -name '*.meta.json' \) -delete
 for s in record-qemu-ext.sh record-qemu-img-map.sh record-libnbd-nbdkit-sr.sh record-libnbd-qemu-sr.sh record-libnbd-nbdkit-simple.sh \
          record-nbd-server.sh record-nbdkit-oldstyle.sh record-nbdkit-exportname.sh record-qemu-fallback.sh record-nbdinfo.sh \
-         record-nbdkit-tls.sh record-nbdkit-ooo.sh record-formats.sh; do
+         record-nbdkit-tls.sh record-nbdkit-ooo.sh record-formats.sh record-interop-captures.sh; do
   echo "=== $s" >&2
   bash "$HERE/$s"
 done

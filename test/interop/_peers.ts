@@ -7,13 +7,13 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { describe, test } from "vitest";
+import { describe, expect, test } from "vitest";
 
 export const ROOT: string = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const HERE: string = dirname(fileURLToPath(import.meta.url));
@@ -275,18 +275,50 @@ export interface Capture {
   stop(): Promise<string>;
 }
 
+/** File in `<run dir>/captures/` listing every capture the tests started, one JSON object a line. */
+export const CAPTURE_INDEX = "index.jsonl";
+
+/** One line of {@link CAPTURE_INDEX}: which test made which capture (read by dissect-captures.test.ts). */
+export interface CaptureIndexEntry {
+  /** The capture's name (its file is `NAME.pcap`). */
+  readonly name: string;
+  /** The test that made it (`file > describe > test`). */
+  readonly test: string;
+  /** The server port captured. */
+  readonly port: number;
+  /** `true` when there was no tcpdump (allowed outside CI only): no file was written. */
+  readonly skipped?: boolean;
+}
+
+function indexCapture(dir: string, entry: CaptureIndexEntry): void {
+  appendFileSync(join(dir, CAPTURE_INDEX), JSON.stringify(entry) + "\n");
+}
+
+function currentTest(): string {
+  try {
+    const s = expect.getState();
+    return [s.testPath?.replace(`${ROOT}/`, ""), s.currentTestName].filter(Boolean).join(" > ");
+  } catch {
+    return "?";
+  }
+}
+
 /**
- * Starts tcpdump on lo for `tcp port PORT`, writing `<run dir>/captures/NAME.pcap`. Without tcpdump (only
- * allowed outside CI) the capture is a no-op that says so.
+ * Starts tcpdump on lo for `tcp port PORT`, writing `<run dir>/captures/NAME.pcap`, and lists it in
+ * `captures/index.jsonl` with the test that made it (the dissection test reads that list). Without tcpdump
+ * (only allowed outside CI) the capture is a no-op that says so.
  */
 export async function startCapture(name: string, port: number): Promise<Capture> {
   const dir = join(interopDir(), "captures");
   mkdirSync(dir, { recursive: true });
-  const path = join(dir, `${name.replace(/[^a-zA-Z0-9_.-]+/g, "-")}.pcap`);
+  const file = name.replace(/[^a-zA-Z0-9_.-]+/g, "-");
+  const path = join(dir, `${file}.pcap`);
   if (!hasPeer("tcpdump")) {
     if (IN_CI) throw new Error("tcpdump is missing in CI");
+    indexCapture(dir, { name: file, test: currentTest(), port, skipped: true });
     return { path, stop: () => Promise.resolve(`capture skipped (no tcpdump): ${name}`) };
   }
+  indexCapture(dir, { name: file, test: currentTest(), port });
   // 64 KiB loopback segments need a larger buffer than tcpdump's default (peers README).
   const p = new Proc(`tcpdump ${name}`, "tcpdump", [
     "-i",
