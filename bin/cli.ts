@@ -309,8 +309,9 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       const progress = size > PROGRESS_THRESHOLD;
       let done = 0;
       let nextReport = 0.1;
-      const chunk = new Uint8Array(CHUNK_SIZE);
       for (;;) {
+        // A fresh buffer per read: the dissector keeps views of it (see CaptureDissector.push).
+        const chunk = new Uint8Array(CHUNK_SIZE);
         let got: number;
         try {
           got = fs.readSync(fd, chunk, 0, CHUNK_SIZE, null);

@@ -152,16 +152,15 @@ export class CaptureDissector {
   }
 
   /**
-   * Feeds the next chunk of the capture file. The chunk may be reused for the next read as soon as this
-   * returns: each packet's bytes are copied out of it, so that what the decoders keep (the reassembler's
-   * retransmission window, an incomplete frame) holds on to that packet only, never to a whole chunk.
-   * (Keeping views of the chunks instead made V8 hold several hundred megabytes of chunks on a 1 GB
-   * capture.) Throws `NbdDecodeError` when the file is not a capture.
+   * Feeds the next chunk of the capture file. The chunk must not be reused afterwards: packets, and the
+   * incomplete frames the decoders hold, are views of it. Memory stays bounded because nothing keeps views
+   * for long: the reassembler copies its retransmission window into a ring and its out-of-order data into
+   * its own buffers, and a decoder holds at most the frame it is completing. Throws `NbdDecodeError` when the
+   * file is not a capture.
    */
   push(chunk: Uint8Array): void {
     for (const packet of this.#reader.push(chunk)) {
-      const own = { ...packet, data: packet.data.slice() };
-      for (const ev of this.#tcp.push(own)) this.#tcpEvent(ev);
+      for (const ev of this.#tcp.push(packet)) this.#tcpEvent(ev);
     }
     this.#readerFindings();
   }

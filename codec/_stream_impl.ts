@@ -1,16 +1,36 @@
 // Private: the machinery of the stream and conversation decoders. The public classes in stream.ts and
 // conversation.ts wrap these.
-import { toHex, u16, u32, u64, u64AsNumber } from "./_bytes.ts";
+import { toHex, u64 } from "./_bytes.ts";
 import { ByteQueue } from "./_queue.ts";
 import { NO_FINDINGS } from "./_report.ts";
-import { ClientFlag, Command, HandshakeFlag, Info, Magic, Option, OptionReply } from "./constants.ts";
+import {
+  ClientFlag,
+  Command,
+  CommandFlag,
+  HandshakeFlag,
+  Info,
+  Magic,
+  Option,
+  OptionReply,
+} from "./constants.ts";
 import { type Finding, isNbdDecodeError, NbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
-import type { Direction, Frame, StreamEvent, StreamFrame, StreamNotice } from "./events.ts";
-import { decodeClientFlags, decodeExportNameReply, decodeGreeting } from "./handshake.ts";
+import type { ConversationFrame, Direction, Frame, StreamEvent, StreamNotice } from "./events.ts";
+import {
+  decodeClientFlags,
+  decodeExportNameReply,
+  decodeGreeting,
+  type ExportNameReplyOptions,
+} from "./handshake.ts";
 import { decodeOptionRequest, type OptionRequest } from "./option.ts";
-import { decodeOptionReply, type OptionReplyFrame } from "./option_reply.ts";
-import { decodeRequest, decodeRequestHeader, type Request } from "./request.ts";
-import { decodeReplyChunk, decodeSimpleReply, type ReplyChunk } from "./reply.ts";
+import { decodeOptionReply, type OptionReplyDecodeOptions, type OptionReplyFrame } from "./option_reply.ts";
+import { decodeRequest, decodeRequestHeader, type Request, type RequestDecodeOptions } from "./request.ts";
+import {
+  decodeReplyChunk,
+  decodeSimpleReply,
+  type ReplyChunk,
+  type ReplyChunkDecodeOptions,
+  type SimpleReplyDecodeOptions,
+} from "./reply.ts";
 import type { NegotiatedState, StreamOptions, StreamPhase } from "./stream.ts";
 import {
   type Decoded,
@@ -18,6 +38,16 @@ import {
   DEFAULT_MAX_PAYLOAD_LENGTH,
   MAX_STRING_LENGTH,
 } from "./types.ts";
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * The key of a cookie in the request table: a number when it fits in 53 bits (real clients count from 1),
+ * else the bigint, so that matching a reply to its request allocates nothing.
+ */
+export function cookieKeyOf(hi: number, lo: number): number | bigint {
+  return hi <= 0x1f_ffff ? hi * 0x1_0000_0000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+}
 
 /** Mutable state shared by the two directions of one connection. */
 export class SessionState {
@@ -31,8 +61,8 @@ export class SessionState {
   transmissionFlags: number | undefined = undefined;
   /** Options sent and not yet finally answered (FIFO; normally at most one). */
   readonly options: OptionRequest[] = [];
-  /** Requests awaiting replies, by cookie (FIFO per cookie: cookies may be reused). */
-  readonly requests: Map<bigint, Request[]> = new Map();
+  /** Requests awaiting replies, by cookie key (FIFO per cookie: cookies may be reused). */
+  readonly requests: Map<number | bigint, Request[]> = new Map();
   /** Contexts proposed by the SET_META_CONTEXT in progress. */
   pendingContexts: Map<number, string> | undefined = undefined;
   /** The client sent STARTTLS and the server has not answered yet. */
@@ -63,22 +93,23 @@ export class SessionState {
   }
 
   addRequest(r: Request): void {
-    const list = this.requests.get(r.cookie);
-    if (list === undefined) this.requests.set(r.cookie, [r]);
+    const key = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie;
+    const list = this.requests.get(key);
+    if (list === undefined) this.requests.set(key, [r]);
     else list.push(r);
   }
 
-  /** The oldest outstanding request with this cookie. */
-  findRequest(cookie: bigint): Request | undefined {
-    return this.requests.get(cookie)?.[0];
+  /** The oldest outstanding request with this cookie key ({@link cookieKeyOf}). */
+  findRequest(key: number | bigint): Request | undefined {
+    return this.requests.get(key)?.[0];
   }
 
-  /** Forgets the oldest outstanding request with this cookie (its reply is complete). */
-  finishRequest(cookie: bigint): void {
-    const list = this.requests.get(cookie);
+  /** Forgets the oldest outstanding request with this cookie key (its reply is complete). */
+  finishRequest(key: number | bigint): void {
+    const list = this.requests.get(key);
     if (list === undefined) return;
     list.shift();
-    if (list.length === 0) this.requests.delete(cookie);
+    if (list.length === 0) this.requests.delete(key);
   }
 
   view(phase: StreamPhase): NegotiatedState {
@@ -103,6 +134,42 @@ export type Step =
   | { readonly step: "need-bytes" }
   /** The other direction must be decoded further first (the s2c decoder waits for c2s frames). */
   | { readonly step: "blocked" };
+
+/** A frame event while it is being built (the public type is readonly). */
+type Building = {
+  -readonly [K in keyof ConversationFrame]: ConversationFrame[K];
+};
+
+/** Which frame decoder `take` runs. */
+type Kind =
+  | "greeting"
+  | "client-flags"
+  | "option-request"
+  | "option-reply"
+  | "export-name-reply"
+  | "request"
+  | "simple-reply"
+  | "reply-chunk";
+
+/** Decode options reused for every frame of a direction (only `offset` and the context fields change). */
+interface ReusedOptions {
+  offset: number;
+  strict: boolean;
+  maxStringLength: number;
+  maxPayloadLength: number;
+  extendedHeaders: boolean | undefined;
+  pendingOption: number | undefined;
+  readLength: number | undefined;
+  noZeroes: boolean;
+}
+
+/** What the frame decoders accept, all at once. */
+type AnyOptions =
+  & RequestDecodeOptions
+  & SimpleReplyDecodeOptions
+  & ReplyChunkDecodeOptions
+  & OptionReplyDecodeOptions
+  & ExportNameReplyOptions;
 
 const NEED_BYTES: Step = Object.freeze({ step: "need-bytes" });
 const BLOCKED: Step = Object.freeze({ step: "blocked" });
@@ -138,9 +205,22 @@ export abstract class DirectionDecoder {
   protected phase: StreamPhase = "start";
   protected ended = false;
   abstract readonly direction: Direction;
+  /** Put on every event when set (by the conversation decoder). */
+  connection: number | undefined = undefined;
+  protected readonly opts: ReusedOptions;
 
   constructor(options: StreamOptions | undefined, session: SessionState | undefined) {
     this.o = resolve(options);
+    this.opts = {
+      offset: 0,
+      strict: this.o.strict,
+      maxStringLength: this.o.maxStringLength,
+      maxPayloadLength: this.o.maxPayloadLength,
+      extendedHeaders: undefined,
+      pendingOption: undefined,
+      readLength: undefined,
+      noZeroes: false,
+    };
     this.session = session ?? new SessionState(options?.state);
     const p = options?.state?.phase;
     if (p !== undefined) this.phase = p;
@@ -238,7 +318,16 @@ export abstract class DirectionDecoder {
     length: number,
     findings: readonly Finding[],
   ): StreamNotice {
-    return { event: "notice", notice: kind, direction: this.direction, streamOffset: at, length, findings };
+    const n = {
+      event: "notice",
+      notice: kind,
+      direction: this.direction,
+      streamOffset: at,
+      length,
+      findings,
+    };
+    if (this.connection !== undefined) (n as { connection?: number }).connection = this.connection;
+    return n as StreamNotice;
   }
 
   /** A finding of the stream level (not of one frame's bytes), thrown in strict mode. */
@@ -278,22 +367,20 @@ export abstract class DirectionDecoder {
   }
 
   /**
-   * Decodes a frame of `total` bytes at the front of the queue with `decode` and consumes it. The frame is
-   * decoded in place when it lies in one chunk, else from a copy.
+   * Decodes a frame of `total` bytes at the front of the queue and consumes it. The frame is decoded in
+   * place when it lies in one chunk, else from a copy of just its bytes.
    */
-  protected take<T extends Frame>(
-    total: number,
-    decode: (bytes: Uint8Array, offset: number) => Decoded<T>,
-  ): StreamFrame {
-    const at = this.queue.position;
-    const front = this.queue.front();
-    let r: Decoded<T>;
+  protected take(total: number, kind: Kind): Building {
+    const q = this.queue;
+    const at = q.position;
+    const front = q.front();
+    let r: Decoded<Frame>;
     let base: number;
     if (front.contiguous >= total) {
-      r = decode(front.chunk, front.start);
+      r = this.decodeAt(kind, front.chunk, front.start);
       base = front.start;
     } else {
-      r = decode(this.queue.peek(total), 0);
+      r = this.decodeAt(kind, q.peek(total), 0);
       base = 0;
     }
     if (!r.done) {
@@ -306,8 +393,31 @@ export abstract class DirectionDecoder {
         "the frame is longer than its length fields say",
       );
     }
-    this.queue.skip(r.byteLength);
+    q.skip(r.byteLength);
     return this.frameEvent(at, r.byteLength, r.frame, rebase(r.findings, base, at), undefined);
+  }
+
+  private decodeAt(kind: Kind, bytes: Uint8Array, offset: number): Decoded<Frame> {
+    this.opts.offset = offset;
+    const o = this.opts as unknown as AnyOptions;
+    switch (kind) {
+      case "greeting":
+        return decodeGreeting(bytes, o);
+      case "client-flags":
+        return decodeClientFlags(bytes, o);
+      case "option-request":
+        return decodeOptionRequest(bytes, o);
+      case "option-reply":
+        return decodeOptionReply(bytes, o);
+      case "export-name-reply":
+        return decodeExportNameReply(bytes, o);
+      case "request":
+        return decodeRequest(bytes, o);
+      case "simple-reply":
+        return decodeSimpleReply(bytes, o);
+      case "reply-chunk":
+        return decodeReplyChunk(bytes, o);
+    }
   }
 
   protected frameEvent(
@@ -316,32 +426,24 @@ export abstract class DirectionDecoder {
     frame: Frame,
     findings: readonly Finding[],
     payload: readonly Uint8Array[] | undefined,
-  ): StreamFrame {
-    return payload === undefined
-      ? { event: "frame", direction: this.direction, frameOffset: at, frameLength: length, frame, findings }
-      : {
-        event: "frame",
-        direction: this.direction,
-        frameOffset: at,
-        frameLength: length,
-        frame,
-        payload,
-        findings,
-      };
+  ): Building {
+    const e = {
+      event: "frame",
+      direction: this.direction,
+      frameOffset: at,
+      frameLength: length,
+      frame,
+      findings,
+    } as Building;
+    if (payload !== undefined) e.payload = payload;
+    if (this.connection !== undefined) e.connection = this.connection;
+    return e;
   }
 
-  protected decodeOptions(offset: number): {
-    offset: number;
-    strict: boolean;
-    maxStringLength: number;
-    maxPayloadLength: number;
-  } {
-    return {
-      offset,
-      strict: this.o.strict,
-      maxStringLength: this.o.maxStringLength,
-      maxPayloadLength: this.o.maxPayloadLength,
-    };
+  /** Options for a frame decoder called outside `take`, at offset 0 of `bytes`. */
+  protected optionsAt0(): AnyOptions {
+    this.opts.offset = 0;
+    return this.opts as unknown as AnyOptions;
   }
 }
 
@@ -394,7 +496,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
           this.phase = "transmission";
           return this.step(_force);
         }
-        const ev = this.take(4, (b, offset) => decodeClientFlags(b, this.decodeOptions(offset)));
+        const ev = this.take(4, "client-flags");
         this.session.clientFlags = (ev.frame as { flags: number }).flags;
         if (this.session.style === "unknown") this.session.style = "newstyle";
         this.phase = "options";
@@ -439,7 +541,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         const total = 16 + len;
         this.checkBuffer(total, "option request");
         if (q.length < total) return NEED_BYTES;
-        const ev = this.take(total, (b, offset) => decodeOptionRequest(b, this.decodeOptions(offset)));
+        const ev = this.take(total, "option-request");
         const opt = ev.frame as OptionRequest;
         this.session.options.push(opt);
         if (opt.option === Option.EXPORT_NAME) this.phase = "transmission";
@@ -462,35 +564,44 @@ export class ClientDecoderImpl extends DirectionDecoder {
         );
       }
       if (q.length < headerLength) return NEED_BYTES;
-      const head = q.peek(headerLength);
-      const h = decodeRequestHeader(head, { strict: false, maxPayloadLength: this.o.maxPayloadLength });
-      if (!h.done) return NEED_BYTES;
-      const total = headerLength + h.frame.payloadLength;
-      const isData = h.frame.command === Command.WRITE;
+      // Frame the request from its header: WRITE (and, extended, PAYLOAD_LEN) carries a payload of the
+      // length field's size; qemu 10 sends extended WRITE without PAYLOAD_LEN, so WRITE always does.
+      const flags = (q.byteAt(4) << 8) | q.byteAt(5);
+      const command = (q.byteAt(6) << 8) | q.byteAt(7);
+      let payloadLength = 0;
+      if (command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0)) {
+        const hi = extended ? this.u32At(24) : 0;
+        payloadLength = hi * 0x1_0000_0000 + this.u32At(extended ? 28 : 24);
+        if (payloadLength > this.o.maxPayloadLength) {
+          throw new NbdDecodeError(
+            "limit-exceeded",
+            24,
+            "max-payload-length",
+            `Cannot decode request payload: length ${payloadLength} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
+          );
+        }
+      }
+      const total = headerLength + payloadLength;
+      const isData = command === Command.WRITE;
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "request");
       if (q.length < total) return NEED_BYTES;
-      let ev: StreamFrame;
+      const o = this.opts;
+      o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
+        ? this.session.extendedHeaders
+        : undefined;
+      let ev: Building;
       const front = q.front();
       if (isData && this.o.payloadViews && front.contiguous < total) {
         const at = q.position;
-        const hr = decodeRequestHeader(head, {
-          ...this.decodeOptions(0),
-          extendedHeaders: this.session.extendedHeaders,
-        });
+        const hr = decodeRequestHeader(q.peek(headerLength), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;
         q.skip(headerLength);
-        const views = q.takeViews(h.frame.payloadLength);
+        const views = q.takeViews(payloadLength);
         const { payloadLength: _p, ...fields } = hr.frame;
         const frame: Request = { ...fields, data: EMPTY };
         ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
       } else {
-        ev = this.take(total, (b, offset) =>
-          decodeRequest(b, {
-            ...this.decodeOptions(offset),
-            ...(this.session.style === "newstyle" || this.session.extendedHeaders
-              ? { extendedHeaders: this.session.extendedHeaders }
-              : {}),
-          }));
+        ev = this.take(total, "request");
       }
       const req = ev.frame as Request;
       if (req.command === Command.DISC) this.phase = "closed";
@@ -561,7 +672,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         // A wrong magic is reported as soon as 16 bytes are there.
         const ev = this.take(
           Math.min(total, q.length),
-          (b, offset) => decodeGreeting(b, this.decodeOptions(offset)),
+          "greeting",
         );
         const g = ev.frame;
         if (g.type === "newstyle-greeting") {
@@ -631,11 +742,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const total = 20 + len;
     this.checkBuffer(total, "option reply");
     if (q.length < total) return NEED_BYTES;
-    const ev = this.take(total, (b, offset) =>
-      decodeOptionReply(b, {
-        ...this.decodeOptions(offset),
-        ...(pending !== undefined ? { pendingOption: pending.option } : {}),
-      }));
+    this.opts.pendingOption = pending?.option;
+    const ev = this.take(total, "option-reply");
     let findings = ev.findings;
     const rep = ev.frame as OptionReplyFrame;
     if (pending?.option === Option.EXPORT_NAME) {
@@ -659,11 +767,9 @@ export class ServerDecoderImpl extends DirectionDecoder {
       ]);
     }
     this.learnFromOptionReply(rep, pending);
-    const event: StreamFrame = findings === ev.findings ? ev : { ...ev, findings };
-    return {
-      step: "event",
-      event: pending === undefined ? event : { ...event, option: pending } as StreamFrame,
-    };
+    ev.findings = findings;
+    if (pending !== undefined) ev.option = pending;
+    return { step: "event", event: ev };
   }
 
   private learnFromOptionReply(
@@ -727,16 +833,15 @@ export class ServerDecoderImpl extends DirectionDecoder {
     }
     const total = noZeroes ? 10 : 134;
     if (q.length < total) return NEED_BYTES;
-    const ev = this.take(
-      total,
-      (b, offset) => decodeExportNameReply(b, { ...this.decodeOptions(offset), noZeroes: noZeroes! }),
-    );
+    this.opts.noZeroes = noZeroes;
+    const ev = this.take(total, "export-name-reply");
     const option = s.options.shift();
     const f = ev.frame as { size: bigint; transmissionFlags: number };
     s.exportSize = f.size;
     s.transmissionFlags = f.transmissionFlags;
     this.phase = "transmission";
-    return { step: "event", event: option === undefined ? ev : { ...ev, option } as StreamFrame };
+    if (option !== undefined) ev.option = option;
+    return { step: "event", event: ev };
   }
 
   private stepTransmission(force: boolean): Step {
@@ -746,24 +851,25 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const magic = this.u32At(0);
     if (magic === Magic.SIMPLE_REPLY) {
       if (q.length < 16) return NEED_BYTES;
-      const cookie = (BigInt(this.u32At(8)) << 32n) | BigInt(this.u32At(12));
+      const key = cookieKeyOf(this.u32At(8), this.u32At(12));
       const error = this.u32At(4);
-      const req = s.findRequest(cookie);
+      const req = s.findRequest(key);
       if (req === undefined && this.waitForClient && !force) return BLOCKED;
-      const findings: Finding[] = [];
+      let findings: Finding[] | undefined;
       const at = q.position;
       let readLength = -1;
       if (req === undefined) {
-        findings.push(this.finding(
+        (findings ??= []).push(this.finding(
           "unexpected-frame",
           at + 8,
           "reply-unknown-cookie",
-          `simple reply for cookie ${cookie}, which matches no outstanding request`,
+          `simple reply for cookie ${(BigInt(this.u32At(8)) << 32n) | BigInt(this.u32At(12))}, ` +
+            `which matches no outstanding request`,
         ));
       } else if (req.command === Command.READ && error === 0) {
         readLength = Number(req.length);
         if (s.structuredReplies) {
-          findings.push(this.finding(
+          (findings ??= []).push(this.finding(
             "unexpected-frame",
             at,
             "simple-reply-read-structured",
@@ -772,7 +878,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         }
       }
       if (s.extendedHeaders) {
-        findings.push(this.finding(
+        (findings ??= []).push(this.finding(
           "unexpected-frame",
           at,
           "simple-reply-extended",
@@ -782,62 +888,69 @@ export class ServerDecoderImpl extends DirectionDecoder {
       const total = 16 + Math.max(readLength, 0);
       if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
       if (q.length < total) return NEED_BYTES;
-      let ev: StreamFrame;
+      this.opts.readLength = readLength >= 0 ? readLength : undefined;
+      // The stream reports the header style itself (simple-reply-extended).
+      this.opts.extendedHeaders = undefined;
+      let ev: Building;
       const front = q.front();
       if (readLength > 0 && this.o.payloadViews && front.contiguous < total) {
-        const hr = decodeSimpleReply(q.peek(16), this.decodeOptions(0));
+        this.opts.readLength = undefined;
+        const hr = decodeSimpleReply(q.peek(16), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;
         q.skip(16);
         const views = q.takeViews(readLength);
         ev = this.frameEvent(at, total, { ...hr.frame, data: EMPTY }, rebase(hr.findings, 0, at), views);
       } else {
-        ev = this.take(total, (b, offset) =>
-          decodeSimpleReply(b, {
-            ...this.decodeOptions(offset),
-            ...(readLength >= 0 ? { readLength } : {}),
-          }));
+        ev = this.take(total, "simple-reply");
       }
-      if (req !== undefined) s.finishRequest(cookie);
-      const all = merge(ev.findings, findings);
-      const event = { ...ev, findings: all, ...(req !== undefined ? { request: req } : {}) } as StreamFrame;
-      return { step: "event", event };
+      if (req !== undefined) {
+        s.finishRequest(key);
+        ev.request = req;
+      }
+      if (findings !== undefined) ev.findings = merge(ev.findings, findings);
+      return { step: "event", event: ev };
     }
     if (magic === Magic.STRUCTURED_REPLY || magic === Magic.EXTENDED_REPLY) {
       const extended = magic === Magic.EXTENDED_REPLY;
       const headerLength = extended ? 32 : 20;
       if (q.length < headerLength) return NEED_BYTES;
-      const cookie = (BigInt(this.u32At(8)) << 32n) | BigInt(this.u32At(12));
-      const req = s.findRequest(cookie);
+      const key = cookieKeyOf(this.u32At(8), this.u32At(12));
+      const req = s.findRequest(key);
       if (req === undefined && this.waitForClient && !force) return BLOCKED;
-      const head = q.peek(headerLength);
-      const len = extended ? u64AsNumber(head, 24) : u32(head, 16);
+      let len: number;
+      if (extended) {
+        const hi = this.u32At(24);
+        len = hi > 0x1f_ffff ? -1 : hi * 0x1_0000_0000 + this.u32At(28);
+      } else {
+        len = this.u32At(16);
+      }
       if (len < 0 || len > this.o.maxPayloadLength) {
         throw new NbdDecodeError(
           "limit-exceeded",
           extended ? 24 : 16,
           "max-payload-length",
           `Cannot decode reply chunk: payload length ${
-            len < 0 ? u64(head, 24) : len
+            len < 0 ? u64(q.peek(32), 24) : len
           } exceeds the limit of ${this.o.maxPayloadLength} bytes`,
         );
       }
       const total = headerLength + len;
-      const flags = u16(head, 4);
-      const chunkType = u16(head, 6);
+      const flags = (q.byteAt(4) << 8) | q.byteAt(5);
+      const chunkType = (q.byteAt(6) << 8) | q.byteAt(7);
       const isData = chunkType === 1 && len > 9;
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
       if (q.length < total) return NEED_BYTES;
       const at = q.position;
-      let ev: StreamFrame;
+      let ev: Building;
       const front = q.front();
       if (isData && this.o.payloadViews && front.contiguous < total) {
         const fixed = q.peek(headerLength + 8);
-        const frame: ReplyChunk = {
+        const frame = {
           type: "reply-chunk",
           extended,
           flags,
           chunkType,
-          cookie,
+          cookie: u64(fixed, 8),
           ...(extended ? { offset: u64(fixed, 16) } : {}),
           payload: { kind: "offset-data", offset: u64(fixed, headerLength), data: EMPTY },
         } as ReplyChunk;
@@ -845,45 +958,40 @@ export class ServerDecoderImpl extends DirectionDecoder {
         const views = q.takeViews(len - 8);
         ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
       } else {
-        ev = this.take(total, (b, offset) =>
-          decodeReplyChunk(b, {
-            ...this.decodeOptions(offset),
-            ...(s.style === "newstyle" ? { extendedHeaders: s.extendedHeaders } : {}),
-          }));
+        this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
+        ev = this.take(total, "reply-chunk");
       }
-      const findings: Finding[] = [];
+      const chunk = ev.frame as ReplyChunk;
+      let findings: Finding[] | undefined;
       if (req === undefined) {
-        findings.push(this.finding(
+        (findings ??= []).push(this.finding(
           "unexpected-frame",
           at + 8,
           "reply-unknown-cookie",
-          `reply chunk for cookie ${cookie}, which matches no outstanding request`,
+          `reply chunk for cookie ${chunk.cookie}, which matches no outstanding request`,
         ));
-      } else if (extended && req.offset !== u64(head, 16)) {
-        findings.push(this.finding(
+      } else if (extended && chunk.offset !== undefined && req.offset !== chunk.offset) {
+        (findings ??= []).push(this.finding(
           "bad-value",
           at + 16,
           "extended-reply-offset",
-          `the extended reply header's offset ${
-            u64(head, 16)
-          } differs from the request's ${req.offset}; it MUST equal it`,
+          `the extended reply header's offset ${chunk.offset} differs from the request's ${req.offset}; it MUST equal it`,
         ));
       }
       if (!s.structuredReplies && !s.extendedHeaders && s.style !== "unknown") {
-        findings.push(this.finding(
+        (findings ??= []).push(this.finding(
           "unexpected-frame",
           at,
           "chunk-without-negotiation",
           "a structured reply chunk although neither structured replies nor extended headers were negotiated",
         ));
       }
-      let contextName: string | undefined;
-      const chunk = ev.frame as ReplyChunk;
       if (chunk.payload.kind === "block-status") {
         const id = chunk.payload.descriptors.contextId;
-        contextName = s.contexts.get(id);
-        if (contextName === undefined && s.contexts.size > 0) {
-          findings.push(this.finding(
+        const contextName = s.contexts.get(id);
+        if (contextName !== undefined) ev.contextName = contextName;
+        else if (s.contexts.size > 0) {
+          (findings ??= []).push(this.finding(
             "bad-value",
             at + headerLength,
             "block-status-context",
@@ -891,15 +999,12 @@ export class ServerDecoderImpl extends DirectionDecoder {
           ));
         }
       }
-      if (req !== undefined && (flags & 1) !== 0) s.finishRequest(cookie);
-      const all = merge(ev.findings, findings);
-      const event = {
-        ...ev,
-        findings: all,
-        ...(req !== undefined ? { request: req } : {}),
-        ...(contextName !== undefined ? { contextName } : {}),
-      } as StreamFrame;
-      return { step: "event", event };
+      if (req !== undefined) {
+        ev.request = req;
+        if ((flags & 1) !== 0) s.finishRequest(key);
+      }
+      if (findings !== undefined) ev.findings = merge(ev.findings, findings);
+      return { step: "event", event: ev };
     }
     // Not a reply magic: let the chunk decoder name the problem.
     if (q.length < 4) return NEED_BYTES;

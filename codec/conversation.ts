@@ -66,6 +66,9 @@ export class ConversationDecoder {
     this.#c2s = new ClientDecoderImpl(options, this.#session);
     this.#s2c = new ServerDecoderImpl(options, this.#session);
     this.#s2c.waitForClient = true;
+    // Events carry the connection number from the start: no copy per event.
+    this.#c2s.connection = this.connection;
+    this.#s2c.connection = this.connection;
   }
 
   /**
@@ -190,7 +193,7 @@ export class ConversationDecoder {
   }
 
   #tag(e: StreamEvent): ConversationEvent {
-    return { ...e, connection: this.connection } as ConversationEvent;
+    return e as ConversationEvent;
   }
 }
 

@@ -505,9 +505,9 @@ export interface TcpReassemblerOptions {
    */
   readonly maxOutOfOrderBytes?: number;
   /**
-   * Bytes of recently delivered data kept per direction (as views of the packets, which keeps their
-   * buffers alive) to check that retransmissions carry the same bytes. 0 disables the check. Default
-   * {@link DEFAULT_RETRANSMIT_CHECK_BYTES} (64 KiB).
+   * Bytes of recently delivered data kept per direction (copied into a ring of this size, so that no packet
+   * buffer is kept alive) to check that retransmissions carry the same bytes. 0 disables the check.
+   * Default {@link DEFAULT_RETRANSMIT_CHECK_BYTES} (64 KiB).
    */
   readonly retransmitCheckBytes?: number;
 }
@@ -533,8 +533,10 @@ interface Side {
   gapLength: number;
   gapPacket: CapturePacket | undefined;
   gapReason: string;
-  recent: { off: number; bytes: Uint8Array }[];
-  recentBytes: number;
+  /** Copy of the last delivered bytes: stream offset x is at ring[x % ring.length]. */
+  ring: Uint8Array | undefined;
+  /** Stream offset of the oldest byte in the ring that is still valid, -1 when none is. */
+  ringFrom: number;
 }
 
 interface Conn {
@@ -564,8 +566,8 @@ function side(dir: Direction): Side {
     gapLength: 0,
     gapPacket: undefined,
     gapReason: "",
-    recent: [],
-    recentBytes: 0,
+    ring: undefined,
+    ringFrom: -1,
   };
 }
 
@@ -906,12 +908,17 @@ export class TcpReassembler {
       nanoseconds: packet.nanoseconds,
     });
     s.next = off + bytes.length;
-    if (this.#recentMax > 0) {
-      s.recent.push({ off, bytes });
-      s.recentBytes += bytes.length;
-      while (s.recent.length > 1 && s.recentBytes - s.recent[0]!.bytes.length >= this.#recentMax) {
-        s.recentBytes -= s.recent.shift()!.bytes.length;
-      }
+    const max = this.#recentMax;
+    if (max > 0 && bytes.length > 0) {
+      const ring = s.ring ??= new Uint8Array(max);
+      const src = bytes.length > max ? bytes.subarray(bytes.length - max) : bytes;
+      const start = s.next - src.length;
+      const pos = start % max;
+      const first = Math.min(src.length, max - pos);
+      ring.set(src.subarray(0, first), pos);
+      if (first < src.length) ring.set(src.subarray(first), 0);
+      if (s.ringFrom < 0) s.ringFrom = off;
+      s.ringFrom = Math.max(s.ringFrom, s.next - max);
     }
   }
 
@@ -925,6 +932,8 @@ export class TcpReassembler {
     }
     s.gapLength += to - s.next;
     s.next = to;
+    // The ring holds only contiguous delivered bytes: nothing before a gap is compared any more.
+    s.ringFrom = -1;
     this.#drain(c, s);
   }
 
@@ -960,14 +969,15 @@ export class TcpReassembler {
   }
 
   #compareRecent(c: Conn, s: Side, off: number, bytes: Uint8Array, packet: CapturePacket): void {
-    const end = off + bytes.length;
-    for (const r of s.recent) {
-      if (r.off >= end) break;
-      if (r.off + r.bytes.length <= off) continue;
-      const from = Math.max(off, r.off);
-      const to = Math.min(end, r.off + r.bytes.length);
-      this.#compare(c, s, from, bytes.subarray(from - off, to - off), r.off, r.bytes, packet);
-    }
+    const ring = s.ring;
+    if (ring === undefined || s.ringFrom < 0) return;
+    const from = Math.max(off, s.ringFrom);
+    const to = Math.min(off + bytes.length, s.next);
+    if (to <= from) return;
+    // Retransmissions are rare: a contiguous copy of the overlap keeps the comparison simple.
+    const kept = new Uint8Array(to - from);
+    for (let x = from; x < to; x++) kept[x - from] = ring[x % ring.length]!;
+    this.#compare(c, s, from, bytes.subarray(from - off, to - off), from, kept, packet);
   }
 
   /** Compares `bytes` (at stream offset `off`) with `other` (at `otherOff`), over `bytes`' range. */
@@ -1014,8 +1024,8 @@ export class TcpReassembler {
     s.closed = true;
     s.held = [];
     s.heldBytes = 0;
-    s.recent = [];
-    s.recentBytes = 0;
+    s.ring = undefined;
+    s.ringFrom = -1;
     this.#out.push({ type: "close", connection: c.info.id, direction: s.dir, reason, streamOffset: s.next });
     if (c.c2s.closed && c.s2c.closed) this.#live.delete(c);
   }
