@@ -635,7 +635,9 @@ describe("TcpReassembler", () => {
       const packets = [c2s(isn, "", SYN)].concat(
         segs.map(([a, b]) => ({ ...c2s((isn + 1 + a) >>> 0, ""), data: toHex(stream.subarray(a, b)) })),
       );
-      const { raw } = run(packets, { maxOutOfOrderBytes: round % 2 ? DEFAULT_MAX_OUT_OF_ORDER_BYTES : 1 << 20 });
+      const { raw } = run(packets, {
+        maxOutOfOrderBytes: round % 2 ? DEFAULT_MAX_OUT_OF_ORDER_BYTES : 1 << 20,
+      });
       let next = 0;
       const got: number[] = [];
       for (const e of raw) {
