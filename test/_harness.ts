@@ -52,6 +52,7 @@ export const BIGINT_KEYS: ReadonlySet<string> = new Set([
   "length",
   "status",
   "effectLength",
+  "depth",
 ]);
 /** Keys whose values are bytes (Uint8Array in frames, lowercase hex strings in JSON). */
 export const BYTES_KEYS: ReadonlySet<string> = new Set(["data", "raw", "payload"]);
