@@ -52,7 +52,9 @@ const CODE_KEYS: Record<string, CodeSpace> = {
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 function collectCodes(v: Json, out: Set<string>, key = ""): void {
-  if (typeof v === "number" && key in CODE_KEYS) {
+  if (key === "kind" && typeof v === "string" && /^(base|qemu):|^unknown$/.test(v)) {
+    out.add(`context ${v}`);
+  } else if (typeof v === "number" && key in CODE_KEYS) {
     out.add(nameOf(CODE_KEYS[key]!, v) ?? `${CODE_KEYS[key]} ${v} (unassigned)`);
   } else if (Array.isArray(v)) {
     if (key === "info") {
