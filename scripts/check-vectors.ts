@@ -52,7 +52,7 @@ const CODE_KEYS: Record<string, CodeSpace> = {
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
 function collectCodes(v: Json, out: Set<string>, key = ""): void {
-  if (key === "kind" && typeof v === "string" && /^(base|qemu):|^unknown$/.test(v)) {
+  if (key === "kind" && typeof v === "string" && /^(base|qemu):/.test(v)) {
     out.add(`context ${v}`);
   } else if (typeof v === "number" && key in CODE_KEYS) {
     out.add(nameOf(CODE_KEYS[key]!, v) ?? `${CODE_KEYS[key]} ${v} (unassigned)`);
