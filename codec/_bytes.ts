@@ -3,6 +3,60 @@ import type { Reporter } from "./_report.ts";
 
 export const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
+const NO_BUFFER = new ArrayBuffer(0);
+
+/**
+ * A one-entry cache of the DataView over the last buffer seen: a connection decodes (or encodes) many frames
+ * from the same receive (or send) buffer, so the DataView is built once per buffer, not once per frame.
+ *
+ * Use: `const dv = cache.of(bytes)`, then read index `i` of `bytes` at `cache.base + i` (`base` is
+ * `bytes.byteOffset`), and only after checking `i` against `bytes.length`. The view covers the whole
+ * `ArrayBuffer` (length-tracking when the buffer is resizable), so reads in `0 <= i < bytes.length` are in
+ * bounds whatever the view's `byteOffset` and length; a view whose buffer was detached or shrunk away has
+ * length 0, so nothing is read (and `of()` must not be called: check the length first).
+ *
+ * Two levels: the same `Uint8Array` as last time costs one comparison (its buffer and byteOffset never
+ * change); another `Uint8Array` over the same buffer (a `subarray()` per frame) reuses the DataView without
+ * allocating; a new buffer builds a new one. One entry only: the cache keeps at most the last array and its
+ * buffer alive, until a frame from another one comes.
+ */
+export class ViewCache {
+  /** The last `Uint8Array` seen. */
+  bytes: Uint8Array | undefined = undefined;
+  /** Its buffer, the one `view` covers. */
+  buffer: ArrayBufferLike = NO_BUFFER;
+  /** Its byteOffset: index 0 of `bytes` in `view`. */
+  base = 0;
+  /** A DataView over the whole of `buffer`. */
+  view: DataView = new DataView(NO_BUFFER);
+
+  /** The DataView over `b.buffer`; index `i` of `b` is at `this.base + i` (read `base` after this call). */
+  of(b: Uint8Array): DataView {
+    if (b !== this.bytes) this.#miss(b);
+    return this.view;
+  }
+
+  #miss(b: Uint8Array): void {
+    const buffer = b.buffer;
+    if (buffer !== this.buffer) {
+      this.view = new DataView(buffer);
+      this.buffer = buffer;
+    }
+    this.base = b.byteOffset;
+    this.bytes = b;
+  }
+}
+
+/**
+ * Throws the RangeError of an index into an input that is not a non-negative integer (the allocation-free
+ * decoders take the offset unchecked otherwise; `(offset >>> 0) !== offset` sends them here).
+ */
+export function checkInputOffset(offset: number, what: string): void {
+  if (typeof offset !== "number" || !Number.isInteger(offset) || offset < 0) {
+    throw new RangeError(`Cannot decode ${what}: offset ${offset} is not a non-negative integer`);
+  }
+}
+
 export function u16(b: Uint8Array, o: number): number {
   return (b[o]! << 8) | b[o + 1]!;
 }

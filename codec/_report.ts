@@ -23,6 +23,32 @@ export class Reporter {
   }
 }
 
+/** The strict-mode reporter every decode call shares: it throws at the first finding and so never keeps any. */
+const STRICT_REPORTER = new Reporter(true);
+
+/**
+ * A reporter for one decode call (`options.strict`, default true): the shared strict one (no allocation on
+ * the fast path), or a fresh lenient one that collects findings.
+ */
+export function reporterFor(options: DecodeOptions | undefined): Reporter {
+  return (options?.strict ?? true) ? STRICT_REPORTER : new Reporter(false);
+}
+
+/**
+ * `options.offset` checked against the input (default 0), without building a resolved options object: the
+ * decoders of the transmission phase read the other options where they need them.
+ */
+export function inputOffset(options: DecodeOptions | undefined, bytes: Uint8Array): number {
+  if (options === undefined) return 0;
+  const offset = options.offset ?? 0;
+  if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) badOffset(offset, bytes);
+  return offset;
+}
+
+function badOffset(offset: number, bytes: Uint8Array): never {
+  throw new RangeError(`Cannot decode: offset ${offset} is outside the input (length ${bytes.length})`);
+}
+
 /** A violation that leaves nothing to decode: thrown in both modes. */
 export function fail(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): never {
   throw new NbdDecodeError(code, offset, rule, message);
@@ -42,11 +68,20 @@ const DEFAULTS: ResolvedOptions = Object.freeze({
   maxPayloadLength: DEFAULT_MAX_PAYLOAD_LENGTH,
 });
 
+/**
+ * The options with their defaults filled in. Allocation-free when `options` is absent (the shared defaults)
+ * or already complete (every field given: the caller's object itself is returned); otherwise a new object.
+ * The transmission-phase decoders use {@link inputOffset} and {@link reporterFor} instead, which never
+ * allocate.
+ */
 export function resolveOptions(options: DecodeOptions | undefined, bytes: Uint8Array): ResolvedOptions {
   if (options === undefined) return DEFAULTS;
-  const offset = options.offset ?? 0;
-  if (!Number.isInteger(offset) || offset < 0 || offset > bytes.length) {
-    throw new RangeError(`Cannot decode: offset ${offset} is outside the input (length ${bytes.length})`);
+  const offset = inputOffset(options, bytes);
+  if (
+    options.offset !== undefined && options.strict !== undefined && options.maxStringLength !== undefined &&
+    options.maxPayloadLength !== undefined
+  ) {
+    return options as ResolvedOptions;
   }
   return {
     offset,

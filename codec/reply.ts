@@ -11,6 +11,7 @@
  */
 import {
   checkBytes,
+  checkInputOffset,
   checkTarget,
   checkU16,
   checkU32,
@@ -24,10 +25,11 @@ import {
   u16,
   u32,
   utf8Length,
+  ViewCache,
 } from "./_bytes.ts";
-import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
+import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } from "./_report.ts";
 import { Magic, ReplyFlag, ReplyType } from "./constants.ts";
-import type { Decoded, DecodeOptions } from "./types.ts";
+import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
 
 const SIMPLE_LENGTH = 16;
 const STRUCTURED_LENGTH = 20;
@@ -36,11 +38,20 @@ const TWO32 = 0x1_0000_0000;
 /** Bit 15 of a chunk type marks an error chunk. */
 const ERROR_BIT = 0x8000;
 
-/** Reads a u64 as a bigint: one BigInt() call when the value fits in 53 bits. */
+/** DataViews over the last input (decoders) and the last target (encoders): see {@link ViewCache}. */
+const inView = new ViewCache();
+const outView = new ViewCache();
+
+/** Reads the u64 at index `o` of `b` (in bounds: checked by the caller) as a bigint. */
 function big64(b: Uint8Array, o: number): bigint {
-  const hi = u32(b, o);
-  const lo = u32(b, o + 4);
-  return hi <= 0x1f_ffff ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+  const dv = inView.of(b);
+  return dv.getBigUint64(inView.base + o);
+}
+
+/** Writes a u64 (checked by the caller) at index `o` of `b` (in bounds: checked by the caller). */
+function putBig64(b: Uint8Array, o: number, v: bigint): void {
+  const dv = outView.of(b);
+  dv.setBigUint64(outView.base + o, v);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -114,13 +125,17 @@ class DescriptorView implements BlockStatusDescriptors {
   lengthNumberAt(i: number): number {
     const o = this.#at(i);
     const b = this.#bytes;
-    return this.extended ? u32(b, o) * TWO32 + u32(b, o + 4) : u32(b, o);
+    const dv = inView.of(b);
+    const q = inView.base + o;
+    return this.extended ? dv.getUint32(q) * TWO32 + dv.getUint32(q + 4) : dv.getUint32(q);
   }
 
   statusNumberAt(i: number): number {
     const o = this.#at(i);
     const b = this.#bytes;
-    return this.extended ? u32(b, o + 8) * TWO32 + u32(b, o + 12) : u32(b, o + 4);
+    const dv = inView.of(b);
+    const q = inView.base + o;
+    return this.extended ? dv.getUint32(q + 8) * TWO32 + dv.getUint32(q + 12) : dv.getUint32(q + 4);
   }
 
   /** The descriptor bytes when they are laid out as `extended` says: the encoder copies them at once. */
@@ -366,38 +381,46 @@ export function decodeSimpleReply(
   bytes: Uint8Array,
   options?: SimpleReplyDecodeOptions,
 ): Decoded<SimpleReply> {
-  const o = resolveOptions(options, bytes);
-  const at = o.offset;
+  const at = inputOffset(options, bytes);
   const avail = bytes.length - at;
   if (avail < 4) return needMore(SIMPLE_LENGTH - avail);
-  const magic = u32(bytes, at);
-  if (magic !== Magic.SIMPLE_REPLY) {
-    fail(
-      "bad-magic",
-      at,
-      "magic",
-      `Cannot decode simple reply: magic is ${hex32(magic)}, expected 0x67446698`,
-    );
-  }
+  const dv = inView.of(bytes);
+  const p = inView.base + at;
+  const magic = dv.getUint32(p);
+  if (magic !== Magic.SIMPLE_REPLY) badSimpleMagic(at, magic);
   if (avail < SIMPLE_LENGTH) return needMore(SIMPLE_LENGTH - avail);
-  const error = u32(bytes, at + 4);
+  const error = dv.getUint32(p + 4);
   const readLength = options?.readLength;
   let dataLength = 0;
   if (readLength !== undefined && error === 0) {
-    if (!Number.isSafeInteger(readLength) || readLength < 0) {
-      throw new RangeError(`Cannot decode simple reply: readLength ${readLength} is not a length`);
-    }
-    checkLimit(readLength, o.maxPayloadLength, at + SIMPLE_LENGTH, "simple reply read data");
-    dataLength = readLength;
+    dataLength = readDataLength(readLength, options!, at);
     if (avail < SIMPLE_LENGTH + dataLength) return needMore(SIMPLE_LENGTH + dataLength - avail);
   }
-  const r = new Reporter(o.strict);
+  const r = reporterFor(options);
   styleFinding(r, at, options?.extendedHeaders, false, "simple reply");
-  const cookie = big64(bytes, at + 8);
+  const cookie = dv.getBigUint64(p + 8);
   const frame: SimpleReply = readLength !== undefined && error === 0
     ? { type: "simple-reply", error, cookie, data: bytes.subarray(at + 16, at + 16 + dataLength) }
     : { type: "simple-reply", error, cookie };
   return { done: true, frame, byteLength: SIMPLE_LENGTH + dataLength, findings: r.list() };
+}
+
+function badSimpleMagic(at: number, magic: number): never {
+  fail("bad-magic", at, "magic", `Cannot decode simple reply: magic is ${hex32(magic)}, expected 0x67446698`);
+}
+
+/** The read data length that follows a successful simple reply: `readLength`, checked. */
+function readDataLength(readLength: number, options: SimpleReplyDecodeOptions, at: number): number {
+  if (!Number.isSafeInteger(readLength) || readLength < 0) {
+    throw new RangeError(`Cannot decode simple reply: readLength ${readLength} is not a length`);
+  }
+  checkLimit(
+    readLength,
+    options.maxPayloadLength ?? DEFAULT_MAX_PAYLOAD_LENGTH,
+    at + SIMPLE_LENGTH,
+    "simple reply read data",
+  );
+  return readLength;
 }
 
 /**
@@ -432,7 +455,7 @@ export function encodeSimpleReplyInto(frame: SimpleReply, target: Uint8Array, of
   checkTarget(target, offset, SIMPLE_LENGTH, "simple reply");
   put32(target, offset, Magic.SIMPLE_REPLY);
   put32(target, offset + 4, frame.error);
-  put64(target, offset + 8, frame.cookie);
+  putBig64(target, offset + 8, frame.cookie);
   return SIMPLE_LENGTH;
 }
 
@@ -471,41 +494,73 @@ const NONE_PAYLOAD: ChunkPayload = Object.freeze({ kind: "none" as const });
  * ```
  */
 export function decodeReplyChunk(bytes: Uint8Array, options?: ReplyChunkDecodeOptions): Decoded<ReplyChunk> {
-  const o = resolveOptions(options, bytes);
-  const at = o.offset;
+  const at = inputOffset(options, bytes);
   const avail = bytes.length - at;
   if (avail < 4) return needMore(STRUCTURED_LENGTH - avail);
-  const magic = u32(bytes, at);
+  const dv = inView.of(bytes);
+  const p = inView.base + at;
+  const magic = dv.getUint32(p);
   let extended: boolean;
   if (magic === Magic.STRUCTURED_REPLY) extended = false;
   else if (magic === Magic.EXTENDED_REPLY) extended = true;
-  else {
-    return fail(
-      "bad-magic",
-      at,
-      "magic",
-      `Cannot decode reply chunk: magic is ${
-        hex32(magic)
-      }, expected 0x668e33ef (structured) or 0x6e8a278c (extended)`,
-    );
-  }
+  else return badChunkMagic(at, magic);
   const hl = extended ? EXTENDED_LENGTH : STRUCTURED_LENGTH;
   if (avail < hl) return needMore(hl - avail);
-  const flags = u16(bytes, at + 4);
-  const chunkType = u16(bytes, at + 6);
+  const flags = dv.getUint16(p + 4);
+  const chunkType = dv.getUint16(p + 6);
   const lenAt = at + (extended ? 24 : 16);
-  const L = extended ? u32(bytes, lenAt) * TWO32 + u32(bytes, lenAt + 4) : u32(bytes, lenAt);
+  const L = extended ? dv.getUint32(p + 24) * TWO32 + dv.getUint32(p + 28) : dv.getUint32(p + 16);
   // The limit applies to the variable part: OFFSET_DATA's 8-byte offset may exceed it (spec §Structured reply chunk).
   checkLimit(
     chunkType === ReplyType.OFFSET_DATA ? L - 8 : L,
-    o.maxPayloadLength,
+    options?.maxPayloadLength ?? DEFAULT_MAX_PAYLOAD_LENGTH,
     lenAt,
     "reply chunk payload",
   );
   if (avail < hl + L) return needMore(hl + L - avail);
+  return decodedChunk(bytes, dv, p, at, hl, L, extended, flags, chunkType, options);
+}
 
-  const r = new Reporter(o.strict);
+/**
+ * The second half of {@link decodeReplyChunk}, once the whole chunk is there: header rules, payload, frame.
+ * Kept apart so that both halves are small enough to be inlined.
+ */
+function decodedChunk(
+  bytes: Uint8Array,
+  dv: DataView,
+  p: number,
+  at: number,
+  hl: number,
+  L: number,
+  extended: boolean,
+  flags: number,
+  chunkType: number,
+  options: ReplyChunkDecodeOptions | undefined,
+): Decoded<ReplyChunk> {
+  const r = reporterFor(options);
   const ctx = options?.extendedHeaders;
+  if ((ctx !== undefined && ctx !== extended) || (flags & ~ReplyFlag.DONE) !== 0) {
+    chunkHeaderFindings(r, at, ctx, extended, flags);
+  }
+  // NONE with DONE and no payload, the most common chunk, breaks no payload rule.
+  const payload = chunkType === ReplyType.NONE && L === 0 && (flags & ReplyFlag.DONE) !== 0
+    ? NONE_PAYLOAD
+    : decodeChunkPayload(bytes, at, at + hl, L, at + (extended ? 24 : 16), flags, chunkType, ctx, r, options);
+  const cookie = dv.getBigUint64(p + 8);
+  const frame: ReplyChunk = extended
+    ? { type: "reply-chunk", extended, flags, chunkType, cookie, offset: dv.getBigUint64(p + 16), payload }
+    : { type: "reply-chunk", extended, flags, chunkType, cookie, payload };
+  return { done: true, frame, byteLength: hl + L, findings: r.list() };
+}
+
+/** The header rules of a reply chunk: header style and reserved reply flags. */
+function chunkHeaderFindings(
+  r: Reporter,
+  at: number,
+  ctx: boolean | undefined,
+  extended: boolean,
+  flags: number,
+): void {
   styleFinding(r, at, ctx, extended, extended ? "extended reply chunk" : "structured reply chunk");
   if ((flags & ~ReplyFlag.DONE) !== 0) {
     r.report(
@@ -517,23 +572,17 @@ export function decodeReplyChunk(bytes: Uint8Array, options?: ReplyChunkDecodeOp
       } set reserved bits 1-15; a server MUST NOT set them without negotiation`,
     );
   }
-  const payload = decodeChunkPayload(
-    bytes,
+}
+
+function badChunkMagic(at: number, magic: number): never {
+  return fail(
+    "bad-magic",
     at,
-    at + hl,
-    L,
-    lenAt,
-    flags,
-    chunkType,
-    ctx,
-    r,
-    o.maxStringLength,
+    "magic",
+    `Cannot decode reply chunk: magic is ${
+      hex32(magic)
+    }, expected 0x668e33ef (structured) or 0x6e8a278c (extended)`,
   );
-  const cookie = big64(bytes, at + 8);
-  const frame: ReplyChunk = extended
-    ? { type: "reply-chunk", extended, flags, chunkType, cookie, offset: big64(bytes, at + 16), payload }
-    : { type: "reply-chunk", extended, flags, chunkType, cookie, payload };
-  return { done: true, frame, byteLength: hl + L, findings: r.list() };
 }
 
 function rawPayload(b: Uint8Array, p: number, L: number): ChunkPayload {
@@ -563,7 +612,7 @@ function decodeChunkPayload(
   chunkType: number,
   ctx: boolean | undefined,
   r: Reporter,
-  maxString: number,
+  options: ReplyChunkDecodeOptions | undefined,
 ): ChunkPayload {
   switch (chunkType) {
     case ReplyType.NONE: {
@@ -696,9 +745,11 @@ function decodeChunkPayload(
       return { kind: "block-status", descriptors: new DescriptorView(u32(b, p), count, ext, b, start) };
     }
     case ReplyType.ERROR_OFFSET:
-      return decodeError(b, p, L, lenAt, 14, r, maxString);
+      return decodeError(b, p, L, lenAt, 14, r, options?.maxStringLength ?? MAX_STRING_LENGTH);
     default:
-      if ((chunkType & ERROR_BIT) !== 0) return decodeError(b, p, L, lenAt, 6, r, maxString);
+      if ((chunkType & ERROR_BIT) !== 0) {
+        return decodeError(b, p, L, lenAt, 6, r, options?.maxStringLength ?? MAX_STRING_LENGTH);
+      }
       r.report(
         "unknown-type",
         at + 6,
@@ -873,9 +924,9 @@ export function encodeReplyChunkInto(frame: ReplyChunk, target: Uint8Array, offs
   put32(target, offset, extended ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY);
   put16(target, offset + 4, frame.flags);
   put16(target, offset + 6, frame.chunkType);
-  put64(target, offset + 8, frame.cookie);
+  putBig64(target, offset + 8, frame.cookie);
   if (extended) {
-    put64(target, offset + 16, frame.offset!);
+    putBig64(target, offset + 16, frame.offset!);
     put32(target, offset + 24, Math.floor(L / TWO32));
     put32(target, offset + 28, L % TWO32);
   } else put32(target, offset + 16, L);
@@ -884,10 +935,10 @@ export function encodeReplyChunkInto(frame: ReplyChunk, target: Uint8Array, offs
     case "none":
       break;
     case "offset-data":
-      put64(target, q, p.offset);
+      putBig64(target, q, p.offset);
       break;
     case "offset-hole":
-      put64(target, q, p.offset);
+      putBig64(target, q, p.offset);
       put32(target, q + 8, p.holeSize);
       break;
     case "block-status":
@@ -899,7 +950,7 @@ export function encodeReplyChunkInto(frame: ReplyChunk, target: Uint8Array, offs
       target.set(message!, q + 6);
       let e = q + 6 + message!.length;
       if (p.offset !== undefined) {
-        put64(target, e, p.offset);
+        putBig64(target, e, p.offset);
         e += 8;
       }
       if (p.raw !== undefined) target.set(p.raw, e);
@@ -930,8 +981,8 @@ function encodeDescriptors(d: BlockStatusDescriptors, wide: boolean, t: Uint8Arr
       const st = d.statusAt(i);
       checkU64(len, "extent length");
       checkU64(st, "extent status");
-      put64(t, o, len);
-      put64(t, o + 8, st);
+      putBig64(t, o, len);
+      putBig64(t, o + 8, st);
     } else {
       const len = d.lengthAt(i);
       const st = d.statusAt(i);
@@ -981,7 +1032,7 @@ export function decodeReply(
   bytes: Uint8Array,
   options?: ReplyDecodeOptions,
 ): Decoded<SimpleReply | ReplyChunk> {
-  const at = resolveOptions(options, bytes).offset;
+  const at = inputOffset(options, bytes);
   const avail = bytes.length - at;
   if (avail < 4) return needMore(SIMPLE_LENGTH - avail);
   const magic = u32(bytes, at);
@@ -1065,7 +1116,8 @@ export function createReplyHeaderFields(): ReplyHeaderFields {
  * Allocation-free header decoding: reads a simple reply or chunk header at `offset` into `out`. Returns the
  * header length (16, 20 or 32) when complete, or `-n` when at least `n` more bytes are needed. Only the
  * magic is checked (`bad-magic` {@link NbdDecodeError} otherwise). No `bigint`, no allocation; the payload
- * (`lengthHi * 2 ** 32 + lengthLo` bytes for chunks) follows the header.
+ * (`lengthHi * 2 ** 32 + lengthLo` bytes for chunks) follows the header. `offset` must be a non-negative
+ * integer (a `RangeError` otherwise).
  *
  * @example
  * ```ts
@@ -1077,17 +1129,20 @@ export function createReplyHeaderFields(): ReplyHeaderFields {
  * ```
  */
 export function decodeReplyHeaderInto(bytes: Uint8Array, offset: number, out: ReplyHeaderFields): number {
+  if ((offset >>> 0) !== offset) checkInputOffset(offset, "reply header");
   const avail = bytes.length - offset;
   if (avail < 4) return avail - SIMPLE_LENGTH;
-  const magic = u32(bytes, offset);
+  const dv = inView.of(bytes);
+  const p = inView.base + offset;
+  const magic = dv.getUint32(p);
   if (magic === Magic.SIMPLE_REPLY) {
     if (avail < SIMPLE_LENGTH) return avail - SIMPLE_LENGTH;
     out.style = "simple";
-    out.error = u32(bytes, offset + 4);
+    out.error = dv.getUint32(p + 4);
     out.flags = 0;
     out.chunkType = 0;
-    out.cookieHi = u32(bytes, offset + 8);
-    out.cookieLo = u32(bytes, offset + 12);
+    out.cookieHi = dv.getUint32(p + 8);
+    out.cookieLo = dv.getUint32(p + 12);
     out.offsetHi = 0;
     out.offsetLo = 0;
     out.lengthHi = 0;
@@ -1109,20 +1164,20 @@ export function decodeReplyHeaderInto(bytes: Uint8Array, offset: number, out: Re
   if (avail < hl) return avail - hl;
   out.style = extended ? "extended" : "structured";
   out.error = 0;
-  out.flags = u16(bytes, offset + 4);
-  out.chunkType = u16(bytes, offset + 6);
-  out.cookieHi = u32(bytes, offset + 8);
-  out.cookieLo = u32(bytes, offset + 12);
+  out.flags = dv.getUint16(p + 4);
+  out.chunkType = dv.getUint16(p + 6);
+  out.cookieHi = dv.getUint32(p + 8);
+  out.cookieLo = dv.getUint32(p + 12);
   if (extended) {
-    out.offsetHi = u32(bytes, offset + 16);
-    out.offsetLo = u32(bytes, offset + 20);
-    out.lengthHi = u32(bytes, offset + 24);
-    out.lengthLo = u32(bytes, offset + 28);
+    out.offsetHi = dv.getUint32(p + 16);
+    out.offsetLo = dv.getUint32(p + 20);
+    out.lengthHi = dv.getUint32(p + 24);
+    out.lengthLo = dv.getUint32(p + 28);
   } else {
     out.offsetHi = 0;
     out.offsetLo = 0;
     out.lengthHi = 0;
-    out.lengthLo = u32(bytes, offset + 16);
+    out.lengthLo = dv.getUint32(p + 16);
   }
   return hl;
 }

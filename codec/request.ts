@@ -14,20 +14,17 @@
  */
 import {
   checkBytes,
+  checkInputOffset,
   checkTarget,
   checkU16,
   checkU32,
   checkU64,
   hex32,
-  put16,
-  put32,
-  put64,
-  u16,
-  u32,
+  ViewCache,
 } from "./_bytes.ts";
-import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
+import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } from "./_report.ts";
 import { Command, CommandFlag, Magic } from "./constants.ts";
-import type { Decoded, DecodeOptions } from "./types.ts";
+import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH } from "./types.ts";
 
 /** Header length of a compact request. */
 const COMPACT_LENGTH = 28;
@@ -36,6 +33,32 @@ const EXTENDED_LENGTH = 32;
 /** Bits 6-15 of the command flags are unassigned. */
 const KNOWN_COMMAND_FLAGS = 0x003f;
 const TWO32 = 0x1_0000_0000;
+
+/** The DataView over the last input of the decoders: see {@link ViewCache}. */
+const inView = new ViewCache();
+
+/** The encoders' last target, and a DataView over its buffer from its byteOffset (see targetView). */
+let lastTarget: Uint8Array | undefined = undefined;
+let lastTargetView: DataView = new DataView(new ArrayBuffer(0));
+
+/**
+ * The DataView to write `target` through (index `i` of `target` is index `i` of the view): a one-entry cache
+ * keyed by the array itself, whose buffer and byteOffset never change, so a sender encoding every header
+ * into its one send buffer builds the view once. The view runs to the end of the buffer (length-tracking for
+ * a resizable one): call this only after checking that `target` is a `Uint8Array` and that the bytes
+ * written fit in `target.length` (0 for a detached buffer, so no view is built then). Keeps at most the
+ * last target alive.
+ */
+function targetView(target: Uint8Array): DataView {
+  if (target !== lastTarget) newTarget(target);
+  return lastTargetView;
+}
+
+/** The cache miss of {@link targetView}. */
+function newTarget(target: Uint8Array): void {
+  lastTargetView = new DataView(target.buffer, target.byteOffset);
+  lastTarget = target;
+}
 
 /**
  * The command flags each known command accepts (index = command). FUA is valid on every command once the
@@ -225,13 +248,6 @@ export function createRequestHeaderFields(): RequestHeaderFields {
   };
 }
 
-/** Reads a u64 as a bigint: one BigInt() call when the value fits in 53 bits. */
-function big64(b: Uint8Array, o: number): bigint {
-  const hi = u32(b, o);
-  const lo = u32(b, o + 4);
-  return hi <= 0x1f_ffff ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
-}
-
 function hasPayload(extended: boolean, flags: number, command: number): boolean {
   // qemu 10's client sends extended WRITE without PAYLOAD_LEN: the payload is there regardless.
   return command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0);
@@ -250,7 +266,8 @@ function badMagic(at: number, magic: number): never {
  * Allocation-free header decoding: reads the request header at `offset` into `out`. Returns the header
  * length (28 or 32) when the header is complete, or `-n` when at least `n` more bytes are needed. Only the
  * magic is checked (an {@link NbdDecodeError} with code `bad-magic` is thrown otherwise); run
- * {@link decodeRequest} when you need the spec checks and findings. No `bigint`, no allocation.
+ * {@link decodeRequest} when you need the spec checks and findings. No `bigint`, no allocation. `offset` must
+ * be a non-negative integer (a `RangeError` otherwise).
  *
  * @example
  * ```ts
@@ -263,37 +280,82 @@ function badMagic(at: number, magic: number): never {
  * ```
  */
 export function decodeRequestHeaderInto(bytes: Uint8Array, offset: number, out: RequestHeaderFields): number {
+  if ((offset >>> 0) !== offset) checkInputOffset(offset, "request header");
   const avail = bytes.length - offset;
   if (avail < 4) return avail - COMPACT_LENGTH;
-  const magic = u32(bytes, offset);
+  const dv = inView.of(bytes);
+  const p = inView.base + offset;
+  const magic = dv.getUint32(p);
   let extended: boolean;
   if (magic === Magic.REQUEST) extended = false;
   else if (magic === Magic.EXTENDED_REQUEST) extended = true;
   else return badMagic(offset, magic);
   const len = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
   if (avail < len) return avail - len;
-  const flags = u16(bytes, offset + 4);
-  const command = u16(bytes, offset + 6);
+  const flags = dv.getUint16(p + 4);
+  const command = dv.getUint16(p + 6);
   out.extended = extended;
   out.flags = flags;
   out.command = command;
-  out.cookieHi = u32(bytes, offset + 8);
-  out.cookieLo = u32(bytes, offset + 12);
-  out.offsetHi = u32(bytes, offset + 16);
-  out.offsetLo = u32(bytes, offset + 20);
+  out.cookieHi = dv.getUint32(p + 8);
+  out.cookieLo = dv.getUint32(p + 12);
+  out.offsetHi = dv.getUint32(p + 16);
+  out.offsetLo = dv.getUint32(p + 20);
+  let lengthHi = 0;
+  let lengthLo: number;
   if (extended) {
-    out.lengthHi = u32(bytes, offset + 24);
-    out.lengthLo = u32(bytes, offset + 28);
+    lengthHi = dv.getUint32(p + 24);
+    lengthLo = dv.getUint32(p + 28);
   } else {
-    out.lengthHi = 0;
-    out.lengthLo = u32(bytes, offset + 24);
+    lengthLo = dv.getUint32(p + 24);
   }
-  out.payloadLength = hasPayload(extended, flags, command) ? out.lengthHi * TWO32 + out.lengthLo : 0;
+  out.lengthHi = lengthHi;
+  out.lengthLo = lengthLo;
+  out.payloadLength = hasPayload(extended, flags, command) ? lengthHi * TWO32 + lengthLo : 0;
   return len;
 }
 
 function checkHalf(v: number, what: string): void {
   if (typeof v !== "number" || (v >>> 0) !== v) checkU32(v, what);
+}
+
+/** `v` is a number in 0..65535 (the fast check; {@link checkU16} throws the error otherwise). */
+function isU16(v: number): boolean {
+  return typeof v === "number" && (v & 0xffff) === v;
+}
+
+/**
+ * The fast check of {@link encodeRequestHeaderInto}: every field is a number in range (u16 flags and
+ * command, u32 halves). Kept apart so that encodeRequestHeaderInto stays small enough to be inlined.
+ */
+function validHeaderFields(f: RequestHeaderFields): boolean {
+  const flags = f.flags;
+  const command = f.command;
+  const cookieHi = f.cookieHi;
+  const cookieLo = f.cookieLo;
+  const offsetHi = f.offsetHi;
+  const offsetLo = f.offsetLo;
+  const lengthHi = f.lengthHi;
+  const lengthLo = f.lengthLo;
+  // typeof first: a bigint would make the conversions throw another error than checkHeaderFields's.
+  return typeof flags === "number" && typeof command === "number" && typeof cookieHi === "number" &&
+    typeof cookieLo === "number" && typeof offsetHi === "number" && typeof offsetLo === "number" &&
+    typeof lengthHi === "number" && typeof lengthLo === "number" && (flags & 0xffff) === flags &&
+    (command & 0xffff) === command && (cookieHi >>> 0) === cookieHi && (cookieLo >>> 0) === cookieLo &&
+    (offsetHi >>> 0) === offsetHi && (offsetLo >>> 0) === offsetLo && (lengthHi >>> 0) === lengthHi &&
+    (lengthLo >>> 0) === lengthLo;
+}
+
+/** The checks of {@link encodeRequestHeaderInto}, in order, for the call whose fast check failed: throws. */
+function checkHeaderFields(fields: RequestHeaderFields): void {
+  if (!isU16(fields.flags)) checkU16(fields.flags, "request flags");
+  if (!isU16(fields.command)) checkU16(fields.command, "request command");
+  checkHalf(fields.cookieHi, "request cookie (high half)");
+  checkHalf(fields.cookieLo, "request cookie (low half)");
+  checkHalf(fields.offsetHi, "request offset (high half)");
+  checkHalf(fields.offsetLo, "request offset (low half)");
+  checkHalf(fields.lengthHi, "request length (high half)");
+  checkHalf(fields.lengthLo, "request length (low half)");
 }
 
 /**
@@ -319,37 +381,51 @@ export function encodeRequestHeaderInto(
 ): number {
   const extended = fields.extended === true;
   const len = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
-  if ((fields.flags & 0xffff) !== fields.flags) checkU16(fields.flags, "request flags");
-  if ((fields.command & 0xffff) !== fields.command) checkU16(fields.command, "request command");
-  checkHalf(fields.cookieHi, "request cookie (high half)");
-  checkHalf(fields.cookieLo, "request cookie (low half)");
-  checkHalf(fields.offsetHi, "request offset (high half)");
-  checkHalf(fields.offsetLo, "request offset (low half)");
-  checkHalf(fields.lengthHi, "request length (high half)");
-  checkHalf(fields.lengthLo, "request length (low half)");
+  if (!validHeaderFields(fields)) checkHeaderFields(fields);
   if (!extended && fields.lengthHi !== 0) {
     throw new RangeError("Cannot encode request: a compact request's length is 32 bits (lengthHi must be 0)");
   }
-  checkTarget(target, offset, len, "request");
-  put32(target, offset, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
-  put16(target, offset + 4, fields.flags);
-  put16(target, offset + 6, fields.command);
-  put32(target, offset + 8, fields.cookieHi);
-  put32(target, offset + 12, fields.cookieLo);
-  put32(target, offset + 16, fields.offsetHi);
-  put32(target, offset + 20, fields.offsetLo);
+  // instanceof only for a new target (the cached one passed it).
+  if (
+    (target !== lastTarget && !(target instanceof Uint8Array)) || (offset >>> 0) !== offset ||
+    offset + len > target.length
+  ) {
+    checkTarget(target, offset, len, "request");
+  }
+  // targetView(), written out: encodeRequestHeaderInto stays small enough to be inlined into its caller.
+  if (target !== lastTarget) newTarget(target);
+  const dv = lastTargetView;
+  dv.setUint32(offset, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
+  dv.setUint32(offset + 4, (fields.flags << 16) | fields.command); // flags, then command
+  dv.setUint32(offset + 8, fields.cookieHi);
+  dv.setUint32(offset + 12, fields.cookieLo);
+  dv.setUint32(offset + 16, fields.offsetHi);
+  dv.setUint32(offset + 20, fields.offsetLo);
   if (extended) {
-    put32(target, offset + 24, fields.lengthHi);
-    put32(target, offset + 28, fields.lengthLo);
+    dv.setUint32(offset + 24, fields.lengthHi);
+    dv.setUint32(offset + 28, fields.lengthLo);
   } else {
-    put32(target, offset + 24, fields.lengthLo);
+    dv.setUint32(offset + 24, fields.lengthLo);
   }
   return len;
 }
 
-/** Header checks shared by decodeRequestHeader and decodeRequest. */
-function checkHeader(
-  bytes: Uint8Array,
+/**
+ * Whether a header certainly breaks none of the rules {@link checkHeader} checks (the common case, tested
+ * cheaply): the header style agrees, every flag is valid for a known command, no PAYLOAD_LEN, not an
+ * extended WRITE, not DISC or FLUSH. Anything else goes through checkHeader.
+ */
+function plainHeader(extended: boolean, flags: number, command: number, ctx: boolean | undefined): boolean {
+  const valid = FLAGS_FOR_COMMAND[command];
+  return (ctx === undefined || ctx === extended) && valid !== undefined && (flags & ~valid) === 0 &&
+    (flags & CommandFlag.PAYLOAD_LEN) === 0 && command !== Command.DISC && command !== Command.FLUSH &&
+    !(extended && command === Command.WRITE);
+}
+
+/** Header checks shared by decodeRequestHeader and decodeRequest: the cheap test first, then the rules. */
+function checkRequestHeader(
+  dv: DataView,
+  p: number,
   at: number,
   extended: boolean,
   flags: number,
@@ -358,6 +434,20 @@ function checkHeader(
   options: RequestDecodeOptions | undefined,
 ): void {
   const ctx = options?.extendedHeaders;
+  if (!plainHeader(extended, flags, command, ctx)) checkHeader(dv, p, at, extended, flags, command, r, ctx);
+}
+
+/** The header rules, one by one. */
+function checkHeader(
+  dv: DataView,
+  p: number,
+  at: number,
+  extended: boolean,
+  flags: number,
+  command: number,
+  r: Reporter,
+  ctx: boolean | undefined,
+): void {
   if (ctx !== undefined && ctx !== extended) {
     r.report(
       "unexpected-frame",
@@ -406,10 +496,10 @@ function checkHeader(
     );
   }
   if (command === Command.DISC || command === Command.FLUSH) {
-    const offsetZero = (u32(bytes, at + 16) | u32(bytes, at + 20)) === 0;
+    const offsetZero = (dv.getUint32(p + 16) | dv.getUint32(p + 20)) === 0;
     const lengthZero = extended
-      ? (u32(bytes, at + 24) | u32(bytes, at + 28)) === 0
-      : u32(bytes, at + 24) === 0;
+      ? (dv.getUint32(p + 24) | dv.getUint32(p + 28)) === 0
+      : dv.getUint32(p + 24) === 0;
     if (!offsetZero || !lengthZero) {
       const name = command === Command.DISC ? "disc" : "flush";
       r.report(
@@ -421,7 +511,7 @@ function checkHeader(
     }
   }
   if (
-    extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && (u32(bytes, at + 24) | u32(bytes, at + 28)) === 0
+    extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && (dv.getUint32(p + 24) | dv.getUint32(p + 28)) === 0
   ) {
     r.report(
       "bad-length",
@@ -432,33 +522,41 @@ function checkHeader(
   }
 }
 
-interface HeaderScan {
-  readonly extended: boolean;
-  readonly headerLength: number;
-  readonly payloadLength: number;
+/**
+ * Magic and header completeness, the shared first step of the object decoders: the header length (28 or
+ * 32), or minus the number of bytes still needed. Throws `bad-magic`.
+ */
+function headerLength(bytes: Uint8Array, at: number): number {
+  const avail = bytes.length - at;
+  if (avail < 4) return avail - COMPACT_LENGTH;
+  const dv = inView.of(bytes);
+  const magic = dv.getUint32(inView.base + at);
+  let headerLength: number;
+  if (magic === Magic.REQUEST) headerLength = COMPACT_LENGTH;
+  else if (magic === Magic.EXTENDED_REQUEST) headerLength = EXTENDED_LENGTH;
+  else badMagic(at, magic);
+  return avail < headerLength ? avail - headerLength : headerLength;
 }
 
-/** Magic, header completeness and payload limit: shared first step of the object decoders. */
-function scanHeader(bytes: Uint8Array, at: number, maxPayloadLength: number): HeaderScan | number {
-  const avail = bytes.length - at;
-  if (avail < 4) return COMPACT_LENGTH - avail;
-  const magic = u32(bytes, at);
-  let extended: boolean;
-  if (magic === Magic.REQUEST) extended = false;
-  else if (magic === Magic.EXTENDED_REQUEST) extended = true;
-  else badMagic(at, magic);
-  const headerLength = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
-  if (avail < headerLength) return headerLength - avail;
-  const flags = u16(bytes, at + 4);
-  const command = u16(bytes, at + 6);
-  let payloadLength = 0;
-  if (hasPayload(extended, flags, command)) {
-    const hi = extended ? u32(bytes, at + 24) : 0;
-    const lo = u32(bytes, at + (extended ? 28 : 24));
-    payloadLength = hi * TWO32 + lo;
-    checkLimit(payloadLength, maxPayloadLength, at + 24, "request payload");
-  }
-  return { extended, headerLength, payloadLength };
+/** How many payload bytes follow the header, checked against the payload limit (an error in both modes). */
+function payloadLengthOf(
+  dv: DataView,
+  p: number,
+  at: number,
+  extended: boolean,
+  flags: number,
+  command: number,
+  options: RequestDecodeOptions | undefined,
+): number {
+  if (!hasPayload(extended, flags, command)) return 0;
+  const payloadLength = extended ? dv.getUint32(p + 24) * TWO32 + dv.getUint32(p + 28) : dv.getUint32(p + 24);
+  checkLimit(
+    payloadLength,
+    options?.maxPayloadLength ?? DEFAULT_MAX_PAYLOAD_LENGTH,
+    at + 24,
+    "request payload",
+  );
+  return payloadLength;
 }
 
 /**
@@ -478,15 +576,17 @@ export function decodeRequestHeader(
   bytes: Uint8Array,
   options?: RequestDecodeOptions,
 ): Decoded<RequestHeader> {
-  const o = resolveOptions(options, bytes);
-  const at = o.offset;
-  const scan = scanHeader(bytes, at, o.maxPayloadLength);
-  if (typeof scan === "number") return needMore(scan);
-  const r = new Reporter(o.strict);
-  const { extended, headerLength, payloadLength } = scan;
-  const flags = u16(bytes, at + 4);
-  const command = u16(bytes, at + 6);
-  checkHeader(bytes, at, extended, flags, command, r, options);
+  const at = inputOffset(options, bytes);
+  const hl = headerLength(bytes, at);
+  if (hl < 0) return needMore(-hl);
+  const dv = inView.of(bytes);
+  const p = inView.base + at;
+  const extended = hl === EXTENDED_LENGTH;
+  const flags = dv.getUint16(p + 4);
+  const command = dv.getUint16(p + 6);
+  const payloadLength = payloadLengthOf(dv, p, at, extended, flags, command, options);
+  const r = reporterFor(options);
+  checkRequestHeader(dv, p, at, extended, flags, command, r, options);
   return {
     done: true,
     frame: {
@@ -494,12 +594,12 @@ export function decodeRequestHeader(
       extended,
       flags,
       command,
-      cookie: big64(bytes, at + 8),
-      offset: big64(bytes, at + 16),
-      length: extended ? big64(bytes, at + 24) : BigInt(u32(bytes, at + 24)),
+      cookie: dv.getBigUint64(p + 8),
+      offset: dv.getBigUint64(p + 16),
+      length: extended ? dv.getBigUint64(p + 24) : BigInt(dv.getUint32(p + 24)),
       payloadLength,
     },
-    byteLength: headerLength,
+    byteLength: hl,
     findings: r.list(),
   };
 }
@@ -521,63 +621,93 @@ export function decodeRequestHeader(
  * ```
  */
 export function decodeRequest(bytes: Uint8Array, options?: RequestDecodeOptions): Decoded<Request> {
-  const o = resolveOptions(options, bytes);
-  const at = o.offset;
-  const scan = scanHeader(bytes, at, o.maxPayloadLength);
-  if (typeof scan === "number") return needMore(scan);
-  const { extended, headerLength, payloadLength } = scan;
-  const total = headerLength + payloadLength;
+  const at = inputOffset(options, bytes);
+  const hl = headerLength(bytes, at);
+  if (hl < 0) return needMore(-hl);
+  const dv = inView.of(bytes);
+  const p = inView.base + at;
+  const extended = hl === EXTENDED_LENGTH;
+  const flags = dv.getUint16(p + 4);
+  const command = dv.getUint16(p + 6);
+  const payloadLength = payloadLengthOf(dv, p, at, extended, flags, command, options);
+  const total = hl + payloadLength;
   const avail = bytes.length - at;
   if (avail < total) return needMore(total - avail);
-  const r = new Reporter(o.strict);
-  const flags = u16(bytes, at + 4);
-  const command = u16(bytes, at + 6);
-  checkHeader(bytes, at, extended, flags, command, r, options);
-  const cookie = big64(bytes, at + 8);
-  const offset = big64(bytes, at + 16);
-  const length = extended ? big64(bytes, at + 24) : BigInt(u32(bytes, at + 24));
-  if (payloadLength === 0 && !hasPayload(extended, flags, command)) {
-    return {
-      done: true,
-      frame: { type: "request", extended, flags, command, cookie, offset, length },
-      byteLength: total,
-      findings: r.list(),
-    };
-  }
-  const start = at + headerLength;
-  const payload = bytes.subarray(start, start + payloadLength);
-  if (command === Command.BLOCK_STATUS && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && payloadLength > 0) {
-    const blockStatus = decodeBlockStatusPayload(payload, start, r);
-    if (blockStatus !== undefined) {
-      return {
-        done: true,
-        frame: { type: "request", extended, flags, command, cookie, offset, length, blockStatus },
-        byteLength: total,
-        findings: r.list(),
-      };
-    }
-  }
-  return {
-    done: true,
-    frame: { type: "request", extended, flags, command, cookie, offset, length, data: payload },
-    byteLength: total,
-    findings: r.list(),
-  };
+  const r = reporterFor(options);
+  checkRequestHeader(dv, p, at, extended, flags, command, r, options);
+  const cookie = dv.getBigUint64(p + 8);
+  const offset = dv.getBigUint64(p + 16);
+  const length = extended ? dv.getBigUint64(p + 24) : BigInt(dv.getUint32(p + 24));
+  const frame: Request = payloadLength === 0 && !hasPayload(extended, flags, command)
+    ? { type: "request", extended, flags, command, cookie, offset, length }
+    : requestWithPayload(
+      bytes,
+      dv,
+      p,
+      at,
+      hl,
+      payloadLength,
+      extended,
+      flags,
+      command,
+      cookie,
+      offset,
+      length,
+      r,
+    );
+  return { done: true, frame, byteLength: total, findings: r.list() };
 }
 
-function decodeBlockStatusPayload(p: Uint8Array, start: number, r: Reporter): BlockStatusPayload | undefined {
-  if (p.length < 12 || (p.length - 8) % 4 !== 0) {
+/**
+ * A request with its payload (`payloadLength` bytes after the header: a view of `bytes`), as data or as the
+ * block-status payload form. Kept out of decodeRequest so that it stays small enough to be inlined.
+ */
+function requestWithPayload(
+  bytes: Uint8Array,
+  dv: DataView,
+  p: number,
+  at: number,
+  hl: number,
+  payloadLength: number,
+  extended: boolean,
+  flags: number,
+  command: number,
+  cookie: bigint,
+  offset: bigint,
+  length: bigint,
+  r: Reporter,
+): Request {
+  const start = at + hl;
+  const payload = bytes.subarray(start, start + payloadLength);
+  if (command === Command.BLOCK_STATUS && (flags & CommandFlag.PAYLOAD_LEN) !== 0 && payloadLength > 0) {
+    const blockStatus = decodeBlockStatusPayload(dv, p + hl, payloadLength, start, r);
+    if (blockStatus !== undefined) {
+      return { type: "request", extended, flags, command, cookie, offset, length, blockStatus };
+    }
+  }
+  return { type: "request", extended, flags, command, cookie, offset, length, data: payload };
+}
+
+/** The block-status payload form: `length` bytes at `q` in `dv`, at index `start` of the input. */
+function decodeBlockStatusPayload(
+  dv: DataView,
+  q: number,
+  length: number,
+  start: number,
+  r: Reporter,
+): BlockStatusPayload | undefined {
+  if (length < 12 || (length - 8) % 4 !== 0) {
     r.report(
       "bad-length",
       start,
       "block-status-payload-length",
-      `block-status payload of ${p.length} bytes; it MUST occupy 8 + 4n bytes with n >= 1 context ids`,
+      `block-status payload of ${length} bytes; it MUST occupy 8 + 4n bytes with n >= 1 context ids`,
     );
     return undefined;
   }
-  const n = (p.length - 8) / 4;
+  const n = (length - 8) / 4;
   const contextIds: number[] = new Array<number>(n);
-  for (let i = 0; i < n; i++) contextIds[i] = u32(p, 8 + 4 * i);
+  for (let i = 0; i < n; i++) contextIds[i] = dv.getUint32(q + 8 + 4 * i);
   if (n > 1) {
     const seen = new Set<number>();
     for (let i = 0; i < n; i++) {
@@ -594,7 +724,7 @@ function decodeBlockStatusPayload(p: Uint8Array, start: number, r: Reporter): Bl
       seen.add(id);
     }
   }
-  return { effectLength: big64(p, 0), contextIds };
+  return { effectLength: dv.getBigUint64(q), contextIds };
 }
 
 /**
@@ -635,8 +765,10 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
     throw new TypeError("Cannot encode request: not an object");
   }
   const extended = frame.extended === true;
-  checkU16(frame.flags, "request flags");
-  checkU16(frame.command, "request command");
+  const flags = frame.flags;
+  const command = frame.command;
+  if (!isU16(flags)) checkU16(flags, "request flags");
+  if (!isU16(command)) checkU16(command, "request command");
   checkU64(frame.cookie, "request cookie");
   checkU64(frame.offset, "request offset");
   checkU64(frame.length, "request length");
@@ -668,19 +800,26 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
       );
     }
   }
-  const len = requestByteLength(frame);
-  checkTarget(target, offset, len, "request");
-  put32(target, offset, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
-  put16(target, offset + 4, frame.flags);
-  put16(target, offset + 6, frame.command);
-  put64(target, offset + 8, frame.cookie);
-  put64(target, offset + 16, frame.offset);
-  if (extended) put64(target, offset + 24, frame.length);
-  else put32(target, offset + 24, Number(frame.length));
+  const hl = extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
+  const len = bs === undefined ? hl : hl + 8 + 4 * bs.contextIds.length;
+  if (
+    (target !== lastTarget && !(target instanceof Uint8Array)) || (offset >>> 0) !== offset ||
+    offset + len > target.length
+  ) {
+    checkTarget(target, offset, len, "request");
+  }
+  const dv = targetView(target);
+  const p = offset;
+  dv.setUint32(p, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
+  dv.setUint32(p + 4, (flags << 16) | command); // flags, then command
+  dv.setBigUint64(p + 8, frame.cookie);
+  dv.setBigUint64(p + 16, frame.offset);
+  if (extended) dv.setBigUint64(p + 24, frame.length);
+  else dv.setUint32(p + 24, Number(frame.length));
   if (bs !== undefined) {
-    const p = offset + (extended ? EXTENDED_LENGTH : COMPACT_LENGTH);
-    put64(target, p, bs.effectLength);
-    for (let i = 0; i < bs.contextIds.length; i++) put32(target, p + 8 + 4 * i, bs.contextIds[i]!);
+    const q = p + hl;
+    dv.setBigUint64(q, bs.effectLength);
+    for (let i = 0; i < bs.contextIds.length; i++) dv.setUint32(q + 8 + 4 * i, bs.contextIds[i]!);
   }
   return len;
 }
