@@ -36,6 +36,11 @@ const DEFAULT_CAPTURE = "qemu10-ext-io.pcap";
 
 /** Size of each read of a capture file. */
 const CHUNK_SIZE = 1024 * 1024;
+/**
+ * Most chunks kept for reuse while the decoders may still hold views of them; beyond it the oldest is left
+ * to the garbage collector (and a fresh chunk read into), so memory stays bounded whatever the capture.
+ */
+const MAX_KEPT_CHUNKS = 8;
 /** Captures larger than this get progress lines on standard error. */
 const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
 /** Output is written in pieces of about this many characters. */
@@ -210,8 +215,8 @@ class Violations {
 
 /** Buffers output and writes it in pieces, waiting when the writer asks to. */
 class Output {
-  #parts: string[] = [];
-  #size = 0;
+  /** Pending text: concatenation (V8 ropes) rather than an array to join. */
+  #text = "";
   readonly #io: CliIo;
 
   constructor(io: CliIo) {
@@ -219,19 +224,17 @@ class Output {
   }
 
   add(text: string): void {
-    this.#parts.push(text);
-    this.#size += text.length;
+    this.#text += text;
   }
 
   get full(): boolean {
-    return this.#size >= FLUSH_SIZE;
+    return this.#text.length >= FLUSH_SIZE;
   }
 
   async flush(): Promise<void> {
-    if (this.#parts.length === 0) return;
-    const text = this.#parts.join("");
-    this.#parts = [];
-    this.#size = 0;
+    if (this.#text.length === 0) return;
+    const text = this.#text;
+    this.#text = "";
     await this.#io.stdout(text);
   }
 }
@@ -262,7 +265,8 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
   const onEvent = (e: ConversationEvent): void => {
     violations.event(e);
     n++;
-    out.add(a.json ? formatEventJsonLine(e) + "\n" : formatEventText(e, n) + "\n\n");
+    if (a.json) out.add(formatEventJsonLine(e) + "\n");
+    else out.add(formatEventText(e, n) + "\n\n");
   };
   const onTrace = (f: TraceFinding, connection: number | undefined): void => {
     violations.note(
@@ -309,13 +313,20 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       const progress = size > PROGRESS_THRESHOLD;
       let done = 0;
       let nextReport = 0.1;
+      // The dissector keeps views of the chunks it is given (see CaptureDissector.push): a chunk is read
+      // into again only once the dissector says no view of it remains (oldestRetainedChunk), which saves
+      // allocating, zeroing and collecting a fresh buffer per read.
+      const free: Uint8Array[] = [];
+      const kept: Uint8Array[] = [];
+      const keptSeq: number[] = [];
+      let seq = 0;
       for (;;) {
-        // A fresh buffer per read: the dissector keeps views of it (see CaptureDissector.push).
-        const chunk = new Uint8Array(CHUNK_SIZE);
+        const chunk = free.pop() ?? new Uint8Array(CHUNK_SIZE);
         let got: number;
         try {
           got = fs.readSync(fd, chunk, 0, CHUNK_SIZE, null);
         } catch (e) {
+          free.push(chunk);
           // A non-blocking pipe on standard input: wait for more.
           if ((e as { code?: unknown }).code === "EAGAIN") {
             await new Promise((resolve) => setTimeout(resolve, 10));
@@ -329,6 +340,13 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
         } catch (e) {
           if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
           throw e;
+        }
+        kept.push(chunk);
+        keptSeq.push(++seq);
+        const oldest = dissector.oldestRetainedChunk;
+        while (kept.length > 0 && (keptSeq[0]! < oldest || kept.length > MAX_KEPT_CHUNKS)) {
+          const c = kept.shift()!;
+          if (keptSeq.shift()! < oldest) free.push(c);
         }
         done += got;
         if (out.full) await out.flush();

@@ -23,6 +23,8 @@ const NBDMAGIC = [0x4e, 0x42, 0x44, 0x4d, 0x41, 0x47, 0x49, 0x43];
 const IHAVEOPT = [0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54];
 const REQUEST_MAGIC = 0x25609513;
 const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
+/** NBD_CMD_DISC: the client decoder drops whatever follows it. */
+const DISC = 2;
 
 /** Where the pipeline sends what it finds. */
 export interface DissectSink {
@@ -56,6 +58,71 @@ interface Pending {
   closed: Set<Direction>;
 }
 
+/**
+ * Which pushed chunks the bytes a decoder direction still buffers may be views of: runs of bytes in stream
+ * order, each tagged with the sequence number of the chunk being pushed when they arrived (bytes that came
+ * from a copy, such as reassembled out-of-order data, are tagged too: that only keeps a chunk longer).
+ */
+class Retained {
+  /** Chunk sequence number of each run. */
+  readonly #seqs: number[] = [];
+  /** Stream offset just past each run. */
+  readonly #ends: number[] = [];
+  #first = 0;
+  /** Bytes given to the decoder so far (its stream offset of the next byte). */
+  #delivered = 0;
+  /** Stream offset up to which the decoder has consumed its bytes (as events say). */
+  #consumed = 0;
+  #opaque = false;
+
+  /**
+   * The decoder keeps no more bytes of this direction: it drops them as they come (after TLS starts, after
+   * bytes that are not NBD, after the client's NBD_CMD_DISC).
+   */
+  opaque(): void {
+    this.#opaque = true;
+    this.#seqs.length = 0;
+    this.#ends.length = 0;
+    this.#first = 0;
+  }
+
+  add(seq: number, length: number): void {
+    if (this.#opaque) return;
+    this.#delivered += length;
+    const last = this.#seqs.length - 1;
+    if (last >= this.#first && this.#seqs[last] === seq) this.#ends[last] = this.#delivered;
+    else {
+      this.#seqs.push(seq);
+      this.#ends.push(this.#delivered);
+    }
+  }
+
+  consumed(end: number): void {
+    if (end > this.#consumed) this.#consumed = end;
+  }
+
+  /** The oldest chunk a buffered byte may be a view of, or Infinity when nothing is buffered. */
+  oldest(): number {
+    const seqs = this.#seqs;
+    const ends = this.#ends;
+    let i = this.#first;
+    while (i < seqs.length && ends[i]! <= this.#consumed) i++;
+    if (i === seqs.length) {
+      seqs.length = 0;
+      ends.length = 0;
+      this.#first = 0;
+      return Infinity;
+    }
+    if (i > 64 && i * 2 > seqs.length) {
+      seqs.splice(0, i);
+      ends.splice(0, i);
+      i = 0;
+    }
+    this.#first = i;
+    return seqs[i]!;
+  }
+}
+
 interface Live {
   readonly kind: "nbd";
   readonly number: number;
@@ -63,6 +130,8 @@ interface Live {
   /** The reassembler's client is the NBD server. */
   readonly swap: boolean;
   closed: Set<Direction>;
+  /** What each decoder direction may still hold views of. */
+  readonly retained: { readonly c2s: Retained; readonly s2c: Retained };
 }
 
 /** Connections not (or no longer) followed have no state at all. */
@@ -128,6 +197,8 @@ export class CaptureDissector {
   readonly #sink: DissectSink;
   readonly #conns = new Map<number, ConnState>();
   #next = 0;
+  /** Sequence number of the chunk being pushed (0 before the first). */
+  #seq = 0;
 
   /**
    * @param sink receives events and trace findings
@@ -152,17 +223,36 @@ export class CaptureDissector {
   }
 
   /**
-   * Feeds the next chunk of the capture file. The chunk must not be reused afterwards: packets, and the
-   * incomplete frames the decoders hold, are views of it. Memory stays bounded because nothing keeps views
-   * for long: the reassembler copies its retransmission window into a ring and its out-of-order data into
-   * its own buffers, and a decoder holds at most the frame it is completing. Throws `NbdDecodeError` when the
-   * file is not a capture.
+   * Feeds the next chunk of the capture file. The incomplete frames the decoders hold are views of it: do
+   * not overwrite it until {@link oldestRetainedChunk} has moved past it (events handed to the sink are only
+   * valid during the sink call). Memory stays bounded because nothing else keeps views: the reassembler
+   * copies its retransmission window into a ring and its out-of-order data into its own buffers, and a
+   * decoder holds at most the frame it is completing. Throws `NbdDecodeError` when the file is not a capture.
    */
   push(chunk: Uint8Array): void {
+    this.#seq++;
     for (const packet of this.#reader.push(chunk)) {
       for (const ev of this.#tcp.push(packet)) this.#tcpEvent(ev);
     }
     this.#readerFindings();
+  }
+
+  /**
+   * The sequence number (1 for the first {@link push}, 2 for the second, ...) of the oldest pushed chunk
+   * that the decoders may still hold views of, or `Infinity` when they hold none. Chunks pushed before it
+   * are no longer referenced and may be overwritten (reused for the next read). Conservative: bytes a
+   * decoder dropped without an event (after TLS, after a disconnect) count as held.
+   */
+  get oldestRetainedChunk(): number {
+    let oldest = Infinity;
+    for (const st of this.#conns.values()) {
+      if (st.kind !== "nbd") continue;
+      const a = st.retained.c2s.oldest();
+      const b = st.retained.s2c.oldest();
+      if (a < oldest) oldest = a;
+      if (b < oldest) oldest = b;
+    }
+    return oldest;
   }
 
   /** Ends the capture: every connection still open is ended (incomplete frames become notices). */
@@ -180,8 +270,19 @@ export class CaptureDissector {
     for (const f of this.#reader.takeFindings()) this.#sink.traceFinding(f, undefined);
   }
 
-  #emit(events: ConversationEvent[]): void {
-    for (const e of events) this.#sink.event(e);
+  #emit(events: ConversationEvent[], live: Live): void {
+    const r = live.retained;
+    for (const e of events) {
+      const dir = e.direction === "c2s" ? r.c2s : r.s2c;
+      if (e.event === "frame") {
+        dir.consumed(e.frameOffset + e.frameLength);
+        if (e.frame.type === "request" && e.frame.command === DISC) dir.opaque();
+      } else {
+        dir.consumed(e.streamOffset + e.length);
+        if (e.notice !== "truncated") dir.opaque();
+      }
+      this.#sink.event(e);
+    }
   }
 
   #tcpEvent(ev: TcpEvent): void {
@@ -193,7 +294,9 @@ export class CaptureDissector {
         const st = this.#conns.get(ev.connection);
         if (st === undefined) return;
         if (st.kind === "nbd") {
-          this.#emit(st.decoder.push(st.swap ? flip(ev.direction) : ev.direction, ev.bytes));
+          const dir = st.swap ? flip(ev.direction) : ev.direction;
+          st.retained[dir].add(this.#seq, ev.bytes.length);
+          this.#emit(st.decoder.push(dir, ev.bytes), st);
           return;
         }
         this.#pendingOp(ev.connection, st, { dir: ev.direction, bytes: ev.bytes.slice() });
@@ -203,7 +306,7 @@ export class CaptureDissector {
         const st = this.#conns.get(ev.connection);
         if (st === undefined) return;
         if (st.kind === "nbd") {
-          this.#emit(st.decoder.gap(st.swap ? flip(ev.direction) : ev.direction, ev.length));
+          this.#emit(st.decoder.gap(st.swap ? flip(ev.direction) : ev.direction, ev.length), st);
           return;
         }
         this.#pendingOp(ev.connection, st, { dir: ev.direction, gap: ev.length });
@@ -261,11 +364,22 @@ export class CaptureDissector {
       connection: this.#next,
       ...(state === undefined ? {} : { state }),
     });
-    const live: Live = { kind: "nbd", number: this.#next++, decoder, swap, closed: new Set() };
+    const live: Live = {
+      kind: "nbd",
+      number: this.#next++,
+      decoder,
+      swap,
+      closed: new Set(),
+      retained: { c2s: new Retained(), s2c: new Retained() },
+    };
     this.#conns.set(id, live);
     for (const op of ops) {
       const dir = swap ? flip(op.dir) : op.dir;
-      this.#emit("bytes" in op ? decoder.push(dir, op.bytes) : decoder.gap(dir, op.gap));
+      if ("bytes" in op) {
+        // Copies (see #pendingOp): they hold no chunk, but the decoder's stream offsets count them.
+        live.retained[dir].add(0, op.bytes.length);
+        this.#emit(decoder.push(dir, op.bytes), live);
+      } else this.#emit(decoder.gap(dir, op.gap), live);
     }
     return live;
   }
@@ -297,7 +411,7 @@ export class CaptureDissector {
   }
 
   #finish(id: number, st: Live): void {
-    this.#emit(st.decoder.end());
+    this.#emit(st.decoder.end(), st);
     this.#conns.delete(id);
   }
 }

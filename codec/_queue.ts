@@ -19,11 +19,19 @@ export class ByteQueue {
     this.length += chunk.length;
   }
 
-  /** The chunk holding the first available byte and the index of that byte in it. */
-  front(): { chunk: Uint8Array; start: number; contiguous: number } {
-    if (this.length === 0) return { chunk: EMPTY, start: 0, contiguous: 0 };
-    const c = this.chunks[this.first]!;
-    return { chunk: c, start: this.head, contiguous: c.length - this.head };
+  /** The chunk holding the first available byte (empty when nothing is available). */
+  frontChunk(): Uint8Array {
+    return this.length === 0 ? EMPTY : this.chunks[this.first]!;
+  }
+
+  /** The index of the first available byte in {@link frontChunk}. */
+  frontStart(): number {
+    return this.length === 0 ? 0 : this.head;
+  }
+
+  /** How many bytes from the first available one lie in {@link frontChunk}. */
+  contiguous(): number {
+    return this.length === 0 ? 0 : this.chunks[this.first]!.length - this.head;
   }
 
   /** The first `n` bytes (n <= length) as one array: a view when they lie in one chunk, else a copy. */

@@ -40,6 +40,8 @@ import {
 } from "./types.ts";
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Answered request keys are deleted once there are this many (and they are half the table or more). */
+const SWEEP_EMPTY = 256;
 
 /**
  * The key of a cookie in the request table: a number when it fits in 53 bits (real clients count from 1),
@@ -61,8 +63,14 @@ export class SessionState {
   transmissionFlags: number | undefined = undefined;
   /** Options sent and not yet finally answered (FIFO; normally at most one). */
   readonly options: OptionRequest[] = [];
-  /** Requests awaiting replies, by cookie key (FIFO per cookie: cookies may be reused). */
-  readonly requests: Map<number | bigint, Request[]> = new Map();
+  /**
+   * Requests awaiting replies, by cookie key: one request, or several in FIFO order (cookies may be reused),
+   * or `null` once answered. Answered keys are deleted in batches ({@link SWEEP_EMPTY}): deleting each one
+   * as its reply arrives makes the map reallocate its table over and over.
+   */
+  readonly requests: Map<number | bigint, Request | Request[] | null> = new Map();
+  /** How many keys of {@link requests} are `null`. */
+  #answered = 0;
   /** Contexts proposed by the SET_META_CONTEXT in progress. */
   pendingContexts: Map<number, string> | undefined = undefined;
   /** The client sent STARTTLS and the server has not answered yet. */
@@ -94,22 +102,38 @@ export class SessionState {
 
   addRequest(r: Request): void {
     const key = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie;
-    const list = this.requests.get(key);
-    if (list === undefined) this.requests.set(key, [r]);
-    else list.push(r);
+    const m = this.requests;
+    const had = m.get(key);
+    if (had === undefined) m.set(key, r);
+    else if (had === null) {
+      m.set(key, r);
+      this.#answered--;
+    } else if (Array.isArray(had)) had.push(r);
+    else m.set(key, [had, r]);
   }
 
   /** The oldest outstanding request with this cookie key ({@link cookieKeyOf}). */
   findRequest(key: number | bigint): Request | undefined {
-    return this.requests.get(key)?.[0];
+    const had = this.requests.get(key);
+    if (had === undefined || had === null) return undefined;
+    return Array.isArray(had) ? had[0] : had;
   }
 
   /** Forgets the oldest outstanding request with this cookie key (its reply is complete). */
   finishRequest(key: number | bigint): void {
-    const list = this.requests.get(key);
-    if (list === undefined) return;
-    list.shift();
-    if (list.length === 0) this.requests.delete(key);
+    const m = this.requests;
+    const had = m.get(key);
+    if (had === undefined || had === null) return;
+    if (Array.isArray(had)) {
+      had.shift();
+      if (had.length === 1) m.set(key, had[0]!);
+      return;
+    }
+    m.set(key, null);
+    if (++this.#answered >= SWEEP_EMPTY && this.#answered * 2 >= m.size) {
+      for (const [k, v] of m) if (v === null) m.delete(k);
+      this.#answered = 0;
+    }
   }
 
   view(phase: StreamPhase): NegotiatedState {
@@ -208,6 +232,16 @@ export abstract class DirectionDecoder {
   /** Put on every event when set (by the conversation decoder). */
   connection: number | undefined = undefined;
   protected readonly opts: ReusedOptions;
+  /**
+   * Bytes the transmission frame at the front needs, once its header has sized it; 0 when unknown. Saves
+   * parsing the header again for every packet of a large frame.
+   */
+  protected need = 0;
+  /** The step result of every event, reused: callers read it before the next step. */
+  readonly #eventStep: { step: "event"; event: StreamEvent } = {
+    step: "event",
+    event: undefined as unknown as StreamEvent,
+  };
 
   constructor(options: StreamOptions | undefined, session: SessionState | undefined) {
     this.o = resolve(options);
@@ -257,6 +291,12 @@ export abstract class DirectionDecoder {
   /** Whether opaque bytes are still counted into a pending notice. */
   protected keepOpaque(): boolean {
     return false;
+  }
+
+  /** The step result for an event (one object per decoder, reused: read it before the next step). */
+  protected emit(event: StreamEvent): Step {
+    this.#eventStep.event = event;
+    return this.#eventStep;
   }
 
   /** Decodes one frame, if it can. `force`: decode even when the other direction has not caught up. */
@@ -344,7 +384,7 @@ export abstract class DirectionDecoder {
     const n = this.queue.clear();
     this.phase = "closed";
     const f: Finding = { code: e.code, offset: at + e.offset, rule: e.rule, message: e.message };
-    return { step: "event", event: this.notice("undecodable", at, n, [f]) };
+    return this.emit(this.notice("undecodable", at, n, [f]));
   }
 
   /** Refuses a frame longer than the buffer limit before buffering it. */
@@ -373,12 +413,11 @@ export abstract class DirectionDecoder {
   protected take(total: number, kind: Kind): Building {
     const q = this.queue;
     const at = q.position;
-    const front = q.front();
     let r: Decoded<Frame>;
     let base: number;
-    if (front.contiguous >= total) {
-      r = this.decodeAt(kind, front.chunk, front.start);
-      base = front.start;
+    if (q.contiguous() >= total) {
+      base = q.frontStart();
+      r = this.decodeAt(kind, q.frontChunk(), base);
     } else {
       r = this.decodeAt(kind, q.peek(total), 0);
       base = 0;
@@ -486,6 +525,11 @@ export class ClientDecoderImpl extends DirectionDecoder {
   step(_force: boolean): Step {
     const q = this.queue;
     if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
+    // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
+    if (this.need > 0) {
+      if (q.length < this.need) return NEED_BYTES;
+      this.need = 0;
+    }
     try {
       if (this.phase === "start") {
         if (q.length < 4) return NEED_BYTES;
@@ -500,7 +544,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         this.session.clientFlags = (ev.frame as { flags: number }).flags;
         if (this.session.style === "unknown") this.session.style = "newstyle";
         this.phase = "options";
-        return { step: "event", event: ev };
+        return this.emit(ev);
       }
       if (this.phase === "options") {
         if (q.length < 4) return NEED_BYTES;
@@ -510,7 +554,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
             this.phase = "tls";
             const at = q.position;
             const n = q.clear();
-            return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
+            return this.emit(this.notice("tls", at, n, NO_FINDINGS));
           }
           if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
             // The handshake ended (GO acknowledged): transmission.
@@ -547,7 +591,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         if (opt.option === Option.EXPORT_NAME) this.phase = "transmission";
         else if (opt.option === Option.STARTTLS) this.session.tlsRequested = true;
         else if (opt.option === Option.ABORT) this.phase = "closed";
-        return { step: "event", event: ev };
+        return this.emit(ev);
       }
       // transmission
       if (q.length < 4) return NEED_BYTES;
@@ -584,14 +628,16 @@ export class ClientDecoderImpl extends DirectionDecoder {
       const total = headerLength + payloadLength;
       const isData = command === Command.WRITE;
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "request");
-      if (q.length < total) return NEED_BYTES;
+      if (q.length < total) {
+        this.need = total;
+        return NEED_BYTES;
+      }
       const o = this.opts;
       o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
         ? this.session.extendedHeaders
         : undefined;
       let ev: Building;
-      const front = q.front();
-      if (isData && this.o.payloadViews && front.contiguous < total) {
+      if (isData && this.o.payloadViews && q.contiguous() < total) {
         const at = q.position;
         const hr = decodeRequestHeader(q.peek(headerLength), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;
@@ -606,7 +652,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
       const req = ev.frame as Request;
       if (req.command === Command.DISC) this.phase = "closed";
       else this.session.addRequest(req);
-      return { step: "event", event: ev };
+      return this.emit(ev);
     } catch (e) {
       return this.undecodable(e);
     }
@@ -660,9 +706,14 @@ export class ServerDecoderImpl extends DirectionDecoder {
       this.tlsNoticePending = false;
       const at = q.position;
       const n = q.clear();
-      return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
+      return this.emit(this.notice("tls", at, n, NO_FINDINGS));
     }
     if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
+    // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
+    if (this.need > 0) {
+      if (q.length < this.need) return NEED_BYTES;
+      this.need = 0;
+    }
     try {
       if (this.phase === "start") {
         if (q.length < 16) return NEED_BYTES;
@@ -685,7 +736,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
           this.session.transmissionFlags = g.transmissionFlags;
           this.phase = "transmission";
         }
-        return { step: "event", event: ev };
+        return this.emit(ev);
       }
       if (this.phase === "options") return this.stepOptions(force);
       return this.stepTransmission(force);
@@ -711,7 +762,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         this.phase = "tls";
         const at = q.position;
         const n = q.clear();
-        return { step: "event", event: this.notice("tls", at, n, NO_FINDINGS) };
+        return this.emit(this.notice("tls", at, n, NO_FINDINGS));
       }
       if (
         pending === undefined && (first === Magic.SIMPLE_REPLY || first === Magic.STRUCTURED_REPLY ||
@@ -769,7 +820,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     this.learnFromOptionReply(rep, pending);
     ev.findings = findings;
     if (pending !== undefined) ev.option = pending;
-    return { step: "event", event: ev };
+    return this.emit(ev);
   }
 
   private learnFromOptionReply(
@@ -841,7 +892,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     s.transmissionFlags = f.transmissionFlags;
     this.phase = "transmission";
     if (option !== undefined) ev.option = option;
-    return { step: "event", event: ev };
+    return this.emit(ev);
   }
 
   private stepTransmission(force: boolean): Step {
@@ -887,13 +938,15 @@ export class ServerDecoderImpl extends DirectionDecoder {
       }
       const total = 16 + Math.max(readLength, 0);
       if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
-      if (q.length < total) return NEED_BYTES;
+      if (q.length < total) {
+        this.need = total;
+        return NEED_BYTES;
+      }
       this.opts.readLength = readLength >= 0 ? readLength : undefined;
       // The stream reports the header style itself (simple-reply-extended).
       this.opts.extendedHeaders = undefined;
       let ev: Building;
-      const front = q.front();
-      if (readLength > 0 && this.o.payloadViews && front.contiguous < total) {
+      if (readLength > 0 && this.o.payloadViews && q.contiguous() < total) {
         this.opts.readLength = undefined;
         const hr = decodeSimpleReply(q.peek(16), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;
@@ -908,7 +961,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         ev.request = req;
       }
       if (findings !== undefined) ev.findings = merge(ev.findings, findings);
-      return { step: "event", event: ev };
+      return this.emit(ev);
     }
     if (magic === Magic.STRUCTURED_REPLY || magic === Magic.EXTENDED_REPLY) {
       const extended = magic === Magic.EXTENDED_REPLY;
@@ -939,11 +992,13 @@ export class ServerDecoderImpl extends DirectionDecoder {
       const chunkType = (q.byteAt(6) << 8) | q.byteAt(7);
       const isData = chunkType === 1 && len > 9;
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
-      if (q.length < total) return NEED_BYTES;
+      if (q.length < total) {
+        this.need = total;
+        return NEED_BYTES;
+      }
       const at = q.position;
       let ev: Building;
-      const front = q.front();
-      if (isData && this.o.payloadViews && front.contiguous < total) {
+      if (isData && this.o.payloadViews && q.contiguous() < total) {
         const fixed = q.peek(headerLength + 8);
         const frame = {
           type: "reply-chunk",
@@ -1004,7 +1059,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         if ((flags & 1) !== 0) s.finishRequest(key);
       }
       if (findings !== undefined) ev.findings = merge(ev.findings, findings);
-      return { step: "event", event: ev };
+      return this.emit(ev);
     }
     // Not a reply magic: let the chunk decoder name the problem.
     if (q.length < 4) return NEED_BYTES;

@@ -413,23 +413,39 @@ function hexBig(v: bigint, digits: number): string {
   return "0x" + v.toString(16).padStart(digits, "0");
 }
 
-const FLAG_TEXT_CACHE = new Map<string, string>();
+/** Memoized texts by code space: real traffic repeats a handful of values. */
+const FLAG_TEXT_CACHE = new Map<CodeSpace, Map<number, string>>();
+const CODE_TEXT_CACHE = new Map<CodeSpace, Map<number, string>>();
+
+function spaceCache(caches: Map<CodeSpace, Map<number, string>>, space: CodeSpace): Map<number, string> {
+  let m = caches.get(space);
+  if (m === undefined) caches.set(space, m = new Map());
+  return m;
+}
 
 /** `0x0003 (NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES)`; `0x0000` with no names. Memoized. */
 function flagsText(space: CodeSpace, v: number, digits: number): string {
-  const key = `${space}${v}`;
-  let t = FLAG_TEXT_CACHE.get(key);
+  // The digits are fixed per code space, so the value alone is the key.
+  const m = spaceCache(FLAG_TEXT_CACHE, space);
+  let t = m.get(v);
   if (t === undefined) {
     const n = names(space, v);
     t = n.length === 0 ? hex(v, digits) : `${hex(v, digits)} (${n.join(", ")})`;
-    if (FLAG_TEXT_CACHE.size < 4096) FLAG_TEXT_CACHE.set(key, t);
+    if (m.size < 1024) m.set(v, t);
   }
   return t;
 }
 
-/** `NBD_CMD_READ (0)`; error-style codes (bit 31 or 15 set) show their value in hex. */
+/** `NBD_CMD_READ (0)`; error-style codes (bit 31 or 15 set) show their value in hex. Memoized. */
 function codeText(space: CodeSpace, v: number, hexDigits?: number): string {
-  return `${codeName(space, v)} (${hexDigits === undefined ? v : hex(v, hexDigits)})`;
+  const m = spaceCache(CODE_TEXT_CACHE, space);
+  // Whether a value is shown in hex depends on the value only (bit 31 or 15), so the value is the key.
+  let t = m.get(v);
+  if (t === undefined) {
+    t = `${codeName(space, v)} (${hexDigits === undefined ? v : hex(v, hexDigits)})`;
+    if (m.size < 1024) m.set(v, t);
+  }
+  return t;
 }
 
 function quote(s: string): string {
@@ -538,22 +554,21 @@ function optionReplyText(out: Block, f: OptionReplyFrame, frameLength: number): 
 }
 
 function requestText(out: Block, e: ConversationFrame, f: Request): void {
-  line(
-    out,
-    "Magic",
-    f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)",
-  );
-  line(out, "Command flags", flagsText("commandFlag", f.flags, 4));
-  line(out, "Type", codeText("command", f.command));
-  line(out, "Cookie", f.cookie);
-  line(out, "Offset", f.offset);
-  line(out, "Length", f.length);
+  // The hottest block: one template, no call per line.
+  out.text += `
+    Magic: ${f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)"}
+    Command flags: ${flagsText("commandFlag", f.flags, 4)}
+    Type: ${codeText("command", f.command)}
+    Cookie: ${f.cookie}
+    Offset: ${f.offset}
+    Length: ${f.length}`;
   const payload = e.frameLength - requestHeaderLength(f);
   if (f.blockStatus !== undefined) {
     line(out, "Effect length", f.blockStatus.effectLength);
     for (const id of f.blockStatus.contextIds) line(out, "Metadata context ID", id);
   } else if (payload > 0) {
-    line(out, "Data", `${payload} bytes`);
+    out.text += `
+    Data: ${payload} bytes`;
   }
 }
 
@@ -564,13 +579,20 @@ function requestRef(e: ConversationFrame): string | undefined {
 }
 
 function simpleReplyText(out: Block, e: ConversationFrame, f: SimpleReply): void {
-  line(out, "Magic", "0x67446698 (NBD_SIMPLE_REPLY_MAGIC)");
-  line(out, "Error", f.error === 0 ? "0 (success)" : codeText("error", f.error));
-  line(out, "Cookie", f.cookie);
+  out.text += `
+    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)
+    Error: ${f.error === 0 ? "0 (success)" : codeText("error", f.error)}
+    Cookie: ${f.cookie}`;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
-  if (data > 0) line(out, "Data", `${data} bytes`);
-  const ref = requestRef(e);
-  if (ref !== undefined) out.add(ref);
+  if (data > 0) {
+    out.text += `
+    Data: ${data} bytes`;
+  }
+  const r = e.request;
+  if (r !== undefined) {
+    out.text += `
+    [Request: ${codeName("command", r.command)}, offset ${r.offset}, length ${r.length}]`;
+  }
 }
 
 function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {

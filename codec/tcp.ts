@@ -228,6 +228,47 @@ function etherType(type: number, o: number): number | IgnoredPacket {
  * ```
  */
 export function decodeTcpPacket(data: Uint8Array, linkType: number): TcpSegment | IgnoredPacket {
+  const p = new ParsedTcp();
+  const r = parseTcp(data, linkType, p);
+  if (r !== undefined) return r;
+  const alen = p.ipVersion === 4 ? 4 : 16;
+  return {
+    type: "tcp",
+    ipVersion: p.ipVersion,
+    sourceAddress: data.subarray(p.src, p.src + alen),
+    destinationAddress: data.subarray(p.dst, p.dst + alen),
+    sourcePort: p.sourcePort,
+    destinationPort: p.destinationPort,
+    seq: p.seq,
+    ack: p.ack,
+    flags: p.flags,
+    payload: data.subarray(p.payloadStart, p.payloadEnd),
+    payloadLength: p.payloadLength,
+    payloadStart: p.payloadStart,
+  };
+}
+
+/** The fields of a TCP packet as {@link parseTcp} finds them: one object reused for every packet. */
+class ParsedTcp {
+  ipVersion: 4 | 6 = 4;
+  /** Index of the source address in the packet data (4 bytes for IPv4, 16 for IPv6). */
+  src = 0;
+  /** Index of the destination address. */
+  dst = 0;
+  sourcePort = 0;
+  destinationPort = 0;
+  seq = 0;
+  ack = 0;
+  flags = 0;
+  payloadStart = 0;
+  /** End of the captured payload (index in the packet data). */
+  payloadEnd = 0;
+  /** Declared payload length. */
+  payloadLength = 0;
+}
+
+/** {@link decodeTcpPacket} without allocating: fills `p`, or returns why the packet carries no segment. */
+function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPacket | undefined {
   const l = linkLayer(data, linkType);
   if (typeof l !== "number") return l;
   const b = data;
@@ -237,8 +278,8 @@ export function decodeTcpPacket(data: Uint8Array, linkType: number): TcpSegment 
   let proto: number;
   let o: number; // start of the transport header
   let end: number; // end of the IP payload (declared)
-  let src: Uint8Array;
-  let dst: Uint8Array;
+  let src: number;
+  let dst: number;
   if (version === 4) {
     if (n < l + 20) return cut(l, "IPv4 header", 20, n - l);
     const ihl = (b[l]! & 0x0f) * 4;
@@ -277,8 +318,8 @@ export function decodeTcpPacket(data: Uint8Array, linkType: number): TcpSegment 
       );
     }
     proto = b[l + 9]!;
-    src = b.subarray(l + 12, l + 16);
-    dst = b.subarray(l + 16, l + 20);
+    src = l + 12;
+    dst = l + 16;
     o = l + ihl;
     end = l + total;
   } else if (version === 6) {
@@ -286,8 +327,8 @@ export function decodeTcpPacket(data: Uint8Array, linkType: number): TcpSegment 
     const plen = u16(b, l + 4);
     // Payload length 0 means a jumbogram (or offload): trust the captured length.
     end = plen === 0 ? n : l + 40 + plen;
-    src = b.subarray(l + 8, l + 24);
-    dst = b.subarray(l + 24, l + 40);
+    src = l + 8;
+    dst = l + 24;
     proto = b[l + 6]!;
     o = l + 40;
     for (;;) {
@@ -331,21 +372,19 @@ export function decodeTcpPacket(data: Uint8Array, linkType: number): TcpSegment 
   }
   if (n < o + hlen) return cut(o, "TCP options", hlen, n - o);
   const start = o + hlen;
-  return {
-    type: "tcp",
-    ipVersion: version as 4 | 6,
-    sourceAddress: src,
-    destinationAddress: dst,
-    sourcePort: u16(b, o),
-    destinationPort: u16(b, o + 2),
-    seq: u32(b, o + 4),
-    ack: u32(b, o + 8),
-    flags: b[o + 13]!,
-    // Ethernet pads short frames: the IP length, not the frame length, ends the payload.
-    payload: b.subarray(start, Math.min(end, n)),
-    payloadLength: end - start,
-    payloadStart: start,
-  };
+  p.ipVersion = version as 4 | 6;
+  p.src = src;
+  p.dst = dst;
+  p.sourcePort = u16(b, o);
+  p.destinationPort = u16(b, o + 2);
+  p.seq = u32(b, o + 4);
+  p.ack = u32(b, o + 8);
+  p.flags = b[o + 13]!;
+  p.payloadStart = start;
+  // Ethernet pads short frames: the IP length, not the frame length, ends the payload.
+  p.payloadEnd = Math.max(start, Math.min(end, n));
+  p.payloadLength = end - start;
+  return undefined;
 }
 
 /**
@@ -571,6 +610,23 @@ function side(dir: Direction): Side {
   };
 }
 
+/** Entries of the route cache: {@link ROUTE_CACHE_SIZE} slots. */
+const ROUTE_CACHE_SIZE = 64;
+
+interface CachedRoute {
+  readonly v6: boolean;
+  readonly s0: number;
+  readonly s1: number;
+  readonly s2: number;
+  readonly s3: number;
+  readonly d0: number;
+  readonly d1: number;
+  readonly d2: number;
+  readonly d3: number;
+  readonly ports: number;
+  readonly route: Route;
+}
+
 function addrKey(a: Uint8Array): string {
   if (a.length === 4) return String(u32(a, 0));
   return `${u32(a, 0)}.${u32(a, 4)}.${u32(a, 8)}.${u32(a, 12)}`;
@@ -617,6 +673,13 @@ export class TcpReassembler {
   readonly #recentMax: number;
   readonly #badLinks = new Set<number>();
   #out: TcpEvent[] = [];
+  /** The packet being handled, parsed. */
+  readonly #parsed = new ParsedTcp();
+  /**
+   * Recently used routes, found by the packet's addresses and ports without building the string key:
+   * direct-mapped by a hash of the 4-tuple, checked field by field, emptied whenever a route changes.
+   */
+  readonly #cache: (CachedRoute | undefined)[] = new Array(ROUTE_CACHE_SIZE).fill(undefined);
 
   /**
    * Creates a reassembler.
@@ -647,11 +710,12 @@ export class TcpReassembler {
    */
   push(packet: CapturePacket): TcpEvent[] {
     const out: TcpEvent[] = this.#out = [];
-    const seg = decodeTcpPacket(packet.data, packet.linkType);
-    if (seg.type === "ignored") {
-      const f = seg.finding;
+    const seg = this.#parsed;
+    const ignored = parseTcp(packet.data, packet.linkType, seg);
+    if (ignored !== undefined) {
+      const f = ignored.finding;
       if (f !== undefined) {
-        if (seg.reason === "link-type") {
+        if (ignored.reason === "link-type") {
           if (this.#badLinks.has(packet.linkType)) return out;
           this.#badLinks.add(packet.linkType);
         }
@@ -679,11 +743,43 @@ export class TcpReassembler {
     return out;
   }
 
-  #segment(seg: TcpSegment, packet: CapturePacket): void {
-    const sk = addrKey(seg.sourceAddress);
-    const dk = addrKey(seg.destinationAddress);
-    const key = `${sk}:${seg.sourcePort}>${dk}:${seg.destinationPort}`;
-    let route = this.#routes.get(key);
+  #segment(seg: ParsedTcp, packet: CapturePacket): void {
+    const b = packet.data;
+    const v6 = seg.ipVersion === 6;
+    const s0 = u32(b, seg.src);
+    const d0 = u32(b, seg.dst);
+    const ports = ((seg.sourcePort << 16) | seg.destinationPort) >>> 0;
+    let slot = (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
+    let s1 = 0, s2 = 0, s3 = 0, d1 = 0, d2 = 0, d3 = 0;
+    if (v6) {
+      s1 = u32(b, seg.src + 4);
+      s2 = u32(b, seg.src + 8);
+      s3 = u32(b, seg.src + 12);
+      d1 = u32(b, seg.dst + 4);
+      d2 = u32(b, seg.dst + 8);
+      d3 = u32(b, seg.dst + 12);
+      slot = (slot ^ s1 ^ s2 ^ s3 ^ Math.imul(d1 ^ d2 ^ d3, 0x27d4eb2f)) >>> 0;
+    }
+    slot = (slot ^ (slot >>> 16)) & (ROUTE_CACHE_SIZE - 1);
+    const hit = this.#cache[slot];
+    let route: Route | undefined;
+    if (
+      hit !== undefined && hit.ports === ports && hit.s0 === s0 && hit.d0 === d0 && hit.v6 === v6 &&
+      (!v6 || (hit.s1 === s1 && hit.s2 === s2 && hit.s3 === s3 && hit.d1 === d1 && hit.d2 === d2 &&
+        hit.d3 === d3))
+    ) {
+      route = hit.route;
+    }
+    let sk = "";
+    let dk = "";
+    let key = "";
+    if (route === undefined) {
+      const alen = v6 ? 16 : 4;
+      sk = addrKey(b.subarray(seg.src, seg.src + alen));
+      dk = addrKey(b.subarray(seg.dst, seg.dst + alen));
+      key = `${sk}:${seg.sourcePort}>${dk}:${seg.destinationPort}`;
+      route = this.#routes.get(key);
+    }
     const flags = seg.flags;
     const syn = (flags & TcpFlag.SYN) !== 0;
     if (route !== undefined && syn && !(flags & TcpFlag.ACK)) {
@@ -698,7 +794,16 @@ export class TcpReassembler {
       }
     }
     if (route === undefined) {
+      if (key === "") {
+        const alen = v6 ? 16 : 4;
+        sk = addrKey(b.subarray(seg.src, seg.src + alen));
+        dk = addrKey(b.subarray(seg.dst, seg.dst + alen));
+        key = `${sk}:${seg.sourcePort}>${dk}:${seg.destinationPort}`;
+      }
       route = this.#open(seg, packet, key, `${dk}:${seg.destinationPort}>${sk}:${seg.sourcePort}`);
+    }
+    if (hit?.route !== route) {
+      this.#cache[slot] = { v6, s0, s1, s2, s3, d0, d1, d2, d3, ports, route };
     }
     const c = route.conn;
     if (c.reset) return;
@@ -741,12 +846,21 @@ export class TcpReassembler {
       return;
     }
     const end = off + seg.payloadLength;
-    if (seg.payloadLength > 0) this.#data(c, s, off, seg.payload, seg.payloadLength, packet);
+    if (seg.payloadLength > 0) {
+      this.#data(
+        c,
+        s,
+        off,
+        packet.data.subarray(seg.payloadStart, seg.payloadEnd),
+        seg.payloadLength,
+        packet,
+      );
+    }
     if (flags & TcpFlag.FIN && s.finAt < 0) s.finAt = end;
     this.#maybeClose(c, s);
   }
 
-  #open(seg: TcpSegment, packet: CapturePacket, key: string, reverse: string): Route {
+  #open(seg: ParsedTcp, packet: CapturePacket, key: string, reverse: string): Route {
     const f = seg.flags;
     let srcIsClient: boolean;
     let clientBy: TcpConnection["clientBy"];
@@ -765,8 +879,10 @@ export class TcpReassembler {
         clientBy = "first-sender";
       }
     }
-    const src = { address: formatAddress(seg.sourceAddress), port: seg.sourcePort };
-    const dst = { address: formatAddress(seg.destinationAddress), port: seg.destinationPort };
+    const b = packet.data;
+    const alen = seg.ipVersion === 4 ? 4 : 16;
+    const src = { address: formatAddress(b.subarray(seg.src, seg.src + alen)), port: seg.sourcePort };
+    const dst = { address: formatAddress(b.subarray(seg.dst, seg.dst + alen)), port: seg.destinationPort };
     const info: TcpConnection = {
       id: this.connections.length,
       ipVersion: seg.ipVersion,
@@ -781,6 +897,7 @@ export class TcpReassembler {
     const route = { conn, fromClient: srcIsClient };
     this.#routes.set(key, route);
     if (reverse !== key) this.#routes.set(reverse, { conn, fromClient: !srcIsClient });
+    this.#cache.fill(undefined);
     this.#out.push({ type: "open", connection: info });
     return route;
   }

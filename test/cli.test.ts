@@ -319,6 +319,82 @@ describe("nbd-codec dissect on every recorded capture", () => {
 });
 
 describe("nbd-codec dissect on synthetic captures", () => {
+  test("frames spanning several read chunks decode right while the chunks are reused", async () => {
+    // Two connections interleaved packet by packet, each with WRITEs of 2.5 MiB (more than two 1 MiB read
+    // chunks) in 60 000-byte segments, then 4 KiB WRITEs whose headers straddle chunk ends: the CLI reads
+    // into recycled chunks, and must not overwrite one while a decoder still holds a view of it.
+    const BIG = 2.5 * 1024 * 1024;
+    const segmentsOf = (client: number): Segment[] => {
+      const segs: Segment[] = [
+        { fromClient: true, flags: SYN },
+        { fromClient: false, flags: SYN | ACK },
+        { fromClient: true, flags: ACK },
+        { fromClient: false, flags: PSH | ACK, payload: hex("4E42444D41474943 49484156454F5054 0003") },
+        {
+          fromClient: true,
+          flags: PSH | ACK,
+          payload: hex("00000003 49484156454F5054 00000007 00000006 00000000 0000"),
+        },
+        {
+          fromClient: false,
+          flags: PSH | ACK,
+          payload: hex(
+            "0003E889045565A9 00000007 00000003 0000000C 0000 0000010000000000 000d" +
+              "0003E889045565A9 00000007 00000001 00000000",
+          ),
+        },
+      ];
+      for (let i = 1; i <= 12; i++) {
+        const size = i <= 4 ? BIG : 4096 + 7 * i;
+        const w = new Uint8Array(28 + size).fill(client * 16 + i);
+        w.set(hex("25609513 0000 0001"));
+        put32(w, 8, client);
+        put32(w, 12, i);
+        put32(w, 16, 0);
+        put32(w, 20, i * 0x10000);
+        put32(w, 24, size);
+        for (let o = 0; o < w.length; o += 60000) {
+          segs.push({ fromClient: true, flags: PSH | ACK, payload: w.subarray(o, o + 60000) });
+        }
+        const r = hex("67446698 00000000 00000000 00000000");
+        put32(r, 8, client);
+        put32(r, 12, i);
+        segs.push({ fromClient: false, flags: PSH | ACK, payload: r });
+      }
+      segs.push({ fromClient: true, flags: FIN | ACK }, { fromClient: false, flags: FIN | ACK });
+      return segs;
+    };
+    const a = connection(40001, 10809, segmentsOf(1), 1);
+    const b = connection(40002, 10809, segmentsOf(2), 3);
+    const records: Uint8Array[] = [];
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      if (i < a.length) records.push(a[i]!);
+      if (i < b.length) records.push(b[i]!);
+    }
+    const file = writeTemp("chunks.pcap", pcapFile(records));
+    expect(fs.statSync(file).size).toBeGreaterThan(20 * 1024 * 1024);
+    const r = await run("dissect", file, "--json", "--strict");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const lines = jsonLines(r.stdout);
+    for (const client of [1, 2]) {
+      const conn = client - 1;
+      const requests = lines.filter((l) => l.connection === conn && l.kind === "request");
+      const replies = lines.filter((l) => l.connection === conn && l.kind === "simple-reply");
+      expect(requests.map((l) => [l.command, l.cookie, l.offset, l.dataLength])).toEqual(
+        Array.from({ length: 12 }, (_, k) => {
+          const i = k + 1;
+          const size = i <= 4 ? BIG : 4096 + 7 * i;
+          return ["NBD_CMD_WRITE", String(client * 2 ** 32 + i), String(i * 0x10000), size];
+        }),
+      );
+      expect(replies.map((l) => [l.cookie, l.requestCommand])).toEqual(
+        Array.from({ length: 12 }, (_, k) => [String(client * 2 ** 32 + k + 1), "NBD_CMD_WRITE"]),
+      );
+    }
+    expect(lines.filter((l) => (l.findings as unknown[]).length > 0)).toEqual([]);
+  });
+
   test("a clean conversation on port 10809 passes --strict", async () => {
     const r = await run("dissect", CLEAN, "--strict", "--json");
     expect(r.stderr).toBe("");

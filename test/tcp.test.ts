@@ -673,6 +673,69 @@ describe("TcpReassembler", () => {
     ]);
   });
 
+  test("keeps hundreds of interleaved IPv4 and IPv6 connections apart (more than the route cache holds)", () => {
+    // Addresses and ports chosen so that many 4-tuples differ in one field only: each packet must still
+    // reach its own connection, in both directions, whatever the reassembler caches.
+    const N = 300;
+    const segs: CapturePacket[] = [];
+    const v6host = (i: number) => V6_A.slice(0, 28) + (i & 0xffff).toString(16).padStart(4, "0");
+    const frame = (i: number, fromClient: boolean, seq: number, data: string, flags: number) => {
+      const port = 40000 + (i % 7);
+      const sport = fromClient ? port : 10809;
+      const dport = fromClient ? 10809 : port;
+      if (i % 3 === 2) {
+        const [a, b] = fromClient ? [v6host(i), V6_B] : [V6_B, v6host(i)];
+        return packet(
+          ethernet(0x86dd) + ipv6(a, b, 20 + data.length / 2) + tcp(sport, dport, seq, 0, flags) + data,
+        );
+      }
+      const host = `10.${i % 2}.${(i >> 8) & 0xff}.${i & 0xff}`;
+      const [a, b] = fromClient ? [host, S] : [S, host];
+      return packet(
+        ethernet(0x0800) + ipv4(a, b, 20 + data.length / 2) + tcp(sport, dport, seq, 0, flags) + data,
+      );
+    };
+    for (let i = 0; i < N; i++) segs.push(frame(i, true, 1000, "", SYN));
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < N; i++) {
+        segs.push(
+          frame(
+            i,
+            true,
+            1001 + round * 4,
+            text(`c${(i % 100).toString().padStart(2, "0")}${round}`),
+            PSH | ACK,
+          ),
+        );
+        segs.push(
+          frame(
+            i,
+            false,
+            9000 + round * 4,
+            text(`s${(i % 100).toString().padStart(2, "0")}${round}`),
+            PSH | ACK,
+          ),
+        );
+      }
+    }
+    const { raw } = run(segs);
+    const streams = new Map<string, string>();
+    let opened = 0;
+    for (const e of raw) {
+      if (e.type === "open") opened++;
+      if (e.type !== "data") continue;
+      const k = `${e.connection} ${e.direction}`;
+      streams.set(k, (streams.get(k) ?? "") + new TextDecoder().decode(e.bytes));
+    }
+    expect(opened).toBe(N);
+    expect(raw.filter((e) => e.type === "finding")).toEqual([]);
+    for (let i = 0; i < N; i++) {
+      const tag = (i % 100).toString().padStart(2, "0");
+      expect(streams.get(`${i} c2s`)).toBe(`c${tag}0c${tag}1c${tag}2`);
+      expect(streams.get(`${i} s2c`)).toBe(`s${tag}0s${tag}1s${tag}2`);
+    }
+  });
+
   test("reports an unsupported link type once, and fragments each time, with capture offsets", () => {
     packetIndex = 0;
     const r = new TcpReassembler();
