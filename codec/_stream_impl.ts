@@ -229,6 +229,21 @@ export abstract class DirectionDecoder {
   protected phase: StreamPhase = "start";
   protected ended = false;
   abstract readonly direction: Direction;
+  /** Bytes the frame in progress needs in all (from the start of the queue), as last computed. */
+  protected target = 1;
+
+  /** Records how many bytes the next frame needs in all, and says "need more bytes". */
+  protected needBytes(total: number): Step {
+    this.target = total;
+    return NEED_BYTES;
+  }
+
+  /** At least how many more bytes must arrive before the next frame can be decoded (0 once opaque). */
+  get needed(): number {
+    if (this.phase === "tls" || this.phase === "closed") return 0;
+    return Math.max(1, this.target - this.queue.length);
+  }
+
   /** Put on every event when set (by the conversation decoder). */
   connection: number | undefined = undefined;
   protected readonly opts: ReusedOptions;
@@ -524,15 +539,17 @@ export class ClientDecoderImpl extends DirectionDecoder {
 
   step(_force: boolean): Step {
     const q = this.queue;
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
+    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") {
+      return this.needBytes(q.length + 1);
+    }
     // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
     if (this.need > 0) {
-      if (q.length < this.need) return NEED_BYTES;
+      if (q.length < this.need) return this.needBytes(this.need);
       this.need = 0;
     }
     try {
       if (this.phase === "start") {
-        if (q.length < 4) return NEED_BYTES;
+        if (q.length < 4) return this.needBytes(4);
         const first = this.u32At(0);
         if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
           // No client flags: an oldstyle connection.
@@ -547,7 +564,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         return this.emit(ev);
       }
       if (this.phase === "options") {
-        if (q.length < 4) return NEED_BYTES;
+        if (q.length < 4) return this.needBytes(4);
         const first = this.u32At(0);
         if (first !== IHAVEOPT_HI) {
           if (this.session.tlsRequested || this.session.tlsStarted) {
@@ -562,7 +579,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
             return this.step(_force);
           }
         }
-        if (q.length < 16) return NEED_BYTES;
+        if (q.length < 16) return this.needBytes(16);
         if (u64(q.peek(8), 0) !== Magic.IHAVEOPT) {
           throw new NbdDecodeError(
             "bad-magic",
@@ -584,7 +601,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         }
         const total = 16 + len;
         this.checkBuffer(total, "option request");
-        if (q.length < total) return NEED_BYTES;
+        if (q.length < total) return this.needBytes(total);
         const ev = this.take(total, "option-request");
         const opt = ev.frame as OptionRequest;
         this.session.options.push(opt);
@@ -594,7 +611,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         return this.emit(ev);
       }
       // transmission
-      if (q.length < 4) return NEED_BYTES;
+      if (q.length < 4) return this.needBytes(4);
       const magic = this.u32At(0);
       const extended = magic === Magic.EXTENDED_REQUEST;
       const headerLength = extended ? 32 : 28;
@@ -607,7 +624,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
             `(compact) or 0x21e41c71 (extended)`,
         );
       }
-      if (q.length < headerLength) return NEED_BYTES;
+      if (q.length < headerLength) return this.needBytes(headerLength);
       // Frame the request from its header: WRITE (and, extended, PAYLOAD_LEN) carries a payload of the
       // length field's size; qemu 10 sends extended WRITE without PAYLOAD_LEN, so WRITE always does.
       const flags = (q.byteAt(4) << 8) | q.byteAt(5);
@@ -630,7 +647,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "request");
       if (q.length < total) {
         this.need = total;
-        return NEED_BYTES;
+        return this.needBytes(total);
       }
       const o = this.opts;
       o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
@@ -708,18 +725,22 @@ export class ServerDecoderImpl extends DirectionDecoder {
       const n = q.clear();
       return this.emit(this.notice("tls", at, n, NO_FINDINGS));
     }
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") return NEED_BYTES;
+    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") {
+      return this.needBytes(q.length + 1);
+    }
     // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
     if (this.need > 0) {
-      if (q.length < this.need) return NEED_BYTES;
+      if (q.length < this.need) return this.needBytes(this.need);
       this.need = 0;
     }
     try {
       if (this.phase === "start") {
-        if (q.length < 16) return NEED_BYTES;
+        if (q.length < 16) return this.needBytes(16);
         const second = this.u32At(8);
         const total = second === IHAVEOPT_HI ? 18 : 152;
-        if (q.length < total && (this.u32At(0) === Number(Magic.NBDMAGIC >> 32n))) return NEED_BYTES;
+        if (q.length < total && (this.u32At(0) === Number(Magic.NBDMAGIC >> 32n))) {
+          return this.needBytes(total);
+        }
         // A wrong magic is reported as soon as 16 bytes are there.
         const ev = this.take(
           Math.min(total, q.length),
@@ -750,7 +771,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const s = this.session;
     const pending = s.options[0];
     if (pending === undefined && this.waitForClient && !force) return BLOCKED;
-    if (q.length < 8) return NEED_BYTES;
+    if (q.length < 8) return this.needBytes(8);
     if (pending?.option === Option.EXPORT_NAME) {
       // EXPORT_NAME is answered without an option reply; a reply magic here (an export of exactly
       // 0x0003e889045565a9 bytes aside) is a server answering it as if it were another option.
@@ -772,7 +793,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         return this.stepTransmission(force);
       }
     }
-    if (q.length < 20) return NEED_BYTES;
+    if (q.length < 20) return this.needBytes(20);
     if (u64(q.peek(8), 0) !== Magic.OPTION_REPLY) {
       throw new NbdDecodeError(
         "bad-magic",
@@ -792,7 +813,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     }
     const total = 20 + len;
     this.checkBuffer(total, "option reply");
-    if (q.length < total) return NEED_BYTES;
+    if (q.length < total) return this.needBytes(total);
     this.opts.pendingOption = pending?.option;
     const ev = this.take(total, "option-reply");
     let findings = ev.findings;
@@ -879,11 +900,11 @@ export class ServerDecoderImpl extends DirectionDecoder {
     if (noZeroes === undefined) {
       if (this.waitForClient && !force) return BLOCKED;
       // Unknown client flags: 124 zero bytes right after the flags tell.
-      if (q.length < 14 && !this.ended) return NEED_BYTES;
+      if (q.length < 14 && !this.ended) return this.needBytes(14);
       noZeroes = !(q.length >= 14 && this.u32At(10) === 0);
     }
     const total = noZeroes ? 10 : 134;
-    if (q.length < total) return NEED_BYTES;
+    if (q.length < total) return this.needBytes(total);
     this.opts.noZeroes = noZeroes;
     const ev = this.take(total, "export-name-reply");
     const option = s.options.shift();
@@ -898,10 +919,10 @@ export class ServerDecoderImpl extends DirectionDecoder {
   private stepTransmission(force: boolean): Step {
     const q = this.queue;
     const s = this.session;
-    if (q.length < 4) return NEED_BYTES;
+    if (q.length < 4) return this.needBytes(4);
     const magic = this.u32At(0);
     if (magic === Magic.SIMPLE_REPLY) {
-      if (q.length < 16) return NEED_BYTES;
+      if (q.length < 16) return this.needBytes(16);
       const key = cookieKeyOf(this.u32At(8), this.u32At(12));
       const error = this.u32At(4);
       const req = s.findRequest(key);
@@ -940,7 +961,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
       if (q.length < total) {
         this.need = total;
-        return NEED_BYTES;
+        return this.needBytes(total);
       }
       this.opts.readLength = readLength >= 0 ? readLength : undefined;
       // The stream reports the header style itself (simple-reply-extended).
@@ -966,7 +987,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     if (magic === Magic.STRUCTURED_REPLY || magic === Magic.EXTENDED_REPLY) {
       const extended = magic === Magic.EXTENDED_REPLY;
       const headerLength = extended ? 32 : 20;
-      if (q.length < headerLength) return NEED_BYTES;
+      if (q.length < headerLength) return this.needBytes(headerLength);
       const key = cookieKeyOf(this.u32At(8), this.u32At(12));
       const req = s.findRequest(key);
       if (req === undefined && this.waitForClient && !force) return BLOCKED;
@@ -994,7 +1015,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
       if (q.length < total) {
         this.need = total;
-        return NEED_BYTES;
+        return this.needBytes(total);
       }
       const at = q.position;
       let ev: Building;
@@ -1062,7 +1083,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       return this.emit(ev);
     }
     // Not a reply magic: let the chunk decoder name the problem.
-    if (q.length < 4) return NEED_BYTES;
+    if (q.length < 4) return this.needBytes(4);
     throw new NbdDecodeError(
       "bad-magic",
       0,

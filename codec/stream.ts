@@ -139,6 +139,22 @@ export class ClientStreamDecoder {
   }
 
   /**
+   * "Need more bytes" as a value: at least how many more bytes must arrive before the next frame can be
+   * decoded (0 once the stream is opaque TLS or closed).
+   *
+   * @example
+   * ```ts
+   * import { ClientStreamDecoder } from "@nbd/codec";
+   * const d = new ClientStreamDecoder();
+   * d.push(new Uint8Array([0, 0, 0, 3, 0x49, 0x48]));
+   * console.log(d.needed); // 2: an option, a request or TLS can be told apart after 4 bytes
+   * ```
+   */
+  get needed(): number {
+    return this.#impl.needed;
+  }
+
+  /**
    * Adds a chunk of the stream and returns the events it completes.
    *
    * @example
@@ -210,6 +226,22 @@ export class ServerStreamDecoder {
    */
   get state(): NegotiatedState {
     return this.#impl.state;
+  }
+
+  /**
+   * "Need more bytes" as a value: at least how many more bytes must arrive before the next frame can be
+   * decoded (0 once the stream is opaque TLS or closed).
+   *
+   * @example
+   * ```ts
+   * import { ServerStreamDecoder } from "@nbd/codec";
+   * const d = new ServerStreamDecoder();
+   * d.push(new Uint8Array(10));
+   * console.log(d.needed); // 6: a greeting is told apart after 16 bytes
+   * ```
+   */
+  get needed(): number {
+    return this.#impl.needed;
   }
 
   /**

@@ -335,3 +335,33 @@ describe("bad and incomplete streams", () => {
     expect(r2.event === "frame" && r2.frameLength).toBe(134);
   });
 });
+
+describe("need more bytes is a value", () => {
+  test("the client stream says how many bytes the frame in progress still needs", () => {
+    const d = new ClientStreamDecoder();
+    expect(d.needed).toBe(1);
+    d.push(fromHex("0000"));
+    expect(d.needed).toBe(2); // client flags
+    d.push(fromHex("0003" + "49484156454f5054" + "00000007"));
+    expect(d.needed).toBe(4); // the option's length field
+    d.push(fromHex("00000008" + "0000"));
+    expect(d.needed).toBe(6); // the option's 8 data bytes, 2 of them there
+    const ev = d.push(fromHex("0000" + "0001" + "0003"));
+    expect(ev.map((e) => e.event === "frame" && e.frame.type)).toEqual(["option-request"]);
+    expect(d.needed).toBe(1);
+  });
+  test("the server stream counts a WRITE reply's read data from its request", () => {
+    const d = new ServerStreamDecoder({ state: { phase: "transmission", style: "newstyle" } });
+    d.noteRequest({
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: 0,
+      cookie: 5n,
+      offset: 0n,
+      length: 100n,
+    });
+    d.push(fromHex("67446698" + "00000000" + "0000000000000005" + "0102"));
+    expect(d.needed).toBe(98);
+  });
+});
