@@ -220,3 +220,42 @@ export function toHex(b: Uint8Array): string {
 export function hex32(v: number): string {
   return "0x" + (v >>> 0).toString(16).padStart(8, "0");
 }
+
+/** Decodes a string; `undefined` when it broke a string rule (lenient mode: the caller falls back to raw). */
+export function readStringChecked(
+  b: Uint8Array,
+  start: number,
+  end: number,
+  r: Reporter,
+  max: number,
+  what: string,
+): string | undefined {
+  const before = r.findings === undefined ? 0 : r.findings.length;
+  const s = readString(b, start, end, r, max, what);
+  return (r.findings === undefined ? 0 : r.findings.length) === before ? s : undefined;
+}
+
+/** Eight lowercase hex digits, no prefix. */
+export function hex8(v: number): string {
+  return v.toString(16).padStart(8, "0");
+}
+
+/** Checks a string for the wire and returns its UTF-8 length, without allocating. */
+export function stringLength(s: string, what: string, max = 4096): number {
+  if (typeof s !== "string") throw new TypeError(`Cannot encode ${what}: expected a string, got ${typeof s}`);
+  if (s.indexOf("\0") !== -1) throw new TypeError(`Cannot encode ${what}: strings must not contain NUL`);
+  const n = utf8Length(s);
+  if (n > max) throw new RangeError(`Cannot encode ${what}: ${n} bytes of UTF-8 exceed ${max}`);
+  return n;
+}
+
+/** Writes a string checked by {@link stringLength} at `at` (room already checked); returns the bytes written. */
+export function writeString(s: string, target: Uint8Array, at: number): number {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return encoder.encodeInto(s, target.subarray(at)).written;
+    target[at + i] = c;
+  }
+  return n;
+}

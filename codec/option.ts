@@ -9,16 +9,18 @@ import {
   checkTarget,
   checkU16,
   checkU32,
+  hex8,
   put16,
   put32,
-  readString,
+  readStringChecked as str,
+  stringLength,
   u16,
   u32,
-  utf8Length,
+  writeString,
 } from "./_bytes.ts";
 import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
 import { Magic, nameOf, Option } from "./constants.ts";
-import { type Decoded, type DecodeOptions, MAX_STRING_LENGTH } from "./types.ts";
+import type { Decoded, DecodeOptions } from "./types.ts";
 
 /** Length of the option request header: magic, option, data length. */
 const HEADER = 16;
@@ -79,27 +81,9 @@ function optionName(option: number): string {
   return nameOf("option", option) ?? `option ${option}`;
 }
 
-function hex8(v: number): string {
-  return v.toString(16).padStart(8, "0");
-}
-
 /** Raw data: a view of the input, never a copy. */
 function raw(b: Uint8Array, start: number, end: number): OptionData {
   return { kind: "raw", raw: b.subarray(start, end) };
-}
-
-/** Decodes a string; `undefined` when it broke a string rule (lenient mode: the caller falls back to raw). */
-function str(
-  b: Uint8Array,
-  start: number,
-  end: number,
-  r: Reporter,
-  max: number,
-  what: string,
-): string | undefined {
-  const before = r.findings === undefined ? 0 : r.findings.length;
-  const s = readString(b, start, end, r, max, what);
-  return (r.findings === undefined ? 0 : r.findings.length) === before ? s : undefined;
 }
 
 /**
@@ -354,30 +338,6 @@ function decodeMetaContextQuery(
 }
 
 // ---- encoding ----
-
-const textEncoder = new TextEncoder();
-
-/** Checks a string for the wire and returns its UTF-8 length, without allocating. */
-function stringLength(s: string, what: string): number {
-  if (typeof s !== "string") throw new TypeError(`Cannot encode ${what}: expected a string, got ${typeof s}`);
-  if (s.indexOf("\0") !== -1) throw new TypeError(`Cannot encode ${what}: strings must not contain NUL`);
-  const n = utf8Length(s);
-  if (n > MAX_STRING_LENGTH) {
-    throw new RangeError(`Cannot encode ${what}: ${n} bytes of UTF-8 exceed ${MAX_STRING_LENGTH}`);
-  }
-  return n;
-}
-
-/** Writes a checked string at `at` (room already checked); returns the bytes written. */
-function writeString(s: string, target: Uint8Array, at: number): number {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x80) return textEncoder.encodeInto(s, target.subarray(at)).written;
-    target[at + i] = c;
-  }
-  return n;
-}
 
 function wrongKind(option: number, kind: string): never {
   throw new TypeError(
