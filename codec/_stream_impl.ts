@@ -238,6 +238,23 @@ export abstract class DirectionDecoder {
     return NEED_BYTES;
   }
 
+  /**
+   * "Need more bytes" before any parsing: nothing buffered, an opaque stream, or a frame already sized by
+   * its header whose bytes have not all arrived. `undefined` when a step can go on.
+   */
+  protected waiting(): Step | undefined {
+    const q = this.queue;
+    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") {
+      return this.needBytes(q.length + 1);
+    }
+    // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
+    if (this.need > 0) {
+      if (q.length < this.need) return this.needBytes(this.need);
+      this.need = 0;
+    }
+    return undefined;
+  }
+
   /** At least how many more bytes must arrive before the next frame can be decoded (0 once opaque). */
   get needed(): number {
     if (this.phase === "tls" || this.phase === "closed") return 0;
@@ -539,14 +556,8 @@ export class ClientDecoderImpl extends DirectionDecoder {
 
   step(_force: boolean): Step {
     const q = this.queue;
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") {
-      return this.needBytes(q.length + 1);
-    }
-    // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
-    if (this.need > 0) {
-      if (q.length < this.need) return this.needBytes(this.need);
-      this.need = 0;
-    }
+    const waiting = this.waiting();
+    if (waiting !== undefined) return waiting;
     try {
       if (this.phase === "start") {
         if (q.length < 4) return this.needBytes(4);
@@ -725,14 +736,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
       const n = q.clear();
       return this.emit(this.notice("tls", at, n, NO_FINDINGS));
     }
-    if (q.length === 0 || this.phase === "tls" || this.phase === "closed") {
-      return this.needBytes(q.length + 1);
-    }
-    // The frame in progress was sized already (transmission only, where nothing but its own bytes sizes it).
-    if (this.need > 0) {
-      if (q.length < this.need) return this.needBytes(this.need);
-      this.need = 0;
-    }
+    const waiting = this.waiting();
+    if (waiting !== undefined) return waiting;
     try {
       if (this.phase === "start") {
         if (q.length < 16) return this.needBytes(16);
@@ -949,14 +954,6 @@ export class ServerDecoderImpl extends DirectionDecoder {
           ));
         }
       }
-      if (s.extendedHeaders) {
-        (findings ??= []).push(this.finding(
-          "unexpected-frame",
-          at,
-          "simple-reply-extended",
-          "a simple reply after extended headers were negotiated; only extended reply chunks are allowed",
-        ));
-      }
       const total = 16 + Math.max(readLength, 0);
       if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
       if (q.length < total) {
@@ -964,8 +961,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
         return this.needBytes(total);
       }
       this.opts.readLength = readLength >= 0 ? readLength : undefined;
-      // The stream reports the header style itself (simple-reply-extended).
-      this.opts.extendedHeaders = undefined;
+      // The frame decoder reports a simple reply in an extended-headers session (reply-header-style).
+      this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
       let ev: Building;
       if (readLength > 0 && this.o.payloadViews && q.contiguous() < total) {
         this.opts.readLength = undefined;
