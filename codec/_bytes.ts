@@ -259,3 +259,12 @@ export function writeString(s: string, target: Uint8Array, at: number): number {
   }
   return n;
 }
+
+/** The length of raw data carried under a u32 length field: checked to be bytes and to fit. */
+export function rawLength(raw: Uint8Array, what: string): number {
+  checkBytes(raw, `${what} data`);
+  if (raw.length > 0xffff_ffff) {
+    throw new RangeError(`Cannot encode ${what}: ${raw.length} bytes of data exceed 2^32-1`);
+  }
+  return raw.length;
+}

@@ -5,13 +5,13 @@
  * @module
  */
 import {
-  checkBytes,
   checkTarget,
   checkU16,
   checkU32,
   hex8,
   put16,
   put32,
+  rawLength,
   readStringChecked as str,
   stringLength,
   u16,
@@ -385,11 +385,7 @@ function dataLength(option: number, data: OptionData): number {
       return n;
     }
     case "raw":
-      checkBytes(data.raw, "option data");
-      if (data.raw.length > 0xffff_ffff) {
-        throw new RangeError(`Cannot encode option request: ${data.raw.length} bytes of data exceed 2^32-1`);
-      }
-      return data.raw.length;
+      return rawLength(data.raw, "option request");
     default:
       throw new TypeError(
         `Cannot encode option request: unknown data kind "${(data as { kind: unknown }).kind}"`,

@@ -14,6 +14,7 @@ import {
   put16,
   put32,
   put64,
+  rawLength,
   readStringChecked as str,
   stringLength,
   u16,
@@ -495,11 +496,7 @@ function dataLength(reply: number, data: OptionReplyData): number {
       if (!isErrorReply(reply)) wrongKind(reply, data.kind);
       return stringLength(data.message, "error message");
     case "raw":
-      checkBytes(data.raw, "option reply data");
-      if (data.raw.length > 0xffff_ffff) {
-        throw new RangeError(`Cannot encode option reply: ${data.raw.length} bytes of data exceed 2^32-1`);
-      }
-      return data.raw.length;
+      return rawLength(data.raw, "option reply");
     default:
       throw new TypeError(
         `Cannot encode option reply: unknown data kind "${(data as { kind: unknown }).kind}"`,

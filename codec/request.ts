@@ -148,21 +148,7 @@ export interface Request {
  * if (r.done) console.log(r.frame.payloadLength); // 512
  * ```
  */
-export interface RequestHeader {
-  /** Frame tag. */
-  readonly type: "request";
-  /** Extended (32-byte) or compact (28-byte) header. */
-  readonly extended: boolean;
-  /** Command flags. */
-  readonly flags: number;
-  /** Command type. */
-  readonly command: number;
-  /** Cookie. */
-  readonly cookie: bigint;
-  /** Offset. */
-  readonly offset: bigint;
-  /** The header's length field. */
-  readonly length: bigint;
+export interface RequestHeader extends Omit<Request, "data" | "blockStatus"> {
   /** How many payload bytes follow the header (0 when none). */
   readonly payloadLength: number;
 }
