@@ -1,6 +1,7 @@
 // Measurement helpers shared by the benchmark worker: paired, interleaved timing of two loops in one
-// process, and allocation per operation from the V8 heap counters.
+// process (mitata's `measure()` takes the samples), and allocation per operation from the V8 heap counters.
 import process from "node:process";
+import { measure } from "mitata";
 
 /** A benchmark loop: runs the operation `n` times and returns a value derived from the results. */
 export type Loop = (n: number) => number;
@@ -8,38 +9,50 @@ export type Loop = (n: number) => number;
 /** Keeps loop results observable so that the optimiser cannot drop the work. */
 export const sink: { value: number } = { value: 0 };
 
+/** How the paired timing of {@link timePairs} is laid out. */
 export interface TimingOptions {
-  /** Minimum duration of one timed batch, in milliseconds. */
+  /** Duration of one sample (one call of the loop with a calibrated `n`), in milliseconds. */
   readonly batchMs: number;
-  /** Number of interleaved rounds (one batch of each loop per round). */
+  /** Number of interleaved rounds (one mitata `measure()` of each side of every pair per round). */
   readonly rounds: number;
+  /** Minimum time mitata spends sampling one side in one round, in milliseconds. */
+  readonly roundMs: number;
 }
 
-export const DEFAULT_TIMING: TimingOptions = { batchMs: 4, rounds: 15 };
+/**
+ * 12 rounds of 80 ms per side: every process samples each side for about a second, spread over two seconds
+ * of wall time. On this machine kind, load from other tenants comes in bursts of 0.1 to 1 s that slow an
+ * allocating loop by up to 2.5x (an arithmetic loop by 5%); a process of 120 ms could fall entirely inside
+ * one, a process of two seconds hardly can (see bench/RESULTS.md, "Stability").
+ */
+export const DEFAULT_TIMING: TimingOptions = { batchMs: 5, rounds: 12, roundMs: 80 };
 
 function now(): number {
   return performance.now();
 }
 
-/** Iterations per batch so that one batch of `loop` lasts at least `ms` (also warms the loop up). */
+/** Iterations per call so that one call of `loop` lasts about `ms` (also warms the loop up). */
 function calibrate(loop: Loop, ms: number): number {
   let n = 1;
   for (;;) {
     const t0 = now();
     sink.value ^= loop(n);
     const dt = now() - t0;
-    if (dt >= ms) {
-      // Aim a little above `ms` so that timer resolution never matters.
-      return Math.max(1, Math.ceil((n * ms * 1.2) / dt));
-    }
+    if (dt >= ms) break;
     n = dt < ms / 16 ? n * 8 : Math.ceil((n * ms * 1.3) / Math.max(dt, 0.001));
   }
-}
-
-function timeBatch(loop: Loop, n: number): number {
-  const t0 = now();
-  sink.value ^= loop(n);
-  return ((now() - t0) * 1e6) / n;
+  // The call that first lasted `ms` may have included a compilation or a GC: scale by the fastest of three
+  // calls, twice, so that `n` is not far too small.
+  for (let pass = 0; pass < 2; pass++) {
+    let best = Infinity;
+    for (let k = 0; k < 3; k++) {
+      const t0 = now();
+      sink.value ^= loop(n);
+      best = Math.min(best, now() - t0);
+    }
+    n = Math.max(1, Math.ceil((n * ms * 1.1) / Math.max(best, 0.001)));
+  }
+  return n;
 }
 
 /** Median of a list of numbers. */
@@ -49,9 +62,9 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Lower quartile: noise from other processes only ever adds time, so the lower quartile of the batches
+/** Lower quartile: noise from other processes only ever adds time, so the lower quartile of the samples
  * estimates the undisturbed speed better than the median while still including GC pauses that hit every
- * batch. */
+ * sample. */
 export function lowerQuartile(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const pos = (s.length - 1) * 0.25;
@@ -60,85 +73,92 @@ export function lowerQuartile(xs: readonly number[]): number {
   return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo);
 }
 
-/** Per-operation times (ns) of two loops measured in alternating batches, and their lower quartiles. */
+/** Per-operation times (ns) of two loops measured in alternating rounds, and their lower quartiles. */
 export interface PairTiming {
   readonly aNs: number;
   readonly bNs: number;
+  /** Every sample of side A, in ns per operation (mitata's, pooled over the rounds). */
   readonly aSamples: readonly number[];
   readonly bSamples: readonly number[];
+  /** The same samples by round (for analysis: `BENCH_DUMP=1` puts them in the worker's output). */
+  readonly aRounds: readonly (readonly number[])[];
+  readonly bRounds: readonly (readonly number[])[];
 }
 
-/**
- * Times two loops in the same process, interleaved (A B, then B A, ...) so that frequency changes and
- * neighbours' noise hit both sides alike. Returns the lower quartile of the batches' ns per operation of
- * each (see {@link lowerQuartile}).
- */
-export function timePair(a: Loop, b: Loop, opts: TimingOptions = DEFAULT_TIMING): PairTiming {
-  const na = calibrate(a, opts.batchMs);
-  const nb = calibrate(b, opts.batchMs);
-  // Warm-up batches at the final size, untimed.
-  for (let i = 0; i < 3; i++) {
-    timeBatch(a, na);
-    timeBatch(b, nb);
-  }
-  const as: number[] = [];
-  const bs: number[] = [];
-  for (let r = 0; r < opts.rounds; r++) {
-    if (r % 2 === 0) {
-      as.push(timeBatch(a, na));
-      bs.push(timeBatch(b, nb));
-    } else {
-      bs.push(timeBatch(b, nb));
-      as.push(timeBatch(a, na));
-    }
-  }
-  return { aNs: lowerQuartile(as), bNs: lowerQuartile(bs), aSamples: as, bSamples: bs };
-}
-
-/** One pair for {@link timePairs}: two loops and their batch duration. */
+/** One pair for {@link timePairs}: two loops and the duration of one sample. */
 export interface PairPlan {
   readonly a: Loop;
   readonly b: Loop;
   readonly batchMs?: number;
 }
 
+/** The full GC mitata runs before each `measure()` (outside the timed samples). */
+function fullGc(): void {
+  const g = (globalThis as { gc?: () => void }).gc;
+  if (g === undefined) throw new Error("timing needs --expose-gc (node) / --v8-flags=--expose-gc (deno)");
+  g();
+}
+
+/** Samples of one side for one round, in ns per operation: mitata's `measure()` of one call of `loop(n)`. */
+async function sampleRound(loop: Loop, n: number, roundMs: number): Promise<number[]> {
+  const stats = await measure(() => {
+    sink.value ^= loop(n);
+  }, {
+    min_cpu_time: roundMs * 1e6,
+    min_samples: 4,
+    warmup_samples: 1,
+    // One sample is one call of `loop(n)`: never let mitata batch the calls of a sample.
+    batch_threshold: 0,
+    gc: fullGc,
+  });
+
+  return stats.samples.map((ns) => ns / n);
+}
+
 /**
- * Times many pairs round-robin: every round times one batch of each side of every pair (A B, then B A in
- * the next round). A burst of load from other processes then spoils one round of every pair instead of
- * every round of one pair, and the lower quartile over the rounds leaves it out.
+ * Times pairs of loops with mitata's `measure()` as the sampling engine, in the same process and
+ * interleaved: every round measures each side of every pair once (A then B, and B then A in the next
+ * round), so that frequency changes and neighbours' noise hit both sides alike. One mitata sample is one
+ * call of the loop with `n` calibrated to {@link TimingOptions.batchMs}; the per-process figure of a side
+ * is the lower quartile of all its samples (see {@link lowerQuartile}).
  */
-export function timePairs(plans: readonly PairPlan[], rounds: number = DEFAULT_TIMING.rounds): PairTiming[] {
+export async function timePairs(
+  plans: readonly PairPlan[],
+  opts: TimingOptions = DEFAULT_TIMING,
+): Promise<PairTiming[]> {
   const sizes = plans.map((p) => {
-    const ms = p.batchMs ?? DEFAULT_TIMING.batchMs;
+    const ms = p.batchMs ?? opts.batchMs;
     const na = calibrate(p.a, ms);
     const nb = calibrate(p.b, ms);
-    for (let i = 0; i < 3; i++) {
-      timeBatch(p.a, na);
-      timeBatch(p.b, nb);
-    }
     return [na, nb] as const;
   });
-  const as: number[][] = plans.map(() => []);
-  const bs: number[][] = plans.map(() => []);
-  for (let r = 0; r < rounds; r++) {
+  const as: number[][][] = plans.map(() => []);
+  const bs: number[][][] = plans.map(() => []);
+  for (let r = 0; r < opts.rounds; r++) {
     for (let i = 0; i < plans.length; i++) {
       const p = plans[i]!;
       const [na, nb] = sizes[i]!;
       if (r % 2 === 0) {
-        as[i]!.push(timeBatch(p.a, na));
-        bs[i]!.push(timeBatch(p.b, nb));
+        as[i]!.push(await sampleRound(p.a, na, opts.roundMs));
+        bs[i]!.push(await sampleRound(p.b, nb, opts.roundMs));
       } else {
-        bs[i]!.push(timeBatch(p.b, nb));
-        as[i]!.push(timeBatch(p.a, na));
+        bs[i]!.push(await sampleRound(p.b, nb, opts.roundMs));
+        as[i]!.push(await sampleRound(p.a, na, opts.roundMs));
       }
     }
   }
-  return plans.map((_, i) => ({
-    aNs: lowerQuartile(as[i]!),
-    bNs: lowerQuartile(bs[i]!),
-    aSamples: as[i]!,
-    bSamples: bs[i]!,
-  }));
+  return plans.map((_, i) => {
+    const a = as[i]!.flat();
+    const b = bs[i]!.flat();
+    return {
+      aNs: lowerQuartile(a),
+      bNs: lowerQuartile(b),
+      aSamples: a,
+      bSamples: b,
+      aRounds: as[i]!,
+      bRounds: bs[i]!,
+    };
+  });
 }
 
 function gc(): void {

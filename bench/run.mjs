@@ -36,6 +36,8 @@ await build({
   format: "esm",
   target: "node20",
   outExtension: { ".js": ".mjs" },
+  // mitata's runner imports these lazily on other runtimes or when asked; the worker only uses measure().
+  external: ["bun:jsc", "@mitata/counters"],
   logLevel: "error",
 });
 const { GOALS } = await import(pathToFileURL(join(out, "goals.mjs")).href);
@@ -75,6 +77,27 @@ function spawnWorker(runtime, goal) {
   return JSON.parse(r.stdout.trim().split("\n").pop());
 }
 
+// A process whose control (the reference, baseline or memcpy measured beside the codec in the same process)
+// ran more than this much slower than the goal's fastest control was disturbed by load from outside: on this
+// machine kind other tenants' bursts slow memory-bound loops by up to 2.5x for 0.1 s to tens of seconds. Its
+// figures are left out and the process is run again, at most `processes` extra times per goal; the rows
+// report how many were left out (see bench/RESULTS.md, "Stability").
+const DISTURBED = 1.15;
+
+/** The timed goals with a target: the ones stability covers, and the only ones re-run when disturbed. */
+function isGatedTiming(g) {
+  return g.kind === "ratio" || g.kind === "speedup" || g.kind === "c-limit";
+}
+
+/** Splits a goal's process results into undisturbed ones and those whose control ran slow. */
+function splitDisturbed(rs) {
+  const refs = rs.map((r) => r.refNs).filter((v) => Number.isFinite(v));
+  if (refs.length === 0) return { kept: rs, disturbed: [] };
+  const fastest = Math.min(...refs);
+  const kept = rs.filter((r) => !(r.refNs > DISTURBED * fastest));
+  return { kept, disturbed: rs.filter((r) => !kept.includes(r)) };
+}
+
 // Process p of every goal runs before process p + 1 of any: a burst of load from elsewhere then spoils one
 // process of several goals (which the median over processes leaves out), not all processes of one goal.
 function runAll(runtime) {
@@ -82,19 +105,28 @@ function runAll(runtime) {
   const goals = GOALS.filter((g) =>
     g.kind !== "stability" && (wanted === undefined || wanted.includes(g.id))
   );
-  const runs = [];
+  const byGoal = new Map(goals.map((g) => [g.id, []]));
+  let version = "";
   for (let p = 1; p <= processes; p++) {
     log(`bench: ${runtime} round ${p}/${processes} (${goals.length} processes) ...`);
-    let version = "";
-    const results = [];
     for (const g of goals) {
       const r = spawnWorker(runtime, g);
       version = r.version;
-      results.push(...r.results);
+      for (const x of r.results) byGoal.get(x.id)?.push(x);
     }
-    runs.push({ runtime, version, results });
   }
-  return runs;
+  // Re-run disturbed processes of gated timed goals, one extra process per goal and pass.
+  for (let extra = 1; extra <= processes; extra++) {
+    const short = goals.filter((g) =>
+      isGatedTiming(g) && splitDisturbed(byGoal.get(g.id)).kept.length < processes
+    );
+    if (short.length === 0) break;
+    log(`bench: ${runtime} re-run ${extra}/${processes} of disturbed processes: ${short.map((g) => g.id)}`);
+    for (const g of short) {
+      for (const x of spawnWorker(runtime, g).results) byGoal.get(x.id)?.push(x);
+    }
+  }
+  return { runtime, version, byGoal };
 }
 
 function median(xs) {
@@ -108,12 +140,14 @@ function passes(goal, v) {
   return goal.kind === "speedup" ? v >= goal.target : v <= goal.target;
 }
 
-function aggregate(runs) {
+function aggregate(run) {
   const byId = new Map();
   for (const g of GOALS) {
     if (g.kind === "stability") continue;
-    const rs = runs.map((run) => run.results.find((r) => r.id === g.id)).filter((r) => r !== undefined);
-    if (rs.length === 0) continue;
+    const all = run.byGoal.get(g.id) ?? [];
+    if (all.length === 0) continue;
+    const { kept, disturbed } = isGatedTiming(g) ? splitDisturbed(all) : { kept: all, disturbed: [] };
+    const rs = kept;
     const ms = rs.map((r) => r.measured).filter((v) => Number.isFinite(v));
     const codec = rs.map((r) => r.codecNs).filter((v) => Number.isFinite(v));
     const codecMedians = rs.map((r) => r.codecMedianNs).filter((v) => Number.isFinite(v));
@@ -134,6 +168,9 @@ function aggregate(runs) {
       spread: codec.length > 1 ? Math.max(...codec) / Math.min(...codec) : NaN,
       medianSpread: codecMedians.length > 1 ? Math.max(...codecMedians) / Math.min(...codecMedians) : NaN,
       processes: ms.length,
+      disturbed: disturbed.length,
+      disturbedCodecNs: disturbed.map((r) => r.codecNs),
+      disturbedRefNs: disturbed.map((r) => r.refNs),
       ...(errors.length > 0 ? { error: errors.join("; ") } : {}),
     });
   }
@@ -159,7 +196,8 @@ function aggregate(runs) {
     worst: worst.id,
     worstMedianSpread: worstMedian.spread,
     worstMedianId: worstMedian.id,
-    processes: runs.length,
+    processes,
+    disturbed: gated.reduce((n, [, a]) => n + a.disturbed, 0),
   });
   return byId;
 }
@@ -168,9 +206,9 @@ const results = {};
 const versions = {};
 const loadBefore = loadavg()[0];
 for (const rt of runtimes) {
-  const runs = runAll(rt);
-  versions[rt] = runs[0].version;
-  results[rt] = aggregate(runs);
+  const run = runAll(rt);
+  versions[rt] = run.version;
+  results[rt] = aggregate(run);
 }
 
 function unit(goal) {
@@ -213,7 +251,8 @@ function detail(a) {
   if (a === undefined) return "";
   if (a.error !== undefined) return `error: ${a.error}`;
   if (a.worst !== undefined) {
-    return `worst: ${a.worst}; with per-process medians: ${fmt(a.worstMedianSpread)}x (${a.worstMedianId})`;
+    const medians = `${fmt(a.worstMedianSpread)}x (${a.worstMedianId})`;
+    return `worst: ${a.worst}; with per-process medians: ${medians}; disturbed processes left out: ${a.disturbed}`;
   }
   const parts = [];
   if (Number.isFinite(a.codecNs)) parts.push(`codec ${ns(a.codecNs)}`);
@@ -221,6 +260,10 @@ function detail(a) {
   if (Number.isFinite(a.refBytes)) parts.push(`ref ${fmt(a.refBytes)} B`);
   if (Number.isFinite(a.spread)) parts.push(`spread ${a.spread.toFixed(2)}`);
   if (Number.isFinite(a.medianSpread)) parts.push(`median spread ${a.medianSpread.toFixed(2)}`);
+  if (a.disturbed > 0) {
+    const d = a.disturbedCodecNs.map((c, i) => `${ns(c)}/${ns(a.disturbedRefNs[i])}`).join(", ");
+    parts.push(`left out (codec/control): ${d}`);
+  }
   return parts.join(", ");
 }
 
@@ -237,6 +280,7 @@ const DETAIL_KEYS = [
   "worst",
   "worstMedianSpread",
   "worstMedianId",
+  "disturbed",
   "error",
 ];
 
@@ -257,6 +301,7 @@ if (json) {
       loadAverage: [loadBefore, loadAfter],
     };
     for (const k of DETAIL_KEYS) if (Number.isFinite(a[k]) || typeof a[k] === "string") o[k] = a[k];
+    if (a.disturbed > 0) o.leftOut = { codecNs: a.disturbedCodecNs, controlNs: a.disturbedRefNs };
     for (const rt of others) {
       const b = results[rt].get(g.id);
       if (b !== undefined) {

@@ -48,16 +48,21 @@ export interface ProcessResult {
   readonly kind: GoalKind;
   /** The goal's figure in this process (ratio, speed-up or bytes per frame). */
   readonly measured: number;
-  /** Median ns per operation of the codec side (timed goals). */
+  /** Lower quartile of the codec side's samples, ns per operation (timed goals; stability compares these). */
   readonly codecNs?: number;
-  /** Median (not lower quartile) ns per operation of the codec side: the stability goal compares these. */
+  /** Median of the codec side's samples, ns per operation (reported beside stability). */
   readonly codecMedianNs?: number;
-  /** Median ns per operation of the reference side (timed goals). */
+  /** Lower quartile of the reference's (or baseline's, or control's) samples, ns per operation. */
   readonly refNs?: number;
   /** Allocation goals: bytes per frame of the reference or baseline, for comparison. */
   readonly refBytes?: number;
   /** Set when the goal could not be measured (missing export, mismatching output). */
   readonly error?: string;
+  /** `BENCH_DUMP=1`: every sample (ns per operation) by round, for analysis. */
+  readonly rounds?: {
+    readonly codec: readonly (readonly number[])[];
+    readonly ref: readonly (readonly number[])[];
+  };
 }
 
 const KiB = 1024;
@@ -565,7 +570,7 @@ function runGoal(id: string): Measurement | Timed {
   }
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const only = process.argv.find((a) => a.startsWith("--only="))?.slice(7).split(",");
   // --part=timing runs the timed goals, --part=alloc the allocation goals (started with the allocation
   // V8 flags, see _harness.ts); default both.
@@ -590,8 +595,12 @@ function main(): void {
       });
     }
   }
-  const timings = timePairs(timed.map((x) => x.t.plan));
-  timed.forEach((x, i) => results.push({ id: x.id, kind: x.kind, ...x.t.finish(timings[i]!) }));
+  const timings = await timePairs(timed.map((x) => x.t.plan));
+  timed.forEach((x, i) => {
+    const t = timings[i]!;
+    const dump = process.env["BENCH_DUMP"] ? { rounds: { codec: t.aRounds, ref: t.bRounds } } : {};
+    results.push({ id: x.id, kind: x.kind, ...x.t.finish(t), ...dump });
+  });
   const runtime = typeof (globalThis as { Deno?: unknown }).Deno === "object" ? "deno" : "node";
   const version = runtime === "deno"
     ? (globalThis as unknown as { Deno: { version: { deno: string; v8: string } } }).Deno.version.deno
@@ -601,4 +610,4 @@ function main(): void {
   process.stdout.write(JSON.stringify(out) + "\n");
 }
 
-main();
+await main();
