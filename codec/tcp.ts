@@ -1031,9 +1031,13 @@ export class TcpReassembler {
       const src = bytes.length > max ? bytes.subarray(bytes.length - max) : bytes;
       const start = s.next - src.length;
       const pos = start % max;
-      const first = Math.min(src.length, max - pos);
-      ring.set(src.subarray(0, first), pos);
-      if (first < src.length) ring.set(src.subarray(first), 0);
+      // Most segments fit before the end of the ring: one copy, and no view to allocate for it.
+      if (src.length <= max - pos) ring.set(src, pos);
+      else {
+        const first = max - pos;
+        ring.set(src.subarray(0, first), pos);
+        ring.set(src.subarray(first), 0);
+      }
       if (s.ringFrom < 0) s.ringFrom = off;
       s.ringFrom = Math.max(s.ringFrom, s.next - max);
     }

@@ -418,6 +418,31 @@ describe("TcpReassembler", () => {
     expect(f.finding).toMatchObject({ code: "bad-value", packet: 4, offset: 1400, length: 2 });
   });
 
+  test("compares retransmissions across the end of a small retransmission ring", () => {
+    // An 8-byte ring: "ABCDEF" fills 0-5, "GHIJK" wraps (6, 7, then 0-2); the retransmission of stream
+    // offsets 5-9 ("FGHIJ" / "FGXIJ") reads across the wrap, and offsets 0-2 are no longer kept.
+    const same = run([...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK"), c2s(1006, "FGHIJ")], {
+      retransmitCheckBytes: 8,
+    });
+    expect(same.events.slice(1, -2)).toEqual(["data 0 c2s @0 ABCDEF", "data 0 c2s @6 GHIJK"]);
+    const differs = run([...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK"), c2s(1006, "FGXIJ")], {
+      retransmitCheckBytes: 8,
+    });
+    expect(differs.events.slice(1, -2)).toEqual([
+      "data 0 c2s @0 ABCDEF",
+      "data 0 c2s @6 GHIJK",
+      "finding tcp-retransmission-mismatch 0 c2s @5",
+    ]);
+    // A segment longer than the ring keeps only its last 8 bytes.
+    const long = run([...HANDSHAKE, c2s(1001, "ABCDEFGHIJKL"), c2s(1005, "EFGH"), c2s(1009, "IJKX")], {
+      retransmitCheckBytes: 8,
+    });
+    expect(long.events.slice(1, -2)).toEqual([
+      "data 0 c2s @0 ABCDEFGHIJKL",
+      "finding tcp-retransmission-mismatch 0 c2s @8",
+    ]);
+  });
+
   test("reports missing bytes as a gap at the end of the capture and delivers what follows", () => {
     const { events, raw } = run([...HANDSHAKE, c2s(1001, "AB"), c2s(1006, "FG"), s2c(5001, "x")]);
     expect(events.slice(1)).toEqual([
