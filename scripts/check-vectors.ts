@@ -31,6 +31,7 @@ const KEYS = [
   "decoder",
   "context",
   "hex",
+  "repeat",
   "frame",
   "findings",
   "result",
@@ -63,6 +64,20 @@ function collectCodes(v: Json, out: Set<string>, key = ""): void {
     for (const x of v) collectCodes(x, out, key);
   } else if (v !== null && typeof v === "object") {
     for (const [k, x] of Object.entries(v)) collectCodes(x, out, k);
+  }
+}
+
+/** A frame may write a list as { "repeat": [items], "times": n } (vectors/README.md, "Repetition"). */
+function checkRepeatedLists(v: Json, verr: (m: string) => void): void {
+  if (Array.isArray(v)) {
+    for (const x of v) checkRepeatedLists(x, verr);
+  } else if (v !== null && typeof v === "object") {
+    if ("repeat" in v || "times" in v) {
+      const ok = Object.keys(v).length === 2 && Array.isArray(v.repeat) && v.repeat.length > 0 &&
+        typeof v.times === "number" && Number.isInteger(v.times) && v.times >= 1;
+      if (!ok) verr('a repeated list is { "repeat": [items], "times": a positive integer }');
+    }
+    for (const x of Object.values(v)) checkRepeatedLists(x, verr);
   }
 }
 
@@ -116,6 +131,15 @@ for (const name of files) {
     if (typeof raw.hex === "string" && !/^([0-9a-f]{2})*$/.test(raw.hex)) {
       verr("hex must be lowercase byte pairs");
     }
+    if (raw.repeat !== undefined) {
+      const r = raw.repeat as Record<string, Json>;
+      const keys = r !== null && typeof r === "object" ? Object.keys(r).sort().join(",") : "";
+      if (
+        keys !== "hex,times" || typeof r.hex !== "string" || !/^([0-9a-f]{2})+$/.test(r.hex) ||
+        typeof r.times !== "number" || !Number.isInteger(r.times) || r.times < 1
+      ) verr('repeat must be { "hex": lowercase byte pairs, "times": a positive integer }');
+    }
+    if (raw.frame !== undefined) checkRepeatedLists(raw.frame, verr);
     const result = raw.result as string;
     if (!RESULTS.has(result)) verr(`result must be valid, invalid or acceptable`);
     if (result === "invalid") {
