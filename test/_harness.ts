@@ -16,8 +16,10 @@ export interface Vector {
   flags: string[];
   decoder: string;
   context: Record<string, unknown>;
-  /** The frame's bytes, after expansion by {@link loadVectorFiles}: `hex` followed by `repeat.hex` `repeat.times`
-   * times (as stored, `hex` is only the part before the repetition). */
+  /**
+   * The frame's bytes, as {@link loadVectorFiles} returns them: the stored `hex` followed by `repeat.hex`,
+   * `repeat.times` times (as stored, `hex` is only the part before the repetition).
+   */
   hex: string;
   repeat?: { hex: string; times: number };
   frame?: unknown;
