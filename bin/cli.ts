@@ -321,7 +321,9 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       const keptSeq: number[] = [];
       let seq = 0;
       for (;;) {
-        const chunk = free.pop() ?? new Uint8Array(CHUNK_SIZE);
+        const reused = free.pop();
+        if (reused !== undefined) dissector.release(reused);
+        const chunk = reused ?? new Uint8Array(CHUNK_SIZE);
         let got: number;
         try {
           got = fs.readSync(fd, chunk, 0, CHUNK_SIZE, null);

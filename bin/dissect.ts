@@ -209,7 +209,9 @@ export class CaptureDissector {
     this.#sink = sink;
     this.#reader = new CaptureReader({ strict: false });
     const port = this.#port;
-    this.#tcp = new TcpReassembler({ isServerPort: (p) => p === port });
+    // The reassembler keeps its retransmission window as views of the chunks; release() copies it out of a
+    // chunk before the chunk is read into again.
+    this.#tcp = new TcpReassembler({ isServerPort: (p) => p === port, recentAsViews: true });
   }
 
   /** How many NBD connections were found so far. */
@@ -224,10 +226,11 @@ export class CaptureDissector {
 
   /**
    * Feeds the next chunk of the capture file. The incomplete frames the decoders hold are views of it: do
-   * not overwrite it until {@link oldestRetainedChunk} has moved past it (events handed to the sink are only
-   * valid during the sink call). Memory stays bounded because nothing else keeps views: the reassembler
-   * copies its retransmission window into a ring and its out-of-order data into its own buffers, and a
-   * decoder holds at most the frame it is completing. Throws `NbdDecodeError` when the file is not a capture.
+   * not overwrite it until {@link oldestRetainedChunk} has moved past it, and call {@link release} just
+   * before you do (events handed to the sink are only valid during the sink call). Memory stays bounded:
+   * the reassembler keeps at most 64 KiB per direction as views (its retransmission window, copied out of a
+   * chunk by `release`) and copies its out-of-order data into its own buffers, and a decoder holds at most
+   * the frame it is completing. Throws `NbdDecodeError` when the file is not a capture.
    */
   push(chunk: Uint8Array): void {
     this.#seq++;
@@ -235,6 +238,14 @@ export class CaptureDissector {
       for (const ev of this.#tcp.push(packet)) this.#tcpEvent(ev);
     }
     this.#readerFindings();
+  }
+
+  /**
+   * Says that `chunk`, pushed earlier, is about to be overwritten: what the TCP reassembler still keeps of it
+   * (the bytes it compares retransmissions with) is copied first. Call it before reading into a chunk again.
+   */
+  release(chunk: Uint8Array): void {
+    this.#tcp.release(chunk.buffer);
   }
 
   /**

@@ -549,6 +549,14 @@ export interface TcpReassemblerOptions {
    * Default {@link DEFAULT_RETRANSMIT_CHECK_BYTES} (64 KiB).
    */
   readonly retransmitCheckBytes?: number;
+  /**
+   * Keep the recently delivered bytes (see `retransmitCheckBytes`) as views of the packets' data instead of
+   * copying each packet into the ring as it is delivered. The caller then promises to call
+   * {@link TcpReassembler.release} with a buffer before it overwrites that buffer (a reader that reuses its
+   * read buffers, like `nbd-codec dissect`); the reassembler copies what it still needs at that moment. Saves
+   * copying every delivered byte once more. Default `false`.
+   */
+  readonly recentAsViews?: boolean;
 }
 
 interface Held {
@@ -574,8 +582,19 @@ interface Side {
   gapReason: string;
   /** Copy of the last delivered bytes: stream offset x is at ring[x % ring.length]. */
   ring: Uint8Array | undefined;
-  /** Stream offset of the oldest byte in the ring that is still valid, -1 when none is. */
+  /**
+   * Stream offset of the oldest recently delivered byte that is still known (in the ring, or in a pending
+   * view), -1 when none is.
+   */
   ringFrom: number;
+  /**
+   * `recentAsViews`: delivered data not copied into the ring yet, as views of the packets, in stream order
+   * from index `pendingFirst`; `pendingOff[i]` is the stream offset of `pending[i]`. Every known byte of the
+   * recent window is either here or in the ring.
+   */
+  pending: Uint8Array[];
+  pendingOff: number[];
+  pendingFirst: number;
 }
 
 interface Conn {
@@ -607,6 +626,9 @@ function side(dir: Direction): Side {
     gapReason: "",
     ring: undefined,
     ringFrom: -1,
+    pending: [],
+    pendingOff: [],
+    pendingFirst: 0,
   };
 }
 
@@ -671,6 +693,7 @@ export class TcpReassembler {
   readonly #isServerPort: ((port: number) => boolean) | undefined;
   readonly #maxHeld: number;
   readonly #recentMax: number;
+  readonly #recentAsViews: boolean;
   readonly #badLinks = new Set<number>();
   #out: TcpEvent[] = [];
   /** The packet being handled, parsed. */
@@ -700,6 +723,70 @@ export class TcpReassembler {
     }
     this.#maxHeld = maxHeld;
     this.#recentMax = recent;
+    this.#recentAsViews = options?.recentAsViews === true;
+  }
+
+  /**
+   * With `recentAsViews`: the caller is about to overwrite `buffer`. The reassembler copies the recently
+   * delivered bytes it still keeps as views of `buffer` into its own ring, and drops those views. Without
+   * `recentAsViews` there is nothing to do.
+   *
+   * @example
+   * ```ts
+   * import { TcpReassembler } from "@nbd/codec/trace";
+   * const tcp = new TcpReassembler({ recentAsViews: true });
+   * const chunk = new Uint8Array(1 << 20);
+   * // ... read a capture into chunk, push its packets ...
+   * tcp.release(chunk.buffer); // before reading the next part of the capture into chunk
+   * ```
+   *
+   * @param buffer the buffer about to be overwritten
+   */
+  release(buffer: ArrayBufferLike): void {
+    if (!this.#recentAsViews) return;
+    for (const c of this.#live) {
+      this.#releaseSide(c.c2s, buffer);
+      this.#releaseSide(c.s2c, buffer);
+    }
+  }
+
+  #releaseSide(s: Side, buffer: ArrayBufferLike): void {
+    const views = s.pending;
+    const offs = s.pendingOff;
+    if (views.length === s.pendingFirst) return;
+    // Views before pendingFirst left the window: they are dropped here too.
+    let kept = 0;
+    for (let i = s.pendingFirst; i < views.length; i++) {
+      const v = views[i]!;
+      if (v.buffer !== buffer) {
+        views[kept] = v;
+        offs[kept] = offs[i]!;
+        kept++;
+        continue;
+      }
+      // Copy the part of the view that is still in the window into the ring.
+      const max = this.#recentMax;
+      const from = Math.max(offs[i]!, s.next - max);
+      const to = offs[i]! + v.length;
+      if (from < to) this.#toRing(s, v.subarray(from - offs[i]!), from);
+    }
+    views.length = kept;
+    offs.length = kept;
+    s.pendingFirst = 0;
+  }
+
+  /** Copies `src` (stream offsets `start` to `start + src.length`, at most the ring's size) into the ring. */
+  #toRing(s: Side, src: Uint8Array, start: number): void {
+    const max = this.#recentMax;
+    const ring = s.ring ??= new Uint8Array(max);
+    const pos = start % max;
+    // Most segments fit before the end of the ring: one copy, and no view to allocate for it.
+    if (src.length <= max - pos) ring.set(src, pos);
+    else {
+      const first = max - pos;
+      ring.set(src.subarray(0, first), pos);
+      ring.set(src.subarray(first), 0);
+    }
   }
 
   /**
@@ -1027,20 +1114,39 @@ export class TcpReassembler {
     s.next = off + bytes.length;
     const max = this.#recentMax;
     if (max > 0 && bytes.length > 0) {
-      const ring = s.ring ??= new Uint8Array(max);
-      const src = bytes.length > max ? bytes.subarray(bytes.length - max) : bytes;
-      const start = s.next - src.length;
-      const pos = start % max;
-      // Most segments fit before the end of the ring: one copy, and no view to allocate for it.
-      if (src.length <= max - pos) ring.set(src, pos);
+      if (this.#recentAsViews) this.#keepView(s, bytes, off);
       else {
-        const first = max - pos;
-        ring.set(src.subarray(0, first), pos);
-        ring.set(src.subarray(first), 0);
+        const src = bytes.length > max ? bytes.subarray(bytes.length - max) : bytes;
+        this.#toRing(s, src, s.next - src.length);
       }
       if (s.ringFrom < 0) s.ringFrom = off;
       s.ringFrom = Math.max(s.ringFrom, s.next - max);
     }
+  }
+
+  /** `recentAsViews`: keeps `bytes` (at `off`) as a pending view; drops views that left the window. */
+  #keepView(s: Side, bytes: Uint8Array, off: number): void {
+    const views = s.pending;
+    const offs = s.pendingOff;
+    views.push(bytes);
+    offs.push(off);
+    const windowStart = s.next - this.#recentMax;
+    let first = s.pendingFirst;
+    while (offs[first]! + views[first]!.length <= windowStart) first++;
+    if (first > 32 && first * 2 > views.length) {
+      views.splice(0, first);
+      offs.splice(0, first);
+      first = 0;
+    }
+    s.pendingFirst = first;
+  }
+
+  /** Forgets every recently delivered byte (after a gap, at the end). */
+  #forgetRecent(s: Side): void {
+    s.ringFrom = -1;
+    s.pending.length = 0;
+    s.pendingOff.length = 0;
+    s.pendingFirst = 0;
   }
 
   /** Declares [next, to) missing; consecutive gaps are merged into one event. */
@@ -1054,7 +1160,7 @@ export class TcpReassembler {
     s.gapLength += to - s.next;
     s.next = to;
     // The ring holds only contiguous delivered bytes: nothing before a gap is compared any more.
-    s.ringFrom = -1;
+    this.#forgetRecent(s);
     this.#drain(c, s);
   }
 
@@ -1090,14 +1196,22 @@ export class TcpReassembler {
   }
 
   #compareRecent(c: Conn, s: Side, off: number, bytes: Uint8Array, packet: CapturePacket): void {
-    const ring = s.ring;
-    if (ring === undefined || s.ringFrom < 0) return;
+    if (s.ringFrom < 0) return;
     const from = Math.max(off, s.ringFrom);
     const to = Math.min(off + bytes.length, s.next);
     if (to <= from) return;
-    // Retransmissions are rare: a contiguous copy of the overlap keeps the comparison simple.
+    // Retransmissions are rare: a contiguous copy of the overlap keeps the comparison simple. Bytes still
+    // kept as views (recentAsViews) are newer than what the ring holds at their positions.
     const kept = new Uint8Array(to - from);
-    for (let x = from; x < to; x++) kept[x - from] = ring[x % ring.length]!;
+    const ring = s.ring;
+    if (ring !== undefined) { for (let x = from; x < to; x++) kept[x - from] = ring[x % ring.length]!; }
+    for (let i = s.pendingFirst; i < s.pending.length; i++) {
+      const v = s.pending[i]!;
+      const vo = s.pendingOff[i]!;
+      const a = Math.max(from, vo);
+      const b = Math.min(to, vo + v.length);
+      if (a < b) kept.set(v.subarray(a - vo, b - vo), a - from);
+    }
     this.#compare(c, s, from, bytes.subarray(from - off, to - off), from, kept, packet);
   }
 
@@ -1146,7 +1260,7 @@ export class TcpReassembler {
     s.held = [];
     s.heldBytes = 0;
     s.ring = undefined;
-    s.ringFrom = -1;
+    this.#forgetRecent(s);
     this.#out.push({ type: "close", connection: c.info.id, direction: s.dir, reason, streamOffset: s.next });
     if (c.c2s.closed && c.s2c.closed) this.#live.delete(c);
   }

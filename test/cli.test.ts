@@ -47,6 +47,8 @@ interface Segment {
   fromClient: boolean;
   flags: number;
   payload?: Uint8Array;
+  /** A retransmission: sent at this offset of its direction's byte stream, which does not advance. */
+  at?: number;
 }
 
 const SYN = 0x02, ACK = 0x10, PSH = 0x08, FIN = 0x01;
@@ -86,13 +88,14 @@ function connection(
     put16(frame, tcp + 2, s.fromClient ? serverPort : clientPort);
     const mine = s.fromClient ? "client" : "server";
     const theirs = s.fromClient ? "server" : "client";
-    put32(frame, tcp + 4, seq[mine]);
+    const isn = s.fromClient ? 1000 : 5000;
+    put32(frame, tcp + 4, s.at === undefined ? seq[mine] : (isn + 1 + s.at) >>> 0);
     put32(frame, tcp + 8, s.flags & ACK ? seq[theirs] : 0);
     frame[tcp + 12] = 0x50;
     frame[tcp + 13] = s.flags;
     put16(frame, tcp + 14, 0xffff);
     frame.set(payload, tcp + 20);
-    seq[mine] = (seq[mine] + payload.length + (s.flags & (SYN | FIN) ? 1 : 0)) >>> 0;
+    if (s.at === undefined) seq[mine] = (seq[mine] + payload.length + (s.flags & (SYN | FIN) ? 1 : 0)) >>> 0;
     records.push(frame);
   }
   return records;
@@ -119,12 +122,12 @@ function pcapFile(records: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A clean newstyle conversation: greeting, flags, GO, INFO + ACK, one READ with its simple reply, DISC. */
-function nbdSegments(): Segment[] {
-  const data = new Uint8Array(4096).fill(0x5a);
-  const reply = new Uint8Array(16 + 4096);
-  reply.set(hex("67446698 00000000 0000000000000001"));
-  reply.set(data, 16);
+/**
+ * TCP handshake, then a newstyle negotiation ending in transmission: greeting, client flags and NBD_OPT_GO
+ * (26 bytes together: the client's transmission bytes start at stream offset 26), NBD_INFO_EXPORT with
+ * `sizeAndFlags` (hex: 8 bytes of size, 2 of transmission flags), ACK.
+ */
+function negotiation(sizeAndFlags = "0000010000000000 000d"): Segment[] {
   return [
     { fromClient: true, flags: SYN },
     { fromClient: false, flags: SYN | ACK },
@@ -139,10 +142,21 @@ function nbdSegments(): Segment[] {
       fromClient: false,
       flags: PSH | ACK,
       payload: hex(
-        "0003E889045565A9 00000007 00000003 0000000C 0000 0000000000100000 0001" +
+        `0003E889045565A9 00000007 00000003 0000000C 0000 ${sizeAndFlags}` +
           "0003E889045565A9 00000007 00000001 00000000",
       ),
     },
+  ];
+}
+
+/** A clean newstyle conversation: greeting, flags, GO, INFO + ACK, one READ with its simple reply, DISC. */
+function nbdSegments(): Segment[] {
+  const data = new Uint8Array(4096).fill(0x5a);
+  const reply = new Uint8Array(16 + 4096);
+  reply.set(hex("67446698 00000000 0000000000000001"));
+  reply.set(data, 16);
+  return [
+    ...negotiation("0000000000100000 0001"),
     {
       fromClient: true,
       flags: PSH | ACK,
@@ -325,25 +339,7 @@ describe("nbd-codec dissect on synthetic captures", () => {
     // into recycled chunks, and must not overwrite one while a decoder still holds a view of it.
     const BIG = 2.5 * 1024 * 1024;
     const segmentsOf = (client: number): Segment[] => {
-      const segs: Segment[] = [
-        { fromClient: true, flags: SYN },
-        { fromClient: false, flags: SYN | ACK },
-        { fromClient: true, flags: ACK },
-        { fromClient: false, flags: PSH | ACK, payload: hex("4E42444D41474943 49484156454F5054 0003") },
-        {
-          fromClient: true,
-          flags: PSH | ACK,
-          payload: hex("00000003 49484156454F5054 00000007 00000006 00000000 0000"),
-        },
-        {
-          fromClient: false,
-          flags: PSH | ACK,
-          payload: hex(
-            "0003E889045565A9 00000007 00000003 0000000C 0000 0000010000000000 000d" +
-              "0003E889045565A9 00000007 00000001 00000000",
-          ),
-        },
-      ];
+      const segs: Segment[] = negotiation();
       for (let i = 1; i <= 12; i++) {
         const size = i <= 4 ? BIG : 4096 + 7 * i;
         const w = new Uint8Array(28 + size).fill(client * 16 + i);
@@ -393,6 +389,66 @@ describe("nbd-codec dissect on synthetic captures", () => {
       );
     }
     expect(lines.filter((l) => (l.findings as unknown[]).length > 0)).toEqual([]);
+  });
+
+  test("a retransmission is compared with the original bytes after the original's read chunk was reused", async () => {
+    // The client sends a 4 KiB WRITE, then six 1 MiB READs whose replies make the CLI recycle its read
+    // chunks (the WRITE's among them); then it retransmits the WRITE. The reassembler keeps its window as
+    // views of the chunks and must copy them out before a chunk is read into again.
+    const write = new Uint8Array(28 + 4096).fill(0x77);
+    write.set(hex("25609513 0000 0001 0000000000000001 0000000000000000 00001000"));
+    const segs = (retransmitted: Uint8Array): Segment[] => {
+      const out: Segment[] = [
+        ...negotiation(),
+        { fromClient: true, flags: PSH | ACK, payload: write },
+        { fromClient: false, flags: PSH | ACK, payload: hex("67446698 00000000 0000000000000001") },
+      ];
+      for (let i = 2; i <= 7; i++) {
+        const read = hex("25609513 0000 0000 0000000000000000 0000000000000000 00100000");
+        put32(read, 12, i);
+        out.push({ fromClient: true, flags: PSH | ACK, payload: read });
+        const reply = new Uint8Array(16 + 1024 * 1024).fill(i);
+        reply.set(hex("67446698 00000000 0000000000000000"));
+        put32(reply, 12, i);
+        for (let o = 0; o < reply.length; o += 60000) {
+          out.push({ fromClient: false, flags: PSH | ACK, payload: reply.subarray(o, o + 60000) });
+        }
+      }
+      // The WRITE followed the 26 bytes of client flags and NBD_OPT_GO.
+      out.push({ fromClient: true, flags: PSH | ACK, payload: retransmitted, at: 26 });
+      out.push(
+        {
+          fromClient: true,
+          flags: PSH | ACK,
+          payload: hex("25609513 0000 0002 0000000000000008 0000000000000000 00000000"),
+        },
+        { fromClient: true, flags: FIN | ACK },
+        { fromClient: false, flags: FIN | ACK },
+      );
+      return out;
+    };
+    const same = writeTemp("retransmit-same.pcap", pcapFile(connection(40000, 10809, segs(write))));
+    const r = await run("dissect", same, "--json", "--strict");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const lines = jsonLines(r.stdout);
+    expect(lines.filter((l) => l.kind === "request").map((l) => l.command)).toEqual([
+      "NBD_CMD_WRITE",
+      ...Array(6).fill("NBD_CMD_READ"),
+      "NBD_CMD_DISC",
+    ]);
+    expect(lines.filter((l) => (l.findings as unknown[]).length > 0)).toEqual([]);
+
+    const changed = Uint8Array.from(write);
+    changed[28 + 1000] = 0x78;
+    const differs = writeTemp("retransmit-differs.pcap", pcapFile(connection(40000, 10809, segs(changed))));
+    const d = await run("dissect", differs, "--json");
+    expect(d.code).toBe(0);
+    const found = jsonLines(d.stdout).filter((l) => l.kind === "capture");
+    expect(found.map((l) => [l.direction, l.streamOffset, (l.findings as { rule: string }[])[0]!.rule]))
+      .toEqual([
+        ["c2s", 26, "tcp-retransmission-mismatch"],
+      ]);
   });
 
   test("a clean conversation on port 10809 passes --strict", async () => {

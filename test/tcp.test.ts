@@ -330,6 +330,14 @@ const s2c = (seq: number, data: string, flags = PSH | ACK): Seg => ({
   data: text(data),
 });
 const HANDSHAKE: Seg[] = [c2s(1000, "", SYN), s2c(5000, "", SYN | ACK), c2s(1001, "", ACK)];
+/** Data, then retransmissions of parts of it: "XD" and "YY" differ from the first copies, "GH" fills a hole. */
+const RETRANSMITTED: Seg[] = [
+  c2s(1001, "ABCDEF"),
+  c2s(1003, "XD"),
+  c2s(1009, "ZZ"),
+  c2s(1009, "YY"),
+  c2s(1007, "GH"),
+];
 
 describe("TcpReassembler", () => {
   test("delivers both directions of a connection in order, then closes on FIN", () => {
@@ -399,14 +407,7 @@ describe("TcpReassembler", () => {
   });
 
   test("reports a retransmission with different bytes and keeps the first copy", () => {
-    const { events, raw } = run([
-      ...HANDSHAKE,
-      c2s(1001, "ABCDEF"),
-      c2s(1003, "XD"),
-      c2s(1009, "ZZ"),
-      c2s(1009, "YY"),
-      c2s(1007, "GH"),
-    ]);
+    const { events, raw } = run([...HANDSHAKE, ...RETRANSMITTED]);
     expect(events.slice(1, -2)).toEqual([
       "data 0 c2s @0 ABCDEF",
       "finding tcp-retransmission-mismatch 0 c2s @2",
@@ -441,6 +442,78 @@ describe("TcpReassembler", () => {
       "data 0 c2s @0 ABCDEFGHIJKL",
       "finding tcp-retransmission-mismatch 0 c2s @8",
     ]);
+  });
+
+  describe("recentAsViews", () => {
+    // Packets whose data lives in one reused buffer, as a reader that reuses its read buffer gives them.
+    const shared = new Uint8Array(4096);
+    let used = 0;
+    function inShared(seg: Seg): CapturePacket {
+      const p = packet(ethTcp(seg));
+      shared.set(p.data, used);
+      const data = shared.subarray(used, used + p.data.length);
+      used += p.data.length;
+      return { ...p, data };
+    }
+    function runShared(
+      before: Seg[],
+      after: Seg[],
+      release: boolean,
+      options: TcpReassemblerOptions = {},
+    ): unknown[] {
+      packetIndex = 0;
+      used = 0;
+      const r = new TcpReassembler({ ...options, recentAsViews: true });
+      const raw: TcpEvent[] = [];
+      const out: unknown[] = [];
+      for (const s of before) raw.push(...r.push(inShared(s)));
+      out.push(...raw.map(compact));
+      // The reader reuses its buffer: release it, then overwrite it.
+      if (release) r.release(shared.buffer);
+      shared.fill(0x3f);
+      used = 0;
+      for (const s of after) out.push(...r.push(inShared(s)).map(compact));
+      out.push(...r.end().map(compact));
+      return out;
+    }
+
+    test("gives the same events as the copying ring while nothing is overwritten", () => {
+      const segs = [...HANDSHAKE, ...RETRANSMITTED, c2s(1005, "EFGH")];
+      const copied = run(segs).events;
+      expect(run(segs, { recentAsViews: true }).events).toEqual(copied);
+      expect(copied).toContain("finding tcp-retransmission-mismatch 0 c2s @2");
+      const small = run(segs, { retransmitCheckBytes: 4 }).events;
+      expect(run(segs, { retransmitCheckBytes: 4, recentAsViews: true }).events).toEqual(small);
+    });
+
+    test("copies what it keeps when the caller releases the buffer, and compares with that copy", () => {
+      const before = [...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK")];
+      // Retransmitted with the same bytes: no finding, although the original packets' buffer was overwritten.
+      const same = runShared(before, [c2s(1004, "DEFGH")], true);
+      expect(same.filter((e) => String(e).startsWith("finding"))).toEqual([]);
+      // With different bytes: reported at the overlap.
+      const differs = runShared(before, [c2s(1004, "DEXGH")], true);
+      expect(differs).toContain("finding tcp-retransmission-mismatch 0 c2s @3");
+      // Without the release the views see the overwritten buffer: the promise the option asks for matters.
+      const broken = runShared(before, [c2s(1004, "DEFGH")], false);
+      expect(broken).toContain("finding tcp-retransmission-mismatch 0 c2s @3");
+    });
+
+    test("copies only the recent window at release, across the end of the ring", () => {
+      const before = [...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK")];
+      const opts = { retransmitCheckBytes: 8 };
+      // Offsets 3-10 are kept; 5-9 straddle the ring's end (8 bytes: offsets 8-10 wrap to slots 0-2).
+      expect(
+        runShared(before, [c2s(1006, "FGHIJ")], true, opts).filter((e) => String(e).startsWith("finding")),
+      )
+        .toEqual([]);
+      expect(runShared(before, [c2s(1006, "FGHXJ")], true, opts)).toContain(
+        "finding tcp-retransmission-mismatch 0 c2s @5",
+      );
+      // Offsets 0-2 left the window: a retransmission of them is not compared.
+      expect(runShared(before, [c2s(1001, "XXX")], true, opts).filter((e) => String(e).startsWith("finding")))
+        .toEqual([]);
+    });
   });
 
   test("reports missing bytes as a gap at the end of the capture and delivers what follows", () => {
