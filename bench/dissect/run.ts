@@ -15,7 +15,7 @@
  * or deno run -A bench/dissect/run.ts [same options]. `--json` prints one JSON object per goal (`id`,
  * `measured`, `target`, `pass`, and details) on standard output, the table going to standard error;
  * `--write` also replaces the results
- * section of docs/dissect.md. Captures are generated into /tmp/nbd-codec-bench/ (about 1.4 GB; never
+ * section of docs/dissect.md. Captures are generated into /tmp/nbd-codec-bench/ (about 2.4 GB; never
  * committed) and reused by later runs.
  *
  * @module
@@ -77,6 +77,13 @@ const CAPTURES: readonly CaptureSpec[] = [
     file: path.join(DIR, "small-100m.pcap"),
     make: (f) => generate(f, 100e6, 65483, 4096),
     what: "100 MB, 4 KiB WRITEs (one packet each) and their replies: 23 365 WRITEs, 46 739 packets",
+  },
+  {
+    name: "small-1g",
+    file: path.join(DIR, "small-1g.pcap"),
+    make: (f) => generate(f, 1024e6, 65483, 4096),
+    what: "1024 MB, 4 KiB WRITEs (one packet each) and their replies: 239 253 WRITEs, 478 515 packets; " +
+      "small-100m ten times over, so that start-up and warm-up weigh a tenth as much",
   },
   {
     name: "loopback-1g",
