@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * Entry point of the `nbd-codec` command: `node dist/nbd-codec.js dissect` (npm `bin`), or under Deno
- * `deno run -A bin/nbd-codec.ts dissect`.
+ * Entry point of the `nbd-codec` command: built into `dist/nbd-codec.cjs`, which the npm `bin`
+ * (`dist/start.cjs`, from `bin/start.ts`) runs with a compile cache; under Deno `deno run -A bin/nbd-codec.ts
+ * dissect`.
  *
  * @module
  */
@@ -21,18 +22,34 @@ function packageRoot(): string | undefined {
   }
 }
 
-process.stdout.on("error", (e: NodeJS.ErrnoException) => {
-  // The reader went away (`nbd-codec dissect | head`): stop quietly.
-  if (e.code === "EPIPE") process.exit(0);
-  throw e;
-});
+/** Waits `ms` milliseconds. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Writes all of `text` to file descriptor `fd` with `fs.writeSync`, without Node's stream machinery (whose
+ * loading alone is a few milliseconds of every run): waits and retries when a non-blocking pipe or terminal
+ * is full (EAGAIN), and ends the process quietly when the reader went away (`nbd-codec dissect | head`).
+ */
+async function writeAll(fd: number, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  let at = 0;
+  while (at < bytes.length) {
+    try {
+      at += fs.writeSync(fd, bytes, at, bytes.length - at);
+    } catch (e) {
+      const code = (e as { code?: unknown }).code;
+      if (code === "EAGAIN") await sleep(1);
+      else if (code === "EPIPE") process.exit(0);
+      else throw e;
+    }
+  }
+}
 
 main(process.argv.slice(2), {
-  stdout: (text) =>
-    process.stdout.write(text)
-      ? undefined
-      : new Promise<void>((resolve) => process.stdout.once("drain", resolve)),
-  stderr: (text) => void process.stderr.write(text),
+  stdout: (text) => writeAll(1, text),
+  stderr: (text) => void writeAll(2, text).catch(() => {}),
 }, { root: packageRoot() }).then(
   (code) => {
     process.exitCode = code;

@@ -19,5 +19,22 @@ step "dist smoke test (Node ESM, Node CJS, Deno)"
 node --input-type=module -e 'import * as m from "nbd-codec"; if (typeof m.decodeGreeting !== "function") process.exit(1); const t = await import("nbd-codec/trace"); console.log("esm ok", Object.keys(m).length, "exports;", Object.keys(t).length, "trace exports")'
 node -e 'const m = require("nbd-codec"); if (typeof m.decodeGreeting !== "function") process.exit(1); require("nbd-codec/trace"); console.log("cjs ok")'
 npx deno eval 'import * as m from "./dist/mod.js"; if (typeof m.decodeGreeting !== "function") Deno.exit(1); console.log("deno dist ok")'
+
+step "npm bin (dist/start.cjs): same output as the bundle, compile cache written, used, and renewed when bad"
+cache=$(mktemp -d)
+trap 'rm -rf "$cache"' EXIT
+run_bin() { NODE_COMPILE_CACHE="$cache/dir" NODE_DEBUG=nbd-codec node dist/start.cjs dissect 2>>"$cache/log"; }
+node dist/nbd-codec.cjs dissect > "$cache/expected.txt"
+run_bin > "$cache/1.txt"
+run_bin > "$cache/2.txt"
+for f in "$cache"/dir/*.v8cache; do head -c 4096 /dev/urandom > "$f"; done
+run_bin > "$cache/3.txt"
+run_bin > "$cache/4.txt"
+for i in 1 2 3 4; do cmp "$cache/expected.txt" "$cache/$i.txt"; done
+cut -d' ' -f4 "$cache/log" | tr '\n' ' ' | tee /dev/stderr | grep -qx 'absent written used rejected written used '
+echo
+npx deno run -A dist/start.cjs dissect | cmp "$cache/expected.txt" -
+echo "bin ok: $(wc -l < "$cache/expected.txt") lines, cache absent, written, used, rejected, written, used; Deno ok"
+
 echo
 echo "check: all passed"

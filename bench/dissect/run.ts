@@ -1,5 +1,5 @@
 /**
- * Dissect benchmark: `nbd-codec dissect` (the built npm bin, `node dist/nbd-codec.js`, text and `--json`)
+ * Dissect benchmark: `nbd-codec dissect` (the built npm bin, `node dist/start.cjs`, text and `--json`)
  * against `tshark -r CAPTURE --enable-heuristic nbd_tcp -V -O nbd`, side by side on the same files in the same
  * run. Each round runs the three commands one after the other on one capture, 5 rounds per capture (`--runs`);
  * a speed-up is the median over the rounds of tshark's wall time over ours in that round (so that load that
@@ -28,7 +28,7 @@ import process from "node:process";
 import { generate, generateMixed } from "./generate.ts";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
-const CLI = path.join(ROOT, "dist", "nbd-codec.js");
+const CLI = path.join(ROOT, "dist", "start.cjs");
 const DIR = path.join(os.tmpdir(), "nbd-codec-bench");
 const DOC = path.join(ROOT, "docs", "dissect.md");
 const START = "<!-- bench:dissect:start -->";
