@@ -1,10 +1,12 @@
 /**
- * Dissect benchmark: `nbd-codec dissect` (the built npm bin, `node dist/start.cjs`, text and `--json`)
- * against `tshark -r CAPTURE --enable-heuristic nbd_tcp -V -O nbd`, side by side on the same files in the same
- * run. Each round runs the three commands one after the other on one capture, 5 rounds per capture (`--runs`);
+ * Dissect benchmark: `nbd-codec dissect` (the built npm bin, `node dist/start.cjs`, text and `--json`; under
+ * Deno beside) against `tshark -r CAPTURE --enable-heuristic nbd_tcp -V -O nbd`, side by side on the same
+ * files in the same run. Each round runs the commands one after the other on one capture, 5 rounds per
+ * capture (`--runs`);
  * a speed-up is the median over the rounds of tshark's wall time over ours in that round (so that load that
  * comes and goes on the machine hits both sides alike), with the range over the rounds. Throughput is MB of
- * capture per second of wall time (process start included), CPU time is user + system; peak RSS is
+ * capture per second of wall time (process start included; timed here with performance.now() around the
+ * spawn, as /usr/bin/time counts only hundredths), CPU time is user + system; peak RSS is
  * `/usr/bin/time -v`'s "Maximum resident set size". Output of both tools goes to /dev/null.
  *
  * Goals (bench/RESULTS.md, "Dissect"): at least 5x tshark's throughput (`dissect-speedup-CAPTURE`, text
@@ -94,19 +96,56 @@ const CAPTURES: readonly CaptureSpec[] = [
   },
 ];
 
-const TOOLS = ["nbd-codec dissect", "nbd-codec dissect --json", "tshark -V -O nbd"] as const;
-type Tool = (typeof TOOLS)[number];
+/**
+ * Environment variables removed from every measured command. This machine kind sets NODE_EXTRA_CA_CERTS to
+ * the system's CA bundle (for its network proxy); Node 20 then parses 150 KB of certificates before running
+ * any script, which took `node -e 0` from 22 ms to 60 ms here. dissect makes no TLS connection and tshark
+ * reads no such variable, so it is taken out; the "(environment as given)" row shows what it costs.
+ */
+const REMOVED_ENV = ["NODE_EXTRA_CA_CERTS"] as const;
+const INHERITED = REMOVED_ENV.some((k) => process.env[k] !== undefined);
+
+const OURS = "nbd-codec dissect";
+const OURS_JSON = "nbd-codec dissect --json";
+const OURS_DENO = "nbd-codec dissect (Deno)";
+const OURS_INHERITED = "nbd-codec dissect (environment as given)";
+const TSHARK = "tshark -V -O nbd";
+/** The commands measured in each round, in order: the gated one first, tshark last. */
+const TOOLS: readonly string[] = [OURS, OURS_JSON, OURS_DENO, ...(INHERITED ? [OURS_INHERITED] : []), TSHARK];
+type Tool = string;
 
 function argv(tool: Tool, file: string): string[] {
   const node = process.env.NODE ?? "node";
   switch (tool) {
-    case "nbd-codec dissect":
+    case OURS:
+    case OURS_INHERITED:
       return [node, CLI, "dissect", file];
-    case "nbd-codec dissect --json":
+    case OURS_JSON:
       return [node, CLI, "dissect", file, "--json"];
-    case "tshark -V -O nbd":
+    case OURS_DENO:
+      return [
+        process.env.DENO ?? "deno",
+        "run",
+        "-A",
+        path.join(ROOT, "bin", "nbd-codec.ts"),
+        "dissect",
+        file,
+      ];
+    case TSHARK:
       return ["tshark", "-r", file, "--enable-heuristic", "nbd_tcp", "-V", "-O", "nbd"];
   }
+  throw new Error(`unknown tool ${tool}`);
+}
+
+/**
+ * The command line that runs `args` in the environment of `tool`: through env(1), with {@link REMOVED_ENV}
+ * unset unless the row is "as given". (Deno's `node:child_process` adds the parent's environment to an `env`
+ * option instead of replacing it, so the variables are removed by env(1); every command goes through it,
+ * so that each pays the same extra exec.)
+ */
+function withEnvironment(tool: Tool, args: readonly string[]): string[] {
+  const unset = tool === OURS_INHERITED ? [] : REMOVED_ENV.flatMap((k) => ["-u", k]);
+  return ["env", ...unset, ...args];
 }
 
 interface Sample {
@@ -119,19 +158,19 @@ interface Sample {
 
 function timed(args: readonly string[]): Sample {
   const stats = path.join(DIR, "time.txt");
+  const start = performance.now();
   const r = spawnSync("/usr/bin/time", ["-v", "-o", stats, ...args], {
     stdio: ["ignore", "ignore", "ignore"],
   });
+  const seconds = (performance.now() - start) / 1000;
   if (r.status !== 0) throw new Error(`${args.join(" ")} exited with ${r.status}`);
   const text = fs.readFileSync(stats, "utf8");
-  const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)/.exec(text);
   const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(text);
   const user = /User time \(seconds\): ([\d.]+)/.exec(text);
   const sys = /System time \(seconds\): ([\d.]+)/.exec(text);
-  if (wall === null || rss === null || user === null || sys === null) {
+  if (rss === null || user === null || sys === null) {
     throw new Error(`cannot parse /usr/bin/time output:\n${text}`);
   }
-  const seconds = Number(wall[1] ?? 0) * 3600 + Number(wall[2]) * 60 + Number(wall[3]);
   return { seconds, cpuSeconds: Number(user[1]) + Number(sys[1]), rssKb: Number(rss[1]) };
 }
 
@@ -177,11 +216,11 @@ function measure(c: CaptureSpec, runs: number): Row[] {
   const megabytes = fs.statSync(c.file).size / 1e6;
   const samples = new Map<Tool, Sample[]>(TOOLS.map((t) => [t, []]));
   // Warm the page cache (and the tools' own files) once, unmeasured.
-  for (const t of TOOLS) timed(argv(t, c.file));
+  for (const t of TOOLS) timed(withEnvironment(t, argv(t, c.file)));
   for (let i = 0; i < runs; i++) {
-    for (const t of TOOLS) samples.get(t)!.push(timed(argv(t, c.file)));
+    for (const t of TOOLS) samples.get(t)!.push(timed(withEnvironment(t, argv(t, c.file))));
   }
-  const ref = samples.get("tshark -V -O nbd")!;
+  const ref = samples.get(TSHARK)!;
   return TOOLS.map((tool) => {
     const s = samples.get(tool)!;
     const row: Row = {
@@ -222,9 +261,11 @@ function r3(v: Stat): number[] {
 function goals(rows: readonly Row[]): Goal[] {
   const out: Goal[] = [];
   for (const c of CAPTURES) {
-    const ours = rows.find((r) => r.capture === c.name && r.tool === "nbd-codec dissect");
-    const json = rows.find((r) => r.capture === c.name && r.tool === "nbd-codec dissect --json");
-    const tshark = rows.find((r) => r.capture === c.name && r.tool === "tshark -V -O nbd");
+    const ours = rows.find((r) => r.capture === c.name && r.tool === OURS);
+    const json = rows.find((r) => r.capture === c.name && r.tool === OURS_JSON);
+    const deno = rows.find((r) => r.capture === c.name && r.tool === OURS_DENO);
+    const inherited = rows.find((r) => r.capture === c.name && r.tool === OURS_INHERITED);
+    const tshark = rows.find((r) => r.capture === c.name && r.tool === TSHARK);
     if (ours === undefined || json === undefined || tshark === undefined) continue;
     out.push({
       id: `dissect-speedup-${c.name}`,
@@ -240,6 +281,8 @@ function goals(rows: readonly Row[]): Goal[] {
         tsharkMBps: r3(tshark.mbps),
         cpuSpeedup: r3(ours.cpuSpeedup),
         jsonSpeedup: r3(json.speedup),
+        ...(deno === undefined ? {} : { denoSpeedup: r3(deno.speedup) }),
+        ...(inherited === undefined ? {} : { environmentAsGivenSpeedup: r3(inherited.speedup) }),
         oursRssMB: r3(ours.rssMb),
         tsharkRssMB: r3(tshark.rssMb),
       },
@@ -268,20 +311,24 @@ function table(rows: readonly Row[], gs: readonly Goal[], runs: number, load: re
       new Date().toISOString().slice(0, 16).replace("T", " ")
     } UTC on ${cpu} (${os.cpus().length} CPUs), Node ${
       firstLine(process.env.NODE ?? "node", ["--version"])
-    }, ${
+    }, ${firstLine(process.env.DENO ?? "deno", ["--version"])}, ${
       firstLine("tshark", ["--version"]).replace(/\.$/, "")
-    }. ${runs} rounds per capture, each running the three commands one after the other; median (range) ` +
+    }. ${runs} rounds per capture, each running the ${TOOLS.length} commands one after the other; median (range) ` +
     "over the rounds. MB/s of capture per second of wall time (process start included) and per second of " +
     "CPU time (user + system, all threads). Speed-up: tshark's time over ours in the same round (wall time, " +
     `then CPU time), median (range) over the rounds. Load average (1 min) ${load[0]!.toFixed(1)} before, ${
       load[1]!.toFixed(1)
-    } after, on ${os.cpus().length} CPUs: other work ran on the machine. Output to /dev/null.`,
+    } after, on ${os.cpus().length} CPUs: other work ran on the machine. Output to /dev/null. The gated ` +
+    `row is the npm bin under Node (\`node dist/start.cjs dissect\`, its compile cache written by the ` +
+    `unmeasured first run); Deno (\`deno run -A bin/nbd-codec.ts dissect\`) is reported beside. ` +
+    `${REMOVED_ENV.join(", ")} removed from the measured commands' environment` +
+    (INHERITED ? ' except in the "(environment as given)" row' : "") + ".",
     "",
     "| capture | tool | MB/s (wall) | MB/s (CPU) | peak RSS (MB) | speed-up vs tshark (wall) | speed-up (CPU) |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
-    const isRef = r.tool === "tshark -V -O nbd";
+    const isRef = r.tool === TSHARK;
     lines.push(
       `| ${r.capture} | ${r.tool} | ${fmt(r.mbps, 0)} | ${fmt(r.cpuMbps, 0)} | ${fmt(r.rssMb, 0)} | ${
         isRef ? "1.0x" : fmt(r.speedup, 1) + "x"
