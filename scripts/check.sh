@@ -31,8 +31,8 @@ for f in "$cache"/dir/*.v8cache; do head -c 4096 /dev/urandom > "$f"; done
 run_bin > "$cache/3.txt"
 run_bin > "$cache/4.txt"
 for i in 1 2 3 4; do cmp "$cache/expected.txt" "$cache/$i.txt"; done
-cut -d' ' -f4 "$cache/log" | tr '\n' ' ' | tee /dev/stderr | grep -qx 'absent written used rejected written used '
-echo
+states=$(cut -d' ' -f4 "$cache/log" | tr '\n' ' ')
+[ "$states" = "absent written used rejected written used " ] || { echo "compile cache states: $states" >&2; exit 1; }
 npx deno run -A dist/start.cjs dissect | cmp "$cache/expected.txt" -
 echo "bin ok: $(wc -l < "$cache/expected.txt") lines, cache absent, written, used, rejected, written, used; Deno ok"
 
