@@ -22,6 +22,8 @@ function packageRoot(): string | undefined {
   }
 }
 
+const UTF8 = new TextEncoder();
+
 /** Waits `ms` milliseconds. */
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -33,7 +35,7 @@ function sleep(ms: number): Promise<void> {
  * is full (EAGAIN), and ends the process quietly when the reader went away (`nbd-codec dissect | head`).
  */
 async function writeAll(fd: number, text: string): Promise<void> {
-  const bytes = new TextEncoder().encode(text);
+  const bytes = UTF8.encode(text);
   let at = 0;
   while (at < bytes.length) {
     try {
