@@ -36,5 +36,18 @@ states=$(cut -d' ' -f4 "$cache/log" | tr '\n' ' ')
 npx deno run -A dist/start.cjs dissect | cmp "$cache/expected.txt" -
 echo "bin ok: $(wc -l < "$cache/expected.txt") lines, cache absent, written, used, rejected, written, used; Deno ok"
 
+step "npm bin: a reader that goes away (EPIPE) ends the run with status 0 and nothing on stderr"
+for runtime in "node dist/start.cjs" "npx deno run -A bin/nbd-codec.ts"; do
+  set +o pipefail
+  $runtime dissect 2>"$cache/epipe.err" | { exec <&-; sleep 1; }
+  rc=${PIPESTATUS[0]}
+  set -o pipefail
+  if [ "$rc" != 0 ] || [ -s "$cache/epipe.err" ]; then
+    echo "$runtime: status $rc, stderr: $(cat "$cache/epipe.err")" >&2
+    exit 1
+  fi
+  echo "$runtime: status 0, stderr empty"
+done
+
 echo
 echo "check: all passed"
