@@ -1,12 +1,28 @@
 import { defineConfig } from "tsup";
 
-export default defineConfig({
-  // `start` is the npm bin (dist/start.cjs): it runs the `nbd-codec` bundle with a V8 code cache.
-  entry: { mod: "mod.ts", trace: "trace.ts", "nbd-codec": "bin/nbd-codec.ts", start: "bin/start.ts" },
-  format: ["esm", "cjs"],
-  dts: { entry: { mod: "mod.ts", trace: "trace.ts" } },
-  clean: true,
-  sourcemap: false,
-  target: "es2022",
-  treeshake: true,
-});
+// Two builds, run side by side by tsup: the library (ESM and CommonJS, with declarations), and the command
+// line (CommonJS only). The library build empties dist/ first, all but the command line's two files, which
+// the other build writes.
+const CLI_FILES = ["nbd-codec.cjs", "start.cjs"];
+
+export default defineConfig([
+  {
+    entry: { mod: "mod.ts", trace: "trace.ts" },
+    format: ["esm", "cjs"],
+    dts: true,
+    clean: CLI_FILES.map((f) => `!${f}`),
+    sourcemap: false,
+    target: "es2022",
+    treeshake: true,
+  },
+  {
+    // `start` is the npm bin (dist/start.cjs): it runs the `nbd-codec` bundle with a V8 code cache.
+    entry: { "nbd-codec": "bin/nbd-codec.ts", start: "bin/start.ts" },
+    format: ["cjs"],
+    dts: false,
+    clean: false,
+    sourcemap: false,
+    target: "es2022",
+    treeshake: true,
+  },
+]);
