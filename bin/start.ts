@@ -83,8 +83,8 @@ function runCached(bundle: string, dir: string): void {
   const source = fs.readFileSync(bundle, "utf8");
   // The bundle's identity: a reinstall or rebuild writes a new file (new inode, change time and usually
   // size). Hashing its content instead would load node:crypto, about 3 ms.
-  const s = fs.statSync(bundle, { bigint: true });
-  const id = [s.dev, s.ino, s.size, s.ctimeNs].map((n) => n.toString(36)).join("-");
+  const s = fs.statSync(bundle);
+  const id = [s.dev, s.ino, s.size, s.ctimeMs].map((n) => n.toString(36)).join("-");
   const file = path.join(dir, `${process.version}-${process.arch}-${id}.v8cache`);
   const cachedData = readOrUndefined(file);
   // The wrapper Node puts around a CommonJS module; a "#!" line becomes a comment (line numbers unchanged).
