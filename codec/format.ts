@@ -553,23 +553,40 @@ function optionReplyText(out: Block, f: OptionReplyFrame, frameLength: number): 
   }
 }
 
-function requestText(out: Block, e: ConversationFrame, f: Request): void {
-  // The hottest block: one template, no call per line.
-  out.text += `
+/**
+ * What a request's text holds before its cookie, from ` bytes: ` on (the rest of the header line, magic,
+ * flags and type), by command, flags and header kind: memoized, so that the hottest block costs a few
+ * concatenations of the values that change.
+ */
+const REQUEST_HEAD = new Map<number, string>();
+
+function requestHead(f: Request): string {
+  const key = f.command * 0x2_0000 + f.flags * 2 + (f.extended ? 1 : 0);
+  let t = REQUEST_HEAD.get(key);
+  if (t === undefined) {
+    t = ` bytes: request${f.extended ? " (extended header)" : ""}
     Magic: ${f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)"}
     Command flags: ${flagsText("commandFlag", f.flags, 4)}
     Type: ${codeText("command", f.command)}
-    Cookie: ${f.cookie}
-    Offset: ${f.offset}
-    Length: ${f.length}`;
+    Cookie: `;
+    if (REQUEST_HEAD.size < 1024) REQUEST_HEAD.set(key, t);
+  }
+  return t;
+}
+
+/** A request's text after the header line's `L` (frame length): see {@link requestHead}. */
+function requestText(e: ConversationFrame, f: Request): string {
+  let text = requestHead(f) + f.cookie + "\n    Offset: " + f.offset + "\n    Length: " + f.length;
   const payload = e.frameLength - requestHeaderLength(f);
   if (f.blockStatus !== undefined) {
+    const out = new Block(text);
     line(out, "Effect length", f.blockStatus.effectLength);
     for (const id of f.blockStatus.contextIds) line(out, "Metadata context ID", id);
+    text = out.text;
   } else if (payload > 0) {
-    out.text += `
-    Data: ${payload} bytes`;
+    text += "\n    Data: " + payload + " bytes";
   }
+  return text;
 }
 
 function requestRef(e: ConversationFrame): string | undefined {
@@ -578,21 +595,33 @@ function requestRef(e: ConversationFrame): string | undefined {
   return `[Request: ${codeName("command", r.command)}, offset ${r.offset}, length ${r.length}]`;
 }
 
-function simpleReplyText(out: Block, e: ConversationFrame, f: SimpleReply): void {
-  out.text += `
+/** A simple reply's text before its cookie, from ` bytes: ` on, by error: memoized. */
+const SIMPLE_REPLY_HEAD = new Map<number, string>();
+/** `\n    [Request: NAME, offset `, by command: memoized. */
+const REQUEST_REF_HEAD = new Map<number, string>();
+
+function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
+  let head = SIMPLE_REPLY_HEAD.get(f.error);
+  if (head === undefined) {
+    head = ` bytes: simple-reply
     Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)
     Error: ${f.error === 0 ? "0 (success)" : codeText("error", f.error)}
-    Cookie: ${f.cookie}`;
-  const data = e.frameLength - SIMPLE_REPLY_HEADER;
-  if (data > 0) {
-    out.text += `
-    Data: ${data} bytes`;
+    Cookie: `;
+    if (SIMPLE_REPLY_HEAD.size < 1024) SIMPLE_REPLY_HEAD.set(f.error, head);
   }
+  let text = head + f.cookie;
+  const data = e.frameLength - SIMPLE_REPLY_HEADER;
+  if (data > 0) text += "\n    Data: " + data + " bytes";
   const r = e.request;
   if (r !== undefined) {
-    out.text += `
-    [Request: ${codeName("command", r.command)}, offset ${r.offset}, length ${r.length}]`;
+    let ref = REQUEST_REF_HEAD.get(r.command);
+    if (ref === undefined) {
+      ref = `\n    [Request: ${codeName("command", r.command)}, offset `;
+      if (REQUEST_REF_HEAD.size < 1024) REQUEST_REF_HEAD.set(r.command, ref);
+    }
+    text += ref + r.offset + ", length " + r.length + "]";
   }
+  return text;
 }
 
 function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {
@@ -656,14 +685,33 @@ function findingsText(out: Block, findings: readonly Finding[]): void {
   }
 }
 
+/** `: connection C, DIR, offset ` (the middle of a header line), by connection and direction: memoized. */
+const HEAD_MIDDLE = new Map<number, string>();
+
+function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
+  const key = connection * 2 + (direction === "c2s" ? 0 : 1);
+  let t = HEAD_MIDDLE.get(key);
+  if (t === undefined) {
+    t = `: connection ${connection}, ${direction}, offset `;
+    if (HEAD_MIDDLE.size < 1024) HEAD_MIDDLE.set(key, t);
+  }
+  return t;
+}
+
 function frameText(e: ConversationFrame, n: number): string {
   const f = e.frame;
-  const extended = (f.type === "request" || f.type === "reply-chunk") && f.extended
-    ? " (extended header)"
-    : "";
-  const out = new Block(
-    `Frame ${n}: connection ${e.connection}, ${e.direction}, offset ${e.frameOffset}, ${e.frameLength} bytes: ${f.type}${extended}`,
-  );
+  // `Frame N: connection C, DIR, offset O, L`: the rest of the header line comes with the fields.
+  const head = "Frame " + n + headMiddle(e.connection, e.direction) + e.frameOffset + ", " + e.frameLength;
+  if (f.type === "request" || f.type === "simple-reply") {
+    // The hot kinds: built in one string, no Block.
+    const text = head + (f.type === "request" ? requestText(e, f) : simpleReplyText(e, f));
+    if (e.findings.length === 0) return text;
+    const out = new Block(text);
+    findingsText(out, e.findings);
+    return out.text;
+  }
+  const extended = f.type === "reply-chunk" && f.extended ? " (extended header)" : "";
+  const out = new Block(head + " bytes: " + f.type + extended);
   switch (f.type) {
     case "oldstyle-greeting":
       line(out, "Magic", "0x4e42444d41474943 (NBDMAGIC)");
@@ -690,12 +738,6 @@ function frameText(e: ConversationFrame, n: number): string {
       line(out, "Export size", f.size);
       line(out, "Transmission flags", flagsText("transmissionFlag", f.transmissionFlags, 4));
       line(out, "Zeroes", f.zeroPadding ? "124 bytes" : "none (NBD_FLAG_NO_ZEROES)");
-      break;
-    case "request":
-      requestText(out, e, f);
-      break;
-    case "simple-reply":
-      simpleReplyText(out, e, f);
       break;
     case "reply-chunk":
       chunkText(out, e, f);

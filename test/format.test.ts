@@ -406,6 +406,94 @@ describe("requests", () => {
   });
 });
 
+describe("memoised text of the hot frames", () => {
+  test("formatEventText() gives each request and simple reply its own values when the fixed part repeats", () => {
+    // Same command, flags and header kind twice: the memoised part must not carry the first one's values.
+    const a = wrap(
+      "c2s",
+      decodeRequest(hex("25609513 0001 0001 0000000000000007 0000000000001000 00000004 01020304")),
+      {
+        connection: 3,
+        frameOffset: 28,
+      },
+    );
+    const b = wrap(
+      "c2s",
+      decodeRequest(hex("25609513 0001 0001 0000000000000008 0000000000002000 00000002 0506")),
+      {
+        connection: 3,
+        frameOffset: 60,
+      },
+    );
+    expect(textLines(a, 5)).toEqual([
+      "Frame 5: connection 3, c2s, offset 28, 32 bytes: request",
+      "    Magic: 0x25609513 (NBD_REQUEST_MAGIC)",
+      "    Command flags: 0x0001 (NBD_CMD_FLAG_FUA)",
+      "    Type: NBD_CMD_WRITE (1)",
+      "    Cookie: 7",
+      "    Offset: 4096",
+      "    Length: 4",
+      "    Data: 4 bytes",
+    ]);
+    expect(textLines(b, 6)).toEqual([
+      "Frame 6: connection 3, c2s, offset 60, 30 bytes: request",
+      "    Magic: 0x25609513 (NBD_REQUEST_MAGIC)",
+      "    Command flags: 0x0001 (NBD_CMD_FLAG_FUA)",
+      "    Type: NBD_CMD_WRITE (1)",
+      "    Cookie: 8",
+      "    Offset: 8192",
+      "    Length: 2",
+      "    Data: 2 bytes",
+    ]);
+    // Another connection and direction, and a reply whose request is another command.
+    const r1 = wrap("s2c", decodeSimpleReply(hex("67446698 00000000 0000000000000007")), {
+      connection: 3,
+      frameOffset: 16,
+      request: readRequest(),
+    });
+    const r2 = wrap("s2c", decodeSimpleReply(hex("67446698 0000001C 0000000000000009")), { connection: 4 });
+    expect(textLines(r1, 7)).toEqual([
+      "Frame 7: connection 3, s2c, offset 16, 16 bytes: simple-reply",
+      "    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)",
+      "    Error: 0 (success)",
+      "    Cookie: 7",
+      "    [Request: NBD_CMD_READ, offset 0, length 4096]",
+    ]);
+    expect(textLines(r2, 8)).toEqual([
+      "Frame 8: connection 4, s2c, offset 0, 16 bytes: simple-reply",
+      "    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)",
+      "    Error: NBD_ENOSPC (28)",
+      "    Cookie: 9",
+    ]);
+  });
+
+  test("formatEventText() puts a request's block-status payload and findings after the memoised part", () => {
+    // Extended BLOCK_STATUS with PAYLOAD_LEN and a reserved flag bit (a finding): effect length 0x10000, id 1.
+    const bytes = hex(
+      "21E41C71 8020 0007 0000000000000002 0000000000000000 000000000000000C" + "0000000000010000 00000001",
+    );
+    const r = decodeRequest(bytes, { strict: false });
+    const e = wrap("c2s", r);
+    expect(e.findings.length).toBeGreaterThan(0);
+    const lines = textLines(e, 2);
+    expect(lines.slice(0, 9)).toEqual([
+      "Frame 2: connection 0, c2s, offset 0, 44 bytes: request (extended header)",
+      "    Magic: 0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)",
+      "    Command flags: 0x8020 (NBD_CMD_FLAG_PAYLOAD_LEN, 0x8000)",
+      "    Type: NBD_CMD_BLOCK_STATUS (7)",
+      "    Cookie: 2",
+      "    Offset: 0",
+      "    Length: 12",
+      "    Effect length: 65536",
+      "    Metadata context ID: 1",
+    ]);
+    expect(lines.slice(9).length).toBe(e.findings.length);
+    for (const [i, f] of e.findings.entries()) {
+      expect(lines[9 + i]).toBe(`    [Finding] ${f.code} at ${f.offset}: ${f.message} (rule ${f.rule})`);
+    }
+  });
+});
+
 describe("replies", () => {
   test("formatEventJson() shows a simple reply's error only when it is non-zero", () => {
     const ok = wrap("s2c", decodeSimpleReply(hex("67446698 00000000 0000000000000001")));
