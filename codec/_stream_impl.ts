@@ -29,6 +29,7 @@ import {
   decodeSimpleReply,
   type ReplyChunk,
   type ReplyChunkDecodeOptions,
+  type SimpleReply,
   type SimpleReplyDecodeOptions,
 } from "./reply.ts";
 import type { NegotiatedState, StreamOptions, StreamPhase } from "./stream.ts";
@@ -671,8 +672,18 @@ export class ClientDecoderImpl extends DirectionDecoder {
         if (!hr.done) return NEED_BYTES;
         q.skip(headerLength);
         const views = q.takeViews(payloadLength);
-        const { payloadLength: _p, ...fields } = hr.frame;
-        const frame: Request = { ...fields, data: EMPTY };
+        // Built field by field: object rest and spread cost a runtime call each, even in optimised code.
+        const h = hr.frame;
+        const frame: Request = {
+          type: "request",
+          extended: h.extended,
+          flags: h.flags,
+          command: h.command,
+          cookie: h.cookie,
+          offset: h.offset,
+          length: h.length,
+          data: EMPTY,
+        };
         ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
       } else {
         ev = this.take(total, "request");
@@ -970,7 +981,13 @@ export class ServerDecoderImpl extends DirectionDecoder {
         if (!hr.done) return NEED_BYTES;
         q.skip(16);
         const views = q.takeViews(readLength);
-        ev = this.frameEvent(at, total, { ...hr.frame, data: EMPTY }, rebase(hr.findings, 0, at), views);
+        const frame: SimpleReply = {
+          type: "simple-reply",
+          error: hr.frame.error,
+          cookie: hr.frame.cookie,
+          data: EMPTY,
+        };
+        ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
       } else {
         ev = this.take(total, "simple-reply");
       }
@@ -1018,15 +1035,11 @@ export class ServerDecoderImpl extends DirectionDecoder {
       let ev: Building;
       if (isData && this.o.payloadViews && q.contiguous() < total) {
         const fixed = q.peek(headerLength + 8);
-        const frame = {
-          type: "reply-chunk",
-          extended,
-          flags,
-          chunkType,
-          cookie: u64(fixed, 8),
-          ...(extended ? { offset: u64(fixed, 16) } : {}),
-          payload: { kind: "offset-data", offset: u64(fixed, headerLength), data: EMPTY },
-        } as ReplyChunk;
+        const payload = { kind: "offset-data", offset: u64(fixed, headerLength), data: EMPTY } as const;
+        const cookie = u64(fixed, 8);
+        const frame: ReplyChunk = extended
+          ? { type: "reply-chunk", extended, flags, chunkType, cookie, offset: u64(fixed, 16), payload }
+          : { type: "reply-chunk", extended, flags, chunkType, cookie, payload };
         q.skip(headerLength + 8);
         const views = q.takeViews(len - 8);
         ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
