@@ -561,15 +561,17 @@ function optionReplyText(out: Block, f: OptionReplyFrame, frameLength: number): 
 const REQUEST_HEAD = new Map<number, string>();
 
 function requestHead(f: Request): string {
+  // The key packs two u16 values; a frame built by hand with other values is formatted without the memo.
+  const memo = (f.command & 0xffff) === f.command && (f.flags & 0xffff) === f.flags;
   const key = f.command * 0x2_0000 + f.flags * 2 + (f.extended ? 1 : 0);
-  let t = REQUEST_HEAD.get(key);
+  let t = memo ? REQUEST_HEAD.get(key) : undefined;
   if (t === undefined) {
     t = ` bytes: request${f.extended ? " (extended header)" : ""}
     Magic: ${f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)"}
     Command flags: ${flagsText("commandFlag", f.flags, 4)}
     Type: ${codeText("command", f.command)}
     Cookie: `;
-    if (REQUEST_HEAD.size < 1024) REQUEST_HEAD.set(key, t);
+    if (memo && REQUEST_HEAD.size < 1024) REQUEST_HEAD.set(key, t);
   }
   return t;
 }
@@ -689,11 +691,13 @@ function findingsText(out: Block, findings: readonly Finding[]): void {
 const HEAD_MIDDLE = new Map<number, string>();
 
 function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
+  // The key packs the number and the direction: only for the numbers a decoder gives (0, 1, 2, ...).
+  const memo = connection >>> 0 === connection && (direction === "c2s" || direction === "s2c");
   const key = connection * 2 + (direction === "c2s" ? 0 : 1);
-  let t = HEAD_MIDDLE.get(key);
+  let t = memo ? HEAD_MIDDLE.get(key) : undefined;
   if (t === undefined) {
     t = `: connection ${connection}, ${direction}, offset `;
-    if (HEAD_MIDDLE.size < 1024) HEAD_MIDDLE.set(key, t);
+    if (memo && HEAD_MIDDLE.size < 1024) HEAD_MIDDLE.set(key, t);
   }
   return t;
 }

@@ -467,6 +467,36 @@ describe("memoised text of the hot frames", () => {
     ]);
   });
 
+  test("formatEventText() does not let a hand-built event with out-of-range values hit another's memo", () => {
+    // Keys pack (connection, direction) and (command, flags, header kind); values a decoder never gives
+    // (a fractional connection, flags above 16 bits) would collide with real ones without the range check.
+    const flush = wrap(
+      "s2c",
+      decodeRequest(hex("25609513 0001 0003 0000000000000001 0000000000000000 00000000")),
+    );
+    expect(textLines(flush)[0]).toBe("Frame 1: connection 0, s2c, offset 0, 28 bytes: request");
+    expect(textLines(flush)).toContain("    Type: NBD_CMD_FLUSH (3)");
+    // 0.5 * 2 + 0 is the key of connection 0, s2c; command 1 with flags 0x20001 packs like FLUSH with FUA.
+    const odd: ConversationFrame = {
+      ...flush,
+      connection: 0.5,
+      direction: "c2s",
+      frame: {
+        type: "request",
+        extended: false,
+        flags: 0x20001,
+        command: 1,
+        cookie: 2n,
+        offset: 0n,
+        length: 0n,
+      },
+    };
+    const lines = textLines(odd);
+    expect(lines[0]).toBe("Frame 1: connection 0.5, c2s, offset 0, 28 bytes: request");
+    expect(lines).toContain("    Type: NBD_CMD_WRITE (1)");
+    expect(lines.find((l) => l.startsWith("    Command flags: "))).toMatch(/^    Command flags: 0x20001 /);
+  });
+
   test("formatEventText() puts a request's block-status payload and findings after the memoised part", () => {
     // Extended BLOCK_STATUS with PAYLOAD_LEN and a reserved flag bit (a finding): effect length 0x10000, id 1.
     const bytes = hex(
