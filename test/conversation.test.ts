@@ -365,3 +365,43 @@ describe("need more bytes is a value", () => {
     expect(d.needed).toBe(98);
   });
 });
+
+describe("the request table over many replies", () => {
+  // Answered cookies are forgotten in batches (every 256 answers). A request sent before the batches and
+  // answered after them, and a cookie reused after its first use was forgotten, must still match.
+  const hex8 = (v: number) => v.toString(16).padStart(8, "0");
+  const request = (command: number, cookie: number, length: number) =>
+    fromHex(
+      "25609513" + "0000" + command.toString(16).padStart(4, "0") + hex8(0) + hex8(cookie) + hex8(0) +
+        hex8(cookie * 512) + hex8(length),
+    );
+  const reply = (cookie: number) => fromHex("67446698" + "00000000" + hex8(0) + hex8(cookie));
+
+  test("matches every reply to its request across the batched forgetting of answered cookies", () => {
+    const d = new ConversationDecoder({ state: { phase: "transmission", style: "newstyle" } });
+    const events: ConversationEvent[] = [];
+    const push = (dir: "c2s" | "s2c", b: Uint8Array) => events.push(...d.push(dir, b));
+    push("c2s", request(3, 100_000, 0)); // FLUSH, answered last
+    for (let c = 1; c <= 700; c++) {
+      push("c2s", request(3, c, 0));
+      push("s2c", reply(c));
+    }
+    push("c2s", request(0, 5, 4)); // READ reusing cookie 5: its reply carries 4 bytes of data
+    push("s2c", fromHex("67446698" + "00000000" + hex8(0) + hex8(5) + "deadbeef"));
+    push("s2c", reply(100_000));
+    const replies = events.filter((e) => e.event === "frame" && e.frame.type === "simple-reply");
+    expect(replies.length).toBe(702);
+    expect(replies.flatMap((e) => e.findings)).toEqual([]);
+    const cookieOf = (e: ConversationEvent) => e.event === "frame" ? e.request?.cookie : undefined;
+    expect(replies.map(cookieOf)).toEqual([
+      ...Array.from({ length: 700 }, (_, i) => BigInt(i + 1)),
+      5n,
+      100_000n,
+    ]);
+    const reused = replies[700]!;
+    expect(reused.event === "frame" && reused.request?.command).toBe(0);
+    expect(reused.event === "frame" && reused.frameLength).toBe(20);
+    const last = replies[701]!;
+    expect(last.event === "frame" && last.request?.offset).toBe(100_000n * 512n);
+  });
+});
