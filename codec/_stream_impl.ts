@@ -2,7 +2,7 @@
 // conversation.ts wrap these.
 import { toHex, u64 } from "./_bytes.ts";
 import { ByteQueue } from "./_queue.ts";
-import { NO_FINDINGS } from "./_report.ts";
+import { checkLimit, NO_FINDINGS } from "./_report.ts";
 import {
   ClientFlag,
   Command,
@@ -607,14 +607,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
           );
         }
         const len = this.u32At(12);
-        if (len > this.o.maxPayloadLength) {
-          throw new NbdDecodeError(
-            "limit-exceeded",
-            12,
-            "max-payload-length",
-            `Cannot decode option request: length ${len} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-          );
-        }
+        checkLimit(len, this.o.maxPayloadLength, 12, "option request");
         const total = 16 + len;
         this.checkBuffer(total, "option request");
         if (q.length < total) return this.needBytes(total);
@@ -649,14 +642,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
       if (command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0)) {
         const hi = extended ? this.u32At(24) : 0;
         payloadLength = hi * 0x1_0000_0000 + this.u32At(extended ? 28 : 24);
-        if (payloadLength > this.o.maxPayloadLength) {
-          throw new NbdDecodeError(
-            "limit-exceeded",
-            24,
-            "max-payload-length",
-            `Cannot decode request payload: length ${payloadLength} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-          );
-        }
+        checkLimit(payloadLength, this.o.maxPayloadLength, 24, "request payload");
       }
       const total = headerLength + payloadLength;
       const isData = command === Command.WRITE;
@@ -823,14 +809,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       );
     }
     const len = this.u32At(16);
-    if (len > this.o.maxPayloadLength) {
-      throw new NbdDecodeError(
-        "limit-exceeded",
-        16,
-        "max-payload-length",
-        `Cannot decode option reply: length ${len} exceeds the limit of ${this.o.maxPayloadLength} bytes`,
-      );
-    }
+    checkLimit(len, this.o.maxPayloadLength, 16, "option reply");
     const total = 20 + len;
     this.checkBuffer(total, "option reply");
     if (q.length < total) return this.needBytes(total);

@@ -405,3 +405,54 @@ describe("the request table over many replies", () => {
     expect(last.event === "frame" && last.request?.offset).toBe(100_000n * 512n);
   });
 });
+
+describe("the payload limit in the stream decoders", () => {
+  // Lengths above maxPayloadLength are refused from the length field, before any payload byte is awaited:
+  // the rest of the direction becomes an undecodable notice whose finding points at the length field.
+  const limited = { maxPayloadLength: 100, strict: false } as const;
+  const findingOf = (events: readonly StreamEvent[]) => {
+    const n = events.find((e) => e.event === "notice");
+    expect(n?.event === "notice" && n.notice).toBe("undecodable");
+    return n!.findings[0]!;
+  };
+  test("an option request, a request and an option reply over the limit name the length field", () => {
+    const opt = new ClientStreamDecoder(limited).push(
+      fromHex("00000003" + "49484156454f5054" + "00000001" + "000000c8"),
+    );
+    expect(findingOf(opt)).toMatchObject({
+      code: "limit-exceeded",
+      rule: "max-payload-length",
+      offset: 4 + 12,
+    });
+    expect(findingOf(opt).message).toContain("option request: length 200 exceeds the limit of 100 bytes");
+
+    const req = new ClientStreamDecoder({ ...limited, state: { phase: "transmission", style: "newstyle" } })
+      .push(fromHex("25609513" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + "000000c8"));
+    expect(findingOf(req)).toMatchObject({ code: "limit-exceeded", rule: "max-payload-length", offset: 24 });
+    expect(findingOf(req).message).toContain("request payload: length 200 exceeds the limit of 100 bytes");
+
+    const s = new ServerStreamDecoder({ ...limited, state: { phase: "options", style: "newstyle" } });
+    s.noteOption({ type: "option-request", option: 3, data: { kind: "none" } });
+    const rep = s.push(fromHex("0003e889045565a9" + "00000003" + "00000002" + "000000c8"));
+    expect(findingOf(rep)).toMatchObject({ code: "limit-exceeded", rule: "max-payload-length", offset: 16 });
+    expect(findingOf(rep).message).toContain("option reply: length 200 exceeds the limit of 100 bytes");
+  });
+  test("strict decoders throw NbdDecodeError with the same code and offset", () => {
+    const d = new ClientStreamDecoder({
+      strict: true,
+      maxPayloadLength: 100,
+      state: { phase: "transmission", style: "newstyle" },
+    });
+    let err: unknown;
+    try {
+      d.push(fromHex("25609513" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + "000000c8"));
+    } catch (e) {
+      err = e;
+    }
+    expect(isNbdDecodeError(err) && [err.code, err.offset, err.rule]).toEqual([
+      "limit-exceeded",
+      24,
+      "max-payload-length",
+    ]);
+  });
+});
