@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
@@ -18,6 +19,13 @@ import { CaptureDissector, NBD_PORT } from "./dissect.ts";
 export interface CliIo {
   /** Writes to standard output; may return a promise that settles when the text may be followed by more. */
   stdout(text: string): void | Promise<void>;
+  /**
+   * Writes UTF-8 bytes to standard output, when the caller can (the process entry point does): `dissect`
+   * then encodes each frame's text into reused buffers as it goes, instead of building one long string per
+   * flush and encoding it again. The bytes are only valid during the call: the buffer is reused once the
+   * returned promise (if any) settles.
+   */
+  stdoutBytes?(bytes: Uint8Array): void | Promise<void>;
   /** Writes to standard error. */
   stderr(text: string): void;
 }
@@ -43,7 +51,7 @@ const CHUNK_SIZE = 1024 * 1024;
 const MAX_KEPT_CHUNKS = 8;
 /** Captures larger than this get progress lines on standard error. */
 const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
-/** Output is written in pieces of about this many characters. */
+/** Output is written in pieces of about this many characters (text mode) or exactly this many bytes. */
 const FLUSH_SIZE = 64 * 1024;
 
 const USAGE = `Usage:
@@ -214,8 +222,17 @@ class Violations {
 }
 
 /** Buffers output and writes it in pieces, waiting when the writer asks to. */
-class Output {
-  /** Pending text: concatenation (V8 ropes) rather than an array to join. */
+interface Output {
+  /** Adds text to write. */
+  add(text: string): void;
+  /** Whether a flush is due (about {@link FLUSH_SIZE} or more waits). */
+  readonly full: boolean;
+  /** Writes everything added so far. */
+  flush(): Promise<void>;
+}
+
+/** Text mode, for writers of strings: pending text is one concatenation (V8 ropes), not an array to join. */
+class TextOutput implements Output {
   #text = "";
   readonly #io: CliIo;
 
@@ -239,6 +256,72 @@ class Output {
   }
 }
 
+const UTF8 = new TextEncoder();
+
+/**
+ * Byte mode, for writers of bytes: each piece of text is encoded into a reused buffer of `size` bytes
+ * ({@link FLUSH_SIZE} in the command line) as it is added, so no long string is kept (to be copied by the
+ * garbage collector and flattened again for encoding) and no fresh buffer is allocated per write. Buffers
+ * filled between two flushes wait in a list and go back to a pool when written. Exported for tests.
+ */
+export class ByteOutput implements Output {
+  readonly #write: (bytes: Uint8Array) => void | Promise<void>;
+  readonly #size: number;
+  /** Filled buffers (each a view of its used part) waiting for the next flush. */
+  readonly #filled: Uint8Array[] = [];
+  /** Written buffers, ready for reuse. */
+  readonly #pool: Buffer[] = [];
+  #buffer: Buffer;
+  #used = 0;
+
+  /**
+   * @param write receives each filled buffer (a view, valid until the returned promise settles)
+   * @param size the size of each buffer, at least 4 bytes (one character)
+   */
+  constructor(write: (bytes: Uint8Array) => void | Promise<void>, size: number = FLUSH_SIZE) {
+    this.#write = write;
+    this.#size = size;
+    this.#buffer = Buffer.allocUnsafeSlow(size);
+  }
+
+  add(text: string): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit: when that fits, Buffer#write (a few times faster
+    // than TextEncoder.encodeInto for short strings, and no view to allocate) does it all.
+    if (text.length * 3 <= this.#size - this.#used) {
+      this.#used += this.#buffer.write(text, this.#used);
+      return;
+    }
+    let rest = text;
+    for (;;) {
+      const r = UTF8.encodeInto(rest, this.#buffer.subarray(this.#used));
+      this.#used += r.written;
+      if (r.read === rest.length) return;
+      // Full: encodeInto stops before a character that does not fit, never inside one.
+      rest = rest.slice(r.read);
+      this.#next();
+    }
+  }
+
+  #next(): void {
+    this.#filled.push(this.#buffer.subarray(0, this.#used));
+    this.#buffer = this.#pool.pop() ?? Buffer.allocUnsafeSlow(this.#size);
+    this.#used = 0;
+  }
+
+  get full(): boolean {
+    return this.#filled.length > 0;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#used > 0) this.#next();
+    for (const b of this.#filled) {
+      await this.#write(b);
+      this.#pool.push(Buffer.from(b.buffer, b.byteOffset, this.#size));
+    }
+    this.#filled.length = 0;
+  }
+}
+
 function traceFindingJson(f: TraceFinding, connection: number | undefined): JsonObject {
   const o: JsonObject = { kind: "capture" };
   if (connection !== undefined) o.connection = connection;
@@ -259,7 +342,8 @@ function traceFindingText(f: TraceFinding, connection: number | undefined): stri
 }
 
 async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<number> {
-  const out = new Output(io);
+  const write = io.stdoutBytes;
+  const out: Output = write === undefined ? new TextOutput(io) : new ByteOutput((b) => write.call(io, b));
   const violations = new Violations();
   let n = 0;
   const onEvent = (e: ConversationEvent): void => {
@@ -316,35 +400,58 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       // The dissector keeps views of the chunks it is given (see CaptureDissector.push): a chunk is read
       // into again only once the dissector says no view of it remains (oldestRetainedChunk), which saves
       // allocating, zeroing and collecting a fresh buffer per read.
+      // A record cut by the end of a read is not copied by the capture reader (pushComplete): its first
+      // bytes (`tail` of them, at the end of `last`) are moved to the front of the next chunk instead.
       const free: Uint8Array[] = [];
       const kept: Uint8Array[] = [];
       const keptSeq: number[] = [];
-      let seq = 0;
+      let last: Uint8Array | undefined;
+      let tail = 0;
       for (;;) {
         const reused = free.pop();
         if (reused !== undefined) dissector.release(reused);
         const chunk = reused ?? new Uint8Array(CHUNK_SIZE);
+        if (tail > 0) {
+          // `last` is kept or free but not yet overwritten (it may be `chunk` itself: set() copies as
+          // memmove). From here on the tail lives at the front of `chunk`.
+          chunk.set(last!.subarray(last!.length - tail), 0);
+          last = chunk.subarray(0, tail);
+        }
         let got: number;
         try {
-          got = fs.readSync(fd, chunk, 0, CHUNK_SIZE, null);
+          got = fs.readSync(fd, chunk, tail, CHUNK_SIZE - tail, null);
         } catch (e) {
-          free.push(chunk);
-          // A non-blocking pipe on standard input: wait for more.
+          // A non-blocking pipe on standard input: wait for more (the tail is copied again).
           if ((e as { code?: unknown }).code === "EAGAIN") {
+            free.push(chunk);
             await new Promise((resolve) => setTimeout(resolve, 10));
             continue;
           }
           throw new InputError(`cannot read ${file}: ${describeError(e)}`);
         }
-        if (got === 0) break;
+        const length = tail + got;
         try {
-          dissector.push(got === CHUNK_SIZE ? chunk : chunk.subarray(0, got));
+          if (got === 0) {
+            // The capture ends inside a record: the reader keeps it, and end() reports it.
+            if (tail > 0) dissector.push(chunk.subarray(0, tail));
+            break;
+          }
+          const filled = length === CHUNK_SIZE ? chunk : chunk.subarray(0, length);
+          dissector.pushComplete(filled);
+          tail = dissector.unconsumed;
+          if (tail > CHUNK_SIZE / 4) {
+            // A record too large to move around cheaply: the reader copies it while it arrives.
+            dissector.push(filled.subarray(length - tail));
+            tail = 0;
+          }
+          last = filled;
         } catch (e) {
           if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
           throw e;
         }
         kept.push(chunk);
-        keptSeq.push(++seq);
+        // The chunk's bytes went in with this push number (and the one before, after a second push).
+        keptSeq.push(dissector.pushes);
         const oldest = dissector.oldestRetainedChunk;
         while (kept.length > 0 && (keptSeq[0]! < oldest || kept.length > MAX_KEPT_CHUNKS)) {
           const c = kept.shift()!;

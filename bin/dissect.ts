@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { CaptureReader, type TraceFinding } from "../codec/capture.ts";
+import { type CapturePacket, CaptureReader, type TraceFinding } from "../codec/capture.ts";
 import { ConversationDecoder } from "../codec/conversation.ts";
 import type { ConversationEvent, Direction } from "../codec/events.ts";
 import type { NegotiatedState } from "../codec/stream.ts";
@@ -234,7 +234,31 @@ export class CaptureDissector {
    */
   push(chunk: Uint8Array): void {
     this.#seq++;
-    for (const packet of this.#reader.push(chunk)) {
+    this.#packets(this.#reader.push(chunk));
+  }
+
+  /**
+   * Like {@link push}, but a capture record left incomplete at the end of `chunk` is not copied by the
+   * reader: pass its bytes ({@link unconsumed} of them) again at the start of the next chunk
+   * ({@link CaptureReader.pushComplete}).
+   */
+  pushComplete(chunk: Uint8Array): void {
+    this.#seq++;
+    this.#packets(this.#reader.pushComplete(chunk));
+  }
+
+  /** How many chunks were pushed so far: the sequence number of the last one (see {@link oldestRetainedChunk}). */
+  get pushes(): number {
+    return this.#seq;
+  }
+
+  /** Bytes at the end of the last {@link pushComplete} chunk that were not consumed. */
+  get unconsumed(): number {
+    return this.#reader.unconsumed;
+  }
+
+  #packets(packets: readonly CapturePacket[]): void {
+    for (const packet of packets) {
       for (const ev of this.#tcp.push(packet)) this.#tcpEvent(ev);
     }
     this.#readerFindings();

@@ -30,12 +30,11 @@ function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Writes all of `text` to file descriptor `fd` with `fs.writeSync`, without Node's stream machinery (whose
+ * Writes all of `bytes` to file descriptor `fd` with `fs.writeSync`, without Node's stream machinery (whose
  * loading alone is a few milliseconds of every run): waits and retries when a non-blocking pipe or terminal
  * is full (EAGAIN), and ends the process quietly when the reader went away (`nbd-codec dissect | head`).
  */
-async function writeAll(fd: number, text: string): Promise<void> {
-  const bytes = UTF8.encode(text);
+async function writeAll(fd: number, bytes: Uint8Array): Promise<void> {
   let at = 0;
   while (at < bytes.length) {
     try {
@@ -50,8 +49,10 @@ async function writeAll(fd: number, text: string): Promise<void> {
 }
 
 main(process.argv.slice(2), {
-  stdout: (text) => writeAll(1, text),
-  stderr: (text) => void writeAll(2, text).catch(() => {}),
+  stdout: (text) => writeAll(1, UTF8.encode(text)),
+  // Synchronous unless the pipe is full: the CLI reuses the buffer once this settles.
+  stdoutBytes: (bytes) => writeAll(1, bytes),
+  stderr: (text) => void writeAll(2, UTF8.encode(text)).catch(() => {}),
 }, { root: packageRoot() }).then(
   (code) => {
     process.exitCode = code;

@@ -263,6 +263,10 @@ export class CaptureReader {
   #carry: Uint8Array | undefined = undefined;
   #carryLength = 0;
   #carryOffset = 0;
+  /** See {@link unconsumed}. */
+  #unconsumed = 0;
+  /** The size of the unit the unconsumed bytes begin. */
+  #unconsumedNeeds = 0;
   #ended = false;
   #failed: unknown = undefined;
 
@@ -280,7 +284,7 @@ export class CaptureReader {
     this.#strict = options?.strict ?? true;
   }
 
-  /** Total bytes pushed so far. */
+  /** Total bytes pushed so far (less the bytes a {@link pushComplete} left {@link unconsumed}). */
   get bytesRead(): number {
     return this.#total;
   }
@@ -299,11 +303,48 @@ export class CaptureReader {
    * @returns the packets completed by this chunk, in order
    */
   push(chunk: Uint8Array): CapturePacket[] {
+    return this.#guarded(chunk, false);
+  }
+
+  /**
+   * Like {@link push}, but a record left incomplete at the end of `chunk` is not copied: its bytes are
+   * left to the caller ({@link unconsumed} says how many), who passes them again at the start of the next
+   * push. A reader of a file that reuses its read buffers moves those few bytes to the front of the next
+   * buffer, so that no record is ever copied into a fresh allocation of its own.
+   *
+   * @example
+   * ```ts
+   * import { CaptureReader } from "@nbd/codec/trace";
+   * const file = Uint8Array.from(("d4c3b2a1020004000000000000000000ffff000001000000" +
+   *   "0a000000000000000200000002000000" + "beef").match(/../g)!, (h) => parseInt(h, 16));
+   * const reader = new CaptureReader();
+   * reader.pushComplete(file.subarray(0, 30)); // the header, and 6 bytes of the record
+   * const rest = reader.unconsumed; // 6
+   * const packets = reader.pushComplete(file.subarray(30 - rest)); // those 6 bytes again, and the rest
+   * console.log(rest, packets.length, reader.unconsumed); // 6 1 0
+   * ```
+   *
+   * @param chunk the bytes not consumed by the previous push (if any), then the next bytes of the capture
+   * @returns the packets completed by this chunk, in order
+   */
+  pushComplete(chunk: Uint8Array): CapturePacket[] {
+    return this.#guarded(chunk, true);
+  }
+
+  /**
+   * Bytes at the end of the last {@link pushComplete} chunk that were not consumed (an incomplete record);
+   * 0 after {@link push}, which keeps them itself.
+   */
+  get unconsumed(): number {
+    return this.#unconsumed;
+  }
+
+  #guarded(chunk: Uint8Array, keepTail: boolean): CapturePacket[] {
     if (this.#failed !== undefined) throw this.#failed;
     if (this.#ended) throw new TypeError("Cannot push to a CaptureReader after end()");
     if (!(chunk instanceof Uint8Array)) throw new TypeError("Cannot read capture: chunk is not a Uint8Array");
     try {
-      return this.#push(chunk);
+      return this.#push(chunk, keepTail);
     } catch (e) {
       // The reader cannot resynchronise after malformed structure: later pushes rethrow the same error.
       this.#failed = e;
@@ -311,10 +352,11 @@ export class CaptureReader {
     }
   }
 
-  #push(chunk: Uint8Array): CapturePacket[] {
+  #push(chunk: Uint8Array, keepTail: boolean): CapturePacket[] {
     const out: CapturePacket[] = [];
     let pos = 0;
     const len = chunk.length;
+    this.#unconsumed = 0;
     let carry = this.#carry;
     while (carry !== undefined) {
       const n = Math.min(carry.length - this.#carryLength, len - pos);
@@ -340,6 +382,13 @@ export class CaptureReader {
         pos += r;
         continue;
       }
+      if (keepTail) {
+        // The caller passes these bytes again: they are not part of the stream yet.
+        this.#unconsumed = len - pos;
+        this.#unconsumedNeeds = -r;
+        this.#total += pos;
+        return out;
+      }
       const c = new Uint8Array(-r);
       c.set(chunk.subarray(pos));
       this.#carry = c;
@@ -359,14 +408,17 @@ export class CaptureReader {
     if (this.#ended) return;
     this.#ended = true;
     const c = this.#carry;
-    if (c === undefined && this.format !== undefined) return;
+    // Bytes a pushComplete left unconsumed and nobody passed again: the input ends inside that unit.
+    const left = this.#unconsumed;
+    if (c === undefined && left === 0 && this.format !== undefined) return;
     const offset = c === undefined ? this.#total : this.#carryOffset;
-    const have = c === undefined ? 0 : this.#carryLength;
+    const have = c === undefined ? left : this.#carryLength;
+    const needs = c !== undefined ? c.length : left > 0 ? this.#unconsumedNeeds : 4;
     const what = this.format === undefined ? "file header" : "record";
-    const message = `Cannot read capture: input ends inside a ${what} at offset ${offset} (${have} of ${
-      c?.length ?? 4
-    } bytes)`;
+    const message =
+      `Cannot read capture: input ends inside a ${what} at offset ${offset} (${have} of ${needs} bytes)`;
     this.#carry = undefined;
+    this.#unconsumed = 0;
     if (this.#strict || this.format === undefined) fail("truncated", offset, "capture-truncated", message);
     this.#findings.push({ code: "truncated", offset, rule: "capture-truncated", message });
   }

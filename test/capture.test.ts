@@ -57,6 +57,36 @@ function feed(bytes: Uint8Array, splits: number[], options?: CaptureReaderOption
   return { packets: plain(packets), interfaces: reader.interfaces, findings: reader.takeFindings() };
 }
 
+/**
+ * Feeds `bytes` with pushComplete as a reader of a file does: each chunk is the bytes the previous push
+ * left unconsumed, then the next `n` bytes of the input. Checks that no packet is a view of a copy (only
+ * of the chunks given) and that the unconsumed tail is always a record's beginning.
+ */
+function feedComplete(bytes: Uint8Array, splits: number[], options?: CaptureReaderOptions) {
+  const reader = new CaptureReader(options);
+  const packets: CapturePacket[] = [];
+  let o = 0;
+  let tail = 0;
+  const chunks = new Set<ArrayBufferLike>();
+  const push = (end: number) => {
+    // A fresh copy, as if read into a new buffer: the tail's bytes are passed again.
+    const chunk = bytes.slice(o - tail, end);
+    chunks.add(chunk.buffer);
+    for (const p of reader.pushComplete(chunk)) {
+      expect(chunks.has(p.data.buffer)).toBe(true);
+      packets.push(p);
+    }
+    tail = reader.unconsumed;
+    expect(tail).toBeLessThanOrEqual(chunk.length);
+    expect(reader.bytesRead).toBe(end - tail);
+    o = end;
+  };
+  for (const n of splits) push(Math.min(bytes.length, o + n));
+  push(bytes.length);
+  reader.end();
+  return { packets: plain(packets), interfaces: reader.interfaces, findings: reader.takeFindings() };
+}
+
 function randomSplits(length: number, seed: number, max: number): number[] {
   const r = rng(seed);
   const out: number[] = [];
@@ -289,6 +319,75 @@ describe("CaptureReader chunked feeding", () => {
       expect(feed(bytes, new Array<number>(bytes.length).fill(1))).toEqual(feed(bytes, []));
     },
   );
+
+  test.each(inputs)(
+    "pushComplete() in random splits of %s gives the same packets as one push",
+    (_n, bytes) => {
+      const whole = feed(bytes, []);
+      expect(feedComplete(bytes, [])).toEqual(whole);
+      for (let seed = 1; seed <= 20; seed++) {
+        expect(feedComplete(bytes, randomSplits(bytes.length, seed, seed < 10 ? 64 : 5000))).toEqual(whole);
+      }
+      expect(feedComplete(bytes, new Array<number>(Math.min(bytes.length, 3000)).fill(1))).toEqual(whole);
+    },
+  );
+
+  test("pushComplete() leaves the tail of a cut record to the caller, and end() reports one never passed", () => {
+    const head = pcapHeader({ le: true, linkType: 1 });
+    const bytes = hex(head + pcapRecord(true, 1, 2, FRAME) + pcapRecord(true, 3, 4, FRAME));
+    const reader = new CaptureReader({ strict: false });
+    // The file header and 40 bytes of the first record (16 of header, 24 of its 58 bytes of data).
+    expect(reader.pushComplete(bytes.subarray(0, 64))).toEqual([]);
+    expect(reader.unconsumed).toBe(40);
+    expect(reader.bytesRead).toBe(24);
+    const first = bytes.slice(24, 130); // the tail again, the rest of record 1, 32 bytes of record 2
+    const got = reader.pushComplete(first);
+    expect(got.map((p) => [p.index, p.offset, p.dataOffset, toHex(p.data)])).toEqual([
+      [0, 24, 40, FRAME],
+    ]);
+    expect(got[0]!.data.buffer).toBe(first.buffer);
+    expect(reader.unconsumed).toBe(32);
+    // Nobody passes those 32 bytes again: the input ends inside the second record (at offset 98).
+    reader.end();
+    expect(reader.takeFindings()).toEqual([{
+      code: "truncated",
+      offset: 98,
+      rule: "capture-truncated",
+      message: "Cannot read capture: input ends inside a record at offset 98 (32 of 74 bytes)",
+    }]);
+    // The same as push() says when it keeps those bytes itself.
+    const pushed = new CaptureReader({ strict: false });
+    pushed.push(bytes.subarray(0, 130));
+    expect(pushed.unconsumed).toBe(0);
+    pushed.end();
+    expect(pushed.takeFindings()).toEqual([expect.objectContaining({
+      offset: 98,
+      message: "Cannot read capture: input ends inside a record at offset 98 (32 of 74 bytes)",
+    })]);
+    // Strict: thrown, like a short file header left unconsumed.
+    const strict = new CaptureReader();
+    strict.pushComplete(bytes.subarray(0, 100));
+    expectDecodeError(() => strict.end(), "truncated", 98);
+    const short = new CaptureReader();
+    expect(short.pushComplete(bytes.subarray(0, 10))).toEqual([]);
+    expect(short.unconsumed).toBe(10);
+    expectDecodeError(() => short.end(), "truncated", 0);
+  });
+
+  test("pushComplete() after push() finishes the record push() was keeping", () => {
+    const bytes = hex(
+      pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, FRAME) + pcapRecord(true, 3, 4, FRAME),
+    );
+    const reader = new CaptureReader();
+    expect(reader.push(bytes.subarray(0, 50))).toEqual([]);
+    const got = reader.pushComplete(bytes.subarray(50, 120));
+    expect(got.map((p) => p.offset)).toEqual([24]);
+    expect(reader.unconsumed).toBe(22);
+    expect(reader.pushComplete(bytes.subarray(98)).map((p) => p.offset)).toEqual([98]);
+    expect(reader.unconsumed).toBe(0);
+    reader.end();
+    expect(reader.bytesRead).toBe(bytes.length);
+  });
 
   test("byte-by-byte feeding of a recorded capture gives the same packets as one push", () => {
     const bytes = fixture("lo-nsec.pcap").subarray(0, 4000);

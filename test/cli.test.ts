@@ -3,7 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
-import { main } from "../bin/cli.ts";
+import { ByteOutput, main } from "../bin/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CAPTURES = path.join(ROOT, "vectors", "captures");
@@ -30,6 +30,43 @@ async function run(...args: string[]): Promise<Run> {
     },
   }, { root: ROOT });
   return { code, stdout, stderr };
+}
+
+/**
+ * Runs the command line with a byte writer as the process entry point gives it: the output is encoded
+ * into reused buffers, so each write is copied here before the next one. Also returns how many writes
+ * there were and how many distinct buffers they came from.
+ */
+async function runBytes(...args: string[]): Promise<Run & { writes: number; buffers: number }> {
+  const parts: Uint8Array[] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  let stderr = "";
+  const code = await main(args, {
+    stdout: () => {
+      throw new Error("dissect writes bytes when it can");
+    },
+    stdoutBytes: (b) => {
+      buffers.add(b.buffer);
+      // A copy (b may be a Buffer, whose slice() is a view).
+      parts.push(Uint8Array.from(b));
+    },
+    stderr: (t) => {
+      stderr += t;
+    },
+  }, { root: ROOT });
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    all.set(p, o);
+    o += p.length;
+  }
+  return {
+    code,
+    stdout: new TextDecoder("utf-8", { fatal: true }).decode(all),
+    stderr,
+    writes: parts.length,
+    buffers: buffers.size,
+  };
 }
 
 function jsonLines(s: string): Record<string, unknown>[] {
@@ -332,6 +369,92 @@ describe("nbd-codec dissect on every recorded capture", () => {
   );
 });
 
+describe("nbd-codec dissect output as bytes", () => {
+  test("the bytes written are the text, for every recorded capture, in text and JSON", async () => {
+    const files = fs.readdirSync(CAPTURES).filter((f) => /\.pcap(ng)?$/.test(f));
+    expect(files.length).toBeGreaterThan(10);
+    for (const f of files) {
+      for (const mode of [[], ["--json"]]) {
+        const text = await run("dissect", path.join(CAPTURES, f), ...mode);
+        const bytes = await runBytes("dissect", path.join(CAPTURES, f), ...mode);
+        expect(bytes.code).toBe(text.code);
+        expect(bytes.stderr).toBe(text.stderr);
+        expect(bytes.stdout).toBe(text.stdout);
+      }
+    }
+  });
+
+  test("UTF-8 text of many frames crosses the reused buffers whole", async () => {
+    // 3000 NBD_OPT_INFO requests for an export whose name has 2-, 3- and 4-byte UTF-8 characters, each
+    // a different length, so that characters straddle the ends of the 64 KiB buffers.
+    const enc = new TextEncoder();
+    const parts: Uint8Array[] = [hex("00000003")];
+    const names: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const name = `диск-é-😀-${"x".repeat(i % 7)}-${i}`;
+      names.push(name);
+      const n = enc.encode(name);
+      const o = new Uint8Array(16 + 4 + n.length + 2);
+      o.set(hex("49484156454f5054 00000006"));
+      put32(o, 12, 4 + n.length + 2);
+      put32(o, 16, n.length);
+      o.set(n, 20);
+      parts.push(o);
+    }
+    const c2s = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      c2s.set(p, at);
+      at += p.length;
+    }
+    const c2sFile = writeTemp("utf8.c2s.bin", c2s);
+    const s2cFile = writeTemp("utf8.s2c.bin", hex("4E42444D41474943 49484156454F5054 0003"));
+    for (const mode of [[], ["--json"]]) {
+      const text = await run("dissect", "--c2s", c2sFile, "--s2c", s2cFile, ...mode);
+      const bytes = await runBytes("dissect", "--c2s", c2sFile, "--s2c", s2cFile, ...mode);
+      expect(bytes.code).toBe(0);
+      expect(bytes.stdout.length).toBeGreaterThan(3 * 65536);
+      expect(bytes.stdout === text.stdout).toBe(true);
+      for (const name of [names[0]!, names[1234]!, names[2999]!]) expect(bytes.stdout).toContain(name);
+      expect(bytes.writes).toBeGreaterThan(4);
+      expect(bytes.buffers).toBeLessThan(bytes.writes);
+    }
+  });
+
+  test("ByteOutput splits text between buffers only between characters, and reuses written buffers", async () => {
+    const enc = new TextEncoder();
+    // Characters of 1, 2, 3 and 4 bytes (the last a surrogate pair), in every alignment against 7-byte
+    // buffers; and pieces longer than a buffer.
+    const pieces = ["a", "é", "€", "😀", "ab😀c", "€€€€€", "x".repeat(20), "😀".repeat(9), "é€😀a"];
+    const writes: Uint8Array[] = [];
+    const seen = new Set<ArrayBufferLike>();
+    const out = new ByteOutput((b) => {
+      expect(b.length).toBeGreaterThan(0);
+      expect(b.length).toBeLessThanOrEqual(7);
+      seen.add(b.buffer);
+      writes.push(Uint8Array.from(b));
+    }, 7);
+    let expected = "";
+    for (let round = 0; round < 20; round++) {
+      for (const p of pieces) {
+        out.add(p);
+        expected += p;
+        if (out.full) await out.flush();
+      }
+    }
+    await out.flush();
+    // Each write is whole UTF-8 on its own: no character was cut.
+    const decoder = new TextDecoder("utf-8", { fatal: true });
+    const texts = writes.map((w) => decoder.decode(w));
+    expect(texts.join("")).toBe(expected);
+    expect(enc.encode(texts.join("")).length).toBe(enc.encode(expected).length);
+    // A buffer is refilled only after it was written: as many buffers as the longest piece fills (36
+    // bytes of 4-byte characters: 9 buffers of at most 4 bytes each) and one more serve every write.
+    expect(writes.length).toBeGreaterThan(200);
+    expect(seen.size).toBeLessThanOrEqual(10);
+  });
+});
+
 describe("nbd-codec dissect on synthetic captures", () => {
   test("frames spanning several read chunks decode right while the chunks are reused", async () => {
     // Two connections interleaved packet by packet, each with WRITEs of 2.5 MiB (more than two 1 MiB read
@@ -389,6 +512,75 @@ describe("nbd-codec dissect on synthetic captures", () => {
       );
     }
     expect(lines.filter((l) => (l.findings as unknown[]).length > 0)).toEqual([]);
+  });
+
+  test("capture records of every size against the 1 MiB reads: small, 300 KB, 1.5 MB, and a cut last one", async () => {
+    // Records cut by a read end are moved to the next read buffer when small, and kept by the capture
+    // reader when large (over a quarter of a read, or over a whole read). The NBD traffic (WRITEs of 1 to
+    // 60 000 bytes, each in one segment) is interleaved with large non-IP Ethernet records (EtherType
+    // 0x88b5, ignored by the dissector), so that records of every kind meet read ends.
+    const fillers = [300_000, 1_500_000, 700_000, 200_000, 1_100_000];
+    const sizes = [4096, 60_000, 1000, 30_000, 1];
+    const segs: Segment[] = negotiation();
+    const count = 40;
+    for (let i = 0; i < count; i++) {
+      const size = sizes[i % sizes.length]!;
+      const w = new Uint8Array(28 + size).fill(i + 1);
+      w.set(hex("25609513 0000 0001 0000000000000000 0000000000000000 00000000"));
+      put32(w, 12, i + 1);
+      put32(w, 20, i * 0x10000);
+      put32(w, 24, size);
+      segs.push({ fromClient: true, flags: PSH | ACK, payload: w });
+      const r = hex("67446698 00000000 0000000000000000");
+      put32(r, 12, i + 1);
+      segs.push({ fromClient: false, flags: PSH | ACK, payload: r });
+    }
+    segs.push({ fromClient: true, flags: FIN | ACK }, { fromClient: false, flags: FIN | ACK });
+    const nbd = connection(40000, 10809, segs);
+    const records: Uint8Array[] = [];
+    nbd.forEach((r, i) => {
+      records.push(r);
+      if (i >= 5 && i % 4 === 0) {
+        const f = new Uint8Array(14 + fillers[i % fillers.length]!).fill(0xee);
+        put16(f, 12, 0x88b5);
+        records.push(f);
+      }
+    });
+    // The capture ends with a large filler record.
+    const last = new Uint8Array(14 + 900_000).fill(0xdd);
+    put16(last, 12, 0x88b5);
+    records.push(last);
+    const whole = pcapFile(records);
+    expect(whole.length).toBeGreaterThan(10 * 1024 * 1024);
+    const file = writeTemp("sizes.pcap", whole);
+    const r = await run("dissect", file, "--json", "--strict");
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const lines = jsonLines(r.stdout);
+    expect(lines.filter((l) => l.kind === "request").map((l) => [l.cookie, l.offset, l.dataLength])).toEqual(
+      Array.from({ length: count }, (_, i) => [String(i + 1), String(i * 0x10000), sizes[i % sizes.length]]),
+    );
+    expect(lines.filter((l) => l.kind === "simple-reply")).toHaveLength(count);
+    expect(lines.filter((l) => (l.findings as unknown[]).length > 0)).toEqual([]);
+
+    // The same capture cut inside its last record: every frame is kept, and the capture reader reports
+    // the cut record at its offset.
+    const lastRecord = whole.length - 16 - last.length;
+    for (const keep of [20, 100_000, 400_000]) {
+      const cut = writeTemp("sizes-cut.pcap", whole.subarray(0, lastRecord + keep));
+      const c = await run("dissect", cut, "--json");
+      expect(c.code).toBe(0);
+      const got = jsonLines(c.stdout);
+      expect(got.filter((l) => l.kind === "request")).toHaveLength(count);
+      expect(got.filter((l) => l.kind === "capture").map((l) => (l.findings as { message: string }[])[0]))
+        .toEqual([expect.objectContaining({
+          rule: "capture-truncated",
+          offset: lastRecord,
+          message: `Cannot read capture: input ends inside a record at offset ${lastRecord} (${keep} of ${
+            16 + last.length
+          } bytes)`,
+        })]);
+    }
   });
 
   test("a retransmission is compared with the original bytes after the original's read chunk was reused", async () => {
