@@ -211,7 +211,12 @@ export class CaptureDissector {
     const port = this.#port;
     // The reassembler keeps its retransmission window as views of the chunks; release() copies it out of a
     // chunk before the chunk is read into again.
-    this.#tcp = new TcpReassembler({ isServerPort: (p) => p === port, recentAsViews: true });
+    this.#tcp = new TcpReassembler({
+      isServerPort: (p) => p === port,
+      recentAsViews: true,
+      // In-order data straight to the decoders, without an event object per packet.
+      onData: (connection, direction, _offset, bytes) => this.#data(connection, direction, bytes),
+    });
   }
 
   /** How many NBD connections were found so far. */
@@ -325,18 +330,9 @@ export class CaptureDissector {
       case "open":
         this.#open(ev.connection);
         return;
-      case "data": {
-        const st = this.#conns.get(ev.connection);
-        if (st === undefined) return;
-        if (st.kind === "nbd") {
-          const dir = st.swap ? flip(ev.direction) : ev.direction;
-          st.retained[dir].add(this.#seq, ev.bytes.length);
-          this.#emit(st.decoder.push(dir, ev.bytes), st);
-          return;
-        }
-        this.#pendingOp(ev.connection, st, { dir: ev.direction, bytes: ev.bytes.slice() });
+      case "data":
+        this.#data(ev.connection, ev.direction, ev.bytes);
         return;
-      }
       case "gap": {
         const st = this.#conns.get(ev.connection);
         if (st === undefined) return;
@@ -374,6 +370,18 @@ export class CaptureDissector {
         return;
       }
     }
+  }
+
+  #data(connection: number, direction: Direction, bytes: Uint8Array): void {
+    const st = this.#conns.get(connection);
+    if (st === undefined) return;
+    if (st.kind === "nbd") {
+      const dir = st.swap ? flip(direction) : direction;
+      st.retained[dir].add(this.#seq, bytes.length);
+      this.#emit(st.decoder.push(dir, bytes), st);
+      return;
+    }
+    this.#pendingOp(connection, st, { dir: direction, bytes: bytes.slice() });
   }
 
   #open(info: TcpConnection): void {

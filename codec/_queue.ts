@@ -53,6 +53,23 @@ export class ByteQueue {
     return out;
   }
 
+  /** Big-endian u32 at index `i` (i + 4 <= length) without consuming. */
+  u32At(i: number): number {
+    const c = this.chunks[this.first]!;
+    const p = this.head + i;
+    if (p + 4 <= c.length) return ((c[p]! << 24) >>> 0) + ((c[p + 1]! << 16) | (c[p + 2]! << 8) | c[p + 3]!);
+    return ((this.byteAt(i) << 24) >>> 0) +
+      ((this.byteAt(i + 1) << 16) | (this.byteAt(i + 2) << 8) | this.byteAt(i + 3));
+  }
+
+  /** Big-endian u16 at index `i` (i + 2 <= length) without consuming. */
+  u16At(i: number): number {
+    const c = this.chunks[this.first]!;
+    const p = this.head + i;
+    if (p + 2 <= c.length) return (c[p]! << 8) | c[p + 1]!;
+    return (this.byteAt(i) << 8) | this.byteAt(i + 1);
+  }
+
   /** Byte at index `i` (< length) without consuming. */
   byteAt(i: number): number {
     let k = this.first;

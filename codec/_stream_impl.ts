@@ -260,6 +260,15 @@ export abstract class DirectionDecoder {
     return undefined;
   }
 
+  /**
+   * Whether the next step would only say "need more bytes" without looking at anything: a transmission
+   * frame sized by its header has not all arrived. New bytes of this direction that leave it so cannot
+   * change what either direction decodes.
+   */
+  incomplete(): boolean {
+    return this.need > this.queue.length && this.phase === "transmission";
+  }
+
   /** At least how many more bytes must arrive before the next frame can be decoded (0 once opaque). */
   get needed(): number {
     if (this.phase === "tls" || this.phase === "closed") return 0;
@@ -439,8 +448,7 @@ export abstract class DirectionDecoder {
   }
 
   protected u32At(i: number): number {
-    const q = this.queue;
-    return ((q.byteAt(i) << 24) >>> 0) + ((q.byteAt(i + 1) << 16) | (q.byteAt(i + 2) << 8) | q.byteAt(i + 3));
+    return this.queue.u32At(i);
   }
 
   /**
@@ -636,8 +644,8 @@ export class ClientDecoderImpl extends DirectionDecoder {
       if (q.length < headerLength) return this.needBytes(headerLength);
       // Frame the request from its header: WRITE (and, extended, PAYLOAD_LEN) carries a payload of the
       // length field's size; qemu 10 sends extended WRITE without PAYLOAD_LEN, so WRITE always does.
-      const flags = (q.byteAt(4) << 8) | q.byteAt(5);
-      const command = (q.byteAt(6) << 8) | q.byteAt(7);
+      const flags = q.u16At(4);
+      const command = q.u16At(6);
       let payloadLength = 0;
       if (command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0)) {
         const hi = extended ? this.u32At(24) : 0;
@@ -1006,8 +1014,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
         );
       }
       const total = headerLength + len;
-      const flags = (q.byteAt(4) << 8) | q.byteAt(5);
-      const chunkType = (q.byteAt(6) << 8) | q.byteAt(7);
+      const flags = q.u16At(4);
+      const chunkType = q.u16At(6);
       const isData = chunkType === 1 && len > 9;
       if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
       if (q.length < total) {

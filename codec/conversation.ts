@@ -11,7 +11,13 @@
  */
 import type { ConversationEvent, Direction, StreamEvent } from "./events.ts";
 import type { NegotiatedState, StreamOptions } from "./stream.ts";
-import { ClientDecoderImpl, ServerDecoderImpl, SessionState, type Step } from "./_stream_impl.ts";
+import {
+  ClientDecoderImpl,
+  type DirectionDecoder,
+  ServerDecoderImpl,
+  SessionState,
+  type Step,
+} from "./_stream_impl.ts";
 
 /**
  * Options of the conversation decoder: the stream options plus the connection number put on every event.
@@ -95,9 +101,14 @@ export class ConversationDecoder {
    */
   push(direction: Direction, chunk: Uint8Array): ConversationEvent[] {
     if (this.#done) throw new TypeError("Cannot push: the conversation has ended");
-    if (direction === "c2s") this.#c2s.append(chunk);
-    else if (direction === "s2c") this.#s2c.append(chunk);
+    let dec: DirectionDecoder;
+    if (direction === "c2s") dec = this.#c2s;
+    else if (direction === "s2c") dec = this.#s2c;
     else throw new TypeError(`Cannot push: direction must be "c2s" or "s2c", got ${String(direction)}`);
+    dec.append(chunk);
+    // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
+    // to decode on either side, so no pumping.
+    if (dec.incomplete()) return [];
     return this.#pump(false);
   }
 

@@ -557,6 +557,20 @@ export interface TcpReassemblerOptions {
    * copying every delivered byte once more. Default `false`.
    */
   readonly recentAsViews?: boolean;
+  /**
+   * Receives in-order data directly instead of as `data` events: called from inside
+   * {@link TcpReassembler.push} with the fields a `data` event would have, for data that no other event of
+   * that push comes before. Data that follows another event of the same push (an `open`, a `gap`, a
+   * finding) still comes as a `data` event, so that the order of everything is kept. Saves an event
+   * object per packet. Default: none (every delivery is a `data` event).
+   */
+  readonly onData?: (
+    connection: number,
+    direction: Direction,
+    streamOffset: number,
+    bytes: Uint8Array,
+    packet: CapturePacket,
+  ) => void;
 }
 
 interface Held {
@@ -694,6 +708,7 @@ export class TcpReassembler {
   readonly #maxHeld: number;
   readonly #recentMax: number;
   readonly #recentAsViews: boolean;
+  readonly #onData: TcpReassemblerOptions["onData"];
   readonly #badLinks = new Set<number>();
   #out: TcpEvent[] = [];
   /** The packet being handled, parsed. */
@@ -724,6 +739,7 @@ export class TcpReassembler {
     this.#maxHeld = maxHeld;
     this.#recentMax = recent;
     this.#recentAsViews = options?.recentAsViews === true;
+    this.#onData = options?.onData;
   }
 
   /**
@@ -1101,16 +1117,19 @@ export class TcpReassembler {
   #deliver(c: Conn, s: Side, bytes: Uint8Array, packet: CapturePacket): void {
     if (s.gapLength > 0) this.#flushGap(c, s);
     const off = s.next;
-    this.#out.push({
-      type: "data",
-      connection: c.info.id,
-      direction: s.dir,
-      streamOffset: off,
-      bytes,
-      packet: packet.index,
-      seconds: packet.seconds,
-      nanoseconds: packet.nanoseconds,
-    });
+    const direct = this.#onData !== undefined && this.#out.length === 0;
+    if (!direct) {
+      this.#out.push({
+        type: "data",
+        connection: c.info.id,
+        direction: s.dir,
+        streamOffset: off,
+        bytes,
+        packet: packet.index,
+        seconds: packet.seconds,
+        nanoseconds: packet.nanoseconds,
+      });
+    }
     s.next = off + bytes.length;
     const max = this.#recentMax;
     if (max > 0 && bytes.length > 0) {
@@ -1122,6 +1141,8 @@ export class TcpReassembler {
       if (s.ringFrom < 0) s.ringFrom = off;
       s.ringFrom = Math.max(s.ringFrom, s.next - max);
     }
+    // Last, with the reassembler's state complete: the callback may do anything.
+    if (direct) this.#onData!(c.info.id, s.dir, off, bytes, packet);
   }
 
   /** `recentAsViews`: keeps `bytes` (at `off`) as a pending view; drops views that left the window. */

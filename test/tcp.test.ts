@@ -292,6 +292,38 @@ function run(
   return { events: raw.map(compact), raw };
 }
 
+/**
+ * Like {@link run}, with an `onData` callback: what the callback receives during a push comes before that
+ * push's returned events, and `direct` counts the deliveries that came through the callback.
+ */
+function runDirect(
+  segs: (Seg | CapturePacket)[],
+  options?: TcpReassemblerOptions,
+): { events: unknown[]; raw: TcpEvent[]; direct: number } {
+  packetIndex = 0;
+  const raw: TcpEvent[] = [];
+  let direct = 0;
+  const r = new TcpReassembler({
+    ...options,
+    onData: (connection, direction, streamOffset, bytes, p) => {
+      direct++;
+      raw.push({
+        type: "data",
+        connection,
+        direction,
+        streamOffset,
+        bytes,
+        packet: p.index,
+        seconds: p.seconds,
+        nanoseconds: p.nanoseconds,
+      });
+    },
+  });
+  for (const s of segs) raw.push(...r.push("index" in s ? s : packet(ethTcp(s))));
+  raw.push(...r.end());
+  return { events: raw.map(compact), raw, direct };
+}
+
 function compact(e: TcpEvent): unknown {
   switch (e.type) {
     case "open":
@@ -369,6 +401,44 @@ describe("TcpReassembler", () => {
     if (data?.type !== "data") throw new Error("no data");
     expect(data.bytes.buffer).toBe(p.data.buffer);
     expect([data.packet, data.seconds, data.nanoseconds]).toEqual([0, 1_700_000_000, 5]);
+  });
+
+  test("onData receives in-order data that nothing in its push comes before, in the same order as events", () => {
+    const scenarios: [Seg[], TcpReassemblerOptions?][] = [
+      [[...HANDSHAKE, c2s(1001, "hello "), c2s(1007, "world"), s2c(5001, "hi"), c2s(1012, "", FIN | ACK)]],
+      [[...HANDSHAKE, ...RETRANSMITTED, c2s(1011, "IJ")]],
+      [[...HANDSHAKE, ...RETRANSMITTED], { recentAsViews: true }],
+      [[...HANDSHAKE, c2s(1005, "EF"), c2s(1003, "CD"), c2s(1001, "AB"), c2s(1007, "GH")]],
+      [[...HANDSHAKE, c2s(1001, "AB"), c2s(1009, "IJ"), s2c(5001, "x")], { maxOutOfOrderBytes: 1 }],
+      [[...HANDSHAKE, c2s(1003, "CD", FIN | ACK), c2s(1001, "AB"), c2s(1005, "late")]],
+      [[
+        ...HANDSHAKE,
+        c2s(1001, "AB"),
+        c2s(1003, "CD", RST),
+        c2s(1005, "EF"),
+        c2s(2000, "", SYN),
+        c2s(2001, "n"),
+      ]],
+      [[s2c(90000, "late"), c2s(4_000_000_000, "x"), s2c(90004, "r")], { isServerPort: (p) => p === 10809 }],
+      [[c2s(0xffff_fffd, "", SYN), c2s(0xffff_fffe, "AB"), c2s(0, "CD"), c2s(3, "F"), c2s(2, "E")]],
+    ];
+    for (const [segs, options] of scenarios) {
+      const events = run(segs, options).events;
+      const d = runDirect(segs, options);
+      expect(d.events).toEqual(events);
+      expect(d.direct).toBeGreaterThan(0);
+    }
+    // A connection picked up in the middle: its first data follow the `open` of the same push, as an event.
+    const first = new TcpReassembler({ onData: () => {} }).push(packet(ethTcp(s2c(90000, "late"))));
+    expect(first.map((e) => e.type)).toEqual(["open", "data"]);
+    // Later in-order data come through the callback only: the push returns nothing.
+    packetIndex = 0;
+    const got: string[] = [];
+    const r = new TcpReassembler({ onData: (_c, dir, off, b) => got.push(`${dir} @${off} ${toHex(b)}`) });
+    for (const seg of HANDSHAKE) r.push(packet(ethTcp(seg)));
+    expect(r.push(packet(ethTcp(c2s(1001, "A"))))).toEqual([]);
+    expect(r.push(packet(ethTcp(s2c(5001, "BC"))))).toEqual([]);
+    expect(got).toEqual(["c2s @0 41", "s2c @0 4243"]);
   });
 
   test("puts out-of-order segments back in order", () => {
@@ -733,9 +803,9 @@ describe("TcpReassembler", () => {
       const packets = [c2s(isn, "", SYN)].concat(
         segs.map(([a, b]) => ({ ...c2s((isn + 1 + a) >>> 0, ""), data: toHex(stream.subarray(a, b)) })),
       );
-      const { raw } = run(packets, {
-        maxOutOfOrderBytes: round % 2 ? DEFAULT_MAX_OUT_OF_ORDER_BYTES : 1 << 20,
-      });
+      const options = { maxOutOfOrderBytes: round % 2 ? DEFAULT_MAX_OUT_OF_ORDER_BYTES : 1 << 20 };
+      const { raw, events } = run(packets, options);
+      expect(runDirect(packets, options).events).toEqual(events);
       let next = 0;
       const got: number[] = [];
       for (const e of raw) {
