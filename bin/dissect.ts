@@ -207,7 +207,9 @@ export class CaptureDissector {
   constructor(sink: DissectSink, options?: CaptureDissectorOptions) {
     this.#port = options?.port ?? NBD_PORT;
     this.#sink = sink;
-    this.#reader = new CaptureReader({ strict: false });
+    // Each packet goes through the reassembler as soon as its record is read: no array of a whole chunk's
+    // packets outlives its scavenge (the young generation then stays small).
+    this.#reader = new CaptureReader({ strict: false, onPacket: (p) => this.#packet(p) });
     const port = this.#port;
     // The reassembler keeps its retransmission window as views of the chunks; release() copies it out of a
     // chunk before the chunk is read into again.
@@ -239,7 +241,8 @@ export class CaptureDissector {
    */
   push(chunk: Uint8Array): void {
     this.#seq++;
-    this.#packets(this.#reader.push(chunk));
+    this.#reader.push(chunk);
+    this.#readerFindings();
   }
 
   /**
@@ -249,7 +252,8 @@ export class CaptureDissector {
    */
   pushComplete(chunk: Uint8Array): void {
     this.#seq++;
-    this.#packets(this.#reader.pushComplete(chunk));
+    this.#reader.pushComplete(chunk);
+    this.#readerFindings();
   }
 
   /** How many chunks were pushed so far: the sequence number of the last one (see {@link oldestRetainedChunk}). */
@@ -262,11 +266,9 @@ export class CaptureDissector {
     return this.#reader.unconsumed;
   }
 
-  #packets(packets: readonly CapturePacket[]): void {
-    for (const packet of packets) {
-      for (const ev of this.#tcp.push(packet)) this.#tcpEvent(ev);
-    }
-    this.#readerFindings();
+  #packet(packet: CapturePacket): void {
+    const events = this.#tcp.push(packet);
+    for (let i = 0; i < events.length; i++) this.#tcpEvent(events[i]!);
   }
 
   /**

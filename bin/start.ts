@@ -11,12 +11,6 @@
  *   for the next one.
  * - Deno, or when `NODE_DISABLE_COMPILE_CACHE` is set: the bundle is only `require`d.
  *
- * Under Node it also sets one V8 flag before anything else runs: `--semi-space-growth-factor=1`, so that the
- * young generation keeps its first size (a 1 MiB semi-space) instead of doubling while a capture is read.
- * Every frame's objects die young, so the small space costs few extra scavenges, and the memory a larger
- * one would first touch (page faults cost about 10 µs a page on this project's machines) is never touched:
- * `small-100m` went from 246 to 235 ms (median of 31 interleaved runs, bench/RESULTS.md).
- *
  * The cache lives in `NODE_COMPILE_CACHE` when set, else in the user's cache directory
  * (`$XDG_CACHE_HOME/nbd-codec` or `~/.cache/nbd-codec`, `~/Library/Caches/nbd-codec` on macOS,
  * `%LOCALAPPDATA%\nbd-codec` on Windows), created readable by the user alone. A file's name holds the
@@ -31,11 +25,7 @@ import * as nodeModule from "node:module";
 import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
-import * as v8 from "node:v8";
 import * as vm from "node:vm";
-
-// Before the bundle is compiled (V8 keys its cached data on the flags) and before anything is allocated.
-if (!("Deno" in globalThis)) v8.setFlagsFromString("--semi-space-growth-factor=1");
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;

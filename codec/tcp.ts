@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { ViewCache } from "./_bytes.ts";
 import { type CapturePacket, LinkType, readCapture, type TraceFinding } from "./capture.ts";
 
 /**
@@ -133,6 +134,13 @@ function u16(b: Uint8Array, o: number): number {
 function u32(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
 }
+
+/**
+ * The DataView over the packet being parsed (cached per buffer: the packets of a capture chunk share one).
+ * Multi-byte fields are read through it once their bytes are known to be there: one call per field where
+ * unoptimised code would make several element loads and arithmetic calls.
+ */
+const views = new ViewCache();
 
 const NOT_IP: IgnoredPacket = Object.freeze({ type: "ignored", reason: "not-ip" });
 const NOT_TCP: IgnoredPacket = Object.freeze({ type: "ignored", reason: "not-tcp" });
@@ -274,6 +282,8 @@ function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPack
   const b = data;
   const n = b.length;
   if (n < l + 1) return cut(l, "IP header", l + 1, n);
+  const dv = views.of(b);
+  const base = views.base;
   const version = b[l]! >>> 4;
   let proto: number;
   let o: number; // start of the transport header
@@ -283,7 +293,7 @@ function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPack
   if (version === 4) {
     if (n < l + 20) return cut(l, "IPv4 header", 20, n - l);
     const ihl = (b[l]! & 0x0f) * 4;
-    let total = u16(b, l + 2);
+    let total = dv.getUint16(base + l + 2);
     if (ihl < 20) {
       return ignored(
         "malformed",
@@ -305,7 +315,7 @@ function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPack
       );
     }
     if (n < l + ihl) return cut(l, "IPv4 header", ihl, n - l);
-    const frag = u16(b, l + 6);
+    const frag = dv.getUint16(base + l + 6);
     if ((frag & 0x3fff) !== 0) {
       return ignored(
         "fragment",
@@ -324,7 +334,7 @@ function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPack
     end = l + total;
   } else if (version === 6) {
     if (n < l + 40) return cut(l, "IPv6 header", 40, n - l);
-    const plen = u16(b, l + 4);
+    const plen = dv.getUint16(base + l + 4);
     // Payload length 0 means a jumbogram (or offload): trust the captured length.
     end = plen === 0 ? n : l + 40 + plen;
     src = l + 8;
@@ -375,10 +385,10 @@ function parseTcp(data: Uint8Array, linkType: number, p: ParsedTcp): IgnoredPack
   p.ipVersion = version as 4 | 6;
   p.src = src;
   p.dst = dst;
-  p.sourcePort = u16(b, o);
-  p.destinationPort = u16(b, o + 2);
-  p.seq = u32(b, o + 4);
-  p.ack = u32(b, o + 8);
+  p.sourcePort = dv.getUint16(base + o);
+  p.destinationPort = dv.getUint16(base + o + 2);
+  p.seq = dv.getUint32(base + o + 4);
+  p.ack = dv.getUint32(base + o + 8);
   p.flags = b[o + 13]!;
   p.payloadStart = start;
   // Ethernet pads short frames: the IP length, not the frame length, ends the payload.
@@ -849,18 +859,22 @@ export class TcpReassembler {
   #segment(seg: ParsedTcp, packet: CapturePacket): void {
     const b = packet.data;
     const v6 = seg.ipVersion === 6;
-    const s0 = u32(b, seg.src);
-    const d0 = u32(b, seg.dst);
+    // parseTcp validated the addresses: read through its DataView.
+    const dv = views.of(b);
+    const src = views.base + seg.src;
+    const dst = views.base + seg.dst;
+    const s0 = dv.getUint32(src);
+    const d0 = dv.getUint32(dst);
     const ports = ((seg.sourcePort << 16) | seg.destinationPort) >>> 0;
     let slot = (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
     let s1 = 0, s2 = 0, s3 = 0, d1 = 0, d2 = 0, d3 = 0;
     if (v6) {
-      s1 = u32(b, seg.src + 4);
-      s2 = u32(b, seg.src + 8);
-      s3 = u32(b, seg.src + 12);
-      d1 = u32(b, seg.dst + 4);
-      d2 = u32(b, seg.dst + 8);
-      d3 = u32(b, seg.dst + 12);
+      s1 = dv.getUint32(src + 4);
+      s2 = dv.getUint32(src + 8);
+      s3 = dv.getUint32(src + 12);
+      d1 = dv.getUint32(dst + 4);
+      d2 = dv.getUint32(dst + 8);
+      d3 = dv.getUint32(dst + 12);
       slot = (slot ^ s1 ^ s2 ^ s3 ^ Math.imul(d1 ^ d2 ^ d3, 0x27d4eb2f)) >>> 0;
     }
     slot = (slot ^ (slot >>> 16)) & (ROUTE_CACHE_SIZE - 1);

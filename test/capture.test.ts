@@ -374,6 +374,50 @@ describe("CaptureReader chunked feeding", () => {
     expectDecodeError(() => short.end(), "truncated", 0);
   });
 
+  test.each(inputs)(
+    "onPacket receives the packets of %s in order, as push would return them",
+    (_n, bytes) => {
+      const whole = feed(bytes, []);
+      for (let seed = 1; seed <= 5; seed++) {
+        const got: CapturePacket[] = [];
+        const reader = new CaptureReader({ onPacket: (p) => got.push(p) });
+        let o = 0;
+        for (const n of randomSplits(bytes.length, seed, 700)) {
+          expect(reader.push(bytes.subarray(o, Math.min(bytes.length, o + n)))).toEqual([]);
+          o = Math.min(bytes.length, o + n);
+        }
+        expect(reader.push(bytes.subarray(o))).toEqual([]);
+        reader.end();
+        expect({ packets: plain(got), interfaces: reader.interfaces, findings: reader.takeFindings() })
+          .toEqual(whole);
+      }
+    },
+  );
+
+  test("onPacket: each packet is handed over before the next record is read; a throw fails the reader", () => {
+    const bytes = hex(
+      pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, FRAME) + pcapRecord(true, 3, 4, FRAME),
+    );
+    const seen: number[] = [];
+    const reader: CaptureReader = new CaptureReader({
+      onPacket: (p) => {
+        seen.push(p.index, reader.packetCount);
+        // No push from inside the callback.
+        expect(() => reader.push(new Uint8Array(1))).toThrow(TypeError);
+      },
+    });
+    reader.push(bytes);
+    expect(seen).toEqual([0, 1, 1, 2]);
+    const failing = new CaptureReader({
+      onPacket: () => {
+        throw new RangeError("consumer failed");
+      },
+    });
+    expect(() => failing.push(bytes)).toThrow("consumer failed");
+    expect(() => failing.push(bytes)).toThrow("consumer failed");
+    expect(() => new CaptureReader({ onPacket: 7 as unknown as () => void })).toThrow(TypeError);
+  });
+
   test("pushComplete() after push() finishes the record push() was keeping", () => {
     const bytes = hex(
       pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, FRAME) + pcapRecord(true, 3, 4, FRAME),
