@@ -197,6 +197,9 @@ export class CaptureDissector {
   readonly #sink: DissectSink;
   readonly #conns = new Map<number, ConnState>();
   #next = 0;
+  /** The connection of the last data delivered, and its state (see #data); -1: none. */
+  #lastId = -1;
+  #last: ConnState | undefined = undefined;
   /** Sequence number of the chunk being pushed (0 before the first). */
   #seq = 0;
 
@@ -306,6 +309,7 @@ export class CaptureDissector {
       if (st.kind === "nbd") this.#finish(id, st);
     }
     this.#conns.clear();
+    this.#lastId = -1;
   }
 
   #readerFindings(): void {
@@ -352,6 +356,7 @@ export class CaptureDissector {
         if (st.closed.size < 2) return;
         if (st.kind === "nbd") this.#finish(ev.connection, st);
         this.#conns.delete(ev.connection);
+        this.#lastId = -1;
         return;
       }
       case "finding": {
@@ -375,7 +380,14 @@ export class CaptureDissector {
   }
 
   #data(connection: number, direction: Direction, bytes: Uint8Array): void {
-    const st = this.#conns.get(connection);
+    // Consecutive packets mostly belong to one connection: its state without a map lookup.
+    let st: ConnState | undefined;
+    if (connection === this.#lastId) st = this.#last;
+    else {
+      st = this.#conns.get(connection);
+      this.#lastId = connection;
+      this.#last = st;
+    }
     if (st === undefined) return;
     if (st.kind === "nbd") {
       const dir = st.swap ? flip(direction) : direction;
@@ -399,6 +411,7 @@ export class CaptureDissector {
         sizes: { c2s: 0, s2c: 0 },
         closed: new Set(),
       });
+      this.#lastId = -1;
     }
   }
 
@@ -418,6 +431,7 @@ export class CaptureDissector {
       retained: { c2s: new Retained(), s2c: new Retained() },
     };
     this.#conns.set(id, live);
+    this.#lastId = -1;
     for (const op of ops) {
       const dir = swap ? flip(op.dir) : op.dir;
       if ("bytes" in op) {
@@ -452,11 +466,13 @@ export class CaptureDissector {
     }
     if ((c === "no" && s === "no") || st.sizes.c2s > MAX_PENDING_BYTES || st.sizes.s2c > MAX_PENDING_BYTES) {
       this.#conns.delete(id);
+      this.#lastId = -1;
     }
   }
 
   #finish(id: number, st: Live): void {
     this.#emit(st.decoder.end(), st);
     this.#conns.delete(id);
+    this.#lastId = -1;
   }
 }

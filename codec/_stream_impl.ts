@@ -101,8 +101,8 @@ export class SessionState {
       (this.handshakeFlags === undefined || (this.handshakeFlags & HandshakeFlag.NO_ZEROES) !== 0);
   }
 
-  addRequest(r: Request): void {
-    const key = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie;
+  /** Records a request awaiting replies; `key` is its {@link cookieKeyOf} when the caller has it at hand. */
+  addRequest(r: Request, key: number | bigint = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie): void {
     const m = this.requests;
     const had = m.get(key);
     if (had === undefined) m.set(key, r);
@@ -169,16 +169,8 @@ type Building = {
   -readonly [K in keyof ConversationFrame]: ConversationFrame[K];
 };
 
-/** Which frame decoder `take` runs. */
-type Kind =
-  | "greeting"
-  | "client-flags"
-  | "option-request"
-  | "option-reply"
-  | "export-name-reply"
-  | "request"
-  | "simple-reply"
-  | "reply-chunk";
+/** A frame decoder as `take` runs it: at `options.offset` of `bytes`. */
+type FrameDecoder = (bytes: Uint8Array, options: AnyOptions) => Decoded<Frame>;
 
 /** Decode options reused for every frame of a direction (only `offset` and the context fields change). */
 interface ReusedOptions {
@@ -455,17 +447,20 @@ export abstract class DirectionDecoder {
    * Decodes a frame of `total` bytes at the front of the queue and consumes it. The frame is decoded in
    * place when it lies in one chunk, else from a copy of just its bytes.
    */
-  protected take(total: number, kind: Kind): Building {
+  protected take(total: number, decode: FrameDecoder): Building {
     const q = this.queue;
     const at = q.position;
+    const o = this.opts as unknown as AnyOptions;
     let r: Decoded<Frame>;
     let base: number;
     if (q.contiguous() >= total) {
       base = q.frontStart();
-      r = this.decodeAt(kind, q.frontChunk(), base);
+      this.opts.offset = base;
+      r = decode(q.frontChunk(), o);
     } else {
-      r = this.decodeAt(kind, q.peek(total), 0);
       base = 0;
+      this.opts.offset = 0;
+      r = decode(q.peek(total), o);
     }
     if (!r.done) {
       // The framing said `total` bytes make the frame; the frame decoder wants more: a length field that
@@ -479,29 +474,6 @@ export abstract class DirectionDecoder {
     }
     q.skip(r.byteLength);
     return this.frameEvent(at, r.byteLength, r.frame, rebase(r.findings, base, at), undefined);
-  }
-
-  private decodeAt(kind: Kind, bytes: Uint8Array, offset: number): Decoded<Frame> {
-    this.opts.offset = offset;
-    const o = this.opts as unknown as AnyOptions;
-    switch (kind) {
-      case "greeting":
-        return decodeGreeting(bytes, o);
-      case "client-flags":
-        return decodeClientFlags(bytes, o);
-      case "option-request":
-        return decodeOptionRequest(bytes, o);
-      case "option-reply":
-        return decodeOptionReply(bytes, o);
-      case "export-name-reply":
-        return decodeExportNameReply(bytes, o);
-      case "request":
-        return decodeRequest(bytes, o);
-      case "simple-reply":
-        return decodeSimpleReply(bytes, o);
-      case "reply-chunk":
-        return decodeReplyChunk(bytes, o);
-    }
   }
 
   protected frameEvent(
@@ -581,7 +553,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
           this.phase = "transmission";
           return this.step(_force);
         }
-        const ev = this.take(4, "client-flags");
+        const ev = this.take(4, decodeClientFlags);
         this.session.clientFlags = (ev.frame as { flags: number }).flags;
         if (this.session.style === "unknown") this.session.style = "newstyle";
         this.phase = "options";
@@ -619,7 +591,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         const total = 16 + len;
         this.checkBuffer(total, "option request");
         if (q.length < total) return this.needBytes(total);
-        const ev = this.take(total, "option-request");
+        const ev = this.take(total, decodeOptionRequest);
         const opt = ev.frame as OptionRequest;
         this.session.options.push(opt);
         if (opt.option === Option.EXPORT_NAME) this.phase = "transmission";
@@ -659,6 +631,8 @@ export class ClientDecoderImpl extends DirectionDecoder {
         this.need = total;
         return this.needBytes(total);
       }
+      // The cookie as the request table's key, from the header's two halves (no bigint to convert).
+      const key = cookieKeyOf(this.u32At(8), this.u32At(12));
       const o = this.opts;
       o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
         ? this.session.extendedHeaders
@@ -684,11 +658,11 @@ export class ClientDecoderImpl extends DirectionDecoder {
         };
         ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
       } else {
-        ev = this.take(total, "request");
+        ev = this.take(total, decodeRequest);
       }
       const req = ev.frame as Request;
       if (req.command === Command.DISC) this.phase = "closed";
-      else this.session.addRequest(req);
+      else this.session.addRequest(req, key);
       return this.emit(ev);
     } catch (e) {
       return this.undecodable(e);
@@ -756,10 +730,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
           return this.needBytes(total);
         }
         // A wrong magic is reported as soon as 16 bytes are there.
-        const ev = this.take(
-          Math.min(total, q.length),
-          "greeting",
-        );
+        const ev = this.take(Math.min(total, q.length), decodeGreeting);
         const g = ev.frame;
         if (g.type === "newstyle-greeting") {
           this.session.style = "newstyle";
@@ -822,7 +793,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     this.checkBuffer(total, "option reply");
     if (q.length < total) return this.needBytes(total);
     this.opts.pendingOption = pending?.option;
-    const ev = this.take(total, "option-reply");
+    const ev = this.take(total, decodeOptionReply);
     let findings = ev.findings;
     const rep = ev.frame as OptionReplyFrame;
     if (pending?.option === Option.EXPORT_NAME) {
@@ -913,7 +884,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const total = noZeroes ? 10 : 134;
     if (q.length < total) return this.needBytes(total);
     this.opts.noZeroes = noZeroes;
-    const ev = this.take(total, "export-name-reply");
+    const ev = this.take(total, decodeExportNameReply);
     const option = s.options.shift();
     const f = ev.frame as { size: bigint; transmissionFlags: number };
     s.exportSize = f.size;
@@ -980,7 +951,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         };
         ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
       } else {
-        ev = this.take(total, "simple-reply");
+        ev = this.take(total, decodeSimpleReply);
       }
       if (req !== undefined) {
         s.finishRequest(key);
@@ -1036,7 +1007,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
       } else {
         this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
-        ev = this.take(total, "reply-chunk");
+        ev = this.take(total, decodeReplyChunk);
       }
       const chunk = ev.frame as ReplyChunk;
       let findings: Finding[] | undefined;

@@ -109,7 +109,7 @@ export class ConversationDecoder {
     // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
     // to decode on either side, so no pumping.
     if (dec.incomplete()) return [];
-    return this.#pump(false);
+    return this.#pump(false, dec === this.#s2c);
   }
 
   /**
@@ -152,13 +152,23 @@ export class ConversationDecoder {
     return out;
   }
 
-  /** Decodes what can be decoded; with `causal`, advances the client side only when the server side waits. */
-  #pump(causal: boolean): ConversationEvent[] {
+  /**
+   * Decodes what can be decoded; with `causal`, advances the client side only when the server side waits.
+   * `serverFirst`: only server bytes arrived since the last pump, which left the client side with nothing
+   * to decode (every pump ends so), so the server side goes first.
+   */
+  #pump(causal: boolean, serverFirst = false): ConversationEvent[] {
     const out: ConversationEvent[] = [];
+    let skipClient = serverFirst;
     for (;;) {
       if (!causal) {
-        let c: Step;
-        while ((c = this.#c2s.step(false)).step === "event") out.push(this.#tag(c.event));
+        // A side with no bytes buffered has nothing to decode (before end()): no step for it.
+        if (skipClient) skipClient = false;
+        else if (this.#c2s.buffered > 0) {
+          let c: Step;
+          while ((c = this.#c2s.step(false)).step === "event") out.push(this.#tag(c.event));
+        }
+        if (this.#s2c.buffered === 0) break;
       }
       const s = this.#s2c.step(false);
       if (s.step === "event") {
