@@ -68,6 +68,20 @@ export class ByteQueue {
       ((this.byteAt(i + 1) << 16) | (this.byteAt(i + 2) << 8) | this.byteAt(i + 3));
   }
 
+  /** Big-endian u64 at index `i` (i + 8 <= length) without consuming. */
+  u64At(i: number): bigint {
+    const c = this.chunks[this.first]!;
+    const p = this.head + i;
+    if (p + 8 <= c.length) return views.of(c).getBigUint64(views.base + p);
+    return (BigInt(this.u32At(i)) << 32n) | BigInt(this.u32At(i + 4));
+  }
+
+  /** The `n` bytes at index `i` as a view of the front chunk (they must lie in it: i + n <= contiguous()). */
+  frontView(i: number, n: number): Uint8Array {
+    const start = this.head + i;
+    return this.chunks[this.first]!.subarray(start, start + n);
+  }
+
   /** Big-endian u16 at index `i` (i + 2 <= length) without consuming. */
   u16At(i: number): number {
     const c = this.chunks[this.first]!;

@@ -3,6 +3,7 @@
 import { toHex, u64 } from "./_bytes.ts";
 import { ByteQueue } from "./_queue.ts";
 import { checkLimit, NO_FINDINGS } from "./_report.ts";
+import { plainHeader, plainRequest } from "./_request_plain.ts";
 import {
   ClientFlag,
   Command,
@@ -638,7 +639,32 @@ export class ClientDecoderImpl extends DirectionDecoder {
         ? this.session.extendedHeaders
         : undefined;
       let ev: Building;
-      if (isData && this.o.payloadViews && q.contiguous() < total) {
+      const contiguous = q.contiguous();
+      if (
+        plainHeader(extended, flags, command, o.extendedHeaders) && contiguous >= headerLength &&
+        (contiguous >= total || (isData && this.o.payloadViews))
+      ) {
+        // No header rule can find anything: the frame straight from the fields framed above, as decodeRequest
+        // would build it (plainRequest), without decoding the header a second time.
+        const at = q.position;
+        const cookie = q.u64At(8);
+        const offset = q.u64At(16);
+        const length = extended ? q.u64At(24) : BigInt(q.u32At(24));
+        let views: Uint8Array[] | undefined;
+        let data: Uint8Array | undefined;
+        if (!isData) q.skip(total);
+        else if (contiguous >= total) {
+          data = q.frontView(headerLength, payloadLength);
+          q.skip(total);
+        } else {
+          // The payload continues in later chunks: views of each.
+          q.skip(headerLength);
+          views = q.takeViews(payloadLength);
+          data = EMPTY;
+        }
+        const frame = plainRequest(extended, flags, command, cookie, offset, length, data);
+        ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
+      } else if (isData && this.o.payloadViews && contiguous < total) {
         const at = q.position;
         const hr = decodeRequestHeader(q.peek(headerLength), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;
@@ -935,9 +961,32 @@ export class ServerDecoderImpl extends DirectionDecoder {
       }
       this.opts.readLength = readLength >= 0 ? readLength : undefined;
       // The frame decoder reports a simple reply in an extended-headers session (reply-header-style).
-      this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
+      const ctx = s.style === "newstyle" ? s.extendedHeaders : undefined;
+      this.opts.extendedHeaders = ctx;
       let ev: Building;
-      if (readLength > 0 && this.o.payloadViews && q.contiguous() < total) {
+      const contiguous = q.contiguous();
+      if (
+        ctx !== true && contiguous >= 16 && readLength <= this.o.maxPayloadLength &&
+        (contiguous >= total || (readLength > 0 && this.o.payloadViews))
+      ) {
+        // Nothing for decodeSimpleReply to find (no extended-headers session, read data within the limit):
+        // the frame as it builds it, from the fields read above.
+        const cookie = q.u64At(8);
+        let frame: SimpleReply;
+        let views: Uint8Array[] | undefined;
+        if (readLength < 0) {
+          frame = { type: "simple-reply", error, cookie };
+          q.skip(16);
+        } else if (contiguous >= total) {
+          frame = { type: "simple-reply", error, cookie, data: q.frontView(16, readLength) };
+          q.skip(total);
+        } else {
+          q.skip(16);
+          views = q.takeViews(readLength);
+          frame = { type: "simple-reply", error, cookie, data: EMPTY };
+        }
+        ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
+      } else if (readLength > 0 && this.o.payloadViews && contiguous < total) {
         this.opts.readLength = undefined;
         const hr = decodeSimpleReply(q.peek(16), this.optionsAt0());
         if (!hr.done) return NEED_BYTES;

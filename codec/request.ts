@@ -24,6 +24,7 @@ import {
 } from "./_bytes.ts";
 import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } from "./_report.ts";
 import { Command, CommandFlag, Magic } from "./constants.ts";
+import { FLAGS_FOR_COMMAND, plainHeader, plainRequest } from "./_request_plain.ts";
 import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH } from "./types.ts";
 
 /** Header length of a compact request. */
@@ -59,22 +60,6 @@ function newTarget(target: Uint8Array): void {
   lastTargetView = new DataView(target.buffer, target.byteOffset);
   lastTarget = target;
 }
-
-/**
- * The command flags each known command accepts (index = command). FUA is valid on every command once the
- * server advertised SEND_FUA (spec §Request message, "NBD_CMD_FLAG_FUA"); RESIZE (experimental) defines none.
- */
-const FLAGS_FOR_COMMAND: readonly number[] = [
-  CommandFlag.FUA | CommandFlag.DF, // READ
-  CommandFlag.FUA | CommandFlag.PAYLOAD_LEN, // WRITE
-  CommandFlag.FUA, // DISC
-  CommandFlag.FUA, // FLUSH
-  CommandFlag.FUA, // TRIM
-  CommandFlag.FUA, // CACHE
-  CommandFlag.FUA | CommandFlag.NO_HOLE | CommandFlag.FAST_ZERO, // WRITE_ZEROES
-  CommandFlag.FUA | CommandFlag.REQ_ONE | CommandFlag.PAYLOAD_LEN, // BLOCK_STATUS
-  CommandFlag.FUA, // RESIZE
-];
 
 /**
  * The payload of `NBD_CMD_BLOCK_STATUS` in its payload form (extended headers, `NBD_CMD_FLAG_PAYLOAD_LEN`,
@@ -396,18 +381,6 @@ export function encodeRequestHeaderInto(
   return len;
 }
 
-/**
- * Whether a header certainly breaks none of the rules {@link checkHeader} checks (the common case, tested
- * cheaply): the header style agrees, every flag is valid for a known command, no PAYLOAD_LEN, not an
- * extended WRITE, not DISC or FLUSH. Anything else goes through checkHeader.
- */
-function plainHeader(extended: boolean, flags: number, command: number, ctx: boolean | undefined): boolean {
-  const valid = FLAGS_FOR_COMMAND[command];
-  return (ctx === undefined || ctx === extended) && valid !== undefined && (flags & ~valid) === 0 &&
-    (flags & CommandFlag.PAYLOAD_LEN) === 0 && command !== Command.DISC && command !== Command.FLUSH &&
-    !(extended && command === Command.WRITE);
-}
-
 /** Header checks shared by decodeRequestHeader and decodeRequest: the cheap test first, then the rules. */
 function checkRequestHeader(
   dv: DataView,
@@ -625,7 +598,7 @@ export function decodeRequest(bytes: Uint8Array, options?: RequestDecodeOptions)
   const offset = dv.getBigUint64(p + 16);
   const length = extended ? dv.getBigUint64(p + 24) : BigInt(dv.getUint32(p + 24));
   const frame: Request = payloadLength === 0 && !hasPayload(extended, flags, command)
-    ? { type: "request", extended, flags, command, cookie, offset, length }
+    ? plainRequest(extended, flags, command, cookie, offset, length, undefined)
     : requestWithPayload(
       bytes,
       dv,
@@ -671,7 +644,7 @@ function requestWithPayload(
       return { type: "request", extended, flags, command, cookie, offset, length, blockStatus };
     }
   }
-  return { type: "request", extended, flags, command, cookie, offset, length, data: payload };
+  return plainRequest(extended, flags, command, cookie, offset, length, payload);
 }
 
 /** The block-status payload form: `length` bytes at `q` in `dv`, at index `start` of the input. */
