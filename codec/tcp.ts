@@ -823,6 +823,7 @@ export class TcpReassembler {
    */
   push(packet: CapturePacket): TcpEvent[] {
     const out: TcpEvent[] = this.#out = [];
+    if (this.#inOrder(packet)) return out;
     const seg = this.#parsed;
     const ignored = parseTcp(packet.data, packet.linkType, seg);
     if (ignored !== undefined) {
@@ -854,6 +855,74 @@ export class TcpReassembler {
     for (const c of [...this.#live]) this.#finish(c, "end");
     this.#live.clear();
     return out;
+  }
+
+  /**
+   * The common case in a few steps: an IPv4 TCP segment (Ethernet without VLAN tags, BSD loopback or raw IP)
+   * with data and no SYN, FIN or RST, on a connection the route cache holds, exactly at the next expected
+   * byte of a direction that has no out-of-order data or gap pending, captured whole. It is delivered as
+   * parseTcp, #segment and #data would deliver it; anything else returns false, for the general path.
+   */
+  #inOrder(packet: CapturePacket): boolean {
+    const b = packet.data;
+    const n = b.length;
+    let l: number;
+    switch (packet.linkType) {
+      case LinkType.ETHERNET:
+        if (n < 14 || b[12] !== 0x08 || b[13] !== 0x00) return false;
+        l = 14;
+        break;
+      case LinkType.LOOP:
+        // AF_INET (2) in network byte order.
+        if (n < 4 || b[0] !== 0 || b[1] !== 0 || b[2] !== 0 || b[3] !== 2) return false;
+        l = 4;
+        break;
+      case LinkType.NULL:
+        // AF_INET in the capturing host's byte order, either one (linkLayer reads it so).
+        if (n < 4 || b[1] !== 0 || b[2] !== 0 || (b[0]! | b[3]!) !== 2 || b[0] === b[3]) return false;
+        l = 4;
+        break;
+      case LinkType.RAW:
+      case LinkType.IPV4:
+        l = 0;
+        break;
+      default:
+        return false;
+    }
+    if (n < l + 20) return false;
+    const vihl = b[l]!;
+    if (vihl >>> 4 !== 4 || b[l + 9] !== 6) return false;
+    const ihl = (vihl & 0x0f) * 4;
+    const dv = views.of(b);
+    const ip = views.base + l;
+    let total = dv.getUint16(ip + 2);
+    if (total === 0) total = n - l;
+    // Not a fragment; the header lengths hold and the datagram is captured whole.
+    if (ihl < 20 || (dv.getUint16(ip + 6) & 0x3fff) !== 0 || l + total > n || total < ihl + 20) return false;
+    const o = l + ihl;
+    const hlen = (b[o + 12]! >>> 4) * 4;
+    const flags = b[o + 13]!;
+    const start = o + hlen;
+    const end = l + total;
+    if (hlen < 20 || start >= end || (flags & (TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST)) !== 0) return false;
+    const t = views.base + o;
+    const ports = dv.getUint32(t);
+    const s0 = dv.getUint32(ip + 12);
+    const d0 = dv.getUint32(ip + 16);
+    let slot = (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
+    slot = (slot ^ (slot >>> 16)) & (ROUTE_CACHE_SIZE - 1);
+    const hit = this.#cache[slot];
+    if (hit === undefined || hit.ports !== ports || hit.s0 !== s0 || hit.d0 !== d0 || hit.v6) return false;
+    const route = hit.route;
+    const c = route.conn;
+    const s = route.fromClient ? c.c2s : c.s2c;
+    if (c.reset || !s.started || s.closed || s.held.length > 0 || s.gapLength > 0 || s.finAt >= 0) {
+      return false;
+    }
+    // In order: the segment's sequence number is the next expected byte's.
+    if (dv.getUint32(t + 4) !== ((s.base + s.next) >>> 0)) return false;
+    this.#deliver(c, s, b.subarray(start, end), packet);
+    return true;
   }
 
   #segment(seg: ParsedTcp, packet: CapturePacket): void {
