@@ -221,7 +221,8 @@ const OPTION_REPLY_HI = Number(Magic.OPTION_REPLY >> 32n);
 
 /** Shared machinery of both directions. */
 export abstract class DirectionDecoder {
-  protected readonly queue: ByteQueue = new ByteQueue();
+  /** The bytes received and not yet decoded (read by the conversation decoder too, without a call). */
+  readonly queue: ByteQueue = new ByteQueue();
   protected readonly o: Resolved;
   protected readonly session: SessionState;
   protected phase: StreamPhase = "start";

@@ -412,7 +412,10 @@ export class CaptureReader {
       }
     }
     while (pos < len) {
-      const r = this.#step(chunk, pos, len, this.#total + pos, out);
+      // Classic pcap records straight to their parser (the common case), other units through #step.
+      const r = this.format === "pcap"
+        ? this.#pcapRecord(chunk, pos, len - pos, this.#total + pos, out)
+        : this.#step(chunk, pos, len, this.#total + pos, out);
       if (r > 0) {
         pos += r;
         continue;
@@ -591,7 +594,7 @@ export class CaptureReader {
       linkType: iface.linkType,
       seconds,
       nanoseconds,
-      originalLength: Math.max(origLen, capLen),
+      originalLength: origLen > capLen ? origLen : capLen,
       data: b.subarray(pos + PCAP_RECORD_HEADER_LENGTH, pos + total),
     });
     return total;

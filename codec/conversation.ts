@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { ConversationEvent, Direction, StreamEvent } from "./events.ts";
+import type { ConversationEvent, Direction } from "./events.ts";
 import type { NegotiatedState, StreamOptions } from "./stream.ts";
 import {
   ClientDecoderImpl,
@@ -127,7 +127,7 @@ export class ConversationDecoder {
     const dec = direction === "c2s" ? this.#c2s : this.#s2c;
     const out = this.#pump(false);
     const ev = dec.abandon(length);
-    if (ev !== undefined) out.push(this.#tag(ev));
+    if (ev !== undefined) out.push(ev as ConversationEvent);
     return out;
   }
 
@@ -146,8 +146,8 @@ export class ConversationDecoder {
   end(): ConversationEvent[] {
     if (this.#done) return [];
     const out = this.#pump(false);
-    for (const e of this.#c2s.finish()) out.push(this.#tag(e));
-    for (const e of this.#s2c.finish()) out.push(this.#tag(e));
+    for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
+    for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
     this.#done = true;
     return out;
   }
@@ -164,29 +164,29 @@ export class ConversationDecoder {
       if (!causal) {
         // A side with no bytes buffered has nothing to decode (before end()): no step for it.
         if (skipClient) skipClient = false;
-        else if (this.#c2s.buffered > 0) {
+        else if (this.#c2s.queue.length > 0) {
           let c: Step;
-          while ((c = this.#c2s.step(false)).step === "event") out.push(this.#tag(c.event));
+          while ((c = this.#c2s.step(false)).step === "event") out.push(c.event as ConversationEvent);
         }
-        if (this.#s2c.buffered === 0) break;
+        if (this.#s2c.queue.length === 0) break;
       }
       const s = this.#s2c.step(false);
       if (s.step === "event") {
-        out.push(this.#tag(s.event));
+        out.push(s.event as ConversationEvent);
         continue;
       }
       if (!causal) break;
       // Causal order: the server waits for (or has no more) bytes; let the client side take one step.
       const c = this.#c2s.step(false);
       if (c.step === "event") {
-        out.push(this.#tag(c.event));
+        out.push(c.event as ConversationEvent);
         continue;
       }
       if (s.step === "blocked") {
         // The client side has nothing more to give: decode the server frame without its request.
         const f = this.#s2c.step(true);
         if (f.step === "event") {
-          out.push(this.#tag(f.event));
+          out.push(f.event as ConversationEvent);
           continue;
         }
       }
@@ -211,10 +211,6 @@ export class ConversationDecoder {
     const out = this.#pump(true);
     for (const e of this.end()) out.push(e);
     return out;
-  }
-
-  #tag(e: StreamEvent): ConversationEvent {
-    return e as ConversationEvent;
   }
 }
 

@@ -576,9 +576,25 @@ function requestHead(f: Request): string {
   return t;
 }
 
+/**
+ * The last request whose offset and length were turned into text, and those texts: its reply, which in
+ * most traffic is the next frame, shows them again (a one-entry memo by identity; frames are immutable).
+ */
+let numbersOf: Request | undefined = undefined;
+let offsetText = "";
+let lengthText = "";
+
+function requestNumbers(r: Request): void {
+  if (r === numbersOf) return;
+  numbersOf = r;
+  offsetText = String(r.offset);
+  lengthText = String(r.length);
+}
+
 /** A request's text after the header line's `L` (frame length): see {@link requestHead}. */
 function requestText(e: ConversationFrame, f: Request): string {
-  let text = requestHead(f) + f.cookie + "\n    Offset: " + f.offset + "\n    Length: " + f.length;
+  requestNumbers(f);
+  let text = requestHead(f) + f.cookie + "\n    Offset: " + offsetText + "\n    Length: " + lengthText;
   const payload = e.frameLength - requestHeaderLength(f);
   if (f.blockStatus !== undefined) {
     const out = new Block(text);
@@ -621,7 +637,8 @@ function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
       ref = `\n    [Request: ${codeName("command", r.command)}, offset `;
       if (REQUEST_REF_HEAD.size < 1024) REQUEST_REF_HEAD.set(r.command, ref);
     }
-    text += ref + r.offset + ", length " + r.length + "]";
+    requestNumbers(r);
+    text += ref + offsetText + ", length " + lengthText + "]";
   }
   return text;
 }
