@@ -68,13 +68,20 @@ export class ByteQueue {
       ((this.byteAt(i + 1) << 16) | (this.byteAt(i + 2) << 8) | this.byteAt(i + 3));
   }
 
-  /** Big-endian u64 at index `i` (i + 8 <= length) without consuming. */
-  u64At(i: number): bigint {
+  /**
+   * A DataView through which the first `n` bytes (n <= length) read at indexes {@link viewBase} to
+   * `viewBase + n - 1`: over the front chunk's buffer when they lie in that chunk (no copy), else over a
+   * copy of them. For a frame header's fields, read one by one.
+   */
+  view(n: number): DataView {
     const c = this.chunks[this.first]!;
-    const p = this.head + i;
-    if (p + 8 <= c.length) return views.of(c).getBigUint64(views.base + p);
-    return (BigInt(this.u32At(i)) << 32n) | BigInt(this.u32At(i + 4));
+    const dv = views.of(c.length - this.head >= n ? c : this.peek(n));
+    this.viewBase = c.length - this.head >= n ? views.base + this.head : views.base;
+    return dv;
   }
+
+  /** See {@link view}. */
+  viewBase = 0;
 
   /** The `n` bytes at index `i` as a view of the front chunk (they must lie in it: i + n <= contiguous()). */
   frontView(i: number, n: number): Uint8Array {

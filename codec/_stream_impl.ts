@@ -603,7 +603,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
       }
       // transmission
       if (q.length < 4) return this.needBytes(4);
-      const magic = this.u32At(0);
+      const magic = q.u32At(0);
       const extended = magic === Magic.EXTENDED_REQUEST;
       const headerLength = extended ? 32 : 28;
       if (magic !== REQUEST_MAGIC_HI && !extended) {
@@ -616,14 +616,18 @@ export class ClientDecoderImpl extends DirectionDecoder {
         );
       }
       if (q.length < headerLength) return this.needBytes(headerLength);
+      // The header's fields through one DataView (over the front chunk, or a copy of a header that spans).
+      const dv = q.view(headerLength);
+      const h = q.viewBase;
       // Frame the request from its header: WRITE (and, extended, PAYLOAD_LEN) carries a payload of the
       // length field's size; qemu 10 sends extended WRITE without PAYLOAD_LEN, so WRITE always does.
-      const flags = q.u16At(4);
-      const command = q.u16At(6);
+      const flags = dv.getUint16(h + 4);
+      const command = dv.getUint16(h + 6);
       let payloadLength = 0;
       if (command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0)) {
-        const hi = extended ? this.u32At(24) : 0;
-        payloadLength = hi * 0x1_0000_0000 + this.u32At(extended ? 28 : 24);
+        payloadLength = extended
+          ? dv.getUint32(h + 24) * 0x1_0000_0000 + dv.getUint32(h + 28)
+          : dv.getUint32(h + 24);
         checkLimit(payloadLength, this.o.maxPayloadLength, 24, "request payload");
       }
       const total = headerLength + payloadLength;
@@ -634,7 +638,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
         return this.needBytes(total);
       }
       // The cookie as the request table's key, from the header's two halves (no bigint to convert).
-      const key = cookieKeyOf(this.u32At(8), this.u32At(12));
+      const key = cookieKeyOf(dv.getUint32(h + 8), dv.getUint32(h + 12));
       const o = this.opts;
       o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
         ? this.session.extendedHeaders
@@ -642,15 +646,15 @@ export class ClientDecoderImpl extends DirectionDecoder {
       let ev: Building;
       const contiguous = q.contiguous();
       if (
-        plainHeader(extended, flags, command, o.extendedHeaders) && contiguous >= headerLength &&
+        plainHeader(extended, flags, command, o.extendedHeaders) &&
         (contiguous >= total || (isData && this.o.payloadViews))
       ) {
         // No header rule can find anything: the frame straight from the fields framed above, as decodeRequest
         // would build it (plainRequest), without decoding the header a second time.
         const at = q.position;
-        const cookie = q.u64At(8);
-        const offset = q.u64At(16);
-        const length = extended ? q.u64At(24) : BigInt(q.u32At(24));
+        const cookie = dv.getBigUint64(h + 8);
+        const offset = dv.getBigUint64(h + 16);
+        const length = extended ? dv.getBigUint64(h + 24) : BigInt(dv.getUint32(h + 24));
         let views: Uint8Array[] | undefined;
         let data: Uint8Array | undefined;
         if (!isData) q.skip(total);
@@ -672,15 +676,15 @@ export class ClientDecoderImpl extends DirectionDecoder {
         q.skip(headerLength);
         const views = q.takeViews(payloadLength);
         // Built field by field: object rest and spread cost a runtime call each, even in optimised code.
-        const h = hr.frame;
+        const hf = hr.frame;
         const frame: Request = {
           type: "request",
-          extended: h.extended,
-          flags: h.flags,
-          command: h.command,
-          cookie: h.cookie,
-          offset: h.offset,
-          length: h.length,
+          extended: hf.extended,
+          flags: hf.flags,
+          command: hf.command,
+          cookie: hf.cookie,
+          offset: hf.offset,
+          length: hf.length,
           data: EMPTY,
         };
         ev = this.frameEvent(at, total, frame, rebase(hr.findings, 0, at), views);
@@ -928,8 +932,11 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const magic = this.u32At(0);
     if (magic === Magic.SIMPLE_REPLY) {
       if (q.length < 16) return this.needBytes(16);
-      const key = cookieKeyOf(this.u32At(8), this.u32At(12));
-      const error = this.u32At(4);
+      // The header's fields through one DataView (over the front chunk, or a copy of a header that spans).
+      const dv = q.view(16);
+      const h = q.viewBase;
+      const key = cookieKeyOf(dv.getUint32(h + 8), dv.getUint32(h + 12));
+      const error = dv.getUint32(h + 4);
       const req = s.findRequest(key);
       if (req === undefined && this.waitForClient && !force) return BLOCKED;
       let findings: Finding[] | undefined;
@@ -967,12 +974,12 @@ export class ServerDecoderImpl extends DirectionDecoder {
       let ev: Building;
       const contiguous = q.contiguous();
       if (
-        ctx !== true && contiguous >= 16 && readLength <= this.o.maxPayloadLength &&
+        ctx !== true && readLength <= this.o.maxPayloadLength &&
         (contiguous >= total || (readLength > 0 && this.o.payloadViews))
       ) {
         // Nothing for decodeSimpleReply to find (no extended-headers session, read data within the limit):
         // the frame as it builds it, from the fields read above.
-        const cookie = q.u64At(8);
+        const cookie = dv.getBigUint64(h + 8);
         let frame: SimpleReply;
         let views: Uint8Array[] | undefined;
         if (readLength < 0) {

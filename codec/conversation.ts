@@ -11,13 +11,7 @@
  */
 import type { ConversationEvent, Direction } from "./events.ts";
 import type { NegotiatedState, StreamOptions } from "./stream.ts";
-import {
-  ClientDecoderImpl,
-  type DirectionDecoder,
-  ServerDecoderImpl,
-  SessionState,
-  type Step,
-} from "./_stream_impl.ts";
+import { ClientDecoderImpl, type DirectionDecoder, ServerDecoderImpl, SessionState } from "./_stream_impl.ts";
 
 /**
  * Options of the conversation decoder: the stream options plus the connection number put on every event.
@@ -109,7 +103,7 @@ export class ConversationDecoder {
     // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
     // to decode on either side, so no pumping.
     if (dec.incomplete()) return [];
-    return this.#pump(false, dec === this.#s2c);
+    return this.#pump(dec === this.#s2c);
   }
 
   /**
@@ -125,7 +119,7 @@ export class ConversationDecoder {
    */
   gap(direction: Direction, length: number): ConversationEvent[] {
     const dec = direction === "c2s" ? this.#c2s : this.#s2c;
-    const out = this.#pump(false);
+    const out = this.#pump();
     const ev = dec.abandon(length);
     if (ev !== undefined) out.push(ev as ConversationEvent);
     return out;
@@ -145,7 +139,7 @@ export class ConversationDecoder {
    */
   end(): ConversationEvent[] {
     if (this.#done) return [];
-    const out = this.#pump(false);
+    const out = this.#pump();
     for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
     for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
     this.#done = true;
@@ -153,30 +147,43 @@ export class ConversationDecoder {
   }
 
   /**
-   * Decodes what can be decoded; with `causal`, advances the client side only when the server side waits.
-   * `serverFirst`: only server bytes arrived since the last pump, which left the client side with nothing
-   * to decode (every pump ends so), so the server side goes first.
+   * Decodes what can be decoded, in capture order: the client side first, then the server side, again after
+   * each server event (an option reply can change how the client side decodes). `serverFirst`: only server
+   * bytes arrived since the last pump, which left the client side with nothing to decode (every pump ends
+   * so). A side with no bytes buffered has nothing to decode (before end()), so it is not stepped.
    */
-  #pump(causal: boolean, serverFirst = false): ConversationEvent[] {
+  #pump(serverFirst = false): ConversationEvent[] {
     const out: ConversationEvent[] = [];
+    const c2s = this.#c2s;
+    const s2c = this.#s2c;
     let skipClient = serverFirst;
     for (;;) {
-      if (!causal) {
-        // A side with no bytes buffered has nothing to decode (before end()): no step for it.
-        if (skipClient) skipClient = false;
-        else if (this.#c2s.queue.length > 0) {
-          let c: Step;
-          while ((c = this.#c2s.step(false)).step === "event") out.push(c.event as ConversationEvent);
+      if (skipClient) skipClient = false;
+      else {
+        while (c2s.queue.length > 0) {
+          const c = c2s.step(false);
+          if (c.step !== "event") break;
+          out.push(c.event as ConversationEvent);
         }
-        if (this.#s2c.queue.length === 0) break;
       }
+      if (s2c.queue.length === 0) break;
+      const s = s2c.step(false);
+      if (s.step !== "event") break;
+      out.push(s.event as ConversationEvent);
+    }
+    return out;
+  }
+
+  /** Decodes what can be decoded in causal order: the client side advances only when the server side waits. */
+  #pumpCausal(): ConversationEvent[] {
+    const out: ConversationEvent[] = [];
+    for (;;) {
       const s = this.#s2c.step(false);
       if (s.step === "event") {
         out.push(s.event as ConversationEvent);
         continue;
       }
-      if (!causal) break;
-      // Causal order: the server waits for (or has no more) bytes; let the client side take one step.
+      // The server waits for (or has no more) bytes; let the client side take one step.
       const c = this.#c2s.step(false);
       if (c.step === "event") {
         out.push(c.event as ConversationEvent);
@@ -208,7 +215,7 @@ export class ConversationDecoder {
   decodeWhole(c2s: Uint8Array, s2c: Uint8Array): ConversationEvent[] {
     this.#c2s.append(c2s);
     this.#s2c.append(s2c);
-    const out = this.#pump(true);
+    const out = this.#pumpCausal();
     for (const e of this.end()) out.push(e);
     return out;
   }
