@@ -318,7 +318,9 @@ export class CaptureDissector {
 
   #emit(events: ConversationEvent[], live: Live): void {
     const r = live.retained;
-    for (const e of events) {
+    const sink = this.#sink;
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!;
       const dir = e.direction === "c2s" ? r.c2s : r.s2c;
       if (e.event === "frame") {
         dir.consumed(e.frameOffset + e.frameLength);
@@ -327,7 +329,7 @@ export class CaptureDissector {
         dir.consumed(e.streamOffset + e.length);
         if (e.notice !== "truncated") dir.opaque();
       }
-      this.#sink.event(e);
+      sink.event(e);
     }
   }
 

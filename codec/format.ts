@@ -560,11 +560,20 @@ function optionReplyText(out: Block, f: OptionReplyFrame, frameLength: number): 
  */
 const REQUEST_HEAD = new Map<number, string>();
 
+/** The last key {@link requestHead} looked up, and its text: traffic repeats one command for long runs. */
+let lastHeadKey = -1;
+let lastHead = "";
+
 function requestHead(f: Request): string {
   // The key packs two u16 values; a frame built by hand with other values is formatted without the memo.
   const memo = (f.command & 0xffff) === f.command && (f.flags & 0xffff) === f.flags;
   const key = f.command * 0x2_0000 + f.flags * 2 + (f.extended ? 1 : 0);
+  if (memo && key === lastHeadKey) return lastHead;
   let t = memo ? REQUEST_HEAD.get(key) : undefined;
+  if (memo && t !== undefined) {
+    lastHeadKey = key;
+    lastHead = t;
+  }
   if (t === undefined) {
     t = ` bytes: request${f.extended ? " (extended header)" : ""}
     Magic: ${f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)"}
@@ -613,29 +622,41 @@ function requestRef(e: ConversationFrame): string | undefined {
   return `[Request: ${codeName("command", r.command)}, offset ${r.offset}, length ${r.length}]`;
 }
 
+/**
+ * Texts memoized by a small key (an integer from 0 to {@link SMALL_KEYS} - 1: errors, commands, connection
+ * and direction), in arrays: one element load where a Map would cost a call.
+ */
+const SMALL_KEYS = 1024;
+
+function smallKey(k: number): boolean {
+  return k >>> 0 === k && k < SMALL_KEYS;
+}
+
 /** A simple reply's text before its cookie, from ` bytes: ` on, by error: memoized. */
-const SIMPLE_REPLY_HEAD = new Map<number, string>();
+const SIMPLE_REPLY_HEAD: (string | undefined)[] = [];
 /** `\n    [Request: NAME, offset `, by command: memoized. */
-const REQUEST_REF_HEAD = new Map<number, string>();
+const REQUEST_REF_HEAD: (string | undefined)[] = [];
 
 function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
-  let head = SIMPLE_REPLY_HEAD.get(f.error);
+  const memo = smallKey(f.error);
+  let head = memo ? SIMPLE_REPLY_HEAD[f.error] : undefined;
   if (head === undefined) {
     head = ` bytes: simple-reply
     Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)
     Error: ${f.error === 0 ? "0 (success)" : codeText("error", f.error)}
     Cookie: `;
-    if (SIMPLE_REPLY_HEAD.size < 1024) SIMPLE_REPLY_HEAD.set(f.error, head);
+    if (memo) SIMPLE_REPLY_HEAD[f.error] = head;
   }
   let text = head + f.cookie;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) text += "\n    Data: " + data + " bytes";
   const r = e.request;
   if (r !== undefined) {
-    let ref = REQUEST_REF_HEAD.get(r.command);
+    const memoRef = smallKey(r.command);
+    let ref = memoRef ? REQUEST_REF_HEAD[r.command] : undefined;
     if (ref === undefined) {
       ref = `\n    [Request: ${codeName("command", r.command)}, offset `;
-      if (REQUEST_REF_HEAD.size < 1024) REQUEST_REF_HEAD.set(r.command, ref);
+      if (memoRef) REQUEST_REF_HEAD[r.command] = ref;
     }
     requestNumbers(r);
     text += ref + offsetText + ", length " + lengthText + "]";
@@ -705,16 +726,16 @@ function findingsText(out: Block, findings: readonly Finding[]): void {
 }
 
 /** `: connection C, DIR, offset ` (the middle of a header line), by connection and direction: memoized. */
-const HEAD_MIDDLE = new Map<number, string>();
+const HEAD_MIDDLE: (string | undefined)[] = [];
 
 function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
   // The key packs the number and the direction: only for the numbers a decoder gives (0, 1, 2, ...).
-  const memo = connection >>> 0 === connection && (direction === "c2s" || direction === "s2c");
   const key = connection * 2 + (direction === "c2s" ? 0 : 1);
-  let t = memo ? HEAD_MIDDLE.get(key) : undefined;
+  const memo = smallKey(connection) && smallKey(key) && (direction === "c2s" || direction === "s2c");
+  let t = memo ? HEAD_MIDDLE[key] : undefined;
   if (t === undefined) {
     t = `: connection ${connection}, ${direction}, offset `;
-    if (memo && HEAD_MIDDLE.size < 1024) HEAD_MIDDLE.set(key, t);
+    if (memo) HEAD_MIDDLE[key] = t;
   }
   return t;
 }
