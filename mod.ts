@@ -46,4 +46,12 @@ export * from "./codec/metadata.ts";
 export * from "./codec/events.ts";
 export * from "./codec/stream.ts";
 export * from "./codec/conversation.ts";
-export * from "./codec/format.ts";
+// Named, not `export *`: format.ts also holds a byte writer for the command line that is not public API.
+export {
+  codeName,
+  formatEventJson,
+  formatEventJsonLine,
+  formatEventText,
+  type JsonObject,
+  type JsonValue,
+} from "./codec/format.ts";

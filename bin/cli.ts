@@ -12,7 +12,13 @@ import type { TraceFinding } from "../codec/capture.ts";
 import { decodeConversation } from "../codec/conversation.ts";
 import { isNbdDecodeError } from "../codec/errors.ts";
 import type { ConversationEvent } from "../codec/events.ts";
-import { formatEventJsonLine, formatEventText, type JsonObject } from "../codec/format.ts";
+import {
+  formatEventJsonLine,
+  formatEventText,
+  type JsonObject,
+  NO_ROOM,
+  writeHotFrameText,
+} from "../codec/format.ts";
 import { CaptureDissector, NBD_PORT } from "./dissect.ts";
 
 /** Where the command line writes. */
@@ -225,6 +231,8 @@ class Violations {
 interface Output {
   /** Adds text to write. */
   add(text: string): void;
+  /** Adds the text of a request or simple reply and a blank line when it can write it as bytes. */
+  addHot(e: ConversationEvent, n: number): boolean;
   /** Whether a flush is due (about {@link FLUSH_SIZE} or more waits). */
   readonly full: boolean;
   /** Writes everything added so far. */
@@ -242,6 +250,10 @@ class TextOutput implements Output {
 
   add(text: string): void {
     this.#text += text;
+  }
+
+  addHot(): boolean {
+    return false;
   }
 
   get full(): boolean {
@@ -317,6 +329,22 @@ export class ByteOutput implements Output {
     }
   }
 
+  /**
+   * Writes the text of a request or simple reply (and a blank line) straight into the buffer as bytes,
+   * without building a string (in a fresh buffer when the current one may lack room); false for events the
+   * byte writer leaves to {@link formatEventText}.
+   */
+  addHot(e: ConversationEvent, n: number): boolean {
+    let p = writeHotFrameText(e, n, this.#buffer, this.#used);
+    if (p === NO_ROOM && this.#used > 0) {
+      this.#next();
+      p = writeHotFrameText(e, n, this.#buffer, 0);
+    }
+    if (p < 0) return false;
+    this.#used = p;
+    return true;
+  }
+
   #next(): void {
     this.#filled.push(this.#buffer.subarray(0, this.#used));
     this.#buffer = this.#pool.pop() ?? Buffer.allocUnsafeSlow(this.#size);
@@ -365,7 +393,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     violations.event(e);
     n++;
     if (a.json) out.add(formatEventJsonLine(e) + "\n");
-    else out.add(formatEventText(e, n) + "\n\n");
+    else if (!out.addHot(e, n)) out.add(formatEventText(e, n) + "\n\n");
   };
   const onTrace = (f: TraceFinding, connection: number | undefined): void => {
     violations.note(

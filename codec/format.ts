@@ -637,31 +637,40 @@ const SIMPLE_REPLY_HEAD: (string | undefined)[] = [];
 /** `\n    [Request: NAME, offset `, by command: memoized. */
 const REQUEST_REF_HEAD: (string | undefined)[] = [];
 
-function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
-  const memo = smallKey(f.error);
-  let head = memo ? SIMPLE_REPLY_HEAD[f.error] : undefined;
+function simpleReplyHead(error: number): string {
+  const memo = smallKey(error);
+  let head = memo ? SIMPLE_REPLY_HEAD[error] : undefined;
   if (head === undefined) {
     head = ` bytes: simple-reply
     Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)
-    Error: ${f.error === 0 ? "0 (success)" : codeText("error", f.error)}
+    Error: ${error === 0 ? "0 (success)" : codeText("error", error)}
     Cookie: `;
-    if (memo) SIMPLE_REPLY_HEAD[f.error] = head;
+    if (memo) SIMPLE_REPLY_HEAD[error] = head;
   }
-  let text = head + f.cookie;
+  return head;
+}
+
+function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
+  let text = simpleReplyHead(f.error) + f.cookie;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) text += "\n    Data: " + data + " bytes";
   const r = e.request;
   if (r !== undefined) {
-    const memoRef = smallKey(r.command);
-    let ref = memoRef ? REQUEST_REF_HEAD[r.command] : undefined;
-    if (ref === undefined) {
-      ref = `\n    [Request: ${codeName("command", r.command)}, offset `;
-      if (memoRef) REQUEST_REF_HEAD[r.command] = ref;
-    }
     requestNumbers(r);
-    text += ref + offsetText + ", length " + lengthText + "]";
+    text += requestRefHead(r.command) + offsetText + ", length " + lengthText + "]";
   }
   return text;
+}
+
+/** `\n    [Request: NAME, offset ` for a command: memoized. */
+function requestRefHead(command: number): string {
+  const memo = smallKey(command);
+  let ref = memo ? REQUEST_REF_HEAD[command] : undefined;
+  if (ref === undefined) {
+    ref = `\n    [Request: ${codeName("command", command)}, offset `;
+    if (memo) REQUEST_REF_HEAD[command] = ref;
+  }
+  return ref;
 }
 
 function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {
@@ -826,4 +835,191 @@ function noticeText(e: ConversationNotice, n: number): string {
  */
 export function formatEventText(event: ConversationEvent, n: number = 1): string {
   return event.event === "frame" ? frameText(event, n) : noticeText(event, n);
+}
+
+// The text of the hot kinds written as UTF-8 bytes, for `nbd-codec dissect`: a capture of small requests is
+// mostly these two kinds, and building each one's text as a string costs a dozen concatenations, a
+// flattening copy and its encoding, and the garbage collector's time for all of them. Not part of the public
+// API (mod.ts does not export it). The pieces are the same memoized strings the text formatter uses, encoded
+// once; test/format_bytes.test.ts checks the bytes against formatEventText over random frames.
+
+const ENCODER = new TextEncoder();
+/** Encoded memoized pieces, by string (at most {@link MAX_ENCODED} of them). */
+const ENCODED = new Map<string, Uint8Array>();
+const MAX_ENCODED = 4096;
+
+function encoded(s: string): Uint8Array {
+  let b = ENCODED.get(s);
+  if (b === undefined) {
+    b = ENCODER.encode(s);
+    if (ENCODED.size < MAX_ENCODED) ENCODED.set(s, b);
+  }
+  return b;
+}
+
+/** A one-entry cache of {@link encoded} per place that uses it (consecutive frames mostly repeat a piece). */
+class Piece {
+  text = "";
+  bytes: Uint8Array = new Uint8Array(0);
+
+  of(s: string): Uint8Array {
+    if (s !== this.text) {
+      this.text = s;
+      this.bytes = encoded(s);
+    }
+    return this.bytes;
+  }
+}
+
+const REQUEST_MIDDLE = new Piece();
+const REQUEST_HEAD_BYTES = new Piece();
+const REPLY_MIDDLE = new Piece();
+const REPLY_HEAD_BYTES = new Piece();
+const REF_HEAD_BYTES = new Piece();
+
+/** "00" to "99". */
+const TWO_DIGITS = ENCODER.encode(Array.from({ length: 100 }, (_, i) => String(i).padStart(2, "0")).join(""));
+const B_FRAME = ENCODER.encode("Frame ");
+const B_COMMA = ENCODER.encode(", ");
+const B_OFFSET = ENCODER.encode("\n    Offset: ");
+const B_LENGTH = ENCODER.encode("\n    Length: ");
+const B_DATA = ENCODER.encode("\n    Data: ");
+const B_BYTES = ENCODER.encode(" bytes");
+const B_REF_LENGTH = ENCODER.encode(", length ");
+const B_REF_END = ENCODER.encode("]\n\n");
+const B_BLANK = ENCODER.encode("\n\n");
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+const U64_END = 1n << 64n;
+/** {@link writeHotFrameText}: the event is not one of the hot kinds. */
+export const NOT_HOT = -1;
+/** {@link writeHotFrameText}: the text might not fit in the buffer. */
+export const NO_ROOM = -2;
+/**
+ * Bytes a frame needs besides its memoized pieces: at most 62 of literals, and 7 numbers of at most 25
+ * characters (a u64 has at most 20 digits; any other number, as String() writes it, at most 25 characters).
+ */
+const HOT_FIXED_BYTES = 256;
+
+function put(b: Uint8Array, p: number, s: Uint8Array): number {
+  b.set(s, p);
+  return p + s.length;
+}
+
+/** Writes a number's decimal text (as String(v) gives it). */
+function putNumber(b: Uint8Array, p: number, v: number): number {
+  if (!(v >= 0 && v <= Number.MAX_SAFE_INTEGER && Math.floor(v) === v)) {
+    return put(b, p, ENCODER.encode(String(v)));
+  }
+  if (v < 10) {
+    b[p] = 48 + v;
+    return p + 1;
+  }
+  let len = 2;
+  for (let x = v; x >= 100; x = Math.floor(x / 10)) len++;
+  let q = p + len;
+  while (v >= 100) {
+    const r = v % 100;
+    v = (v - r) / 100;
+    b[--q] = TWO_DIGITS[r * 2 + 1]!;
+    b[--q] = TWO_DIGITS[r * 2]!;
+  }
+  if (v >= 10) {
+    b[--q] = TWO_DIGITS[v * 2 + 1]!;
+    b[--q] = TWO_DIGITS[v * 2]!;
+  } else b[--q] = 48 + v;
+  return p + len;
+}
+
+/** `Frame N: connection C, DIR, offset O, L bytes: KIND` and the fields up to the cookie's value. */
+function putHead(
+  b: Uint8Array,
+  p: number,
+  n: number,
+  middle: Uint8Array,
+  event: ConversationFrame,
+  head: Uint8Array,
+): number {
+  p = put(b, p, B_FRAME);
+  p = putNumber(b, p, n);
+  p = put(b, p, middle);
+  p = putNumber(b, p, event.frameOffset);
+  p = put(b, p, B_COMMA);
+  p = putNumber(b, p, event.frameLength);
+  return put(b, p, head);
+}
+
+function isU64(v: bigint): boolean {
+  return v >= 0n && v < U64_END;
+}
+
+function putBigint(b: Uint8Array, p: number, v: bigint): number {
+  if (v >= 0n && v <= MAX_SAFE_BIG) return putNumber(b, p, Number(v));
+  return put(b, p, ENCODER.encode(String(v)));
+}
+
+/**
+ * Writes `formatEventText(event, n) + "\n\n"` as UTF-8 into `b` at `p` when the event is a request (other
+ * than BLOCK_STATUS) or a simple reply, without findings; returns the position after it. Nothing is written
+ * and the result is {@link NOT_HOT} for other events, {@link NO_ROOM} when the text might not fit before
+ * `b`'s end (it surely fits in 4 KiB unless a memoized piece is longer). For `nbd-codec dissect`; not
+ * exported by the package.
+ *
+ * @example
+ * ```ts
+ * import { writeHotFrameText } from "./format.ts";
+ * const b = new Uint8Array(4096);
+ * const end = writeHotFrameText({
+ *   event: "frame", connection: 0, direction: "s2c", frameOffset: 0, frameLength: 16, findings: [],
+ *   frame: { type: "simple-reply", error: 0, cookie: 1n },
+ * }, 1, b, 0);
+ * console.log(new TextDecoder().decode(b.subarray(0, end)).split("\n")[0]);
+ * // Frame 1: connection 0, s2c, offset 0, 16 bytes: simple-reply
+ * ```
+ */
+export function writeHotFrameText(event: ConversationEvent, n: number, b: Uint8Array, p: number): number {
+  if (event.event !== "frame" || event.findings.length !== 0) return NOT_HOT;
+  const f = event.frame;
+  if (f.type === "request") {
+    // Values no decoder gives (hand-built frames) are left to formatEventText.
+    if (f.blockStatus !== undefined || !isU64(f.cookie) || !isU64(f.offset) || !isU64(f.length)) {
+      return NOT_HOT;
+    }
+    const middle = REQUEST_MIDDLE.of(headMiddle(event.connection, event.direction));
+    const head = REQUEST_HEAD_BYTES.of(requestHead(f));
+    if (b.length - p < middle.length + head.length + HOT_FIXED_BYTES) return NO_ROOM;
+    p = putHead(b, p, n, middle, event, head);
+    p = putBigint(b, p, f.cookie);
+    p = put(b, p, B_OFFSET);
+    p = putBigint(b, p, f.offset);
+    p = put(b, p, B_LENGTH);
+    p = putBigint(b, p, f.length);
+    const payload = event.frameLength - requestHeaderLength(f);
+    if (payload > 0) {
+      p = put(b, p, B_DATA);
+      p = putNumber(b, p, payload);
+      p = put(b, p, B_BYTES);
+    }
+    return put(b, p, B_BLANK);
+  }
+  if (f.type !== "simple-reply") return NOT_HOT;
+  const r = event.request;
+  if (!isU64(f.cookie) || (r !== undefined && (!isU64(r.offset) || !isU64(r.length)))) return NOT_HOT;
+  const middle = REPLY_MIDDLE.of(headMiddle(event.connection, event.direction));
+  const head = REPLY_HEAD_BYTES.of(simpleReplyHead(f.error));
+  const ref = r === undefined ? undefined : REF_HEAD_BYTES.of(requestRefHead(r.command));
+  if (b.length - p < middle.length + head.length + (ref?.length ?? 0) + HOT_FIXED_BYTES) return NO_ROOM;
+  p = putHead(b, p, n, middle, event, head);
+  p = putBigint(b, p, f.cookie);
+  const data = event.frameLength - SIMPLE_REPLY_HEADER;
+  if (data > 0) {
+    p = put(b, p, B_DATA);
+    p = putNumber(b, p, data);
+    p = put(b, p, B_BYTES);
+  }
+  if (r === undefined) return put(b, p, B_BLANK);
+  p = put(b, p, ref!);
+  p = putBigint(b, p, r.offset);
+  p = put(b, p, B_REF_LENGTH);
+  p = putBigint(b, p, r.length);
+  return put(b, p, B_REF_END);
 }

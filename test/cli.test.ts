@@ -150,6 +150,10 @@ function pcapFile(records: Uint8Array[]): Uint8Array {
     dv.setUint32(12, r.length, true);
     parts.push(h, r);
   }
+  return concat(parts);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {
@@ -401,13 +405,7 @@ describe("nbd-codec dissect output as bytes", () => {
       o.set(n, 20);
       parts.push(o);
     }
-    const c2s = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      c2s.set(p, at);
-      at += p.length;
-    }
-    const c2sFile = writeTemp("utf8.c2s.bin", c2s);
+    const c2sFile = writeTemp("utf8.c2s.bin", concat(parts));
     const s2cFile = writeTemp("utf8.s2c.bin", hex("4E42444D41474943 49484156454F5054 0003"));
     for (const mode of [[], ["--json"]]) {
       const text = await run("dissect", "--c2s", c2sFile, "--s2c", s2cFile, ...mode);
@@ -419,6 +417,51 @@ describe("nbd-codec dissect output as bytes", () => {
       expect(bytes.writes).toBeGreaterThan(4);
       expect(bytes.buffers).toBeLessThan(bytes.writes);
     }
+  });
+
+  test("requests and simple replies written as bytes fill the buffers to their ends, as the text does", async () => {
+    // An oldstyle connection with 3000 requests (WRITE with 1 to 3 bytes of data, READ, FLUSH, TRIM and
+    // an unknown command, some with flags) and their simple replies (some with errors, READ with data):
+    // about 1.2 MB of text written by the byte writer, crossing the ends of many 64 KiB buffers.
+    const requests: Uint8Array[] = [];
+    const replies: Uint8Array[] = [
+      hex("4e42444d41474943 0000420281861253 0000000100000000 00000001"),
+      new Uint8Array(124),
+    ];
+    for (let i = 0; i < 3000; i++) {
+      const command = [1, 0, 3, 4, 99][i % 5]!;
+      const data = command === 1 ? 1 + (i % 3) : 0;
+      const r = new Uint8Array(28 + data).fill(0xab);
+      r.set(hex("25609513"));
+      r[4] = 0;
+      r[5] = i % 7 === 0 ? 1 : 0;
+      r[6] = 0;
+      r[7] = command;
+      put32(r, 8, i * 7919);
+      put32(r, 12, i);
+      put32(r, 16, 0);
+      put32(r, 20, i * 4096);
+      put32(r, 24, command === 0 ? 2 : data);
+      requests.push(r);
+      const readData = command === 0 && i % 4 !== 0 ? 2 : 0;
+      const reply = new Uint8Array(16 + readData);
+      reply.set(hex("67446698"));
+      put32(reply, 4, command === 0 && i % 4 === 0 ? 5 : 0);
+      put32(reply, 8, i * 7919);
+      put32(reply, 12, i);
+      replies.push(reply);
+    }
+    const c2sFile = writeTemp("hot.c2s.bin", concat(requests));
+    const s2cFile = writeTemp("hot.s2c.bin", concat(replies));
+    const text = await run("dissect", "--c2s", c2sFile, "--s2c", s2cFile);
+    const bytes = await runBytes("dissect", "--c2s", c2sFile, "--s2c", s2cFile);
+    expect(bytes.code).toBe(0);
+    expect(text.stdout).toContain("Frame 6001: connection 0, s2c");
+    expect(text.stdout).toContain("    Error: NBD_EIO (5)\n");
+    expect(text.stdout).toContain("    Type: NBD_CMD_UNKNOWN(99) (99)\n");
+    expect(bytes.stdout.length).toBeGreaterThan(16 * 65536);
+    expect(bytes.stdout === text.stdout).toBe(true);
+    expect(bytes.writes).toBeGreaterThan(16);
   });
 
   test("ByteOutput splits text between buffers only between characters, and reuses written buffers", async () => {

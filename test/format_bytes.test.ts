@@ -1,0 +1,227 @@
+// writeHotFrameText (the command line's byte writer for requests and simple replies) against the text
+// formatter: for every event it accepts, its bytes are exactly formatEventText's text, UTF-8 encoded, plus a
+// blank line.
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { type ConversationEvent, formatEventText, type Request } from "../mod.ts";
+import { NO_ROOM, NOT_HOT, writeHotFrameText } from "../codec/format.ts";
+
+const decoder = new TextDecoder();
+const U64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+/** Mostly small values (the common case, memoized and safe integers), sometimes any u64. */
+const u64 = fc.oneof(
+  fc.bigInt({ min: 0n, max: 2n ** 32n }),
+  U64,
+  fc.constantFrom(0n, 2n ** 53n - 1n, 2n ** 53n),
+);
+const u16 = fc.oneof(fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 0xffff }));
+const streamNumber = fc.oneof(
+  fc.integer({ min: 0, max: 200 }),
+  fc.integer({ min: 0, max: 2 ** 32 }),
+  fc.constantFrom(9, 10, 99, 100, 999, 1000, Number.MAX_SAFE_INTEGER),
+  // Not from a decoder, but formatted all the same.
+  fc.double(),
+  fc.constantFrom(-1, 2 ** 53, 1e21, -1.2345678901234567e-308, NaN),
+);
+const direction = fc.constantFrom("c2s" as const, "s2c" as const);
+const connection = fc.oneof(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 100_000 }));
+
+const request: fc.Arbitrary<Request> = fc.record({
+  type: fc.constant("request" as const),
+  extended: fc.boolean(),
+  flags: u16,
+  command: u16,
+  cookie: u64,
+  offset: u64,
+  length: u64,
+});
+
+const requestEvent: fc.Arbitrary<ConversationEvent> = fc
+  .record({ r: request, payload: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 2 ** 31 })) })
+  .chain(({ r, payload }) =>
+    fc.record({
+      event: fc.constant("frame" as const),
+      connection,
+      direction,
+      frameOffset: streamNumber,
+      frameLength: fc.constant((r.extended ? 32 : 28) + payload),
+      findings: fc.constant([]),
+      frame: fc.constant(r),
+    })
+  );
+
+const replyEvent: fc.Arbitrary<ConversationEvent> = fc.record(
+  {
+    event: fc.constant("frame" as const),
+    connection,
+    direction,
+    frameOffset: streamNumber,
+    frameLength: fc.oneof(fc.constant(16), fc.integer({ min: 16, max: 2 ** 31 })),
+    findings: fc.constant([]),
+    frame: fc.record({
+      type: fc.constant("simple-reply" as const),
+      error: fc.oneof(fc.constantFrom(0, 1, 5, 22, 108), fc.integer({ min: 0, max: 2 ** 32 - 1 })),
+      cookie: u64,
+    }),
+    request,
+  },
+  { requiredKeys: ["event", "connection", "direction", "frameOffset", "frameLength", "findings", "frame"] },
+);
+
+function written(e: ConversationEvent, n: number, size = 4096): string | number {
+  const b = new Uint8Array(size);
+  const end = writeHotFrameText(e, n, b, 3);
+  return end < 0 ? end : decoder.decode(b.subarray(3, end));
+}
+
+describe("writeHotFrameText", () => {
+  test("a request's bytes are formatEventText's text and a blank line", () => {
+    fc.assert(
+      fc.property(requestEvent, fc.integer({ min: 1, max: 2 ** 40 }), (e, n) => {
+        expect(written(e, n)).toBe(formatEventText(e, n) + "\n\n");
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("a simple reply's bytes, with or without its request, are formatEventText's text and a blank line", () => {
+    fc.assert(
+      fc.property(replyEvent, fc.integer({ min: 1, max: 2 ** 40 }), (e, n) => {
+        expect(written(e, n)).toBe(formatEventText(e, n) + "\n\n");
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("the exact text of a WRITE and its reply", () => {
+    const write: Request = {
+      type: "request",
+      extended: false,
+      flags: 1,
+      command: 1,
+      cookie: 7n,
+      offset: 4096n,
+      length: 4096n,
+    };
+    const e: ConversationEvent = {
+      event: "frame",
+      connection: 2,
+      direction: "c2s",
+      frameOffset: 123456789,
+      frameLength: 28 + 4096,
+      findings: [],
+      frame: write,
+    };
+    expect(written(e, 10)).toBe(
+      "Frame 10: connection 2, c2s, offset 123456789, 4124 bytes: request\n" +
+        "    Magic: 0x25609513 (NBD_REQUEST_MAGIC)\n" +
+        "    Command flags: 0x0001 (NBD_CMD_FLAG_FUA)\n" +
+        "    Type: NBD_CMD_WRITE (1)\n" +
+        "    Cookie: 7\n" +
+        "    Offset: 4096\n" +
+        "    Length: 4096\n" +
+        "    Data: 4096 bytes\n\n",
+    );
+    const reply: ConversationEvent = {
+      event: "frame",
+      connection: 2,
+      direction: "s2c",
+      frameOffset: 16,
+      frameLength: 16,
+      findings: [],
+      frame: { type: "simple-reply", error: 5, cookie: 18446744073709551615n },
+      request: write,
+    };
+    expect(written(reply, 11)).toBe(
+      "Frame 11: connection 2, s2c, offset 16, 16 bytes: simple-reply\n" +
+        "    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)\n" +
+        "    Error: NBD_EIO (5)\n" +
+        "    Cookie: 18446744073709551615\n" +
+        "    [Request: NBD_CMD_WRITE, offset 4096, length 4096]\n\n",
+    );
+  });
+
+  test("other events, frames with findings and BLOCK_STATUS requests are left to formatEventText", () => {
+    const base = { event: "frame" as const, connection: 0, direction: "c2s" as const, frameOffset: 0 };
+    const r: Request = {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: 3,
+      cookie: 1n,
+      offset: 0n,
+      length: 0n,
+    };
+    const finding = { code: "bad-length" as const, offset: 0, rule: "x", message: "m" };
+    expect(written({ ...base, frameLength: 28, findings: [finding], frame: r }, 1)).toBe(NOT_HOT);
+    expect(
+      written({
+        ...base,
+        frameLength: 40,
+        findings: [],
+        frame: { ...r, command: 7, blockStatus: { effectLength: 1n, contextIds: [1] } },
+      }, 1),
+    ).toBe(NOT_HOT);
+    expect(written({ ...base, frameLength: 4, findings: [], frame: { type: "client-flags", flags: 1 } }, 1))
+      .toBe(
+        NOT_HOT,
+      );
+    expect(
+      written({
+        event: "notice",
+        notice: "truncated",
+        connection: 0,
+        direction: "s2c",
+        streamOffset: 0,
+        length: 3,
+        findings: [],
+      }, 1),
+    ).toBe(NOT_HOT);
+  });
+
+  test("cookies, offsets and lengths beyond 64 bits are left to formatEventText", () => {
+    const base = { event: "frame" as const, connection: 0, frameOffset: 0, findings: [] };
+    const r: Request = {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: 1,
+      cookie: 1n,
+      offset: 0n,
+      length: 0n,
+    };
+    for (const v of [-1n, 2n ** 64n, 10n ** 300n]) {
+      for (const field of ["cookie", "offset", "length"] as const) {
+        const request = { ...r, [field]: v };
+        expect(written({ ...base, direction: "c2s", frameLength: 28, frame: request }, 1)).toBe(NOT_HOT);
+        const reply = { type: "simple-reply" as const, error: 0, cookie: field === "cookie" ? v : 1n };
+        expect(written({ ...base, direction: "s2c", frameLength: 16, frame: reply, request }, 1)).toBe(
+          NOT_HOT,
+        );
+      }
+    }
+    // The largest u64 is written.
+    const max = { ...r, cookie: 2n ** 64n - 1n, offset: 2n ** 64n - 1n, length: 2n ** 64n - 1n };
+    const e: ConversationEvent = { ...base, direction: "c2s", frameLength: 28, frame: max };
+    expect(written(e, Number.MAX_SAFE_INTEGER)).toBe(formatEventText(e, Number.MAX_SAFE_INTEGER) + "\n\n");
+  });
+
+  test("nothing is written when the text might not fit", () => {
+    const e: ConversationEvent = {
+      event: "frame",
+      connection: 0,
+      direction: "s2c",
+      frameOffset: 0,
+      frameLength: 16,
+      findings: [],
+      frame: { type: "simple-reply", error: 0, cookie: 1n },
+    };
+    const b = new Uint8Array(100).fill(0xee);
+    expect(writeHotFrameText(e, 1, b, 0)).toBe(NO_ROOM);
+    expect(b.every((x) => x === 0xee)).toBe(true);
+    // With room it fits, and ends where the text ends.
+    const big = new Uint8Array(1000);
+    const end = writeHotFrameText(e, 1, big, 0);
+    expect(end).toBe(new TextEncoder().encode(formatEventText(e, 1) + "\n\n").length);
+  });
+});
