@@ -75,8 +75,13 @@ export class ByteQueue {
    */
   view(n: number): DataView {
     const c = this.chunks[this.first]!;
-    const dv = views.of(c.length - this.head >= n ? c : this.peek(n));
-    this.viewBase = c.length - this.head >= n ? views.base + this.head : views.base;
+    if (c.length - this.head < n) {
+      const dv = views.of(this.peek(n));
+      this.viewBase = views.base;
+      return dv;
+    }
+    const dv = views.of(c);
+    this.viewBase = views.base + this.head;
     return dv;
   }
 

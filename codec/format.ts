@@ -570,10 +570,6 @@ function requestHead(f: Request): string {
   const key = f.command * 0x2_0000 + f.flags * 2 + (f.extended ? 1 : 0);
   if (memo && key === lastHeadKey) return lastHead;
   let t = memo ? REQUEST_HEAD.get(key) : undefined;
-  if (memo && t !== undefined) {
-    lastHeadKey = key;
-    lastHead = t;
-  }
   if (t === undefined) {
     t = ` bytes: request${f.extended ? " (extended header)" : ""}
     Magic: ${f.extended ? "0x21e41c71 (NBD_EXTENDED_REQUEST_MAGIC)" : "0x25609513 (NBD_REQUEST_MAGIC)"}
@@ -581,6 +577,10 @@ function requestHead(f: Request): string {
     Type: ${codeText("command", f.command)}
     Cookie: `;
     if (memo && REQUEST_HEAD.size < 1024) REQUEST_HEAD.set(key, t);
+  }
+  if (memo) {
+    lastHeadKey = key;
+    lastHead = t;
   }
   return t;
 }
@@ -600,10 +600,19 @@ function requestNumbers(r: Request): void {
   lengthText = String(r.length);
 }
 
+// Literal parts of the hot kinds' text, shared by the string formatter and the byte writer below.
+const T_FRAME = "Frame ";
+const T_COMMA = ", ";
+const T_OFFSET = "\n    Offset: ";
+const T_LENGTH = "\n    Length: ";
+const T_DATA = "\n    Data: ";
+const T_BYTES = " bytes";
+const T_REF_LENGTH = ", length ";
+
 /** A request's text after the header line's `L` (frame length): see {@link requestHead}. */
 function requestText(e: ConversationFrame, f: Request): string {
   requestNumbers(f);
-  let text = requestHead(f) + f.cookie + "\n    Offset: " + offsetText + "\n    Length: " + lengthText;
+  let text = requestHead(f) + f.cookie + T_OFFSET + offsetText + T_LENGTH + lengthText;
   const payload = e.frameLength - requestHeaderLength(f);
   if (f.blockStatus !== undefined) {
     const out = new Block(text);
@@ -611,7 +620,7 @@ function requestText(e: ConversationFrame, f: Request): string {
     for (const id of f.blockStatus.contextIds) line(out, "Metadata context ID", id);
     text = out.text;
   } else if (payload > 0) {
-    text += "\n    Data: " + payload + " bytes";
+    text += T_DATA + payload + T_BYTES;
   }
   return text;
 }
@@ -653,11 +662,11 @@ function simpleReplyHead(error: number): string {
 function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
   let text = simpleReplyHead(f.error) + f.cookie;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
-  if (data > 0) text += "\n    Data: " + data + " bytes";
+  if (data > 0) text += T_DATA + data + T_BYTES;
   const r = e.request;
   if (r !== undefined) {
     requestNumbers(r);
-    text += requestRefHead(r.command) + offsetText + ", length " + lengthText + "]";
+    text += requestRefHead(r.command) + offsetText + T_REF_LENGTH + lengthText + "]";
   }
   return text;
 }
@@ -752,7 +761,7 @@ function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
 function frameText(e: ConversationFrame, n: number): string {
   const f = e.frame;
   // `Frame N: connection C, DIR, offset O, L`: the rest of the header line comes with the fields.
-  const head = "Frame " + n + headMiddle(e.connection, e.direction) + e.frameOffset + ", " + e.frameLength;
+  const head = T_FRAME + n + headMiddle(e.connection, e.direction) + e.frameOffset + T_COMMA + e.frameLength;
   if (f.type === "request" || f.type === "simple-reply") {
     // The hot kinds: built in one string, no Block.
     const text = head + (f.type === "request" ? requestText(e, f) : simpleReplyText(e, f));
@@ -879,13 +888,13 @@ const REF_HEAD_BYTES = new Piece();
 
 /** "00" to "99". */
 const TWO_DIGITS = ENCODER.encode(Array.from({ length: 100 }, (_, i) => String(i).padStart(2, "0")).join(""));
-const B_FRAME = ENCODER.encode("Frame ");
-const B_COMMA = ENCODER.encode(", ");
-const B_OFFSET = ENCODER.encode("\n    Offset: ");
-const B_LENGTH = ENCODER.encode("\n    Length: ");
-const B_DATA = ENCODER.encode("\n    Data: ");
-const B_BYTES = ENCODER.encode(" bytes");
-const B_REF_LENGTH = ENCODER.encode(", length ");
+const B_FRAME = ENCODER.encode(T_FRAME);
+const B_COMMA = ENCODER.encode(T_COMMA);
+const B_OFFSET = ENCODER.encode(T_OFFSET);
+const B_LENGTH = ENCODER.encode(T_LENGTH);
+const B_DATA = ENCODER.encode(T_DATA);
+const B_BYTES = ENCODER.encode(T_BYTES);
+const B_REF_LENGTH = ENCODER.encode(T_REF_LENGTH);
 const B_REF_END = ENCODER.encode("]\n\n");
 const B_BLANK = ENCODER.encode("\n\n");
 const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
@@ -952,8 +961,9 @@ function isU64(v: bigint): boolean {
   return v >= 0n && v < U64_END;
 }
 
+/** Writes a u64's decimal text (the callers checked {@link isU64}). */
 function putBigint(b: Uint8Array, p: number, v: bigint): number {
-  if (v >= 0n && v <= MAX_SAFE_BIG) return putNumber(b, p, Number(v));
+  if (v <= MAX_SAFE_BIG) return putNumber(b, p, Number(v));
   return put(b, p, ENCODER.encode(String(v)));
 }
 

@@ -659,6 +659,16 @@ function side(dir: Direction): Side {
 /** Entries of the route cache: {@link ROUTE_CACHE_SIZE} slots. */
 const ROUTE_CACHE_SIZE = 64;
 
+/** The route cache's hash of an IPv4 4-tuple (an IPv6 one mixes its other address words in). */
+function routeHash(s0: number, d0: number, ports: number): number {
+  return (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
+}
+
+/** The route cache slot of a {@link routeHash}. */
+function routeSlot(hash: number): number {
+  return (hash ^ (hash >>> 16)) & (ROUTE_CACHE_SIZE - 1);
+}
+
 interface CachedRoute {
   readonly v6: boolean;
   readonly s0: number;
@@ -909,9 +919,7 @@ export class TcpReassembler {
     const ports = dv.getUint32(t);
     const s0 = dv.getUint32(ip + 12);
     const d0 = dv.getUint32(ip + 16);
-    let slot = (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
-    slot = (slot ^ (slot >>> 16)) & (ROUTE_CACHE_SIZE - 1);
-    const hit = this.#cache[slot];
+    const hit = this.#cache[routeSlot(routeHash(s0, d0, ports))];
     if (hit === undefined || hit.ports !== ports || hit.s0 !== s0 || hit.d0 !== d0 || hit.v6) return false;
     const route = hit.route;
     const c = route.conn;
@@ -935,7 +943,7 @@ export class TcpReassembler {
     const s0 = dv.getUint32(src);
     const d0 = dv.getUint32(dst);
     const ports = ((seg.sourcePort << 16) | seg.destinationPort) >>> 0;
-    let slot = (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
+    let hash = routeHash(s0, d0, ports);
     let s1 = 0, s2 = 0, s3 = 0, d1 = 0, d2 = 0, d3 = 0;
     if (v6) {
       s1 = dv.getUint32(src + 4);
@@ -944,9 +952,9 @@ export class TcpReassembler {
       d1 = dv.getUint32(dst + 4);
       d2 = dv.getUint32(dst + 8);
       d3 = dv.getUint32(dst + 12);
-      slot = (slot ^ s1 ^ s2 ^ s3 ^ Math.imul(d1 ^ d2 ^ d3, 0x27d4eb2f)) >>> 0;
+      hash = (hash ^ s1 ^ s2 ^ s3 ^ Math.imul(d1 ^ d2 ^ d3, 0x27d4eb2f)) >>> 0;
     }
-    slot = (slot ^ (slot >>> 16)) & (ROUTE_CACHE_SIZE - 1);
+    const slot = routeSlot(hash);
     const hit = this.#cache[slot];
     let route: Route | undefined;
     if (
