@@ -1,0 +1,233 @@
+// Regressions of an outside fuzz campaign (issue 15, section 1): the stream and conversation decoders give
+// the same events, findings, offsets and lengths whatever the split of the bytes, keep to maxBufferedBytes
+// when one direction waits for the other, and agree between whole and incremental decoding.
+import { describe, expect, test } from "vitest";
+import {
+  ClientStreamDecoder,
+  Command,
+  ConversationDecoder,
+  type ConversationEvent,
+  decodeConversation,
+  isNbdDecodeError,
+  ServerStreamDecoder,
+  type StreamEvent,
+  type StreamOptions,
+} from "../mod.ts";
+import { fromHex, toHex } from "./_harness.ts";
+
+/** Events as comparable JSON: bigints as strings, bytes and payload views folded into hex. */
+function normal(events: readonly (StreamEvent | ConversationEvent)[]): unknown[] {
+  return events.map((e) => {
+    const o = JSON.parse(JSON.stringify(e, (k, v) => {
+      if (typeof v === "bigint") return v.toString();
+      if (v instanceof Uint8Array) return toHex(v);
+      if (k === "payload" && Array.isArray(v)) return v.map((x: Uint8Array) => toHex(x)).join("");
+      return v;
+    }));
+    if (typeof o.payload === "string") {
+      const f = o.frame as Record<string, unknown>;
+      const p = f.payload as Record<string, unknown> | undefined;
+      if (p?.kind === "offset-data") p.data = o.payload;
+      else f.data = o.payload;
+      delete o.payload;
+    }
+    return o;
+  });
+}
+
+type Feeder = { push(chunk: Uint8Array): StreamEvent[]; end(): StreamEvent[] };
+
+function feed(make: () => Feeder, parts: Uint8Array[]): StreamEvent[] {
+  const d = make();
+  const out: StreamEvent[] = [];
+  for (const p of parts) out.push(...d.push(p));
+  out.push(...d.end());
+  return out;
+}
+
+function cuts(b: Uint8Array, at: number[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let from = 0;
+  for (const x of [...at, b.length]) {
+    out.push(b.subarray(from, x));
+    from = x;
+  }
+  return out;
+}
+
+const bytewise = (b: Uint8Array) => Array.from(b, (x) => Uint8Array.of(x));
+
+/** The error a strict decoder throws for these parts, as comparable fields. */
+function thrown(make: () => Feeder, parts: Uint8Array[]): unknown {
+  try {
+    feed(make, parts);
+  } catch (e) {
+    if (!isNbdDecodeError(e)) throw e;
+    return { code: e.code, offset: e.offset, rule: e.rule };
+  }
+  return undefined;
+}
+
+const READ_1 = {
+  type: "request",
+  extended: false,
+  flags: 0,
+  command: Command.READ,
+  cookie: 1n,
+  offset: 0n,
+  length: 16n,
+} as const;
+
+/** An OFFSET_DATA chunk for cookie 1 with 16 bytes of data, reserved reply flag 0x0002 set. */
+const OFFSET_DATA_RESERVED = fromHex(
+  "668e33ef" + "0003" + "0001" + "0000000000000001" + "00000018" + "0000000000000000" +
+    "000102030405060708090a0b0c0d0e0f",
+);
+
+describe("findings do not depend on the split (payloadViews)", () => {
+  const make = (extendedHeaders: boolean, strict = false) => () => {
+    const d = new ServerStreamDecoder({
+      payloadViews: true,
+      strict,
+      state: { phase: "transmission", style: "newstyle", structuredReplies: true, extendedHeaders },
+    });
+    d.noteRequest(READ_1);
+    return d;
+  };
+
+  test("an OFFSET_DATA chunk spanning pushes keeps its header findings (reply-flags-reserved)", () => {
+    const whole = feed(make(false), [OFFSET_DATA_RESERVED]);
+    const rules = whole.flatMap((e) => e.findings.map((f) => `${f.rule}@${f.offset}`));
+    expect(rules).toContain("reply-flags-reserved@4");
+    for (const at of [[21], [28], [30], [20, 33]]) {
+      expect(normal(feed(make(false), cuts(OFFSET_DATA_RESERVED, at)))).toEqual(normal(whole));
+    }
+    expect(normal(feed(make(false), bytewise(OFFSET_DATA_RESERVED)))).toEqual(normal(whole));
+  });
+
+  test("an OFFSET_DATA chunk spanning pushes keeps reply-header-style in an extended-headers session", () => {
+    const whole = feed(make(true), [OFFSET_DATA_RESERVED]);
+    expect(whole.flatMap((e) => e.findings.map((f) => f.rule))).toContain("reply-header-style");
+    expect(normal(feed(make(true), cuts(OFFSET_DATA_RESERVED, [30])))).toEqual(normal(whole));
+  });
+
+  test("strict mode throws for the chunk whatever the split", () => {
+    const whole = thrown(make(false, true), [OFFSET_DATA_RESERVED]);
+    expect(whole).toMatchObject({ rule: "reply-flags-reserved", offset: 4 });
+    expect(thrown(make(false, true), cuts(OFFSET_DATA_RESERVED, [30]))).toEqual(whole);
+  });
+});
+
+/** A READ request, then a request with an undefined command flag (bit 15) at stream offset 28. */
+const TWO_REQUESTS = fromHex(
+  "25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00001000" +
+    "25609513" + "8000" + "0000" + "0000000000000002" + "0000000000000000" + "00001000",
+);
+
+describe("strict errors count offsets from the stream start", () => {
+  const client = (options: StreamOptions) => () =>
+    new ClientStreamDecoder({ ...options, state: { phase: "transmission" } });
+
+  test("a frame rule broken in a frame that spans pushes", () => {
+    const strict = client({ strict: true });
+    const whole = thrown(strict, [TWO_REQUESTS]);
+    expect(whole).toMatchObject({ code: "reserved-bits", offset: 32 });
+    expect(thrown(strict, cuts(TWO_REQUESTS, [30]))).toEqual(whole);
+    expect(thrown(strict, cuts(TWO_REQUESTS, [28]))).toEqual(whole);
+    expect(thrown(strict, bytewise(TWO_REQUESTS))).toEqual(whole);
+  });
+
+  test("the lenient finding sits at the same offset", () => {
+    const lenient = client({});
+    const whole = feed(lenient, [TWO_REQUESTS]);
+    expect(whole[1]?.findings[0]).toMatchObject({ code: "reserved-bits", offset: 32 });
+    expect(normal(feed(lenient, cuts(TWO_REQUESTS, [30])))).toEqual(normal(whole));
+  });
+
+  test("a bad magic after a frame, in both modes", () => {
+    const bytes = fromHex(toHex(TWO_REQUESTS.subarray(0, 28)) + "deadbeef" + "00".repeat(24));
+    const whole = thrown(client({ strict: true }), [bytes]);
+    expect(whole).toMatchObject({ code: "bad-magic", offset: 28 });
+    expect(thrown(client({ strict: true }), cuts(bytes, [30]))).toEqual(whole);
+    expect(thrown(client({ strict: true }), bytewise(bytes))).toEqual(whole);
+    const lenient = feed(client({}), cuts(bytes, [30]));
+    expect(lenient[1]).toMatchObject({ event: "notice", notice: "undecodable", streamOffset: 28 });
+    expect(lenient[1]?.findings[0]).toMatchObject({ code: "bad-magic", offset: 28 });
+  });
+
+  test("a frame decoder's error inside a chunk that holds an earlier frame", () => {
+    // An option request announcing more than the string limit, after the client flags, in one chunk.
+    const bytes = fromHex("00000001" + "49484156454f5054" + "00000001" + "00000008" + "00".repeat(8));
+    const make = (strict: boolean) => () => new ClientStreamDecoder({ strict, maxPayloadLength: 4 });
+    const whole = thrown(make(true), [bytes]);
+    expect(whole).toMatchObject({ code: "limit-exceeded", offset: 16 });
+    expect(thrown(make(true), cuts(bytes, [6]))).toEqual(whole);
+    const lenient = feed(make(false), [bytes]);
+    expect(lenient[1]?.findings[0]).toMatchObject({ code: "limit-exceeded", offset: 16 });
+    expect(normal(feed(make(false), cuts(bytes, [6])))).toEqual(normal(lenient));
+  });
+});
+
+describe("undecodable and tls notices do not depend on the split", () => {
+  test("undecodable bytes give one notice of the same length in any split", () => {
+    const bytes = fromHex("deadbeef".repeat(10));
+    const make = () => new ClientStreamDecoder({ state: { phase: "transmission" } });
+    const whole = feed(make, [bytes]);
+    expect(whole).toHaveLength(1);
+    expect(whole[0]).toMatchObject({ event: "notice", notice: "undecodable", streamOffset: 0 });
+    for (const at of [[4], [5, 17], [39]]) expect(normal(feed(make, cuts(bytes, at)))).toEqual(normal(whole));
+    expect(normal(feed(make, bytewise(bytes)))).toEqual(normal(whole));
+  });
+
+  test("the tls notice after an acknowledged STARTTLS has the same length in any split", () => {
+    const c2s = fromHex("00000001" + "49484156454f5054" + "00000005" + "00000000" + "1603010200" + "01".repeat(40));
+    const s2c = fromHex(
+      "4e42444d41474943" + "49484156454f5054" + "0001" + "0003e889045565a9" + "00000005" + "00000001" +
+        "00000000" + "160303007a" + "02".repeat(30),
+    );
+    const run = (cs: Uint8Array[], ss: Uint8Array[]) => {
+      const d = new ConversationDecoder();
+      const out: ConversationEvent[] = [];
+      for (const s of ss.slice(0, 1)) out.push(...d.push("s2c", s));
+      for (const c of cs) out.push(...d.push("c2s", c));
+      for (const s of ss.slice(1)) out.push(...d.push("s2c", s));
+      out.push(...d.end());
+      return out;
+    };
+    const base = run([c2s], [s2c.subarray(0, 18), s2c.subarray(18)]);
+    const tls = base.filter((e) => e.event === "notice");
+    expect(tls.map((e) => e.event === "notice" && `${e.direction} ${e.notice} @${e.streamOffset}`)).toEqual([
+      "c2s tls @20",
+      "s2c tls @38",
+    ]);
+    expect(normal(run(cuts(c2s, [20, 22]), [s2c.subarray(0, 18), ...cuts(s2c.subarray(18), [20, 21])])))
+      .toEqual(normal(base));
+    expect(normal(run(bytewise(c2s), [s2c.subarray(0, 18), ...bytewise(s2c.subarray(18))])))
+      .toEqual(normal(base));
+  });
+});
+
+describe("whole and incremental decoding agree", () => {
+  test("after a STARTTLS ACK nobody asked for, the client's next bytes are TLS both ways", () => {
+    const greeting = fromHex("4e42444d41474943" + "49484156454f5054" + "0001");
+    const flags = fromHex("00000001");
+    const ack = fromHex("0003e889045565a9" + "00000005" + "00000001" + "00000000");
+    const hello = fromHex("1603010200"); // fewer than 16 bytes: not yet told apart from an option
+    const whole = decodeConversation(fromHex(toHex(flags) + toHex(hello)), fromHex(toHex(greeting) + toHex(ack)));
+    const d = new ConversationDecoder();
+    const inc = [
+      ...d.push("s2c", greeting),
+      ...d.push("c2s", flags),
+      ...d.push("s2c", ack),
+      ...d.push("c2s", hello),
+      ...d.end(),
+    ];
+    const kinds = (es: ConversationEvent[]) =>
+      es.map((e) => `${e.direction} ${e.event === "frame" ? e.frame.type : e.notice}`).sort();
+    expect(kinds(whole)).toContain("c2s tls");
+    expect(kinds(inc)).toEqual(kinds(whole));
+    const byPlace = (es: ConversationEvent[]) =>
+      normal(es).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+    expect(byPlace(inc)).toEqual(byPlace(whole));
+  });
+});
