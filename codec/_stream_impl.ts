@@ -412,18 +412,35 @@ export abstract class DirectionDecoder {
 
   /** A finding of the stream level (not of one frame's bytes), thrown in strict mode. */
   protected finding(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): Finding {
-    if (this.o.strict) throw new NbdDecodeError(code, offset, rule, message);
+    if (this.o.strict) throw this.streamError = new NbdDecodeError(code, offset, rule, message);
     return { code, offset, rule, message };
   }
 
-  /** Skips the rest of this direction after bytes that cannot be decoded. */
+  /**
+   * Where the bytes a frame decoder is decoding start, as an index of the array it was given: the front
+   * chunk's read position while {@link take} decodes in place, else 0 (a copy of the frame, or an error
+   * thrown here with an offset counted from the first buffered byte).
+   */
+  protected errorBase = 0;
+  /** The last error {@link finding} threw: its offset already counts from the stream start. */
+  protected streamError: NbdDecodeError | undefined = undefined;
+
+  /**
+   * Skips the rest of this direction after bytes that cannot be decoded. The error's offset is moved to the
+   * stream (it counts from the array the frame decoder saw), so that it does not depend on the split.
+   */
   protected undecodable(e: unknown): Step {
     if (!isNbdDecodeError(e)) throw e;
-    if (this.o.strict) throw e;
     const at = this.queue.position;
+    const offset = e === this.streamError ? e.offset : at + e.offset - this.errorBase;
+    this.errorBase = 0;
+    this.streamError = undefined;
+    if (this.o.strict) {
+      throw e.offset === offset ? e : new NbdDecodeError(e.code, offset, e.rule, e.message);
+    }
     const n = this.queue.clear();
     this.phase = "closed";
-    const f: Finding = { code: e.code, offset: at + e.offset, rule: e.rule, message: e.message };
+    const f: Finding = { code: e.code, offset, rule: e.rule, message: e.message };
     return this.emit(this.notice("undecodable", at, n, [f]));
   }
 
@@ -458,7 +475,9 @@ export abstract class DirectionDecoder {
     if (q.contiguous() >= total) {
       base = q.frontStart();
       this.opts.offset = base;
+      this.errorBase = base;
       r = decode(q.frontChunk(), o);
+      this.errorBase = 0;
     } else {
       base = 0;
       this.opts.offset = 0;
