@@ -438,10 +438,11 @@ export abstract class DirectionDecoder {
     if (this.o.strict) {
       throw e.offset === offset ? e : new NbdDecodeError(e.code, offset, e.rule, e.message);
     }
-    const n = this.queue.clear();
+    this.queue.clear();
     this.phase = "closed";
     const f: Finding = { code: e.code, offset, rule: e.rule, message: e.message };
-    return this.emit(this.notice("undecodable", at, n, [f]));
+    // Length 0: what was buffered when the error showed depends on the split; the rest is skipped.
+    return this.emit(this.notice("undecodable", at, 0, [f]));
   }
 
   /** Refuses a frame longer than the buffer limit before buffering it. */
@@ -587,8 +588,8 @@ export class ClientDecoderImpl extends DirectionDecoder {
           if (this.session.tlsRequested || this.session.tlsStarted) {
             this.phase = "tls";
             const at = q.position;
-            const n = q.clear();
-            return this.emit(this.notice("tls", at, n, NO_FINDINGS));
+            q.clear();
+            return this.emit(this.notice("tls", at, 0, NO_FINDINGS));
           }
           if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
             // The handshake ended (GO acknowledged): transmission.
@@ -766,8 +767,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
     if (this.tlsNoticePending && (q.length > 0 || this.ended)) {
       this.tlsNoticePending = false;
       const at = q.position;
-      const n = q.clear();
-      return this.emit(this.notice("tls", at, n, NO_FINDINGS));
+      q.clear();
+      return this.emit(this.notice("tls", at, 0, NO_FINDINGS));
     }
     const waiting = this.waiting();
     if (waiting !== undefined) return waiting;
@@ -817,8 +818,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
       if (s.tlsStarted) {
         this.phase = "tls";
         const at = q.position;
-        const n = q.clear();
-        return this.emit(this.notice("tls", at, n, NO_FINDINGS));
+        q.clear();
+        return this.emit(this.notice("tls", at, 0, NO_FINDINGS));
       }
       if (
         pending === undefined && (first === Magic.SIMPLE_REPLY || first === Magic.STRUCTURED_REPLY ||

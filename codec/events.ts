@@ -109,7 +109,12 @@ export interface StreamNotice {
   readonly direction: Direction;
   /** Offset in that direction's byte stream. */
   readonly streamOffset: number;
-  /** Bytes covered (for `truncated`: the bytes of the incomplete frame that did arrive). */
+  /**
+   * Bytes covered: for `truncated`, the bytes of the incomplete frame that did arrive; for `undecodable`
+   * after a capture gap, the bytes of the frame the gap cut. For `tls` and other `undecodable` notices, 0:
+   * the notice marks where the opaque part starts (everything after it in that direction is skipped), and
+   * how much had been buffered there would depend on how the bytes were split.
+   */
   readonly length: number;
   /** What went wrong, when anything did. */
   readonly findings: readonly Finding[];
