@@ -1079,9 +1079,17 @@ export class ServerDecoderImpl extends DirectionDecoder {
         const frame: ReplyChunk = extended
           ? { type: "reply-chunk", extended, flags, chunkType, cookie, offset: u64(fixed, 16), payload }
           : { type: "reply-chunk", extended, flags, chunkType, cookie, payload };
+        // The header rules as decodeReplyChunk applies them, on a stand-in with the same header and 1 data
+        // byte: only the data is left in the input chunks, and no rule reads it.
+        const probe = new Uint8Array(headerLength + 9);
+        probe.set(fixed);
+        probe.fill(0, extended ? 24 : 16, headerLength - 1);
+        probe[headerLength - 1] = 9;
+        this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
+        const hr = decodeReplyChunk(probe, this.optionsAt0());
         q.skip(headerLength + 8);
         const views = q.takeViews(len - 8);
-        ev = this.frameEvent(at, total, frame, NO_FINDINGS, views);
+        ev = this.frameEvent(at, total, frame, hr.done ? rebase(hr.findings, 0, at) : NO_FINDINGS, views);
       } else {
         this.opts.extendedHeaders = s.style === "newstyle" ? s.extendedHeaders : undefined;
         ev = this.take(total, decodeReplyChunk);

@@ -231,3 +231,23 @@ describe("whole and incremental decoding agree", () => {
     expect(byPlace(inc)).toEqual(byPlace(whole));
   });
 });
+
+test("an extended OFFSET_DATA chunk spanning pushes keeps its header findings", () => {
+  // Extended header (offset field 0, length 24 as 8 bytes), reserved flag 0x0002 set.
+  const head = fromHex(
+    "6e8a278c" + "0003" + "0001" + "0000000000000001" + "0000000000000000" + "0000000000000018" +
+      "0000000000000000",
+  );
+  const bytes = fromHex(toHex(head) + "00".repeat(16));
+  const make = () => {
+    const d = new ServerStreamDecoder({
+      payloadViews: true,
+      state: { phase: "transmission", style: "newstyle", extendedHeaders: true },
+    });
+    d.noteRequest({ ...READ_1, extended: true });
+    return d;
+  };
+  const whole = feed(make, [bytes]);
+  expect(whole[0]?.findings.map((f) => `${f.rule}@${f.offset}`)).toEqual(["reply-flags-reserved@4"]);
+  expect(normal(feed(make, cuts(bytes, [45])))).toEqual(normal(whole));
+});
