@@ -139,7 +139,11 @@ export class ConversationDecoder {
    */
   end(): ConversationEvent[] {
     if (this.#done) return [];
+    // No more bytes of either side will come: a server frame that waits for the client is decoded without
+    // it when the client side can go no further, and what it teaches (an unsolicited STARTTLS ACK, say) is
+    // applied to the client's last bytes, as decodeConversation does with the same bytes.
     const out = this.#pump();
+    for (const e of this.#pumpCausal()) out.push(e);
     for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
     for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
     this.#done = true;
