@@ -180,7 +180,9 @@ describe("undecodable and tls notices do not depend on the split", () => {
   });
 
   test("the tls notice after an acknowledged STARTTLS has the same length in any split", () => {
-    const c2s = fromHex("00000001" + "49484156454f5054" + "00000005" + "00000000" + "1603010200" + "01".repeat(40));
+    const c2s = fromHex(
+      "00000001" + "49484156454f5054" + "00000005" + "00000000" + "1603010200" + "01".repeat(40),
+    );
     const s2c = fromHex(
       "4e42444d41474943" + "49484156454f5054" + "0001" + "0003e889045565a9" + "00000005" + "00000001" +
         "00000000" + "160303007a" + "02".repeat(30),
@@ -213,7 +215,10 @@ describe("whole and incremental decoding agree", () => {
     const flags = fromHex("00000001");
     const ack = fromHex("0003e889045565a9" + "00000005" + "00000001" + "00000000");
     const hello = fromHex("1603010200"); // fewer than 16 bytes: not yet told apart from an option
-    const whole = decodeConversation(fromHex(toHex(flags) + toHex(hello)), fromHex(toHex(greeting) + toHex(ack)));
+    const whole = decodeConversation(
+      fromHex(toHex(flags) + toHex(hello)),
+      fromHex(toHex(greeting) + toHex(ack)),
+    );
     const d = new ConversationDecoder();
     const inc = [
       ...d.push("s2c", greeting),
@@ -250,4 +255,83 @@ test("an extended OFFSET_DATA chunk spanning pushes keeps its header findings", 
   const whole = feed(make, [bytes]);
   expect(whole[0]?.findings.map((f) => `${f.rule}@${f.offset}`)).toEqual(["reply-flags-reserved@4"]);
   expect(normal(feed(make, cuts(bytes, [45])))).toEqual(normal(whole));
+});
+
+describe("maxBufferedBytes holds when one side waits for the other", () => {
+  const greeting = fromHex("4e42444d41474943" + "49484156454f5054" + "0003");
+  /** A NONE chunk with DONE for cookie `i`: framed by itself, matched by cookie. */
+  const none = (i: number) =>
+    fromHex("668e33ef" + "0001" + "0000" + i.toString(16).padStart(16, "0") + "00000000");
+  const flagsAndGo = fromHex(
+    "00000003" + "49484156454f5054" + "00000007" + "00000006" + "00000000" + "0000",
+  );
+  const goAck = fromHex("0003e889045565a9" + "00000007" + "00000001" + "00000000");
+
+  /** A connection whose client packets stop after the negotiation: only server replies follow. */
+  function oneSided(limit: number, replies: number, chunk: number, strict = false) {
+    const d = new ConversationDecoder({
+      maxBufferedBytes: limit,
+      strict,
+      state: { structuredReplies: true },
+    });
+    const out: ConversationEvent[] = [];
+    const during: number[] = [];
+    out.push(...d.push("s2c", greeting), ...d.push("c2s", flagsAndGo), ...d.push("s2c", goAck));
+    const s2c = fromHex(Array.from({ length: replies }, (_, i) => toHex(none(i + 1))).join(""));
+    for (
+      const part of cuts(
+        s2c,
+        Array.from({ length: Math.ceil(s2c.length / chunk) - 1 }, (_, i) => (i + 1) * chunk),
+      )
+    ) {
+      const got = d.push("s2c", part);
+      out.push(...got);
+      during.push(got.length);
+    }
+    const atEnd = d.end();
+    out.push(...atEnd);
+    return { out, during, atEnd };
+  }
+
+  test("server frames beyond the limit are decoded without their requests, not held", () => {
+    const { out, atEnd } = oneSided(1024, 500, 100);
+    const chunks = out.filter((e) => e.event === "frame" && e.frame.type === "reply-chunk");
+    expect(chunks).toHaveLength(500);
+    // At most the limit's worth of frames is left for end().
+    expect(atEnd.length).toBeLessThanOrEqual(Math.ceil(1024 / 20));
+    expect(atEnd.length).toBeGreaterThan(0);
+    // Every one is reported as unmatched; the first decoded so says why it was not held.
+    const first = chunks[0]!;
+    expect(first.findings.map((f) => f.rule)).toEqual(["buffer-limit-one-sided", "reply-unknown-cookie"]);
+    expect(first.findings[0]).toMatchObject({ code: "limit-exceeded", offset: 38 });
+    expect(chunks.slice(1).every((e) => e.findings.map((f) => f.rule).join() === "reply-unknown-cookie"))
+      .toBe(
+        true,
+      );
+  });
+
+  test("which frames are decoded early does not depend on the split", () => {
+    const norm = (n: number) => normal(oneSided(1000, 200, n).out);
+    const base = norm(4000);
+    expect(norm(20)).toEqual(base);
+    expect(norm(7)).toEqual(base);
+    expect(norm(1)).toEqual(base);
+  });
+
+  test("strict mode refuses to hold more than the limit", () => {
+    expect(() => oneSided(1024, 500, 100, true)).toThrowError(
+      expect.objectContaining({ code: "limit-exceeded", rule: "buffer-limit-one-sided", offset: 38 }),
+    );
+  });
+
+  test("unsolicited option replies are not held beyond the limit either", () => {
+    const d = new ConversationDecoder({ maxBufferedBytes: 256 });
+    const out: ConversationEvent[] = [...d.push("s2c", greeting)];
+    for (let i = 0; i < 100; i++) out.push(...d.push("s2c", goAck));
+    expect(out.filter((e) => e.event === "frame").length).toBeGreaterThanOrEqual(100 - 256 / 20);
+    expect(out[1]?.findings.map((f) => f.rule)).toEqual([
+      "buffer-limit-one-sided",
+      "option-reply-unsolicited",
+    ]);
+  });
 });
