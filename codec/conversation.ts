@@ -9,9 +9,12 @@
  *
  * @module
  */
+import type { Finding } from "./errors.ts";
 import type { ConversationEvent, Direction } from "./events.ts";
 import type { NegotiatedState, StreamOptions } from "./stream.ts";
 import { ClientDecoderImpl, type DirectionDecoder, ServerDecoderImpl, SessionState } from "./_stream_impl.ts";
+import { NbdDecodeError } from "./errors.ts";
+import { DEFAULT_MAX_BUFFERED_BYTES } from "./types.ts";
 
 /**
  * Options of the conversation decoder: the stream options plus the connection number put on every event.
@@ -53,6 +56,10 @@ export class ConversationDecoder {
   readonly #session: SessionState;
   readonly #c2s: ClientDecoderImpl;
   readonly #s2c: ServerDecoderImpl;
+  readonly #maxBuffered: number;
+  readonly #strict: boolean;
+  /** Server frames are being decoded without the client side because of the buffer limit. */
+  #oneSided = false;
   #done = false;
 
   /**
@@ -66,6 +73,8 @@ export class ConversationDecoder {
     this.#c2s = new ClientDecoderImpl(options, this.#session);
     this.#s2c = new ServerDecoderImpl(options, this.#session);
     this.#s2c.waitForClient = true;
+    this.#maxBuffered = options?.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.#strict = options?.strict ?? false;
     // Events carry the connection number from the start: no copy per event.
     this.#c2s.connection = this.connection;
     this.#s2c.connection = this.connection;
@@ -103,7 +112,46 @@ export class ConversationDecoder {
     // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
     // to decode on either side, so no pumping.
     if (dec.incomplete()) return [];
-    return this.#pump(dec === this.#s2c);
+    const out = this.#pump(dec === this.#s2c);
+    if (this.#s2c.queue.length > this.#maxBuffered) this.#overLimit(out);
+    return out;
+  }
+
+  /**
+   * The server side holds more than `maxBufferedBytes` waiting for client bytes to match them (a silent
+   * client, client packets lost, option replies nobody asked for): its frames are decoded without the
+   * client side, as a lone {@link ServerStreamDecoder} would (frames framed by themselves decode exactly;
+   * the others are guessed, and what cannot be framed becomes an `undecodable` notice), until it holds no
+   * more than the limit. Which frames are so decoded depends only on the bytes received, not on their
+   * split: those that start more than the limit before the last byte received. The first event of each such
+   * run carries a `buffer-limit-one-sided` finding; strict mode throws it instead.
+   */
+  #overLimit(out: ConversationEvent[]): void {
+    const s2c = this.#s2c;
+    while (s2c.queue.length > this.#maxBuffered) {
+      let f: Finding | undefined;
+      if (!this.#oneSided) {
+        const at = s2c.position;
+        f = {
+          code: "limit-exceeded",
+          offset: at,
+          rule: "buffer-limit-one-sided",
+          message: `the s2c stream from offset ${at} waits for client bytes to match it with more than the ` +
+            `limit of ${this.#maxBuffered} bytes (option maxBufferedBytes) buffered; the server side is decoded ` +
+            `without the client side from here`,
+        };
+        if (this.#strict) throw new NbdDecodeError(f.code, f.offset, f.rule, f.message);
+      }
+      const s = s2c.step(true);
+      if (s.step !== "event") break;
+      const e = s.event as ConversationEvent;
+      if (f !== undefined) {
+        this.#oneSided = true;
+        (e as { findings: readonly Finding[] }).findings = [f, ...e.findings];
+      }
+      out.push(e);
+      for (const x of this.#pump()) out.push(x);
+    }
   }
 
   /**
@@ -173,6 +221,7 @@ export class ConversationDecoder {
       if (s2c.queue.length === 0) break;
       const s = s2c.step(false);
       if (s.step !== "event") break;
+      this.#oneSided = false;
       out.push(s.event as ConversationEvent);
     }
     return out;

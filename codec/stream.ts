@@ -84,7 +84,9 @@ export interface StreamOptions {
   readonly maxPayloadLength?: number;
   /**
    * Most bytes a decoder holds while waiting for a frame to complete (or, in a conversation, for the other
-   * direction). A frame announcing more is refused with `limit-exceeded` before anything is buffered.
+   * direction). A frame announcing more is refused with `limit-exceeded` before anything is buffered. In a
+   * conversation, server bytes beyond it that wait for client bytes to match them are decoded without the
+   * client side (a `buffer-limit-one-sided` finding on the first such event; strict mode throws it).
    * Default `DEFAULT_MAX_BUFFERED_BYTES` (64 MiB + 64 KiB).
    */
   readonly maxBufferedBytes?: number;
