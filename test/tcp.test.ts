@@ -795,6 +795,54 @@ describe("TcpReassembler", () => {
     ]);
   });
 
+  test("reports bytes before the first segment seen, in a capture without the SYN, as a gap", () => {
+    // The stream is "NBDMAGIC"; its first segment ("N") is captured after the second ("BDM"), which the
+    // reassembler took for the start of the stream.
+    const { events, raw } = run([c2s(1001, "BDM"), c2s(1000, "N"), c2s(1004, "AGIC")], {
+      isServerPort: (p) => p === 10809,
+    });
+    expect(events).toEqual([
+      "open 0 10.0.0.1:40000 > 10.0.0.2:10809 (port)",
+      "data 0 c2s @0 BDM",
+      "gap 0 c2s @3 +1",
+      "data 0 c2s @4 AGIC",
+      "close 0 c2s end @8",
+      "close 0 s2c end @0",
+    ]);
+    const gap = raw.find((e) => e.type === "gap");
+    expect(gap?.type === "gap" && gap.finding).toMatchObject({
+      code: "truncated",
+      rule: "tcp-gap",
+      packet: 1,
+      streamOffset: 3,
+      length: 1,
+    });
+    expect(gap?.type === "gap" && gap.finding.message).toContain("before the first byte delivered");
+  });
+
+  test("held out-of-order data and a FIN keep their place after bytes before the first segment seen", () => {
+    const { events } = run([
+      c2s(1002, "CD"),
+      c2s(1006, "G", FIN | ACK),
+      c2s(1000, "AB"),
+      c2s(1004, "EF"),
+    ], { isServerPort: (p) => p === 10809 });
+    expect(events).toEqual([
+      "open 0 10.0.0.1:40000 > 10.0.0.2:10809 (port)",
+      "data 0 c2s @0 CD",
+      "gap 0 c2s @2 +2",
+      "data 0 c2s @4 EF",
+      "data 0 c2s @6 G",
+      "close 0 c2s fin @7",
+      "close 0 s2c end @0",
+    ]);
+  });
+
+  test("a segment before the ISN of a stream whose SYN was seen is still no gap", () => {
+    const { events } = run([c2s(1000, "", SYN), c2s(1001, "AB"), c2s(990, "zz")]);
+    expect(events.filter((e) => String(e).startsWith("gap"))).toEqual([]);
+  });
+
   test("follows sequence numbers across 2^32", () => {
     const { events } = run([
       c2s(0xffff_fffd, "", SYN),
