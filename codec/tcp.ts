@@ -594,6 +594,8 @@ interface Held {
 interface Side {
   readonly dir: Direction;
   started: boolean;
+  /** Started without a SYN: the first segment seen set `base`, and earlier bytes may still arrive. */
+  synless: boolean;
   base: number;
   next: number;
   held: Held[];
@@ -638,6 +640,7 @@ function side(dir: Direction): Side {
   return {
     dir,
     started: false,
+    synless: false,
     base: 0,
     next: 0,
     held: [],
@@ -1016,10 +1019,15 @@ export class TcpReassembler {
       }
     } else if (!s.started) {
       s.started = true;
+      s.synless = true;
       s.base = seq;
     }
     if (s.closed) return;
-    const off = s.next + ((seq - ((s.base + s.next) >>> 0)) | 0);
+    let off = s.next + ((seq - ((s.base + s.next) >>> 0)) | 0);
+    if (off < 0 && s.synless && seg.payloadLength > 0 && -off <= MAX_WINDOW) {
+      this.#beforeStart(s, -off, packet);
+      off = 0;
+    }
     if (off - s.next > MAX_WINDOW) {
       this.#out.push({
         type: "finding",
@@ -1276,12 +1284,34 @@ export class TcpReassembler {
     this.#drain(c, s);
   }
 
+  /**
+   * A direction picked up without its SYN started at the first segment seen; `n` bytes before it arrived
+   * later (the first segments were reordered). They cannot be delivered before what was: they are declared
+   * missing at the current position (a `gap` event, as the stream decoders need to know), and the stream's
+   * offsets from here on move up by `n`, so that every later byte keeps its place after the gap.
+   */
+  #beforeStart(s: Side, n: number, packet: CapturePacket): void {
+    if (s.gapLength === 0) {
+      s.gapStart = s.next;
+      s.gapPacket = packet;
+      s.gapReason = "before-start";
+    }
+    s.gapLength += n;
+    s.next += n;
+    s.base = (s.base - n) >>> 0;
+    for (const h of s.held) h.off += n;
+    if (s.finAt >= 0) s.finAt += n;
+    this.#forgetRecent(s);
+  }
+
   #flushGap(c: Conn, s: Side): void {
     const packet = s.gapPacket!;
     const why = s.gapReason === "snaplen"
       ? "the capture cut the packets (snaplen)"
       : s.gapReason === "limit"
       ? "more out-of-order data arrived than the buffer limit (option maxOutOfOrderBytes) allows"
+      : s.gapReason === "before-start"
+      ? "they precede the first byte delivered (the capture has no SYN for this direction) and arrived after it"
       : "the packets carrying them were not captured";
     const finding: TraceFinding = {
       code: "truncated",

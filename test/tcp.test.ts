@@ -817,7 +817,7 @@ describe("TcpReassembler", () => {
       streamOffset: 3,
       length: 1,
     });
-    expect(gap?.type === "gap" && gap.finding.message).toContain("before the first byte delivered");
+    expect(gap?.type === "gap" && gap.finding.message).toContain("precede the first byte delivered");
   });
 
   test("held out-of-order data and a FIN keep their place after bytes before the first segment seen", () => {
