@@ -1,3 +1,4 @@
+import process from "node:process";
 import { describe, expect, test } from "vitest";
 import { isNbdDecodeError } from "../mod.ts";
 import {
@@ -643,5 +644,55 @@ describe("recorded captures (tcpdump on 127.0.0.1, see fixtures/trace/README.md)
     expect(lo).toEqual(nsec.packets.map((p) => toHex(p.data)));
     const any = merged.packets.filter((p) => p.interfaceId === 1).map((p) => toHex(p.data));
     expect(any).toEqual(sll2.packets.map((p) => toHex(p.data)));
+  });
+});
+
+describe("CaptureReader memory", () => {
+  /** A pcap file header, then a record header announcing `announced` bytes, then `have` of them. */
+  function announcing(announced: number, have: number): Uint8Array {
+    const le32h = (v: number) => toHex(Uint8Array.of(v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >>> 24));
+    return hex(
+      pcapHeader({ le: true, linkType: 1, snapLength: 65535 }) + le32h(1) + le32h(0) + le32h(announced) +
+        le32h(announced) + "ab".repeat(have),
+    );
+  }
+
+  test("a record's bytes are kept as they arrive, not allocated at the announced length", () => {
+    // 200 readers each waiting for a 4 MiB record of which 800 bytes arrived: 800 MiB if each allocated
+    // the announced length up front, well under 40 MiB if they hold what arrived.
+    const file = announcing(DEFAULT_MAX_RECORD_LENGTH - 16, 800);
+    const readers: CaptureReader[] = [];
+    const before = process.memoryUsage().external;
+    for (let i = 0; i < 200; i++) {
+      const r = new CaptureReader();
+      r.push(file.subarray(0, 40));
+      r.push(file.subarray(40));
+      readers.push(r);
+    }
+    const grown = process.memoryUsage().external - before;
+    expect(grown).toBeLessThan(40 << 20);
+    expect(readers.length).toBe(200);
+  });
+
+  test("a record pushed in small pieces is still read whole, with its end reported when missing", () => {
+    const data = ethTcp({ src: "10.0.0.1", dst: "10.0.0.2", sport: 1, dport: 2, seq: 1, ack: 0, flags: 0x18 });
+    const file = hex(pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, data + "cd".repeat(3000)));
+    for (const step of [1, 7, 100, 1000]) {
+      const r = new CaptureReader();
+      const packets: CapturePacket[] = [];
+      for (let i = 0; i < file.length; i += step) packets.push(...r.push(file.subarray(i, i + step)));
+      r.end();
+      expect(packets.length).toBe(1);
+      expect(toHex(packets[0]!.data)).toBe(data + "cd".repeat(3000));
+    }
+    const cut = new CaptureReader();
+    cut.push(file.subarray(0, 30));
+    cut.push(file.subarray(30, 500));
+    expectDecodeError(() => cut.end(), "truncated", 24);
+    expect(() => {
+      const r = new CaptureReader();
+      r.push(file.subarray(0, 500));
+      r.end();
+    }).toThrow(`(476 of ${file.length - 24} bytes)`);
   });
 });
