@@ -257,6 +257,9 @@ interface IfaceState extends CaptureInterface {
  * console.log(reader.format, count); // "pcap" 1
  * ```
  */
+/** The smallest carry allocated for an incomplete unit: record headers and small packets fit at once. */
+const CARRY_MIN = 4096;
+
 export class CaptureReader {
   /** Detected format, once the first four bytes are in. */
   format: "pcap" | "pcapng" | undefined = undefined;
@@ -275,8 +278,14 @@ export class CaptureReader {
   #sectionBase = 0;
   #pcapNano = false;
   #pcapIface: IfaceState | undefined = undefined;
+  /**
+   * The bytes of a unit that a push left incomplete, copied as they arrive: grown (doubling) up to the
+   * unit's length, never allocated at a length the input announces but has not sent.
+   */
   #carry: Uint8Array | undefined = undefined;
   #carryLength = 0;
+  /** Bytes the carried unit needs in all (as far as its header tells). */
+  #carryNeed = 0;
   #carryOffset = 0;
   /** See {@link unconsumed}. */
   #unconsumed = 0;
@@ -394,21 +403,21 @@ export class CaptureReader {
     this.#unconsumed = 0;
     let carry = this.#carry;
     while (carry !== undefined) {
-      const n = Math.min(carry.length - this.#carryLength, len - pos);
-      carry.set(chunk.subarray(pos, pos + n), this.#carryLength);
-      this.#carryLength += n;
+      const have = this.#carryLength;
+      const n = Math.min(this.#carryNeed - have, len - pos);
+      if (have + n > carry.length) carry = this.#grow(carry, have + n);
+      carry.set(chunk.subarray(pos, pos + n), have);
+      this.#carryLength = have + n;
       pos += n;
-      if (this.#carryLength < carry.length) {
+      if (this.#carryLength < this.#carryNeed) {
         this.#total += len;
         return packets;
       }
-      const r = this.#step(carry, 0, carry.length, this.#carryOffset, out);
+      const r = this.#step(carry, 0, this.#carryLength, this.#carryOffset, out);
       if (r > 0) {
         carry = this.#carry = undefined;
       } else {
-        const bigger = new Uint8Array(-r);
-        bigger.set(carry);
-        carry = this.#carry = bigger;
+        this.#carryNeed = -r;
       }
     }
     while (pos < len) {
@@ -427,15 +436,23 @@ export class CaptureReader {
         this.#total += pos;
         return packets;
       }
-      const c = new Uint8Array(-r);
+      const c = new Uint8Array(Math.min(-r, Math.max(CARRY_MIN, 2 * (len - pos))));
       c.set(chunk.subarray(pos));
       this.#carry = c;
       this.#carryLength = len - pos;
+      this.#carryNeed = -r;
       this.#carryOffset = this.#total + pos;
       break;
     }
     this.#total += len;
     return packets;
+  }
+
+  /** A bigger carry holding the same bytes, for at least `n` of them (doubling, up to the unit's length). */
+  #grow(carry: Uint8Array, n: number): Uint8Array {
+    const bigger = new Uint8Array(Math.min(this.#carryNeed, Math.max(n, 2 * carry.length)));
+    bigger.set(carry.subarray(0, this.#carryLength));
+    return this.#carry = bigger;
   }
 
   /**
@@ -451,7 +468,7 @@ export class CaptureReader {
     if (c === undefined && left === 0 && this.format !== undefined) return;
     const offset = c === undefined ? this.#total : this.#carryOffset;
     const have = c === undefined ? left : this.#carryLength;
-    const needs = c !== undefined ? c.length : left > 0 ? this.#unconsumedNeeds : 4;
+    const needs = c !== undefined ? this.#carryNeed : left > 0 ? this.#unconsumedNeeds : 4;
     const what = this.format === undefined ? "file header" : "record";
     const message =
       `Cannot read capture: input ends inside a ${what} at offset ${offset} (${have} of ${needs} bytes)`;

@@ -675,8 +675,18 @@ describe("CaptureReader memory", () => {
   });
 
   test("a record pushed in small pieces is still read whole, with its end reported when missing", () => {
-    const data = ethTcp({ src: "10.0.0.1", dst: "10.0.0.2", sport: 1, dport: 2, seq: 1, ack: 0, flags: 0x18 });
-    const file = hex(pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, data + "cd".repeat(3000)));
+    const data = ethTcp({
+      src: "10.0.0.1",
+      dst: "10.0.0.2",
+      sport: 1,
+      dport: 2,
+      seq: 1,
+      ack: 0,
+      flags: 0x18,
+    });
+    const file = hex(
+      pcapHeader({ le: true, linkType: 1 }) + pcapRecord(true, 1, 2, data + "cd".repeat(3000)),
+    );
     for (const step of [1, 7, 100, 1000]) {
       const r = new CaptureReader();
       const packets: CapturePacket[] = [];
