@@ -422,7 +422,7 @@ export abstract class DirectionDecoder {
    * thrown here with an offset counted from the first buffered byte).
    */
   protected errorBase = 0;
-  /** The last error {@link finding} threw: its offset already counts from the stream start. */
+  /** The last error {@link finding} or {@link undecodable} threw: its offset counts from the stream start. */
   protected streamError: NbdDecodeError | undefined = undefined;
 
   /**
@@ -434,10 +434,13 @@ export abstract class DirectionDecoder {
     const at = this.queue.position;
     const offset = e === this.streamError ? e.offset : at + e.offset - this.errorBase;
     this.errorBase = 0;
-    this.streamError = undefined;
     if (this.o.strict) {
-      throw e.offset === offset ? e : new NbdDecodeError(e.code, offset, e.rule, e.message);
+      // Rethrown through an enclosing step (a phase change steps again): already at its stream offset.
+      throw this.streamError = e.offset === offset
+        ? e
+        : new NbdDecodeError(e.code, offset, e.rule, e.message);
     }
+    this.streamError = undefined;
     this.queue.clear();
     this.phase = "closed";
     const f: Finding = { code: e.code, offset, rule: e.rule, message: e.message };

@@ -13,27 +13,8 @@ import {
   type StreamEvent,
   type StreamOptions,
 } from "../mod.ts";
+import { normal } from "./_events.ts";
 import { fromHex, toHex } from "./_harness.ts";
-
-/** Events as comparable JSON: bigints as strings, bytes and payload views folded into hex. */
-function normal(events: readonly (StreamEvent | ConversationEvent)[]): unknown[] {
-  return events.map((e) => {
-    const o = JSON.parse(JSON.stringify(e, (k, v) => {
-      if (typeof v === "bigint") return v.toString();
-      if (v instanceof Uint8Array) return toHex(v);
-      if (k === "payload" && Array.isArray(v)) return v.map((x: Uint8Array) => toHex(x)).join("");
-      return v;
-    }));
-    if (typeof o.payload === "string") {
-      const f = o.frame as Record<string, unknown>;
-      const p = f.payload as Record<string, unknown> | undefined;
-      if (p?.kind === "offset-data") p.data = o.payload;
-      else f.data = o.payload;
-      delete o.payload;
-    }
-    return o;
-  });
-}
 
 type Feeder = { push(chunk: Uint8Array): StreamEvent[]; end(): StreamEvent[] };
 
@@ -336,4 +317,16 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
       "option-reply-unsolicited",
     ]);
   });
+});
+
+test("a strict error in the first request after the options counts from the stream start", () => {
+  // Client flags, then an extended request although extended headers were not negotiated: the decoder
+  // passes from options to transmission and decodes the request in the same step.
+  const bytes = fromHex(
+    "00000001" + "21e41c71" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "0000000000001000",
+  );
+  const make = () => new ClientStreamDecoder({ strict: true, state: { style: "newstyle" } });
+  const whole = thrown(make, [bytes]);
+  expect(whole).toMatchObject({ rule: "request-header-style", offset: 4 });
+  expect(thrown(make, bytewise(bytes))).toEqual(whole);
 });
