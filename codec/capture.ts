@@ -30,6 +30,9 @@ export type { Finding, NbdDecodeErrorCode } from "./errors.ts";
  */
 export const DEFAULT_MAX_RECORD_LENGTH: number = 4 * 1024 * 1024;
 
+/** The smallest carry allocated for an incomplete unit: record headers and small packets fit at once. */
+const CARRY_MIN = 4096;
+
 /**
  * Link-layer types (`LINKTYPE_*` values of the tcpdump.org registry) that the trace decoder understands.
  *
@@ -257,9 +260,6 @@ interface IfaceState extends CaptureInterface {
  * console.log(reader.format, count); // "pcap" 1
  * ```
  */
-/** The smallest carry allocated for an incomplete unit: record headers and small packets fit at once. */
-const CARRY_MIN = 4096;
-
 export class CaptureReader {
   /** Detected format, once the first four bytes are in. */
   format: "pcap" | "pcapng" | undefined = undefined;
