@@ -33,7 +33,7 @@ import {
   type SimpleReply,
   type SimpleReplyDecodeOptions,
 } from "./reply.ts";
-import type { NegotiatedState, StreamOptions, StreamPhase } from "./stream.ts";
+import type { NegotiatedState, StreamOptions, StreamPhase } from "./_stream_types.ts";
 import {
   type Decoded,
   DEFAULT_MAX_BUFFERED_BYTES,
