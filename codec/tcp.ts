@@ -871,10 +871,13 @@ export class TcpReassembler {
   }
 
   /**
-   * The common case in a few steps: an IPv4 TCP segment (Ethernet without VLAN tags, BSD loopback or raw IP)
-   * with data and no SYN, FIN or RST, on a connection the route cache holds, exactly at the next expected
-   * byte of a direction that has no out-of-order data or gap pending, captured whole. It is delivered as
-   * parseTcp, #segment and #data would deliver it; anything else returns false, for the general path.
+   * Fast path mirroring the general path parseTcp → #segment → #data → #deliver, for the common case in a
+   * few steps: an IPv4 TCP segment (Ethernet without VLAN tags, BSD loopback or raw IP) with data and no
+   * SYN, FIN or RST, on a connection the route cache holds, exactly at the next expected byte of a direction
+   * that has no out-of-order data or gap pending, captured whole. It is delivered as the general path would
+   * deliver it; anything else returns false, for the general path. Differential test: "in-order segments
+   * take a short path that gives the events the general path gives" (test/tcp.test.ts). It pays: the same
+   * packets reassemble in about half the time of the general path (bench/RESULTS.md, "TCP in-order path").
    */
   #inOrder(packet: CapturePacket): boolean {
     const b = packet.data;
