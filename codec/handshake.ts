@@ -7,7 +7,7 @@
 import { checkTransmissionFlags } from "./_flags.ts";
 import { checkTarget, checkU16, checkU32, checkU64, put16, put32, put64, u16, u32, u64 } from "./_bytes.ts";
 import { fail, needMore, Reporter, resolveOptions } from "./_report.ts";
-import { KNOWN_CLIENT_FLAGS, KNOWN_HANDSHAKE_FLAGS, Magic } from "./constants.ts";
+import { KNOWN_CLIENT_FLAGS, Magic } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
 
 /** Length of the oldstyle greeting. */
@@ -156,15 +156,9 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
   const r = new Reporter(o.strict);
   if (m2 === Magic.IHAVEOPT) {
     if (avail < NEWSTYLE_LENGTH) return needMore(NEWSTYLE_LENGTH - avail);
+    // Unknown handshake flags are kept, not reported: "The client SHOULD ignore any handshake flags it does
+    // not recognize" (spec, Newstyle negotiation; see IGNORED_BITS in rules.ts).
     const handshakeFlags = u16(bytes, at + 16);
-    if ((handshakeFlags & ~KNOWN_HANDSHAKE_FLAGS) !== 0) {
-      r.report(
-        "reserved-bits",
-        at + 16,
-        "handshake-flags-reserved",
-        `handshake flags 0x${handshakeFlags.toString(16)} set reserved bits; a server MUST NOT set bits 2-15`,
-      );
-    }
     return {
       done: true,
       frame: { type: "newstyle-greeting", handshakeFlags },

@@ -32,8 +32,6 @@ const HEADER = 20;
 const MAGIC_HI = Number(Magic.OPTION_REPLY >> 32n);
 const MAGIC_LO = Number(Magic.OPTION_REPLY & 0xffff_ffffn);
 const NONE: OptionReplyData = Object.freeze({ kind: "none" });
-/** Bits 2-15 of the init flags are not assigned by the proposal. */
-const KNOWN_INIT_FLAGS = 0x0003;
 
 /**
  * An option reply: the magic, the option answered, the reply type (`OptionReply`; bit 31 marks an error),
@@ -169,7 +167,7 @@ function isPowerOfTwo(v: number): boolean {
  * `option-reply-ack-length`, `option-reply-server-length`, `option-reply-server-name-length`,
  * `option-reply-info-length`, `info-export-length`, the transmission flag rules, `info-block-size-length`,
  * `info-block-size-minimum`, `info-block-size-preferred`, `info-block-size-maximum`,
- * `info-init-flags-length`, `info-init-flags-reserved`, `option-reply-meta-context-length`,
+ * `info-init-flags-length`, `option-reply-meta-context-length`,
  * `meta-context-name-namespace`, and the string rules.
  *
  * @example
@@ -405,15 +403,8 @@ function decodeInfo(
         );
         return undefined;
       }
+      // Unknown bits are kept, not reported: the proposal tells clients to ignore them (IGNORED_BITS).
       const flags = u16(b, start + 2);
-      if ((flags & ~KNOWN_INIT_FLAGS) !== 0) {
-        r.report(
-          "reserved-bits",
-          start + 2,
-          "info-init-flags-reserved",
-          `NBD_INFO_INIT_FLAGS 0x${flags.toString(16)} sets unassigned bits 2-15`,
-        );
-      }
       return { kind: "init-flags", info: Info.INIT_FLAGS, flags };
     }
     default:

@@ -464,7 +464,7 @@ function checkHeader(
       r.report(
         "bad-value",
         offsetZero ? at + 24 : at + 16,
-        `${name}-offset-length`,
+        command === Command.DISC ? "disc-offset-length" : "flush-offset-length",
         `NBD_CMD_${name.toUpperCase()} with a nonzero offset or length; both MUST be 0`,
       );
     }
