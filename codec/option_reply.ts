@@ -24,7 +24,7 @@ import {
 } from "./_bytes.ts";
 import { checkTransmissionFlags } from "./_flags.ts";
 import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
-import { Info, Magic, nameOf, OptionReply } from "./constants.ts";
+import { Info, Magic, nameOf, Option, OptionReply } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
 
 /** Length of the option reply header: magic, option, reply type, data length. */
@@ -215,6 +215,7 @@ export function decodeOptionReply(
       }; the server MUST echo the option it answers`,
     );
   }
+  replyForOption(option, reply, at, r);
   const data = decodeData(bytes, at, reply, length, r, o.maxStringLength);
   return {
     done: true,
@@ -222,6 +223,52 @@ export function decodeOptionReply(
     byteLength: HEADER + length,
     findings: r.list(),
   };
+}
+
+/**
+ * The non-error reply types each known option's description allows (index = option): LIST gets SERVER
+ * replies, INFO and GO get INFO replies, the two META_CONTEXT options get META_CONTEXT replies, and every one
+ * gets ACK. EXPORT_NAME gets no option reply at all; PEEK_EXPORT (withdrawn) and unknown options are not
+ * checked.
+ */
+const REPLIES_FOR_OPTION: readonly (readonly number[] | undefined)[] = [
+  undefined, // 0: unassigned
+  [], // EXPORT_NAME
+  [OptionReply.ACK], // ABORT
+  [OptionReply.ACK, OptionReply.SERVER], // LIST
+  undefined, // PEEK_EXPORT
+  [OptionReply.ACK], // STARTTLS
+  [OptionReply.ACK, OptionReply.INFO], // INFO
+  [OptionReply.ACK, OptionReply.INFO], // GO
+  [OptionReply.ACK], // STRUCTURED_REPLY
+  [OptionReply.ACK, OptionReply.META_CONTEXT], // LIST_META_CONTEXT
+  [OptionReply.ACK, OptionReply.META_CONTEXT], // SET_META_CONTEXT
+  [OptionReply.ACK], // EXTENDED_HEADERS
+];
+
+/** The rules that tie a reply to the option it echoes. Error replies are allowed for every option. */
+function replyForOption(option: number, reply: number, at: number, r: Reporter): void {
+  if (option === Option.EXPORT_NAME) {
+    r.report(
+      "unexpected-frame",
+      at + 8,
+      "option-reply-export-name",
+      "option reply echoing NBD_OPT_EXPORT_NAME; the server replies to any option apart from NBD_OPT_EXPORT_NAME",
+    );
+    return;
+  }
+  const allowed = REPLIES_FOR_OPTION[option];
+  if (allowed === undefined || reply >= 0x8000_0000 || allowed.includes(reply)) return;
+  // An unknown non-error reply type is kept raw without a finding (a newer server's reply).
+  if (nameOf("optionReply", reply) === undefined) return;
+  r.report(
+    "unexpected-frame",
+    at + 12,
+    "option-reply-type-for-option",
+    `${nameOf("optionReply", reply)} answering ${nameOf("option", option)}, whose replies are ${
+      allowed.map((x) => nameOf("optionReply", x)).join(" or ")
+    } or an error`,
+  );
 }
 
 function decodeData(

@@ -2,7 +2,8 @@
 // rule added by any file, with any helper, is seen): an argument passed to a parameter named `rule` of a
 // function, method or constructor declared in codec/, or a `rule:` property of an object literal. The
 // `code` given next to it (a parameter named `code`, or a sibling `code:` property) is kept when it is a
-// literal.
+// literal. A rule id built from a template is returned as its source text (so that it fails the catalogue
+// test): ids must be literals to be found.
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
@@ -10,6 +11,8 @@ import ts from "typescript";
 export interface RuleSite {
   readonly rule: string;
   readonly code: string | undefined;
+  /** The function, method or class called with the rule (`report`, `fail`, ...), or `"rule:"` for a property. */
+  readonly via: string;
   readonly file: string;
   readonly line: number;
 }
@@ -58,8 +61,12 @@ export function ruleSites(): RuleSite[] {
         const p = params.get(name);
         if (p !== undefined) {
           const code = p.code >= 0 ? literals(n.arguments[p.code])[0] : undefined;
-          for (const rule of literals(n.arguments[p.rule])) {
-            out.push({ rule, code, file: sf.fileName, line: at(n) });
+          const arg = n.arguments[p.rule];
+          if (arg !== undefined && ts.isTemplateExpression(arg)) {
+            out.push({ rule: arg.getText(sf), code, via: name, file: sf.fileName, line: at(n) });
+          }
+          for (const rule of literals(arg)) {
+            out.push({ rule, code, via: name, file: sf.fileName, line: at(n) });
           }
         }
       }
@@ -72,7 +79,12 @@ export function ruleSites(): RuleSite[] {
         const code = sibling !== undefined && ts.isPropertyAssignment(sibling)
           ? literals(sibling.initializer)[0]
           : undefined;
-        for (const rule of literals(n.initializer)) out.push({ rule, code, file: sf.fileName, line: at(n) });
+        if (ts.isTemplateExpression(n.initializer)) {
+          out.push({ rule: n.initializer.getText(sf), code, via: "rule:", file: sf.fileName, line: at(n) });
+        }
+        for (const rule of literals(n.initializer)) {
+          out.push({ rule, code, via: "rule:", file: sf.fileName, line: at(n) });
+        }
       }
       ts.forEachChild(n, visit);
     };
