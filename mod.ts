@@ -17,6 +17,7 @@
  * @module
  */
 export * from "./codec/errors.ts";
+export * from "./codec/rules.ts";
 export * from "./codec/types.ts";
 export {
   ClientFlag,

@@ -2,9 +2,10 @@
 import { TransmissionFlag } from "./constants.ts";
 import type { Reporter } from "./_report.ts";
 
-/** Bits 13-15 of the transmission flags are unassigned. */
-export const KNOWN_TRANSMISSION_FLAGS = 0x1fff;
-
+/**
+ * The rules every transmission flags field follows. Unassigned bits (13-15) are kept, not reported: "Clients
+ * SHOULD ignore unknown flags." (spec, Transmission flags; IGNORED_BITS in rules.ts).
+ */
 export function checkTransmissionFlags(flags: number, offset: number, r: Reporter): void {
   if ((flags & TransmissionFlag.HAS_FLAGS) === 0) {
     r.report(
@@ -12,14 +13,6 @@ export function checkTransmissionFlags(flags: number, offset: number, r: Reporte
       offset,
       "transmission-has-flags",
       "NBD_FLAG_HAS_FLAGS is clear; it MUST always be set",
-    );
-  }
-  if ((flags & ~KNOWN_TRANSMISSION_FLAGS) !== 0) {
-    r.report(
-      "reserved-bits",
-      offset,
-      "transmission-flags-reserved",
-      `transmission flags 0x${flags.toString(16)} set unassigned bits 13-15`,
     );
   }
   if ((flags & TransmissionFlag.SEND_FAST_ZERO) !== 0 && (flags & TransmissionFlag.SEND_WRITE_ZEROES) === 0) {

@@ -1,5 +1,6 @@
 // Private: collecting findings, and throwing them in strict mode.
 import { type Finding, NbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
+import { type RuleId, RULES } from "./rules.ts";
 import { type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
 
 /** Shared frozen empty list: frames without findings allocate nothing for them. */
@@ -13,9 +14,12 @@ export class Reporter {
     this.strict = strict;
     this.findings = undefined;
   }
-  /** A violation the frame survives: thrown in strict mode, recorded in lenient mode. */
-  report(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): void {
-    if (this.strict) throw new NbdDecodeError(code, offset, rule, message);
+  /**
+   * A violation of a rule of the catalogue (codec/rules.ts): thrown in strict mode, and in lenient mode
+   * recorded as a finding, or thrown when the catalogue says lenient decoding cannot go on past it.
+   */
+  report(code: NbdDecodeErrorCode, offset: number, rule: RuleId, message: string): void {
+    if (this.strict || RULES[rule].lenient === "throw") throw new NbdDecodeError(code, offset, rule, message);
     (this.findings ??= []).push({ code, offset, rule, message });
   }
   list(): readonly Finding[] {
@@ -50,7 +54,7 @@ function badOffset(offset: number, bytes: Uint8Array): never {
 }
 
 /** A violation that leaves nothing to decode: thrown in both modes. */
-export function fail(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): never {
+export function fail(code: NbdDecodeErrorCode, offset: number, rule: RuleId, message: string): never {
   throw new NbdDecodeError(code, offset, rule, message);
 }
 

@@ -55,11 +55,9 @@ export type NbdDecodeErrorCode =
  *
  * @example
  * ```ts
- * import { decodeGreeting } from "@nbd/codec";
- * const bytes = new Uint8Array([0x4e, 0x42, 0x44, 0x4d, 0x41, 0x47, 0x49, 0x43,
- *   0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0x80, 0x03]);
- * const r = decodeGreeting(bytes, { strict: false });
- * if (r.done) console.log(r.findings[0]?.rule); // "handshake-flags-reserved"
+ * import { decodeClientFlags } from "@nbd/codec";
+ * const r = decodeClientFlags(new Uint8Array([0, 0, 0, 5]), { strict: false });
+ * if (r.done) console.log(r.findings[0]?.rule); // "client-flags-reserved"
  * ```
  */
 export interface Finding {
@@ -67,7 +65,7 @@ export interface Finding {
   readonly code: NbdDecodeErrorCode;
   /** Byte offset in the input (counted from the start of the array given to the decoder). */
   readonly offset: number;
-  /** Stable identifier of the rule broken, e.g. `"option-go-length"`. */
+  /** Stable identifier of the rule broken, e.g. `"option-info-length"`: a key of `RULES` (codec/rules.ts). */
   readonly rule: string;
   /** A sentence saying what was found and what the spec requires. */
   readonly message: string;

@@ -7,7 +7,7 @@
 import { checkTransmissionFlags } from "./_flags.ts";
 import { checkTarget, checkU16, checkU32, checkU64, put16, put32, put64, u16, u32, u64 } from "./_bytes.ts";
 import { fail, needMore, Reporter, resolveOptions } from "./_report.ts";
-import { KNOWN_CLIENT_FLAGS, KNOWN_HANDSHAKE_FLAGS, Magic } from "./constants.ts";
+import { KNOWN_CLIENT_FLAGS, Magic, TransmissionFlag } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
 
 /** Length of the oldstyle greeting. */
@@ -156,15 +156,9 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
   const r = new Reporter(o.strict);
   if (m2 === Magic.IHAVEOPT) {
     if (avail < NEWSTYLE_LENGTH) return needMore(NEWSTYLE_LENGTH - avail);
+    // Unknown handshake flags are kept, not reported: "The client SHOULD ignore any handshake flags it does
+    // not recognize" (spec, Newstyle negotiation; see IGNORED_BITS in rules.ts).
     const handshakeFlags = u16(bytes, at + 16);
-    if ((handshakeFlags & ~KNOWN_HANDSHAKE_FLAGS) !== 0) {
-      r.report(
-        "reserved-bits",
-        at + 16,
-        "handshake-flags-reserved",
-        `handshake flags 0x${handshakeFlags.toString(16)} set reserved bits; a server MUST NOT set bits 2-15`,
-      );
-    }
     return {
       done: true,
       frame: { type: "newstyle-greeting", handshakeFlags },
@@ -195,6 +189,25 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
     );
   }
   checkTransmissionFlags(transmissionFlags, at + 26, r);
+  // Flags whose feature needs a negotiation, which an oldstyle handshake cannot have.
+  if ((transmissionFlags & TransmissionFlag.SEND_DF) !== 0) {
+    r.report(
+      "bad-value",
+      at + 26,
+      "oldstyle-transmission-df",
+      "oldstyle greeting advertises NBD_FLAG_SEND_DF; it MUST be clear unless structured replies or extended " +
+        "headers were negotiated, and oldstyle negotiates nothing",
+    );
+  }
+  if ((transmissionFlags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) !== 0) {
+    r.report(
+      "bad-value",
+      at + 26,
+      "oldstyle-transmission-block-status-payload",
+      "oldstyle greeting advertises NBD_FLAG_BLOCK_STATUS_PAYLOAD; servers MUST NOT unless extended headers " +
+        "were negotiated, and oldstyle negotiates nothing",
+    );
+  }
   for (let i = at + 28; i < at + OLDSTYLE_LENGTH; i++) {
     if (bytes[i] !== 0) {
       r.report(
@@ -275,16 +288,40 @@ export function encodeGreeting(frame: Greeting): Uint8Array {
 }
 
 /**
- * Decodes the 4-byte client flags. Reserved bits are a violation (the server MUST then disconnect).
+ * Decoding options for the client flags.
+ *
+ * @example
+ * ```ts
+ * import { type ClientFlagsDecodeOptions, HandshakeFlag } from "@nbd/codec";
+ * const options: ClientFlagsDecodeOptions = { handshakeFlags: HandshakeFlag.FIXED_NEWSTYLE };
+ * console.log(options.handshakeFlags); // 1
+ * ```
+ */
+export interface ClientFlagsDecodeOptions extends DecodeOptions {
+  /**
+   * The handshake flags of the server's greeting, when known: a client flag whose server flag is clear is then
+   * reported (rule `client-flags-unadvertised`).
+   */
+  readonly handshakeFlags?: number;
+}
+
+/**
+ * Decodes the 4-byte client flags. Reserved bits are a violation (the server MUST then disconnect), and so,
+ * given `handshakeFlags`, is a flag the server did not advertise.
  *
  * @example
  * ```ts
  * import { decodeClientFlags } from "@nbd/codec";
  * const r = decodeClientFlags(new Uint8Array([0, 0, 0, 3]));
  * if (r.done) console.log(r.frame.flags); // 3
+ * const s = decodeClientFlags(new Uint8Array([0, 0, 0, 3]), { handshakeFlags: 1, strict: false });
+ * if (s.done) console.log(s.findings[0]?.rule); // "client-flags-unadvertised"
  * ```
  */
-export function decodeClientFlags(bytes: Uint8Array, options?: DecodeOptions): Decoded<ClientFlags> {
+export function decodeClientFlags(
+  bytes: Uint8Array,
+  options?: ClientFlagsDecodeOptions,
+): Decoded<ClientFlags> {
   const o = resolveOptions(options, bytes);
   const avail = bytes.length - o.offset;
   if (avail < 4) return needMore(4 - avail);
@@ -296,6 +333,20 @@ export function decodeClientFlags(bytes: Uint8Array, options?: DecodeOptions): D
       o.offset,
       "client-flags-reserved",
       `client flags 0x${flags.toString(16)} set reserved bits; clients MUST NOT set bits 2-31`,
+    );
+  }
+  const advertised = options?.handshakeFlags;
+  // C_FIXED_NEWSTYLE and C_NO_ZEROES answer the server's FIXED_NEWSTYLE and NO_ZEROES, bit for bit.
+  const unmatched = advertised === undefined ? 0 : flags & KNOWN_CLIENT_FLAGS & ~advertised;
+  if (unmatched !== 0) {
+    r.report(
+      "bad-value",
+      o.offset,
+      "client-flags-unadvertised",
+      `client flags 0x${flags.toString(16)} set 0x${
+        unmatched.toString(16)
+      }, which the server's handshake flags ` +
+        `0x${advertised!.toString(16)} did not advertise; the server MUST then drop the connection`,
     );
   }
   return { done: true, frame: { type: "client-flags", flags }, byteLength: 4, findings: r.list() };
@@ -372,6 +423,15 @@ export function decodeExportNameReply(
   const size = u64(bytes, at);
   const transmissionFlags = u16(bytes, at + 8);
   checkTransmissionFlags(transmissionFlags, at + 8, r);
+  if ((transmissionFlags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) !== 0) {
+    r.report(
+      "bad-value",
+      at + 8,
+      "export-name-reply-block-status-payload",
+      "NBD_OPT_EXPORT_NAME reply advertises NBD_FLAG_BLOCK_STATUS_PAYLOAD; servers MUST NOT unless extended " +
+        "headers were negotiated, and a client that negotiated them MUST NOT use NBD_OPT_EXPORT_NAME",
+    );
+  }
   if (!options.noZeroes) {
     for (let i = at + 10; i < at + 134; i++) {
       if (bytes[i] !== 0) {

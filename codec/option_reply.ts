@@ -24,7 +24,7 @@ import {
 } from "./_bytes.ts";
 import { checkTransmissionFlags } from "./_flags.ts";
 import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
-import { Info, Magic, nameOf, OptionReply } from "./constants.ts";
+import { Info, Magic, nameOf, Option, OptionReply } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
 
 /** Length of the option reply header: magic, option, reply type, data length. */
@@ -32,8 +32,6 @@ const HEADER = 20;
 const MAGIC_HI = Number(Magic.OPTION_REPLY >> 32n);
 const MAGIC_LO = Number(Magic.OPTION_REPLY & 0xffff_ffffn);
 const NONE: OptionReplyData = Object.freeze({ kind: "none" });
-/** Bits 2-15 of the init flags are not assigned by the proposal. */
-const KNOWN_INIT_FLAGS = 0x0003;
 
 /**
  * An option reply: the magic, the option answered, the reply type (`OptionReply`; bit 31 marks an error),
@@ -169,7 +167,7 @@ function isPowerOfTwo(v: number): boolean {
  * `option-reply-ack-length`, `option-reply-server-length`, `option-reply-server-name-length`,
  * `option-reply-info-length`, `info-export-length`, the transmission flag rules, `info-block-size-length`,
  * `info-block-size-minimum`, `info-block-size-preferred`, `info-block-size-maximum`,
- * `info-init-flags-length`, `info-init-flags-reserved`, `option-reply-meta-context-length`,
+ * `info-init-flags-length`, `option-reply-meta-context-length`,
  * `meta-context-name-namespace`, and the string rules.
  *
  * @example
@@ -217,6 +215,7 @@ export function decodeOptionReply(
       }; the server MUST echo the option it answers`,
     );
   }
+  replyForOption(option, reply, at, r);
   const data = decodeData(bytes, at, reply, length, r, o.maxStringLength);
   return {
     done: true,
@@ -224,6 +223,52 @@ export function decodeOptionReply(
     byteLength: HEADER + length,
     findings: r.list(),
   };
+}
+
+/**
+ * The non-error reply types each known option's description allows (index = option): LIST gets SERVER
+ * replies, INFO and GO get INFO replies, the two META_CONTEXT options get META_CONTEXT replies, and every one
+ * gets ACK. EXPORT_NAME gets no option reply at all; PEEK_EXPORT (withdrawn) and unknown options are not
+ * checked.
+ */
+const REPLIES_FOR_OPTION: readonly (readonly number[] | undefined)[] = [
+  undefined, // 0: unassigned
+  [], // EXPORT_NAME
+  [OptionReply.ACK], // ABORT
+  [OptionReply.ACK, OptionReply.SERVER], // LIST
+  undefined, // PEEK_EXPORT
+  [OptionReply.ACK], // STARTTLS
+  [OptionReply.ACK, OptionReply.INFO], // INFO
+  [OptionReply.ACK, OptionReply.INFO], // GO
+  [OptionReply.ACK], // STRUCTURED_REPLY
+  [OptionReply.ACK, OptionReply.META_CONTEXT], // LIST_META_CONTEXT
+  [OptionReply.ACK, OptionReply.META_CONTEXT], // SET_META_CONTEXT
+  [OptionReply.ACK], // EXTENDED_HEADERS
+];
+
+/** The rules that tie a reply to the option it echoes. Error replies are allowed for every option. */
+function replyForOption(option: number, reply: number, at: number, r: Reporter): void {
+  if (option === Option.EXPORT_NAME) {
+    r.report(
+      "unexpected-frame",
+      at + 8,
+      "option-reply-export-name",
+      "option reply echoing NBD_OPT_EXPORT_NAME; the server replies to any option apart from NBD_OPT_EXPORT_NAME",
+    );
+    return;
+  }
+  const allowed = REPLIES_FOR_OPTION[option];
+  if (allowed === undefined || reply >= 0x8000_0000 || allowed.includes(reply)) return;
+  // An unknown non-error reply type is kept raw without a finding (a newer server's reply).
+  if (nameOf("optionReply", reply) === undefined) return;
+  r.report(
+    "unexpected-frame",
+    at + 12,
+    "option-reply-type-for-option",
+    `${nameOf("optionReply", reply)} answering ${nameOf("option", option)}, whose replies are ${
+      allowed.map((x) => nameOf("optionReply", x)).join(" or ")
+    } or an error`,
+  );
 }
 
 function decodeData(
@@ -405,15 +450,8 @@ function decodeInfo(
         );
         return undefined;
       }
+      // Unknown bits are kept, not reported: the proposal tells clients to ignore them (IGNORED_BITS).
       const flags = u16(b, start + 2);
-      if ((flags & ~KNOWN_INIT_FLAGS) !== 0) {
-        r.report(
-          "reserved-bits",
-          start + 2,
-          "info-init-flags-reserved",
-          `NBD_INFO_INIT_FLAGS 0x${flags.toString(16)} sets unassigned bits 2-15`,
-        );
-      }
       return { kind: "init-flags", info: Info.INIT_FLAGS, flags };
     }
     default:

@@ -28,6 +28,7 @@ import {
   ViewCache,
 } from "./_bytes.ts";
 import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } from "./_report.ts";
+import type { RuleId } from "./rules.ts";
 import { Magic, ReplyFlag, ReplyType } from "./constants.ts";
 import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
 
@@ -540,7 +541,7 @@ function decodedChunk(
   const r = reporterFor(options);
   const ctx = options?.extendedHeaders;
   if ((ctx !== undefined && ctx !== extended) || (flags & ~ReplyFlag.DONE) !== 0) {
-    chunkHeaderFindings(r, at, ctx, extended, flags);
+    chunkHeaderFindings(r, at, ctx, extended);
   }
   // NONE with DONE and no payload, the most common chunk, breaks no payload rule.
   const payload = chunkType === ReplyType.NONE && L === 0 && (flags & ReplyFlag.DONE) !== 0
@@ -553,25 +554,17 @@ function decodedChunk(
   return { done: true, frame, byteLength: hl + L, findings: r.list() };
 }
 
-/** The header rules of a reply chunk: header style and reserved reply flags. */
+/**
+ * The header rules of a reply chunk: the header style. Unknown reply flags are kept, not reported: "Clients
+ * MUST ignore unrecognized flags." (spec, reply flags; IGNORED_BITS in rules.ts).
+ */
 function chunkHeaderFindings(
   r: Reporter,
   at: number,
   ctx: boolean | undefined,
   extended: boolean,
-  flags: number,
 ): void {
   styleFinding(r, at, ctx, extended, extended ? "extended reply chunk" : "structured reply chunk");
-  if ((flags & ~ReplyFlag.DONE) !== 0) {
-    r.report(
-      "reserved-bits",
-      at + 4,
-      "reply-flags-reserved",
-      `reply flags 0x${
-        flags.toString(16)
-      } set reserved bits 1-15; a server MUST NOT set them without negotiation`,
-    );
-  }
 }
 
 function badChunkMagic(at: number, magic: number): never {
@@ -595,7 +588,7 @@ function badLength(
   L: number,
   lenAt: number,
   r: Reporter,
-  rule: string,
+  rule: RuleId,
   message: string,
 ): ChunkPayload {
   r.report("bad-length", lenAt, rule, message);

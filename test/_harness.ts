@@ -153,7 +153,7 @@ function prefixLengths(length: number): number[] {
   return out;
 }
 
-function expectDecodeError(fn: () => unknown, code: string, offset: number | undefined): void {
+function expectDecodeError(fn: () => unknown, code: string, offset: number | undefined, rule?: string): void {
   let caught: unknown = undefined;
   try {
     fn();
@@ -164,6 +164,7 @@ function expectDecodeError(fn: () => unknown, code: string, offset: number | und
   if (!isNbdDecodeError(caught)) throw caught;
   expect(caught.code).toBe(code);
   if (offset !== undefined) expect(caught.offset).toBe(offset);
+  if (rule !== undefined) expect(caught.rule).toBe(rule);
 }
 
 /** Registers vitest tests for every vector of `file` whose decoder is in `codecs`. */
@@ -177,7 +178,7 @@ export function testVectors(file: VectorFile, codecs: Record<string, CodecUnderT
     const ctx = v.context;
     test(`${v.id}: ${v.name}`, () => {
       if (v.result === "invalid") {
-        expectDecodeError(() => codec.decode(bytes, { ...ctx, strict: true }), v.code!, v.offset);
+        expectDecodeError(() => codec.decode(bytes, { ...ctx, strict: true }), v.code!, v.offset, v.rule);
         // In lenient mode the same input either still throws this error or is reported as a finding.
         let lenient: Decoded<unknown> | undefined;
         try {
@@ -194,7 +195,12 @@ export function testVectors(file: VectorFile, codecs: Record<string, CodecUnderT
       }
       if (v.result === "acceptable") {
         const first = v.findings![0]!;
-        expectDecodeError(() => codec.decode(bytes, { ...ctx, strict: true }), first.code, first.offset);
+        expectDecodeError(
+          () => codec.decode(bytes, { ...ctx, strict: true }),
+          first.code,
+          first.offset,
+          first.rule,
+        );
         const r = codec.decode(bytes, { ...ctx, strict: false });
         expect(r.done).toBe(true);
         if (!r.done) return;

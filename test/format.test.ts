@@ -94,23 +94,23 @@ describe("handshake frames", () => {
   });
 
   test("formatEventJson() keeps a lenient decoder's findings, and text shows them as [Finding] lines", () => {
-    const e = wrap("s2c", decodeGreeting(hex("4E42444D41474943 49484156454F5054 8003"), { strict: false }));
+    // Client flags with a reserved bit set (clients MUST NOT set bits 2-31). Unknown handshake flags are no
+    // longer findings (clients SHOULD ignore them): see rules.ts, IGNORED_BITS.
+    const e = wrap("c2s", decodeClientFlags(hex("00000005"), { strict: false }));
     const j = formatEventJson(e);
-    expect(j.handshakeFlags).toEqual(["NBD_FLAG_FIXED_NEWSTYLE", "NBD_FLAG_NO_ZEROES", "0x8000"]);
+    expect(j.clientFlags).toEqual(["NBD_FLAG_C_FIXED_NEWSTYLE", "0x0004"]);
     expect(j.findings).toEqual([
       {
         code: "reserved-bits",
-        offset: 16,
-        rule: "handshake-flags-reserved",
+        offset: 0,
+        rule: "client-flags-reserved",
         message: e.findings[0]!.message,
       },
     ]);
     const lines = textLines(e);
-    expect(lines[3]).toBe(
-      "    Handshake flags: 0x8003 (NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES, 0x8000)",
-    );
-    expect(lines[4]).toBe(
-      `    [Finding] reserved-bits at 16: ${e.findings[0]!.message} (rule handshake-flags-reserved)`,
+    expect(lines[1]).toBe("    Client flags: 0x00000005 (NBD_FLAG_C_FIXED_NEWSTYLE, 0x0004)");
+    expect(lines[2]).toBe(
+      `    [Finding] reserved-bits at 0: ${e.findings[0]!.message} (rule client-flags-reserved)`,
     );
   });
 

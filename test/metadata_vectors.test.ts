@@ -1,7 +1,9 @@
 // Metadata-context vectors: a block-status chunk decoded, then interpreted per context (typed fields and
 // nbdinfo --map labels), and back: the typed extents encode to the same bytes.
 import { describe } from "vitest";
+import { NbdDecodeError } from "../mod.ts";
 import {
+  checkStatusUpperBits,
   createBlockStatusDescriptors,
   decodeReplyChunk,
   encodeReplyChunk,
@@ -30,8 +32,15 @@ const codec: CodecUnderTest = {
     const f = r.frame;
     if (f.payload.kind !== "block-status") throw new Error("not a block-status chunk");
     const d = f.payload.descriptors;
+    // The rule that needs the context's name, checked as a stream decoder would (strict: the first finding
+    // is thrown; lenient: it joins the chunk's findings). Descriptors start after the header and 8 bytes.
+    const first = (o.offset as number | undefined ?? 0) + (f.extended ? 32 : 16) + 8;
+    const upper = checkStatusUpperBits(o.contextName as string, d, { offset: first });
+    const u = upper[0];
+    if (u !== undefined && o.strict !== false) throw new NbdDecodeError(u.code, u.offset, u.rule, u.message);
     return {
       ...r,
+      findings: [...r.findings, ...upper],
       frame: {
         type: "block-status-extents",
         extended: f.extended,
