@@ -26,6 +26,8 @@ import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } f
 import { Command, CommandFlag, Magic } from "./constants.ts";
 import { FLAGS_FOR_COMMAND, plainHeader, plainRequest } from "./_request_plain.ts";
 import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH } from "./types.ts";
+import type { EncoderInput } from "./types.ts";
+import { toBig64 } from "./_bytes.ts";
 
 /** Header length of a compact request. */
 const COMPACT_LENGTH = 28;
@@ -698,7 +700,7 @@ function decodeBlockStatusPayload(
  * })); // 28
  * ```
  */
-export function requestByteLength(frame: Request): number {
+export function requestByteLength(frame: EncoderInput<Request>): number {
   const header = frame.extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
   return frame.blockStatus === undefined ? header : header + 8 + 4 * frame.blockStatus.contextIds.length;
 }
@@ -719,7 +721,7 @@ export function requestByteLength(frame: Request): number {
  * console.log(n, buf[26]); // 32 1
  * ```
  */
-export function encodeRequestInto(frame: Request, target: Uint8Array, offset: number): number {
+export function encodeRequestInto(frame: EncoderInput<Request>, target: Uint8Array, offset: number): number {
   if (frame === null || typeof frame !== "object") {
     throw new TypeError("Cannot encode request: not an object");
   }
@@ -738,7 +740,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
   }
   if (frame.data !== undefined) {
     checkBytes(frame.data, "request data");
-    if (BigInt(frame.data.length) !== frame.length) {
+    if (frame.data.length !== Number(frame.length)) {
       throw new RangeError(
         `Cannot encode request: length ${frame.length} differs from the ${frame.data.length} bytes of data`,
       );
@@ -751,7 +753,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
       throw new TypeError("Cannot encode request: contextIds is not an array");
     }
     for (const id of bs.contextIds) checkU32(id, "metadata context id");
-    if (frame.length !== BigInt(8 + 4 * bs.contextIds.length)) {
+    if (Number(frame.length) !== 8 + 4 * bs.contextIds.length) {
       throw new RangeError(
         `Cannot encode request: length ${frame.length} differs from the block-status payload's ${
           8 + 4 * bs.contextIds.length
@@ -771,13 +773,13 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
   const p = offset;
   dv.setUint32(p, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
   dv.setUint32(p + 4, (flags << 16) | command); // flags, then command
-  dv.setBigUint64(p + 8, frame.cookie);
-  dv.setBigUint64(p + 16, frame.offset);
-  if (extended) dv.setBigUint64(p + 24, frame.length);
+  dv.setBigUint64(p + 8, toBig64(frame.cookie));
+  dv.setBigUint64(p + 16, toBig64(frame.offset));
+  if (extended) dv.setBigUint64(p + 24, toBig64(frame.length));
   else dv.setUint32(p + 24, Number(frame.length));
   if (bs !== undefined) {
     const q = p + hl;
-    dv.setBigUint64(q, bs.effectLength);
+    dv.setBigUint64(q, toBig64(bs.effectLength));
     for (let i = 0; i < bs.contextIds.length; i++) dv.setUint32(q + 8 + 4 * i, bs.contextIds[i]!);
   }
   return len;
@@ -798,7 +800,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
  * console.log(header.length); // 32
  * ```
  */
-export function encodeRequest(frame: Request): Uint8Array {
+export function encodeRequest(frame: EncoderInput<Request>): Uint8Array {
   const out = new Uint8Array(requestByteLength(frame));
   encodeRequestInto(frame, out, 0);
   return out;
