@@ -55,3 +55,4 @@ export {
   type JsonObject,
   type JsonValue,
 } from "./codec/format.ts";
+export * from "./codec/json.ts";

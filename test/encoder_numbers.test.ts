@@ -56,7 +56,7 @@ describe("encoders accept safe-integer numbers for 64-bit fields", () => {
       command: Command.WRITE,
       cookie: 2,
       offset: 0,
-    };
+    } as const;
     expect(encodeRequest({ ...write, length: 8, data } as const).length).toBe(28);
     expect(() => encodeRequest({ ...write, length: 9, data } as const)).toThrow(RangeError);
     const bs = encodeRequest({
@@ -132,7 +132,14 @@ describe("encoders accept safe-integer numbers for 64-bit fields", () => {
   });
 
   test("a number above 2^53-1 is a RangeError (it may already be rounded), a fraction a TypeError", () => {
-    const read = { type: "request", extended: false, flags: 0, command: Command.READ, cookie: 1, length: 0 };
+    const read = {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: Command.READ,
+      cookie: 1,
+      length: 0,
+    } as const;
     expect(() => encodeRequest({ ...read, offset: 2 ** 53 } as const)).toThrow(RangeError);
     expect(() => encodeRequest({ ...read, offset: -1 } as const)).toThrow(RangeError);
     expect(() => encodeRequest({ ...read, offset: 1.5 } as const)).toThrow(TypeError);
