@@ -15,6 +15,7 @@ step "tsup build";              npx tsup
 step "publint";                 npx publint --strict
 step "attw --pack";             npx attw --pack . --profile node16
 step "vector checker";          npx deno run -A scripts/check-vectors.ts
+step "README code blocks type-check"; npx deno run -A scripts/check-readme.ts README.md
 step "dist smoke test (Node ESM, Node CJS, Deno)"
 node --input-type=module -e 'import * as m from "nbd-codec"; if (typeof m.decodeGreeting !== "function") process.exit(1); const t = await import("nbd-codec/trace"); console.log("esm ok", Object.keys(m).length, "exports;", Object.keys(t).length, "trace exports")'
 node -e 'const m = require("nbd-codec"); if (typeof m.decodeGreeting !== "function") process.exit(1); require("nbd-codec/trace"); console.log("cjs ok")'
