@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 const root = fileURLToPath(new URL("../", import.meta.url));
 
 /** What README examples may use without defining it. */
-export const README_GLOBALS = `
+const README_GLOBALS = `
 import type { ReplyChunk as __ReplyChunk, Request as __Request } from "../mod.ts";
 declare const greetingBytes: Uint8Array;
 declare const replyBytes: Uint8Array;
@@ -32,7 +32,7 @@ declare const request: __Request;
 `;
 
 /** The ```ts blocks of a Markdown text, with the line each starts on. */
-export function tsBlocks(markdown: string): { line: number; code: string }[] {
+function tsBlocks(markdown: string): { line: number; code: string }[] {
   const out: { line: number; code: string }[] = [];
   const lines = markdown.split("\n");
   for (let i = 0; i < lines.length; i++) {
@@ -47,14 +47,14 @@ export function tsBlocks(markdown: string): { line: number; code: string }[] {
 }
 
 /** A block as a module of the checkout: package specifiers pointed at mod.ts and trace.ts. */
-export function blockModule(code: string): string {
+function blockModule(code: string): string {
   const mapped = code
     .replace(/from "(?:jsr:)?(?:nbd-codec|@nbd\/codec)\/trace"/g, 'from "../trace.ts"')
     .replace(/from "(?:jsr:)?(?:nbd-codec|@nbd\/codec)"/g, 'from "../mod.ts"');
   return `${README_GLOBALS}\n${mapped}\nexport {};\n`;
 }
 
-if (import.meta.main) {
+{
   const files = process.argv.slice(2);
   if (files.length === 0) files.push("README.md");
   const dir = path.join(root, ".readme-check");
