@@ -12,6 +12,7 @@ step "deno doc --lint";         npx deno doc --lint mod.ts trace.ts
 step "deno test --doc";         npx deno test --doc --allow-read mod.ts trace.ts codec/
 step "deno publish --dry-run";  npx deno publish --dry-run --allow-dirty
 step "tsup build";              npx tsup
+step "npm tarball contents (after the build)"; NBD_CODEC_REQUIRE_DIST=1 npx vitest run test/package_files.test.ts
 step "publint";                 npx publint --strict
 step "attw --pack";             npx attw --pack . --profile node16
 step "vector checker";          npx deno run -A scripts/check-vectors.ts
