@@ -56,3 +56,4 @@ export {
   type JsonValue,
 } from "./codec/format.ts";
 export * from "./codec/json.ts";
+export * from "./codec/vectors.ts";
