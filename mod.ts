@@ -2,6 +2,10 @@
  * nbd-codec: every frame of the NBD (Network Block Device) protocol, encoded and decoded as pure functions
  * over `Uint8Array`. No I/O: bring your own transport.
  *
+ * Import it as `"@nbd/codec"` from JSR (Deno: `jsr:@nbd/codec`), which is what the examples here do, or as
+ * `"nbd-codec"` from npm (Node, bundlers, browsers); both names have the same exports, and
+ * `"@nbd/codec/trace"` is `"nbd-codec/trace"` on npm.
+ *
  * @example
  * ```ts
  * import { decodeGreeting, encodeClientFlags, ClientFlag } from "@nbd/codec";
@@ -56,3 +60,5 @@ export {
   type JsonObject,
   type JsonValue,
 } from "./codec/format.ts";
+export * from "./codec/json.ts";
+export * from "./codec/vectors.ts";

@@ -552,6 +552,7 @@ export async function main(args: readonly string[], io: CliIo, env: CliEnvironme
       await io.stdout(USAGE);
       return 0;
     }
+    if (command === "vectors") return await (await import("./vectors.ts")).vectorsCommand(rest, io, env);
     if (command !== "dissect") throw new UsageError(`unknown command ${command}`);
     const parsed = parseDissect(rest);
     if (parsed === "help") {

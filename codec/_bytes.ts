@@ -88,7 +88,13 @@ export function put32(b: Uint8Array, o: number, v: number): void {
   b[o + 3] = v;
 }
 
-export function put64(b: Uint8Array, o: number, v: bigint): void {
+/** Writes a u64 given as a bigint or as a safe integer number (checked by {@link checkU64}). */
+export function put64(b: Uint8Array, o: number, v: bigint | number): void {
+  if (typeof v === "number") {
+    put32(b, o, Math.floor(v / 0x1_0000_0000));
+    put32(b, o + 4, v % 0x1_0000_0000);
+    return;
+  }
   const hi = Number(v >> 32n);
   const lo = Number(v & 0xffff_ffffn);
   put32(b, o, hi);
@@ -111,9 +117,29 @@ export function checkU32(v: number, what: string): void {
   if (v < 0 || v > 0xffff_ffff) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..4294967295`);
 }
 
-export function checkU64(v: bigint, what: string): void {
-  if (typeof v !== "bigint") throw new TypeError(`Cannot encode ${what}: expected a bigint, got ${typeof v}`);
+/**
+ * A 64-bit field for an encoder: a bigint in 0..2^64-1, or a number that is a non-negative safe integer
+ * (0..2^53-1; a larger number may already have been rounded, so it is refused rather than guessed).
+ */
+export function checkU64(v: bigint | number, what: string): void {
+  if (typeof v === "number") {
+    if (!Number.isInteger(v)) throw new TypeError(`Cannot encode ${what}: ${v} is not an integer`);
+    if (v < 0 || v > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(
+        `Cannot encode ${what}: ${v} is not a safe integer in 0..2^53-1 (give a bigint for larger values)`,
+      );
+    }
+    return;
+  }
+  if (typeof v !== "bigint") {
+    throw new TypeError(`Cannot encode ${what}: expected a bigint or a number, got ${typeof v}`);
+  }
   if (v < 0n || v > U64_MAX) throw new RangeError(`Cannot encode ${what}: ${v} is outside 0..2^64-1`);
+}
+
+/** A 64-bit field checked by {@link checkU64}, as a bigint. */
+export function toBig64(v: bigint | number): bigint {
+  return typeof v === "bigint" ? v : BigInt(v);
 }
 
 export function checkBytes(v: Uint8Array, what: string): void {

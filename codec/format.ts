@@ -827,6 +827,7 @@ function noticeText(e: ConversationNotice, n: number): string {
  * offset O, L bytes: KIND`), then one indented line per field with its spec name and value (codes as
  * `NAME (value)`, flags as `0xHEX (NAMES)`), then one `[Finding]` line per finding. Notices get a
  * `Notice N:` header. `n` is the event's number, counted by the caller (default 1). No trailing newline.
+ * Anything but an event (a bare frame, a decode result) is a `TypeError`; `toJson` takes any of them.
  *
  * @example
  * ```ts
@@ -843,6 +844,20 @@ function noticeText(e: ConversationNotice, n: number): string {
  * ```
  */
 export function formatEventText(event: ConversationEvent, n: number = 1): string {
+  // A caller's mistake (a bare frame, a decode result) gets a TypeError that says what to pass instead.
+  const tag = event === null || typeof event !== "object" ? undefined : (event as { event?: unknown }).event;
+  if (tag !== "frame" && tag !== "notice") {
+    const type = tag === undefined && event !== null && typeof event === "object"
+      ? (event as { type?: unknown }).type
+      : undefined;
+    throw new TypeError(
+      typeof type === "string"
+        ? `Cannot format event: got a bare "${type}" frame; pass a conversation event, e.g. { event: "frame", connection: 0, direction: "c2s", frameOffset: 0, frameLength: 0, frame, findings: [] }`
+        : `Cannot format event: expected a conversation event ({ event: "frame", ... } or { event: "notice", ... }), got ${
+          event === null ? "null" : typeof event
+        }`,
+    );
+  }
   return event.event === "frame" ? frameText(event, n) : noticeText(event, n);
 }
 

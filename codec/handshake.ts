@@ -9,6 +9,7 @@ import { checkTarget, checkU16, checkU32, checkU64, put16, put32, put64, u16, u3
 import { fail, needMore, Reporter, resolveOptions } from "./_report.ts";
 import { KNOWN_CLIENT_FLAGS, Magic, TransmissionFlag } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
+import type { EncoderInput } from "./types.ts";
 
 /** Length of the oldstyle greeting. */
 const OLDSTYLE_LENGTH = 152;
@@ -236,7 +237,7 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
  * console.log(greetingByteLength({ type: "newstyle-greeting", handshakeFlags: 3 })); // 18
  * ```
  */
-export function greetingByteLength(frame: Greeting): number {
+export function greetingByteLength(frame: EncoderInput<Greeting>): number {
   return frame.type === "oldstyle-greeting" ? OLDSTYLE_LENGTH : NEWSTYLE_LENGTH;
 }
 
@@ -251,7 +252,11 @@ export function greetingByteLength(frame: Greeting): number {
  * console.log(encodeGreetingInto({ type: "newstyle-greeting", handshakeFlags: 3 }, buf, 2)); // 18
  * ```
  */
-export function encodeGreetingInto(frame: Greeting, target: Uint8Array, offset: number): number {
+export function encodeGreetingInto(
+  frame: EncoderInput<Greeting>,
+  target: Uint8Array,
+  offset: number,
+): number {
   const len = greetingByteLength(frame);
   checkU16(frame.handshakeFlags, "greeting handshake flags");
   checkTarget(target, offset, len, "greeting");
@@ -281,7 +286,7 @@ export function encodeGreetingInto(frame: Greeting, target: Uint8Array, offset: 
  * console.log(b.length, b[17]); // 18 1
  * ```
  */
-export function encodeGreeting(frame: Greeting): Uint8Array {
+export function encodeGreeting(frame: EncoderInput<Greeting>): Uint8Array {
   const out = new Uint8Array(greetingByteLength(frame));
   encodeGreetingInto(frame, out, 0);
   return out;
@@ -457,7 +462,7 @@ export function decodeExportNameReply(
  * console.log(exportNameReplyByteLength({ type: "export-name-reply", size: 0n, transmissionFlags: 1, zeroPadding: true })); // 134
  * ```
  */
-export function exportNameReplyByteLength(frame: ExportNameReply): number {
+export function exportNameReplyByteLength(frame: EncoderInput<ExportNameReply>): number {
   return frame.zeroPadding ? 134 : 10;
 }
 
@@ -473,7 +478,7 @@ export function exportNameReplyByteLength(frame: ExportNameReply): number {
  * ```
  */
 export function encodeExportNameReplyInto(
-  frame: ExportNameReply,
+  frame: EncoderInput<ExportNameReply>,
   target: Uint8Array,
   offset: number,
 ): number {
@@ -497,7 +502,7 @@ export function encodeExportNameReplyInto(
  * console.log(b.length); // 134
  * ```
  */
-export function encodeExportNameReply(frame: ExportNameReply): Uint8Array {
+export function encodeExportNameReply(frame: EncoderInput<ExportNameReply>): Uint8Array {
   const out = new Uint8Array(exportNameReplyByteLength(frame));
   encodeExportNameReplyInto(frame, out, 0);
   return out;

@@ -26,6 +26,7 @@ import { checkTransmissionFlags } from "./_flags.ts";
 import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
 import { Info, Magic, nameOf, Option, OptionReply } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
+import type { EncoderInput } from "./types.ts";
 
 /** Length of the option reply header: magic, option, reply type, data length. */
 const HEADER = 20;
@@ -465,7 +466,7 @@ function wrongKind(reply: number, kind: string): never {
   throw new TypeError(`Cannot encode option reply: data of kind "${kind}" does not fit ${replyName(reply)}`);
 }
 
-function checkInfoType(p: InfoPayload, expected: number): void {
+function checkInfoType(p: EncoderInput<InfoPayload>, expected: number): void {
   if (p.info !== expected) {
     throw new TypeError(
       `Cannot encode option reply: info payload "${p.kind}" has info ${p.info}, expected ${expected}`,
@@ -473,7 +474,7 @@ function checkInfoType(p: InfoPayload, expected: number): void {
   }
 }
 
-function infoLength(p: InfoPayload): number {
+function infoLength(p: EncoderInput<InfoPayload>): number {
   if (p === null || typeof p !== "object") {
     throw new TypeError("Cannot encode option reply: info must be an object");
   }
@@ -511,7 +512,7 @@ function infoLength(p: InfoPayload): number {
   }
 }
 
-function dataLength(reply: number, data: OptionReplyData): number {
+function dataLength(reply: number, data: EncoderInput<OptionReplyData>): number {
   if (data === null || typeof data !== "object") {
     throw new TypeError("Cannot encode option reply: data must be an object");
   }
@@ -558,7 +559,7 @@ function dataLength(reply: number, data: OptionReplyData): number {
  * console.log(n); // 28
  * ```
  */
-export function optionReplyByteLength(frame: OptionReplyFrame): number {
+export function optionReplyByteLength(frame: EncoderInput<OptionReplyFrame>): number {
   checkU32(frame.option, "option");
   checkU32(frame.reply, "reply type");
   return HEADER + dataLength(frame.reply, frame.data);
@@ -585,7 +586,11 @@ export function optionReplyByteLength(frame: OptionReplyFrame): number {
  * console.log(n, buf[2 + 21], buf[2 + 23]); // 24 4 2
  * ```
  */
-export function encodeOptionReplyInto(frame: OptionReplyFrame, target: Uint8Array, offset: number): number {
+export function encodeOptionReplyInto(
+  frame: EncoderInput<OptionReplyFrame>,
+  target: Uint8Array,
+  offset: number,
+): number {
   const len = optionReplyByteLength(frame);
   checkTarget(target, offset, len, "option reply");
   const data = frame.data;
@@ -619,7 +624,7 @@ export function encodeOptionReplyInto(frame: OptionReplyFrame, target: Uint8Arra
   return len;
 }
 
-function writeInfo(info: InfoPayload, target: Uint8Array, p: number): void {
+function writeInfo(info: EncoderInput<InfoPayload>, target: Uint8Array, p: number): void {
   put16(target, p, info.info);
   switch (info.kind) {
     case "export":
@@ -661,7 +666,7 @@ function writeInfo(info: InfoPayload, target: Uint8Array, p: number): void {
  * console.log(b.length, b[12], b[15]); // 22 128 2
  * ```
  */
-export function encodeOptionReply(frame: OptionReplyFrame): Uint8Array {
+export function encodeOptionReply(frame: EncoderInput<OptionReplyFrame>): Uint8Array {
   const out = new Uint8Array(optionReplyByteLength(frame));
   encodeOptionReplyInto(frame, out, 0);
   return out;

@@ -31,6 +31,8 @@ import { checkLimit, fail, inputOffset, needMore, type Reporter, reporterFor } f
 import type { RuleId } from "./rules.ts";
 import { Magic, ReplyFlag, ReplyType } from "./constants.ts";
 import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH, MAX_STRING_LENGTH } from "./types.ts";
+import type { EncoderInput } from "./types.ts";
+import { toBig64 } from "./_bytes.ts";
 
 const SIMPLE_LENGTH = 16;
 const STRUCTURED_LENGTH = 20;
@@ -50,9 +52,9 @@ function big64(b: Uint8Array, o: number): bigint {
 }
 
 /** Writes a u64 (checked by the caller) at index `o` of `b` (in bounds: checked by the caller). */
-function putBig64(b: Uint8Array, o: number, v: bigint): void {
+function putBig64(b: Uint8Array, o: number, v: bigint | number): void {
   const dv = outView.of(b);
-  dv.setBigUint64(outView.base + o, v);
+  dv.setBigUint64(outView.base + o, toBig64(v));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -433,7 +435,7 @@ function readDataLength(readLength: number, options: SimpleReplyDecodeOptions, a
  * console.log(simpleReplyByteLength({ type: "simple-reply", error: 0, cookie: 1n })); // 16
  * ```
  */
-export function simpleReplyByteLength(_frame: SimpleReply): number {
+export function simpleReplyByteLength(_frame: EncoderInput<SimpleReply>): number {
   return SIMPLE_LENGTH;
 }
 
@@ -449,7 +451,11 @@ export function simpleReplyByteLength(_frame: SimpleReply): number {
  * console.log(buf[7], buf[15]); // 5 1
  * ```
  */
-export function encodeSimpleReplyInto(frame: SimpleReply, target: Uint8Array, offset: number): number {
+export function encodeSimpleReplyInto(
+  frame: EncoderInput<SimpleReply>,
+  target: Uint8Array,
+  offset: number,
+): number {
   checkU32(frame.error, "simple reply error");
   checkU64(frame.cookie, "simple reply cookie");
   if (frame.data !== undefined) checkBytes(frame.data, "simple reply data");
@@ -469,7 +475,7 @@ export function encodeSimpleReplyInto(frame: SimpleReply, target: Uint8Array, of
  * console.log(encodeSimpleReply({ type: "simple-reply", error: 0, cookie: 2n })[15]); // 2
  * ```
  */
-export function encodeSimpleReply(frame: SimpleReply): Uint8Array {
+export function encodeSimpleReply(frame: EncoderInput<SimpleReply>): Uint8Array {
   const out = new Uint8Array(SIMPLE_LENGTH);
   encodeSimpleReplyInto(frame, out, 0);
   return out;
@@ -807,7 +813,7 @@ function decodeError(
 }
 
 /** Bytes of the payload that the chunk encoder writes (everything but OFFSET_DATA's data). */
-function fixedPayloadLength(frame: ReplyChunk): number {
+function fixedPayloadLength(frame: EncoderInput<ReplyChunk>): number {
   const p = frame.payload;
   switch (p.kind) {
     case "none":
@@ -841,7 +847,7 @@ function fixedPayloadLength(frame: ReplyChunk): number {
  * })); // 20
  * ```
  */
-export function replyChunkByteLength(frame: ReplyChunk): number {
+export function replyChunkByteLength(frame: EncoderInput<ReplyChunk>): number {
   return (frame.extended ? EXTENDED_LENGTH : STRUCTURED_LENGTH) + fixedPayloadLength(frame);
 }
 
@@ -863,7 +869,11 @@ export function replyChunkByteLength(frame: ReplyChunk): number {
  * console.log(n); // 32
  * ```
  */
-export function encodeReplyChunkInto(frame: ReplyChunk, target: Uint8Array, offset: number): number {
+export function encodeReplyChunkInto(
+  frame: EncoderInput<ReplyChunk>,
+  target: Uint8Array,
+  offset: number,
+): number {
   if (
     frame === null || typeof frame !== "object" || frame.payload === null || typeof frame.payload !== "object"
   ) {
@@ -1003,7 +1013,7 @@ function encodeDescriptors(d: BlockStatusDescriptors, wide: boolean, t: Uint8Arr
  * console.log(b.length); // 26
  * ```
  */
-export function encodeReplyChunk(frame: ReplyChunk): Uint8Array {
+export function encodeReplyChunk(frame: EncoderInput<ReplyChunk>): Uint8Array {
   const out = new Uint8Array(replyChunkByteLength(frame));
   encodeReplyChunkInto(frame, out, 0);
   return out;

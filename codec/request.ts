@@ -27,6 +27,8 @@ import { Command, CommandFlag, Magic } from "./constants.ts";
 import { checkHeader, plainRequest } from "./_request_plain.ts";
 import type { BlockStatusPayload, Request } from "./_request_frame.ts";
 import { type Decoded, type DecodeOptions, DEFAULT_MAX_PAYLOAD_LENGTH } from "./types.ts";
+import type { EncoderInput } from "./types.ts";
+import { toBig64 } from "./_bytes.ts";
 
 export type { BlockStatusPayload, Request } from "./_request_frame.ts";
 
@@ -556,7 +558,7 @@ function decodeBlockStatusPayload(
  * })); // 28
  * ```
  */
-export function requestByteLength(frame: Request): number {
+export function requestByteLength(frame: EncoderInput<Request>): number {
   const header = frame.extended ? EXTENDED_LENGTH : COMPACT_LENGTH;
   return frame.blockStatus === undefined ? header : header + 8 + 4 * frame.blockStatus.contextIds.length;
 }
@@ -577,7 +579,7 @@ export function requestByteLength(frame: Request): number {
  * console.log(n, buf[26]); // 32 1
  * ```
  */
-export function encodeRequestInto(frame: Request, target: Uint8Array, offset: number): number {
+export function encodeRequestInto(frame: EncoderInput<Request>, target: Uint8Array, offset: number): number {
   if (frame === null || typeof frame !== "object") {
     throw new TypeError("Cannot encode request: not an object");
   }
@@ -596,7 +598,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
   }
   if (frame.data !== undefined) {
     checkBytes(frame.data, "request data");
-    if (BigInt(frame.data.length) !== frame.length) {
+    if (frame.data.length !== Number(frame.length)) {
       throw new RangeError(
         `Cannot encode request: length ${frame.length} differs from the ${frame.data.length} bytes of data`,
       );
@@ -609,7 +611,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
       throw new TypeError("Cannot encode request: contextIds is not an array");
     }
     for (const id of bs.contextIds) checkU32(id, "metadata context id");
-    if (frame.length !== BigInt(8 + 4 * bs.contextIds.length)) {
+    if (Number(frame.length) !== 8 + 4 * bs.contextIds.length) {
       throw new RangeError(
         `Cannot encode request: length ${frame.length} differs from the block-status payload's ${
           8 + 4 * bs.contextIds.length
@@ -629,13 +631,13 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
   const p = offset;
   dv.setUint32(p, extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST);
   dv.setUint32(p + 4, (flags << 16) | command); // flags, then command
-  dv.setBigUint64(p + 8, frame.cookie);
-  dv.setBigUint64(p + 16, frame.offset);
-  if (extended) dv.setBigUint64(p + 24, frame.length);
+  dv.setBigUint64(p + 8, toBig64(frame.cookie));
+  dv.setBigUint64(p + 16, toBig64(frame.offset));
+  if (extended) dv.setBigUint64(p + 24, toBig64(frame.length));
   else dv.setUint32(p + 24, Number(frame.length));
   if (bs !== undefined) {
     const q = p + hl;
-    dv.setBigUint64(q, bs.effectLength);
+    dv.setBigUint64(q, toBig64(bs.effectLength));
     for (let i = 0; i < bs.contextIds.length; i++) dv.setUint32(q + 8 + 4 * i, bs.contextIds[i]!);
   }
   return len;
@@ -656,7 +658,7 @@ export function encodeRequestInto(frame: Request, target: Uint8Array, offset: nu
  * console.log(header.length); // 32
  * ```
  */
-export function encodeRequest(frame: Request): Uint8Array {
+export function encodeRequest(frame: EncoderInput<Request>): Uint8Array {
   const out = new Uint8Array(requestByteLength(frame));
   encodeRequestInto(frame, out, 0);
   return out;

@@ -90,3 +90,24 @@ export const MAX_STRING_LENGTH = 4096;
  * ```
  */
 export const DEFAULT_MAX_BUFFERED_BYTES: number = DEFAULT_MAX_PAYLOAD_LENGTH + 65536;
+
+/**
+ * A frame as the encoders take it: like `T`, but every 64-bit field (a `bigint` in decoded frames) may also
+ * be given as a `number`, when it is a safe integer (0..2^53-1). A number beyond that throws `RangeError`
+ * (it may already have been rounded): give a `bigint`. Decoders always return `bigint`. Block-status
+ * descriptors are taken as they are (`createBlockStatusDescriptors` already accepts numbers).
+ *
+ * @example
+ * ```ts
+ * import { encodeRequest, type EncoderInput, type Request } from "@nbd/codec";
+ * const read: EncoderInput<Request> = {
+ *   type: "request", extended: false, flags: 0, command: 0, cookie: 1, offset: 4096, length: 512,
+ * };
+ * console.log(encodeRequest(read).length); // 28
+ * ```
+ */
+export type EncoderInput<T> = T extends bigint ? bigint | number
+  : T extends Uint8Array | ((...args: never[]) => unknown) | { readonly lengthAt: unknown } ? T
+  : T extends readonly (infer U)[] ? readonly EncoderInput<U>[]
+  : T extends object ? { [K in keyof T]: EncoderInput<T[K]> }
+  : T;

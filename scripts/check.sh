@@ -12,9 +12,11 @@ step "deno doc --lint";         npx deno doc --lint mod.ts trace.ts
 step "deno test --doc";         npx deno test --doc --allow-read mod.ts trace.ts codec/
 step "deno publish --dry-run";  npx deno publish --dry-run --allow-dirty
 step "tsup build";              npx tsup
+step "npm tarball contents (after the build)"; NBD_CODEC_REQUIRE_DIST=1 npx vitest run test/package_files.test.ts
 step "publint";                 npx publint --strict
 step "attw --pack";             npx attw --pack . --profile node16
 step "vector checker";          npx deno run -A scripts/check-vectors.ts
+step "README code blocks type-check"; npx deno run -A scripts/check-readme.ts README.md
 step "dist smoke test (Node ESM, Node CJS, Deno)"
 node --input-type=module -e 'import * as m from "nbd-codec"; if (typeof m.decodeGreeting !== "function") process.exit(1); const t = await import("nbd-codec/trace"); console.log("esm ok", Object.keys(m).length, "exports;", Object.keys(t).length, "trace exports")'
 node -e 'const m = require("nbd-codec"); if (typeof m.decodeGreeting !== "function") process.exit(1); require("nbd-codec/trace"); console.log("cjs ok")'

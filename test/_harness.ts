@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { expect, test } from "vitest";
-import { type Decoded, isNbdDecodeError } from "../mod.ts";
+import { type Decoded, isNbdDecodeError, JSON_BIGINT_KEYS, JSON_BYTES_KEYS } from "../mod.ts";
 
 export const VECTOR_DIR: string = fileURLToPath(new URL("../vectors/", import.meta.url));
 
@@ -50,17 +50,9 @@ export interface CodecUnderTest {
 }
 
 /** Keys whose values are 64-bit integers (bigint in frames, decimal strings in JSON). */
-export const BIGINT_KEYS: ReadonlySet<string> = new Set([
-  "size",
-  "offset",
-  "cookie",
-  "length",
-  "status",
-  "effectLength",
-  "depth",
-]);
+export const BIGINT_KEYS: ReadonlySet<string> = JSON_BIGINT_KEYS;
 /** Keys whose values are bytes (Uint8Array in frames, lowercase hex strings in JSON). */
-export const BYTES_KEYS: ReadonlySet<string> = new Set(["data", "raw", "payload"]);
+export const BYTES_KEYS: ReadonlySet<string> = JSON_BYTES_KEYS;
 
 export function fromHex(hex: string): Uint8Array {
   if (hex.length % 2 !== 0 || /[^0-9a-f]/.test(hex)) throw new Error(`bad hex: ${hex.slice(0, 40)}`);

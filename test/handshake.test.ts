@@ -46,11 +46,11 @@ describe("handshake encoders", () => {
       encodeGreeting({ type: "oldstyle-greeting", size: 1n << 64n, handshakeFlags: 0, transmissionFlags: 1 })
     ).toThrow(RangeError);
   });
-  test("encodeGreeting() rejects a size that is not a bigint", () => {
+  test("encodeGreeting() rejects a size that is neither a bigint nor a number", () => {
     expect(() =>
       encodeGreeting({
         type: "oldstyle-greeting",
-        size: 5 as unknown as bigint,
+        size: "5" as unknown as bigint,
         handshakeFlags: 0,
         transmissionFlags: 1,
       })

@@ -41,10 +41,10 @@ describe("option reply encoders", () => {
     });
     expect(() => encodeOptionReply(frame)).toThrow(RangeError);
   });
-  test("encodeOptionReply() rejects an export size that is not a bigint with TypeError", () => {
+  test("encodeOptionReply() rejects an export size that is neither a bigint nor a number with TypeError", () => {
     const frame = reply(Option.GO, OptionReply.INFO, {
       kind: "info",
-      info: { kind: "export", info: Info.EXPORT, size: 512 as unknown as bigint, transmissionFlags: 1 },
+      info: { kind: "export", info: Info.EXPORT, size: "512" as unknown as bigint, transmissionFlags: 1 },
     });
     expect(() => encodeOptionReply(frame)).toThrow(TypeError);
   });

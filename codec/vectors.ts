@@ -1,0 +1,1447 @@
+/**
+ * Test vectors for other implementations: read, check and write vectors in the golden corpus's format
+ * (`vectors/README.md`, schema id `nbd-codec/vectors/v1`), and conversation vectors (whole exchanges with
+ * the negotiated state after each step, schema id `nbd-codec/conversation-vectors/v1`).
+ *
+ * - {@link checkVectorFile} validates anyone's vector file: its shape, its hex, and that this codec's
+ *   decoders agree with every verdict (`valid`, `acceptable` with its findings, `invalid` with its code and
+ *   offset). {@link checkConversationVectorFile} does the same for conversation vectors.
+ * - {@link vectorFromFrame} turns a frame (as the encoders take it) into a vector with `id`, `comment`,
+ *   `source` and the negotiated `context`; the verdict is this codec's decoder's.
+ * - {@link brokenVector} encodes a frame that breaks one named rule on purpose ({@link BROKEN_RULES}:
+ *   wrong header style, unread option data, duplicate context ids, an option reply that does not echo the
+ *   option, 2^32-1 boundaries, ...), and {@link brokenConversationVector} the rules that need two frames
+ *   (an extended reply whose offset does not echo the request's).
+ * - {@link conversationVector} records a whole connection (the bytes of each direction) as a conversation
+ *   vector.
+ *
+ * Vectors made here are made by this codec: good for testing another implementation, not as golden
+ * vectors for this one (those are written by hand from the spec or captured from real peers).
+ *
+ * @module
+ */
+import { ConversationDecoder, decodeConversation } from "./conversation.ts";
+import { Command, CommandFlag, Info, Option, OptionReply, ReplyFlag, ReplyType } from "./constants.ts";
+import { isNbdDecodeError } from "./errors.ts";
+import type { ConversationEvent, Frame } from "./events.ts";
+import type { JsonValue } from "./format.ts";
+import { decodeClientFlags, decodeExportNameReply, decodeGreeting, encodeClientFlags } from "./handshake.ts";
+import { encodeExportNameReply, encodeGreeting } from "./handshake.ts";
+import { bytesToHex, hexToBytes, toJson } from "./json.ts";
+import { toExtents } from "./metadata.ts";
+import { decodeOptionRequest, encodeOptionRequest } from "./option.ts";
+import { decodeOptionReply, encodeOptionReply } from "./option_reply.ts";
+import { createBlockStatusDescriptors, decodeReply, decodeReplyChunk, decodeSimpleReply } from "./reply.ts";
+import { encodeReplyChunk, encodeSimpleReply } from "./reply.ts";
+import { decodeRequest, encodeRequest } from "./request.ts";
+import type { NegotiatedState } from "./stream.ts";
+import type { Decoded, EncoderInput } from "./types.ts";
+
+/**
+ * The schema id of a vector file (`vectors/schema.json`).
+ *
+ * @example
+ * ```ts
+ * import { VECTOR_SCHEMA_ID } from "@nbd/codec";
+ * console.log(VECTOR_SCHEMA_ID); // "nbd-codec/vectors/v1"
+ * ```
+ */
+export const VECTOR_SCHEMA_ID = "nbd-codec/vectors/v1";
+
+/**
+ * The schema id of a conversation vector file (`vectors/conversation-schema.json`).
+ *
+ * @example
+ * ```ts
+ * import { CONVERSATION_VECTOR_SCHEMA_ID } from "@nbd/codec";
+ * console.log(CONVERSATION_VECTOR_SCHEMA_ID); // "nbd-codec/conversation-vectors/v1"
+ * ```
+ */
+export const CONVERSATION_VECTOR_SCHEMA_ID = "nbd-codec/conversation-vectors/v1";
+
+/**
+ * What a vector says of its bytes: `valid` (decodes strictly with no finding), `acceptable` (breaks a
+ * rule but decodes leniently, with `findings`), `invalid` (nothing to decode: `code` at `offset`).
+ *
+ * @example
+ * ```ts
+ * import type { VectorResult } from "@nbd/codec";
+ * const r: VectorResult = "acceptable";
+ * console.log(r);
+ * ```
+ */
+export type VectorResult = "valid" | "invalid" | "acceptable";
+
+/**
+ * A finding as vectors write it (the message is left out: it is not part of the verdict).
+ *
+ * @example
+ * ```ts
+ * import type { VectorFinding } from "@nbd/codec";
+ * const f: VectorFinding = { code: "unexpected-frame", offset: 0, rule: "request-header-style" };
+ * console.log(f.rule);
+ * ```
+ */
+export interface VectorFinding {
+  /** The `NbdDecodeError` code. */
+  readonly code: string;
+  /** Byte offset of the offending field. */
+  readonly offset: number;
+  /** The rule id. */
+  readonly rule: string;
+}
+
+/**
+ * One vector, as vector files hold it (every key is described in `vectors/README.md`).
+ *
+ * @example
+ * ```ts
+ * import type { Vector } from "@nbd/codec";
+ * const v: Vector = {
+ *   id: "client-flags-fixed", name: "fixed newstyle", flags: [], decoder: "client-flags", context: {},
+ *   hex: "00000001", frame: { type: "client-flags", flags: 1 }, result: "valid", source: "spec",
+ * };
+ * console.log(v.decoder);
+ * ```
+ */
+export interface Vector {
+  /** Stable, unique, lowercase kebab-case. */
+  readonly id: string;
+  /** One line saying what the case is. */
+  readonly name: string;
+  /** Why it matters. */
+  readonly comment?: string;
+  /** Tags naming what the case catches. */
+  readonly flags: readonly string[];
+  /** Which decoder reads `hex` (one of {@link VECTOR_DECODERS}). */
+  readonly decoder: string;
+  /** What the decoder must know from the negotiation (its decode options). */
+  readonly context: { readonly [key: string]: JsonValue };
+  /** The bytes, lowercase hex (with `repeat`: the bytes before the repetition). */
+  readonly hex: string;
+  /** Bytes that follow `hex`, `times` times. */
+  readonly repeat?: { readonly hex: string; readonly times: number };
+  /** The decoded frame (valid and acceptable vectors), as {@link toJson} writes frames. */
+  readonly frame?: JsonValue;
+  /** Acceptable vectors: the findings, in order. */
+  readonly findings?: readonly VectorFinding[];
+  /** The verdict. */
+  readonly result: VectorResult;
+  /** Invalid vectors: the error code. */
+  readonly code?: string;
+  /** Invalid vectors: the byte offset. */
+  readonly offset?: number;
+  /** The rule id (optional). */
+  readonly rule?: string;
+  /** Spec section, capture or generator the bytes come from. */
+  readonly source: string;
+}
+
+/**
+ * A vector file: `{ schema, family, description, vectors }`.
+ *
+ * @example
+ * ```ts
+ * import { VECTOR_SCHEMA_ID, type VectorFile } from "@nbd/codec";
+ * const f: VectorFile = { schema: VECTOR_SCHEMA_ID, family: "mine", description: "", vectors: [] };
+ * console.log(f.schema);
+ * ```
+ */
+export interface VectorFile {
+  /** Always {@link VECTOR_SCHEMA_ID}. */
+  readonly schema: string;
+  /** The frame family. */
+  readonly family: string;
+  /** What the file covers. */
+  readonly description: string;
+  /** The vectors. */
+  readonly vectors: readonly Vector[];
+}
+
+/** One decoder as vectors name it: bytes and context in, a decode result with a JSON frame out. */
+type VectorDecoder = (bytes: Uint8Array, options: Record<string, unknown>) => Decoded<unknown>;
+
+const DECODERS: Record<string, VectorDecoder> = {
+  "greeting": decodeGreeting,
+  "client-flags": decodeClientFlags,
+  "export-name-reply": (b, o) => decodeExportNameReply(b, { noZeroes: false, ...o }),
+  "option-request": decodeOptionRequest,
+  "option-reply": decodeOptionReply,
+  "request": decodeRequest,
+  "simple-reply": decodeSimpleReply,
+  "reply-chunk": decodeReplyChunk,
+  "reply": decodeReply,
+  // A block-status chunk read through its metadata context: typed extents (vectors/metadata.json).
+  "block-status-extents": (b, o) => {
+    const r = decodeReplyChunk(b, o);
+    if (!r.done) return r;
+    const f = r.frame;
+    if (f.payload.kind !== "block-status") {
+      throw new TypeError("Cannot decode block-status extents: not a block-status chunk");
+    }
+    const d = f.payload.descriptors;
+    const start = typeof o.requestOffset === "string" || typeof o.requestOffset === "number"
+      ? BigInt(o.requestOffset)
+      : 0n;
+    return {
+      ...r,
+      frame: {
+        type: "block-status-extents",
+        extended: f.extended,
+        flags: f.flags,
+        cookie: f.cookie,
+        ...(f.offset !== undefined ? { offset: f.offset } : {}),
+        contextId: d.contextId,
+        extents: toExtents(String(o.contextName), d, start),
+      },
+    };
+  },
+};
+
+/**
+ * The decoder names a vector's `decoder` may hold.
+ *
+ * @example
+ * ```ts
+ * import { VECTOR_DECODERS } from "@nbd/codec";
+ * console.log(VECTOR_DECODERS.includes("request")); // true
+ * ```
+ */
+export const VECTOR_DECODERS: readonly string[] = Object.keys(DECODERS);
+
+const DECODER_OF_TYPE: Record<string, string> = {
+  "oldstyle-greeting": "greeting",
+  "newstyle-greeting": "greeting",
+  "client-flags": "client-flags",
+  "export-name-reply": "export-name-reply",
+  "option-request": "option-request",
+  "option-reply": "option-reply",
+  "request": "request",
+  "simple-reply": "simple-reply",
+  "reply-chunk": "reply-chunk",
+};
+
+/**
+ * What this codec's decoder makes of a vector's bytes, in one mode: a frame (as JSON, with findings), an
+ * error, or "needs more bytes".
+ *
+ * @example
+ * ```ts
+ * import type { VectorOutcome } from "@nbd/codec";
+ * const o: VectorOutcome = { outcome: "error", code: "bad-magic", offset: 0, rule: "request-magic" };
+ * console.log(o.outcome);
+ * ```
+ */
+export type VectorOutcome =
+  | {
+    readonly outcome: "frame";
+    readonly frame: JsonValue;
+    readonly byteLength: number;
+    readonly findings: readonly VectorFinding[];
+  }
+  | { readonly outcome: "error"; readonly code: string; readonly offset: number; readonly rule: string }
+  | { readonly outcome: "need-more"; readonly needed: number };
+
+/** A vector's whole bytes: `hex`, then `repeat.hex` `repeat.times` times. */
+function vectorBytes(v: Pick<Vector, "hex" | "repeat">): Uint8Array {
+  const head = hexToBytes(v.hex);
+  if (v.repeat === undefined) return head;
+  const unit = hexToBytes(v.repeat.hex);
+  const out = new Uint8Array(head.length + unit.length * v.repeat.times);
+  out.set(head, 0);
+  for (let i = 0, at = head.length; i < v.repeat.times; i++, at += unit.length) out.set(unit, at);
+  return out;
+}
+
+function outcomeOf(
+  decoder: VectorDecoder,
+  bytes: Uint8Array,
+  options: Record<string, unknown>,
+): VectorOutcome {
+  try {
+    const r = decoder(bytes, options);
+    if (!r.done) return { outcome: "need-more", needed: r.needed };
+    return {
+      outcome: "frame",
+      frame: toJson(r.frame),
+      byteLength: r.byteLength,
+      findings: r.findings.map((f) => ({ code: f.code, offset: f.offset, rule: f.rule })),
+    };
+  } catch (e) {
+    if (isNbdDecodeError(e)) return { outcome: "error", code: e.code, offset: e.offset, rule: e.rule };
+    throw e;
+  }
+}
+
+/**
+ * Decodes a vector's bytes with the decoder it names and its context, strictly or leniently, and says what
+ * came out. Throws `TypeError` for a decoder name this codec does not have, or bytes that are not hex.
+ *
+ * @example
+ * ```ts
+ * import { decodeVector } from "@nbd/codec";
+ * const o = decodeVector({
+ *   id: "x", name: "x", flags: [], decoder: "client-flags", context: {}, hex: "00000001", result: "valid",
+ *   source: "spec",
+ * }, { strict: true });
+ * console.log(o); // { outcome: "frame", frame: { type: "client-flags", flags: 1 }, byteLength: 4, findings: [] }
+ * ```
+ */
+export function decodeVector(vector: Vector, options: { readonly strict: boolean }): VectorOutcome {
+  const decoder = DECODERS[vector.decoder];
+  if (decoder === undefined) {
+    throw new TypeError(
+      `Cannot decode vector: decoder "${vector.decoder}" is not one of ${VECTOR_DECODERS.join(", ")}`,
+    );
+  }
+  return outcomeOf(decoder, vectorBytes(vector), { ...vector.context, strict: options.strict });
+}
+
+// ---- checking ---------------------------------------------------------------------------------------
+
+/**
+ * One problem {@link checkVectorFile} found: the vector's id (when it has one) and what is wrong.
+ *
+ * @example
+ * ```ts
+ * import type { VectorProblem } from "@nbd/codec";
+ * const p: VectorProblem = { id: "x", message: "hex must be lowercase byte pairs" };
+ * console.log(p.message);
+ * ```
+ */
+export interface VectorProblem {
+  /** The vector (or conversation) id, when the problem is in one. */
+  readonly id?: string;
+  /** What is wrong. */
+  readonly message: string;
+}
+
+/**
+ * What {@link checkVectorFile} and {@link checkConversationVectorFile} report.
+ *
+ * @example
+ * ```ts
+ * import type { VectorCheckReport } from "@nbd/codec";
+ * const r: VectorCheckReport = { ok: true, vectors: 3, problems: [] };
+ * console.log(r.ok);
+ * ```
+ */
+export interface VectorCheckReport {
+  /** No problem found. */
+  readonly ok: boolean;
+  /** How many vectors (or conversations) the file holds. */
+  readonly vectors: number;
+  /** Every problem, in file order. */
+  readonly problems: readonly VectorProblem[];
+}
+
+const RESULTS = new Set(["valid", "invalid", "acceptable"]);
+const CODES = new Set([
+  "bad-magic",
+  "bad-length",
+  "reserved-bits",
+  "bad-string",
+  "string-too-long",
+  "bad-value",
+  "duplicate",
+  "unknown-type",
+  "unexpected-frame",
+  "limit-exceeded",
+  "truncated",
+]);
+const VECTOR_KEYS = new Set([
+  "id",
+  "name",
+  "comment",
+  "flags",
+  "decoder",
+  "context",
+  "hex",
+  "repeat",
+  "frame",
+  "findings",
+  "result",
+  "code",
+  "offset",
+  "rule",
+  "source",
+]);
+const ID = /^[a-z0-9][a-z0-9-]*$/;
+const HEX = /^([0-9a-f]{2})*$/;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === "object" && !Array.isArray(v);
+}
+
+/** JSON with object keys sorted, to compare two JSON values whatever their key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (isObject(v)) {
+    return `{${
+      Object.keys(v).sort().filter((k) => v[k] !== undefined).map((k) =>
+        `${JSON.stringify(k)}:${canonical(v[k])}`
+      )
+        .join(",")
+    }}`;
+  }
+  return JSON.stringify(v) ?? "null";
+}
+
+/** A frame's lists written `{ "repeat": [items], "times": n }` (vectors/README.md, "Repetition"), expanded. */
+function expandLists(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(expandLists);
+  if (!isObject(v)) return v;
+  const keys = Object.keys(v);
+  if (keys.length === 2 && Array.isArray(v.repeat) && typeof v.times === "number") {
+    const items = v.repeat.map(expandLists);
+    return Array.from({ length: items.length * v.times }, (_, i) => items[i % items.length]);
+  }
+  return Object.fromEntries(keys.map((k) => [k, expandLists(v[k])]));
+}
+
+function shapeProblems(raw: Record<string, unknown>, err: (m: string) => void): void {
+  for (const k of Object.keys(raw)) if (!VECTOR_KEYS.has(k)) err(`unknown key "${k}"`);
+  if (typeof raw.id !== "string" || !ID.test(raw.id)) err("id must be lowercase kebab-case");
+  for (const k of ["name", "decoder", "source", "result"]) {
+    if (typeof raw[k] !== "string" || raw[k] === "") err(`${k} must be a non-empty string`);
+  }
+  if (typeof raw.hex !== "string") err("hex must be a string");
+  else if (!HEX.test(raw.hex)) err("hex must be lowercase byte pairs");
+  if (raw.comment !== undefined && typeof raw.comment !== "string") err("comment must be a string");
+  if (!Array.isArray(raw.flags) || raw.flags.some((f) => typeof f !== "string")) err("flags must be strings");
+  if (!isObject(raw.context)) err("context must be an object");
+  if (raw.repeat !== undefined) {
+    const r = raw.repeat;
+    if (
+      !isObject(r) || Object.keys(r).sort().join(",") !== "hex,times" || typeof r.hex !== "string" ||
+      !/^([0-9a-f]{2})+$/.test(r.hex) || typeof r.times !== "number" || !Number.isInteger(r.times) ||
+      r.times < 1
+    ) err('repeat must be { "hex": lowercase byte pairs, "times": a positive integer }');
+  }
+  if (typeof raw.decoder === "string" && DECODERS[raw.decoder] === undefined) {
+    err(`decoder "${raw.decoder}" is not one of ${VECTOR_DECODERS.join(", ")}`);
+  }
+  const result = raw.result;
+  if (typeof result === "string" && !RESULTS.has(result)) err("result must be valid, invalid or acceptable");
+  if (result === "invalid") {
+    if (typeof raw.code !== "string" || !CODES.has(raw.code)) err("invalid vectors need a known code");
+    if (typeof raw.offset !== "number" || !Number.isInteger(raw.offset) || raw.offset < 0) {
+      err("invalid vectors need a byte offset");
+    }
+    if (raw.frame !== undefined) err("invalid vectors have no frame");
+  } else if (result === "valid" || result === "acceptable") {
+    if (!isObject(raw.frame)) err("valid and acceptable vectors need a frame object");
+    if (raw.code !== undefined || raw.offset !== undefined) err("code and offset are for invalid vectors");
+  }
+  if (result === "acceptable") {
+    const f = raw.findings;
+    if (!Array.isArray(f) || f.length === 0) err("acceptable vectors need findings");
+    else {
+      for (const x of f) {
+        if (
+          !isObject(x) || typeof x.code !== "string" || !CODES.has(x.code) || typeof x.offset !== "number" ||
+          typeof x.rule !== "string"
+        ) err("each finding needs a known code, an offset and a rule");
+      }
+    }
+  } else if (raw.findings !== undefined) err("findings are for acceptable vectors");
+}
+
+function sameFindings(a: readonly VectorFinding[], b: readonly VectorFinding[]): boolean {
+  return a.length === b.length &&
+    a.every((f, i) => f.code === b[i]!.code && f.offset === b[i]!.offset && f.rule === b[i]!.rule);
+}
+
+function describeOutcome(o: VectorOutcome): string {
+  switch (o.outcome) {
+    case "frame":
+      return o.findings.length === 0
+        ? `a frame of ${o.byteLength} bytes with no finding`
+        : `a frame with findings ${o.findings.map((f) => `${f.rule} (${f.code} at ${f.offset})`).join(", ")}`;
+    case "error":
+      return `${o.code} at offset ${o.offset} (${o.rule})`;
+    case "need-more":
+      return `"need ${o.needed} more bytes"`;
+  }
+}
+
+/** Whether this codec's decoders agree with a well-formed vector's verdict; the disagreement if not. */
+function verdictProblem(v: Vector): string | undefined {
+  const bytes = vectorBytes(v);
+  const strict = decodeVector(v, { strict: true });
+  const expected = v.frame === undefined ? undefined : canonical(expandLists(v.frame));
+  if (v.result === "valid") {
+    if (strict.outcome !== "frame" || strict.findings.length > 0) {
+      return `valid, but strict decoding gives ${describeOutcome(strict)}`;
+    }
+    if (strict.byteLength !== bytes.length) {
+      return `valid, but the frame is ${strict.byteLength} of the ${bytes.length} bytes`;
+    }
+    if (canonical(strict.frame) !== expected) return `the decoded frame differs: ${canonical(strict.frame)}`;
+    return undefined;
+  }
+  if (v.result === "acceptable") {
+    const first = v.findings![0]!;
+    if (strict.outcome !== "error" || strict.code !== first.code || strict.offset !== first.offset) {
+      return `acceptable: strict decoding should fail with ${first.code} at ${first.offset}, but gives ${
+        describeOutcome(strict)
+      }`;
+    }
+    const lenient = decodeVector(v, { strict: false });
+    if (lenient.outcome !== "frame") {
+      return `acceptable, but lenient decoding gives ${describeOutcome(lenient)}`;
+    }
+    if (!sameFindings(lenient.findings, v.findings!)) {
+      return `lenient decoding gives ${describeOutcome(lenient)}, not the vector's findings`;
+    }
+    if (lenient.byteLength !== bytes.length) {
+      return `acceptable, but the frame is ${lenient.byteLength} of the ${bytes.length} bytes`;
+    }
+    if (canonical(lenient.frame) !== expected) {
+      return `the decoded frame differs: ${canonical(lenient.frame)}`;
+    }
+    return undefined;
+  }
+  if (strict.outcome !== "error" || strict.code !== v.code || strict.offset !== v.offset) {
+    return `invalid: decoding should fail with ${v.code} at ${v.offset}, but gives ${
+      describeOutcome(strict)
+    }`;
+  }
+  const lenient = decodeVector(v, { strict: false });
+  if (lenient.outcome === "error" && lenient.code !== v.code) {
+    return `invalid: lenient decoding fails with ${lenient.code}, not ${v.code}`;
+  }
+  if (lenient.outcome === "frame" && !lenient.findings.some((f) => f.code === v.code)) {
+    return `invalid: lenient decoding gives ${describeOutcome(lenient)} without ${v.code}`;
+  }
+  return undefined;
+}
+
+/**
+ * Checks a vector file of anyone's (the parsed JSON): the envelope (`schema`, `family`, `description`,
+ * `vectors`), each vector's keys and types, unique ids, lowercase hex, and then that this codec's decoders
+ * agree with each verdict: a `valid` vector decodes strictly to its `frame` with no finding and uses every
+ * byte; an `acceptable` one fails strictly with its first finding and decodes leniently to its `frame` with
+ * exactly its `findings`; an `invalid` one fails with its `code` at its `offset`. Never throws for bad input:
+ * everything wrong is a problem in the report.
+ *
+ * @example
+ * ```ts
+ * import { checkVectorFile } from "@nbd/codec";
+ * const report = checkVectorFile({
+ *   schema: "nbd-codec/vectors/v1", family: "mine", description: "",
+ *   vectors: [{
+ *     id: "flags-fixed", name: "fixed newstyle", flags: [], decoder: "client-flags", context: {},
+ *     hex: "00000001", frame: { type: "client-flags", flags: 2 }, result: "valid", source: "me",
+ *   }],
+ * });
+ * console.log(report.ok, report.problems[0]?.message);
+ * // false "the decoded frame differs: {\"flags\":1,\"type\":\"client-flags\"}"
+ * ```
+ */
+export function checkVectorFile(doc: unknown): VectorCheckReport {
+  const problems: VectorProblem[] = [];
+  if (!isObject(doc)) {
+    return { ok: false, vectors: 0, problems: [{ message: "a vector file is a JSON object" }] };
+  }
+  for (const k of Object.keys(doc)) {
+    if (!["schema", "family", "description", "vectors"].includes(k)) {
+      problems.push({ message: `unknown key "${k}"` });
+    }
+  }
+  if (doc.schema !== VECTOR_SCHEMA_ID) problems.push({ message: `schema must be "${VECTOR_SCHEMA_ID}"` });
+  if (typeof doc.family !== "string" || doc.family === "") {
+    problems.push({ message: "family must be a non-empty string" });
+  }
+  if (typeof doc.description !== "string") problems.push({ message: "description must be a string" });
+  if (!Array.isArray(doc.vectors) || doc.vectors.length === 0) {
+    problems.push({ message: "vectors must be a non-empty array" });
+    return { ok: false, vectors: 0, problems };
+  }
+  const ids = new Set<string>();
+  for (const raw of doc.vectors as unknown[]) {
+    if (!isObject(raw)) {
+      problems.push({ message: "each vector is an object" });
+      continue;
+    }
+    const id = typeof raw.id === "string" ? raw.id : undefined;
+    const before = problems.length;
+    const err = (message: string) => problems.push(id === undefined ? { message } : { id, message });
+    shapeProblems(raw, err);
+    if (id !== undefined) {
+      if (ids.has(id)) err("duplicate id");
+      ids.add(id);
+    }
+    if (problems.length > before) continue;
+    try {
+      const p = verdictProblem(raw as unknown as Vector);
+      if (p !== undefined) err(p);
+    } catch (e) {
+      err(`cannot be decoded: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return { ok: problems.length === 0, vectors: doc.vectors.length, problems };
+}
+
+// ---- making vectors -----------------------------------------------------------------------------------
+
+/**
+ * What a vector needs besides its bytes: `id`, `name`, `source`, and optionally a `comment`, `flags`, and the
+ * negotiated `context` (decode options such as `extendedHeaders`, `pendingOption`, `readLength`,
+ * `noZeroes`), which is added to what the frame itself implies.
+ *
+ * @example
+ * ```ts
+ * import type { VectorMeta } from "@nbd/codec";
+ * const m: VectorMeta = { id: "my-read", name: "a READ", source: "my server's test suite" };
+ * console.log(m.id);
+ * ```
+ */
+export interface VectorMeta {
+  /** Stable, unique, lowercase kebab-case. */
+  readonly id: string;
+  /** One line saying what the case is. */
+  readonly name: string;
+  /** Why it matters. */
+  readonly comment?: string;
+  /** Where the case comes from. */
+  readonly source: string;
+  /** Tags. Default `[]`. */
+  readonly flags?: readonly string[];
+  /** The negotiated context (decode options), on top of what the frame implies. */
+  readonly context?: { readonly [key: string]: JsonValue };
+}
+
+/** The whole bytes of a frame: what the encoder writes, then the payload it leaves to the caller. */
+function frameBytes(frame: EncoderInput<Frame>): Uint8Array {
+  let head: Uint8Array;
+  let payload: Uint8Array | undefined;
+  switch (frame.type) {
+    case "oldstyle-greeting":
+    case "newstyle-greeting":
+      head = encodeGreeting(frame);
+      break;
+    case "client-flags":
+      head = encodeClientFlags(frame);
+      break;
+    case "option-request":
+      head = encodeOptionRequest(frame);
+      break;
+    case "option-reply":
+      head = encodeOptionReply(frame);
+      break;
+    case "export-name-reply":
+      head = encodeExportNameReply(frame);
+      break;
+    case "request":
+      head = encodeRequest(frame);
+      payload = frame.data;
+      break;
+    case "simple-reply":
+      head = encodeSimpleReply(frame);
+      payload = frame.data;
+      break;
+    case "reply-chunk":
+      head = encodeReplyChunk(frame);
+      if (frame.payload.kind === "offset-data") payload = frame.payload.data;
+      break;
+    default:
+      throw new TypeError(`Cannot make a vector: unknown frame type "${(frame as { type?: unknown }).type}"`);
+  }
+  if (payload === undefined || payload.length === 0) return head;
+  const out = new Uint8Array(head.length + payload.length);
+  out.set(head, 0);
+  out.set(payload, head.length);
+  return out;
+}
+
+/** The context a frame implies for its own decoding. */
+function impliedContext(frame: EncoderInput<Frame>): Record<string, JsonValue> {
+  switch (frame.type) {
+    case "export-name-reply":
+      return { noZeroes: !frame.zeroPadding };
+    case "option-reply":
+      return { pendingOption: frame.option };
+    case "request":
+    case "reply-chunk":
+      return { extendedHeaders: frame.extended };
+    case "simple-reply":
+      return frame.data !== undefined ? { readLength: frame.data.length } : {};
+    default:
+      return {};
+  }
+}
+
+/** A vector of `bytes` whose verdict is this codec's decoder's (strict, then lenient). */
+function vectorOf(
+  bytes: Uint8Array,
+  decoder: string,
+  context: Record<string, JsonValue>,
+  meta: VectorMeta,
+  rule?: string,
+): Vector {
+  if (typeof meta.id !== "string" || !ID.test(meta.id)) {
+    throw new TypeError(`Cannot make a vector: id "${String(meta.id)}" is not lowercase kebab-case`);
+  }
+  if (
+    typeof meta.name !== "string" || meta.name === "" || typeof meta.source !== "string" || meta.source === ""
+  ) {
+    throw new TypeError("Cannot make a vector: name and source must be non-empty strings");
+  }
+  const head = {
+    id: meta.id,
+    name: meta.name,
+    ...(meta.comment !== undefined ? { comment: meta.comment } : {}),
+    flags: [...(meta.flags ?? [])],
+    decoder,
+    context,
+    hex: bytesToHex(bytes),
+  };
+  const dec = DECODERS[decoder]!;
+  const strict = outcomeOf(dec, bytes, { ...context, strict: true });
+  if (strict.outcome === "need-more") {
+    throw new RangeError(
+      `Cannot make a vector: the decoder needs ${strict.needed} more bytes (context missing?)`,
+    );
+  }
+  if (strict.outcome === "frame") {
+    if (strict.byteLength !== bytes.length) {
+      throw new RangeError(
+        `Cannot make a vector: the frame is ${strict.byteLength} of ${bytes.length} bytes`,
+      );
+    }
+    return { ...head, frame: strict.frame, result: "valid", source: meta.source };
+  }
+  const lenient = outcomeOf(dec, bytes, { ...context, strict: false });
+  if (lenient.outcome === "frame" && lenient.findings.length > 0 && lenient.byteLength === bytes.length) {
+    return {
+      ...head,
+      frame: lenient.frame,
+      findings: lenient.findings,
+      result: "acceptable",
+      ...(rule !== undefined ? { rule } : {}),
+      source: meta.source,
+    };
+  }
+  return {
+    ...head,
+    result: "invalid",
+    code: strict.code,
+    offset: strict.offset,
+    rule: rule ?? strict.rule,
+    source: meta.source,
+  };
+}
+
+/**
+ * Turns a frame built for this codec's encoders into a vector in the corpus's format: `hex` is what the
+ * encoder writes plus the payload it leaves to the caller (WRITE data, READ data, OFFSET_DATA data),
+ * `context` what the frame implies (`extendedHeaders` of a request or chunk, `pendingOption` of an option
+ * reply, `readLength` of a simple reply with data, `noZeroes` of an EXPORT_NAME reply) plus `meta.context`,
+ * and `frame` and `result` are what this codec's decoder makes of the bytes in that context (`valid`, or
+ * `acceptable`/`invalid` when the context makes the frame break a rule). Throws `TypeError`/`RangeError`
+ * for what the encoders refuse, or a bad id.
+ *
+ * @example
+ * ```ts
+ * import { Command, vectorFromFrame } from "@nbd/codec";
+ * const v = vectorFromFrame(
+ *   { type: "request", extended: false, flags: 0, command: Command.READ, cookie: 1, offset: 0, length: 512 },
+ *   { id: "my-read-512", name: "READ of 512 bytes", source: "my test suite" },
+ * );
+ * console.log(v.hex, v.result, v.context);
+ * // "25609513000000000000000000000001000000000000000000000200" "valid" { extendedHeaders: false }
+ * ```
+ */
+export function vectorFromFrame(frame: EncoderInput<Frame>, meta: VectorMeta): Vector {
+  if (frame === null || typeof frame !== "object" || DECODER_OF_TYPE[frame.type] === undefined) {
+    throw new TypeError("Cannot make a vector: not a frame");
+  }
+  const bytes = frameBytes(frame);
+  return vectorOf(bytes, DECODER_OF_TYPE[frame.type]!, { ...impliedContext(frame), ...meta.context }, meta);
+}
+
+// ---- vectors that break one rule on purpose -------------------------------------------------------------
+
+/** How a broken vector is made: its bytes, decoder and context. */
+interface BrokenFrame {
+  readonly bytes: Uint8Array;
+  readonly decoder: string;
+  readonly context: Record<string, JsonValue>;
+}
+
+/** A rule a vector can break on purpose, and what the breaking looks like. */
+interface BrokenRuleSpec {
+  /** The clause of the spec (section and a short quote). */
+  readonly clause: string;
+  /** What the vector does. */
+  readonly does: string;
+  readonly make: () => BrokenFrame;
+}
+
+const READ_AT_4K = {
+  type: "request",
+  extended: false,
+  flags: 0,
+  command: Command.READ,
+  cookie: 1n,
+  offset: 4096n,
+  length: 512n,
+} as const;
+
+function patched(bytes: Uint8Array, at: number, values: readonly number[]): Uint8Array {
+  const out = bytes.slice();
+  out.set(values, at);
+  return out;
+}
+
+function blockStatusChunk(extended: boolean, extents: { length: number; status: number }[]): Uint8Array {
+  return encodeReplyChunk({
+    type: "reply-chunk",
+    extended,
+    flags: ReplyFlag.DONE,
+    chunkType: extended ? ReplyType.BLOCK_STATUS_EXT : ReplyType.BLOCK_STATUS,
+    cookie: 1n,
+    ...(extended ? { offset: 0n } : {}),
+    payload: { kind: "block-status", descriptors: createBlockStatusDescriptors(1, extended, extents) },
+  });
+}
+
+const BROKEN: Record<string, BrokenRuleSpec> = {
+  "request-header-style": {
+    clause: 'Extended headers: "the client MUST use extended request headers" once negotiated',
+    does: "a compact (28-byte) READ request in a session that negotiated extended headers",
+    make: () => ({
+      bytes: encodeRequest(READ_AT_4K),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    }),
+  },
+  "reply-header-style": {
+    clause: 'Extended headers: "the server MUST use extended reply headers" once negotiated',
+    does: "a structured (20-byte header) NONE chunk in a session that negotiated extended headers",
+    make: () => ({
+      bytes: encodeReplyChunk({
+        type: "reply-chunk",
+        extended: false,
+        flags: ReplyFlag.DONE,
+        chunkType: ReplyType.NONE,
+        cookie: 1n,
+        payload: { kind: "none" },
+      }),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: true },
+    }),
+  },
+  "write-payload-len": {
+    clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "the client MUST set it" on a WRITE with extended headers',
+    does: "an extended WRITE of 8 bytes without NBD_CMD_FLAG_PAYLOAD_LEN (what qemu 10 sends)",
+    make: () => ({
+      bytes: frameBytes({
+        type: "request",
+        extended: true,
+        flags: 0,
+        command: Command.WRITE,
+        cookie: 2n,
+        offset: 0n,
+        length: 8n,
+        data: new Uint8Array(8).fill(0xab),
+      }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    }),
+  },
+  "compact-payload-len": {
+    clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "MUST NOT be set" without extended headers',
+    does: "a compact READ request with NBD_CMD_FLAG_PAYLOAD_LEN set",
+    make: () => ({
+      bytes: encodeRequest({ ...READ_AT_4K, flags: CommandFlag.PAYLOAD_LEN }),
+      decoder: "request",
+      context: { extendedHeaders: false },
+    }),
+  },
+  "block-status-payload-duplicate": {
+    clause: 'NBD_CMD_BLOCK_STATUS payload: context ids "MUST NOT" repeat',
+    does: "an extended BLOCK_STATUS request whose payload names context id 1 twice",
+    make: () => ({
+      bytes: encodeRequest({
+        type: "request",
+        extended: true,
+        flags: CommandFlag.PAYLOAD_LEN,
+        command: Command.BLOCK_STATUS,
+        cookie: 3n,
+        offset: 0n,
+        length: 16n,
+        blockStatus: { effectLength: 65536n, contextIds: [1, 1] },
+      }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    }),
+  },
+  "option-no-data": {
+    clause: 'NBD_OPT_STRUCTURED_REPLY: "the option data MUST be empty" (unread option data)',
+    does: "NBD_OPT_STRUCTURED_REPLY carrying 4 bytes of data nobody reads",
+    make: () => ({
+      bytes: encodeOptionRequest({
+        type: "option-request",
+        option: Option.STRUCTURED_REPLY,
+        data: { kind: "raw", raw: new Uint8Array([0, 0, 0, 1]) },
+      }),
+      decoder: "option-request",
+      context: {},
+    }),
+  },
+  "option-info-length": {
+    clause: "NBD_OPT_GO/NBD_OPT_INFO: the data is a name, a count and that many info requests (unread data)",
+    does: "NBD_OPT_GO whose length counts 2 bytes after its info list",
+    make: () => {
+      const go = encodeOptionRequest({
+        type: "option-request",
+        option: Option.GO,
+        data: { kind: "info-request", name: "", info: [Info.BLOCK_SIZE] },
+      });
+      const out = new Uint8Array(go.length + 2);
+      out.set(go, 0);
+      out[15] = go[15]! + 2; // option length, low byte (the data is 8 bytes)
+      return { bytes: out, decoder: "option-request", context: {} };
+    },
+  },
+  "option-reply-echo": {
+    clause: 'Option reply: "the option being replied to" MUST be the client\'s option',
+    does: "an NBD_REP_ACK for NBD_OPT_LIST while the client's pending option is NBD_OPT_GO",
+    make: () => ({
+      bytes: encodeOptionReply({
+        type: "option-reply",
+        option: Option.LIST,
+        reply: OptionReply.ACK,
+        data: { kind: "none" },
+      }),
+      decoder: "option-reply",
+      context: { pendingOption: Option.GO },
+    }),
+  },
+  "chunk-none-done": {
+    clause: 'NBD_REPLY_TYPE_NONE: "MUST have the NBD_REPLY_FLAG_DONE flag set"',
+    does: "a NONE chunk without NBD_REPLY_FLAG_DONE",
+    make: () => ({
+      bytes: encodeReplyChunk({
+        type: "reply-chunk",
+        extended: false,
+        flags: 0,
+        chunkType: ReplyType.NONE,
+        cookie: 1n,
+        payload: { kind: "none" },
+      }),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: false },
+    }),
+  },
+  "chunk-error-zero": {
+    clause: 'Error chunks: the error "MUST NOT be zero"',
+    does: "an NBD_REPLY_TYPE_ERROR chunk with error 0",
+    make: () => ({
+      bytes: encodeReplyChunk({
+        type: "reply-chunk",
+        extended: false,
+        flags: ReplyFlag.DONE,
+        chunkType: ReplyType.ERROR,
+        cookie: 1n,
+        payload: { kind: "error", error: 0, message: "" },
+      }),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: false },
+    }),
+  },
+  "extent-length-zero": {
+    clause: 'NBD_REPLY_TYPE_BLOCK_STATUS: extent length "MUST be non-zero"',
+    does: "a BLOCK_STATUS chunk whose second descriptor has length 0",
+    make: () => ({
+      bytes: blockStatusChunk(false, [{ length: 4096, status: 0 }, { length: 0, status: 3 }]),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: false },
+    }),
+  },
+  "chunk-block-status-ext-count": {
+    clause: "NBD_REPLY_TYPE_BLOCK_STATUS_EXT: the descriptor count MUST match the payload length",
+    does: "a BLOCK_STATUS_EXT chunk of one descriptor whose count field says 2",
+    make: () => {
+      const b = blockStatusChunk(true, [{ length: 4096, status: 0 }]);
+      return {
+        bytes: patched(b, 32 + 4, [0, 0, 0, 2]),
+        decoder: "reply-chunk",
+        context: { extendedHeaders: true },
+      };
+    },
+  },
+  "block-status-descriptor-u32-max": {
+    clause: "NBD_REPLY_TYPE_BLOCK_STATUS: 32-bit descriptors; lengths up to 2^32-1 (the overflow boundary)",
+    does: "a valid BLOCK_STATUS chunk of two descriptors of 2^32-1 bytes each (their sum overflows 32 bits)",
+    make: () => ({
+      bytes: blockStatusChunk(false, [{ length: 0xffff_ffff, status: 0 }, {
+        length: 0xffff_ffff,
+        status: 3,
+      }]),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: false },
+    }),
+  },
+  "compact-length-u32-max": {
+    clause: "Compact requests: a 32-bit length; a receiver MUST NOT trust it for an allocation",
+    does: "a compact WRITE header announcing 2^32-1 bytes of data (refused before any byte of it arrives)",
+    make: () => ({
+      bytes: encodeRequestHeaderOnly(),
+      decoder: "request",
+      context: { extendedHeaders: false },
+    }),
+  },
+};
+
+/** A compact WRITE header with length 2^32-1 and none of its data. */
+function encodeRequestHeaderOnly(): Uint8Array {
+  const b = encodeRequest({ ...READ_AT_4K, command: Command.WRITE, length: 0n });
+  return patched(b, 24, [0xff, 0xff, 0xff, 0xff]);
+}
+
+/**
+ * The rules {@link brokenVector} can break, with the spec clause each checks and what the vector does.
+ * Boundary cases whose bytes are legal (`block-status-descriptor-u32-max`) come out `valid`.
+ *
+ * @example
+ * ```ts
+ * import { BROKEN_RULES } from "@nbd/codec";
+ * console.log(BROKEN_RULES.map((r) => r.rule).includes("request-header-style")); // true
+ * ```
+ */
+export const BROKEN_RULES: readonly {
+  readonly rule: string;
+  readonly clause: string;
+  readonly does: string;
+}[] = Object.entries(BROKEN).map(([rule, s]) => ({ rule, clause: s.clause, does: s.does }));
+
+/**
+ * A vector whose bytes break one named rule on purpose ({@link BROKEN_RULES}), made with this codec's
+ * encoders and one deliberate change (a header style the session did not negotiate, a flag left out or set,
+ * a field patched), with the verdict this codec's decoder gives: `acceptable` with the rule's finding when
+ * the frame can still be decoded, `invalid` with its code and offset when not. `meta` overrides the
+ * defaults (`id` `broken-RULE`, the rule's description, source `nbd-codec brokenVector`). Throws `TypeError`
+ * for an unknown rule.
+ *
+ * @example
+ * ```ts
+ * import { brokenVector } from "@nbd/codec";
+ * const v = brokenVector("block-status-payload-duplicate");
+ * console.log(v.result, v.findings?.[0]?.rule, v.context); // "acceptable" "block-status-payload-duplicate" { extendedHeaders: true }
+ * ```
+ */
+export function brokenVector(rule: string, meta?: Partial<VectorMeta>): Vector {
+  const spec = BROKEN[rule];
+  if (spec === undefined) {
+    throw new TypeError(
+      `Cannot make a broken vector: "${rule}" is not one of ${Object.keys(BROKEN).join(", ")}`,
+    );
+  }
+  const made = spec.make();
+  return vectorOf(made.bytes, made.decoder, { ...made.context, ...meta?.context }, {
+    id: meta?.id ?? `broken-${rule}`,
+    name: meta?.name ?? spec.does,
+    comment: meta?.comment ?? spec.clause,
+    source: meta?.source ?? "nbd-codec brokenVector",
+    flags: meta?.flags ?? ["generated", "broken-rule"],
+  }, rule.endsWith("-u32-max") ? undefined : rule);
+}
+
+// ---- conversation vectors -------------------------------------------------------------------------------
+
+/**
+ * The negotiated state after a step of a conversation, as conversation vectors write it.
+ *
+ * @example
+ * ```ts
+ * import type { VectorState } from "@nbd/codec";
+ * const s: VectorState = {
+ *   phase: "transmission", style: "newstyle", structuredReplies: true, extendedHeaders: false, contexts: {},
+ * };
+ * console.log(s.phase);
+ * ```
+ */
+export interface VectorState {
+  /** The server side's phase. */
+  readonly phase: string;
+  /** `oldstyle`, `newstyle` or `unknown`. */
+  readonly style: string;
+  /** Handshake flags, once seen. */
+  readonly handshakeFlags?: number;
+  /** Client flags, once seen. */
+  readonly clientFlags?: number;
+  /** Structured replies negotiated. */
+  readonly structuredReplies: boolean;
+  /** Extended headers negotiated. */
+  readonly extendedHeaders: boolean;
+  /** Metadata contexts by id (decimal string keys). */
+  readonly contexts: { readonly [id: string]: string };
+  /** Export size (decimal string), once known. */
+  readonly exportSize?: string;
+  /** Transmission flags, once known. */
+  readonly transmissionFlags?: number;
+}
+
+/**
+ * One step of a conversation vector: a frame or a notice, its findings, and the state after it.
+ *
+ * @example
+ * ```ts
+ * import type { ConversationVectorEvent } from "@nbd/codec";
+ * function kinds(events: ConversationVectorEvent[]): string[] {
+ *   return events.map((e) => e.kind);
+ * }
+ * console.log(kinds([]));
+ * ```
+ */
+export interface ConversationVectorEvent {
+  /** Which direction's bytes. */
+  readonly direction: "c2s" | "s2c";
+  /** The frame kind (`request`, `reply-chunk`, ...) or the notice (`tls`, `undecodable`, `truncated`). */
+  readonly kind: string;
+  /** Offset in that direction's bytes. */
+  readonly offset: number;
+  /** Bytes covered. */
+  readonly length: number;
+  /** The frame as {@link toJson} writes it (frames only). */
+  readonly frame?: JsonValue;
+  /** Spec violations of this step. */
+  readonly findings: readonly VectorFinding[];
+  /** What is negotiated once this step is done. */
+  readonly state: VectorState;
+}
+
+/**
+ * A whole connection as a vector: the bytes of each direction, and every step a decoder must find in them.
+ *
+ * @example
+ * ```ts
+ * import type { ConversationVector } from "@nbd/codec";
+ * const c: ConversationVector = { id: "empty", name: "nothing", source: "me", c2s: "", s2c: "", events: [] };
+ * console.log(c.events.length); // 0
+ * ```
+ */
+export interface ConversationVector {
+  /** Stable, unique, lowercase kebab-case. */
+  readonly id: string;
+  /** One line saying what the conversation is. */
+  readonly name: string;
+  /** Why it matters. */
+  readonly comment?: string;
+  /** Where the bytes come from (the peers and the capture). */
+  readonly source: string;
+  /** What is known before the first byte (to start mid-connection), as in {@link VectorState}. */
+  readonly initialState?: { readonly [key: string]: JsonValue };
+  /** Client-to-server bytes, lowercase hex. */
+  readonly c2s: string;
+  /** Server-to-client bytes, lowercase hex. */
+  readonly s2c: string;
+  /** Every step, in causal order. */
+  readonly events: readonly ConversationVectorEvent[];
+}
+
+/**
+ * A conversation vector file.
+ *
+ * @example
+ * ```ts
+ * import { CONVERSATION_VECTOR_SCHEMA_ID, type ConversationVectorFile } from "@nbd/codec";
+ * const f: ConversationVectorFile = { schema: CONVERSATION_VECTOR_SCHEMA_ID, description: "", conversations: [] };
+ * console.log(f.schema);
+ * ```
+ */
+export interface ConversationVectorFile {
+  /** Always {@link CONVERSATION_VECTOR_SCHEMA_ID}. */
+  readonly schema: string;
+  /** What the file covers. */
+  readonly description: string;
+  /** The conversations. */
+  readonly conversations: readonly ConversationVector[];
+}
+
+function stateJson(s: NegotiatedState): VectorState {
+  const contexts: Record<string, string> = {};
+  for (const [id, name] of s.contexts) contexts[String(id)] = name;
+  return {
+    phase: s.phase,
+    style: s.style,
+    ...(s.handshakeFlags !== undefined ? { handshakeFlags: s.handshakeFlags } : {}),
+    ...(s.clientFlags !== undefined ? { clientFlags: s.clientFlags } : {}),
+    structuredReplies: s.structuredReplies,
+    extendedHeaders: s.extendedHeaders,
+    contexts,
+    ...(s.exportSize !== undefined ? { exportSize: s.exportSize.toString() } : {}),
+    ...(s.transmissionFlags !== undefined ? { transmissionFlags: s.transmissionFlags } : {}),
+  };
+}
+
+/** A vector's initial state as the decoders' `state` option. */
+function stateOption(
+  init: { readonly [key: string]: JsonValue } | undefined,
+): Partial<NegotiatedState> | undefined {
+  if (init === undefined) return undefined;
+  const out: Record<string, unknown> = { ...init };
+  if (isObject(init.contexts)) {
+    out.contexts = new Map(Object.entries(init.contexts).map(([k, v]) => [Number(k), String(v)]));
+  }
+  if (typeof init.exportSize === "string") out.exportSize = BigInt(init.exportSize);
+  return out as Partial<NegotiatedState>;
+}
+
+/**
+ * Decodes both directions (causal order, lenient) and records each step with the state after it. The state
+ * comes from a second decoder fed, step by step, exactly the bytes of each step in that order.
+ */
+function conversationSteps(
+  c2s: Uint8Array,
+  s2c: Uint8Array,
+  initialState: { readonly [key: string]: JsonValue } | undefined,
+): ConversationVectorEvent[] {
+  const state = stateOption(initialState);
+  const events = decodeConversation(c2s, s2c, { strict: false, ...(state ? { state } : {}) });
+  const replay = new ConversationDecoder({ strict: false, ...(state ? { state } : {}) });
+  const fed = { c2s: 0, s2c: 0 };
+  const out: ConversationVectorEvent[] = [];
+  for (const e of events) {
+    const [offset, length] = e.event === "frame"
+      ? [e.frameOffset, e.frameLength]
+      : [e.streamOffset, e.length];
+    const bytes = e.direction === "c2s" ? c2s : s2c;
+    const end = Math.min(bytes.length, offset + length);
+    if (end > fed[e.direction]) {
+      replay.push(e.direction, bytes.subarray(fed[e.direction], end));
+      fed[e.direction] = end;
+    }
+    out.push(stepJson(e, replay.state));
+  }
+  return out;
+}
+
+function stepJson(e: ConversationEvent, state: NegotiatedState): ConversationVectorEvent {
+  const findings = e.findings.map((f) => ({ code: f.code, offset: f.offset, rule: f.rule }));
+  if (e.event === "frame") {
+    return {
+      direction: e.direction,
+      kind: e.frame.type,
+      offset: e.frameOffset,
+      length: e.frameLength,
+      frame: toJson(e.frame),
+      findings,
+      state: stateJson(state),
+    };
+  }
+  return {
+    direction: e.direction,
+    kind: e.notice,
+    offset: e.streamOffset,
+    length: e.length,
+    findings,
+    state: stateJson(state),
+  };
+}
+
+/**
+ * Records one connection, given as the bytes of each direction, as a conversation vector: every frame and
+ * notice a decoder must find (in causal order: each option before its replies, each request before its
+ * replies), with its findings and the negotiated state after it. `initialState` starts the decoders
+ * mid-connection (`{ "phase": "transmission", "extendedHeaders": true, ... }`).
+ *
+ * @example
+ * ```ts
+ * import { conversationVector, hexToBytes } from "@nbd/codec";
+ * const c = conversationVector(
+ *   hexToBytes("00000001" + "49484156454f5054" + "00000008" + "00000000"),
+ *   hexToBytes("4e42444d4147494349484156454f50540001" + "0003e889045565a9" + "00000008" + "00000001" + "00000000"),
+ *   { id: "sr", name: "structured replies negotiated", source: "hand-written" },
+ * );
+ * console.log(c.events.map((e) => `${e.kind} ${e.state.structuredReplies}`));
+ * // [ "newstyle-greeting false", "client-flags false", "option-request false", "option-reply true" ]
+ * ```
+ */
+export function conversationVector(
+  c2s: Uint8Array,
+  s2c: Uint8Array,
+  meta: VectorMeta & { readonly initialState?: { readonly [key: string]: JsonValue } },
+): ConversationVector {
+  if (!(c2s instanceof Uint8Array) || !(s2c instanceof Uint8Array)) {
+    throw new TypeError("Cannot make a conversation vector: both directions must be Uint8Arrays");
+  }
+  if (typeof meta.id !== "string" || !ID.test(meta.id)) {
+    throw new TypeError(
+      `Cannot make a conversation vector: id "${String(meta.id)}" is not lowercase kebab-case`,
+    );
+  }
+  return {
+    id: meta.id,
+    name: meta.name,
+    ...(meta.comment !== undefined ? { comment: meta.comment } : {}),
+    source: meta.source,
+    ...(meta.initialState !== undefined ? { initialState: meta.initialState } : {}),
+    c2s: bytesToHex(c2s),
+    s2c: bytesToHex(s2c),
+    events: conversationSteps(c2s, s2c, meta.initialState),
+  };
+}
+
+const BROKEN_CONVERSATIONS: Record<string, { clause: string; does: string; make: () => ConversationVector }> =
+  {
+    "extended-reply-offset": {
+      clause: "Extended headers: the reply header's offset echoes the request's offset",
+      does: "a READ at offset 4096 answered by an extended NONE chunk whose header offset is 0",
+      make: () => {
+        const req = encodeRequest({ ...READ_AT_4K, extended: true, cookie: 5n, length: 0n });
+        const reply = encodeReplyChunk({
+          type: "reply-chunk",
+          extended: true,
+          flags: ReplyFlag.DONE,
+          chunkType: ReplyType.NONE,
+          cookie: 5n,
+          offset: 0n,
+          payload: { kind: "none" },
+        });
+        return conversationVector(req, reply, {
+          id: "broken-extended-reply-offset",
+          name: "an extended reply whose header offset does not echo the request's",
+          comment: "libnbd skips such a chunk; the spec's extension-ext-header branch has the server echo it",
+          source: "nbd-codec brokenConversationVector",
+          initialState: {
+            phase: "transmission",
+            style: "newstyle",
+            structuredReplies: true,
+            extendedHeaders: true,
+          },
+        });
+      },
+    },
+  };
+
+/**
+ * A conversation vector that breaks a rule needing two frames: `extended-reply-offset` (an extended reply
+ * chunk whose header offset does not echo its request's). The step that breaks it carries the finding.
+ *
+ * @example
+ * ```ts
+ * import { brokenConversationVector } from "@nbd/codec";
+ * const c = brokenConversationVector("extended-reply-offset");
+ * console.log(c.events.map((e) => e.findings.map((f) => f.rule)));
+ * // [ [], [ "extended-reply-offset" ] ]
+ * ```
+ */
+export function brokenConversationVector(rule: string): ConversationVector {
+  const spec = BROKEN_CONVERSATIONS[rule];
+  if (spec === undefined) {
+    throw new TypeError(
+      `Cannot make a broken conversation: "${rule}" is not one of ${
+        Object.keys(BROKEN_CONVERSATIONS).join(", ")
+      }`,
+    );
+  }
+  return spec.make();
+}
+
+const CONVERSATION_KEYS = new Set([
+  "id",
+  "name",
+  "comment",
+  "source",
+  "initialState",
+  "c2s",
+  "s2c",
+  "events",
+]);
+
+/**
+ * Checks a conversation vector file of anyone's (the parsed JSON): the envelope, each conversation's keys,
+ * unique ids and hex, and that this codec's conversation decoder finds exactly the recorded steps in the
+ * bytes: the same kinds at the same offsets and lengths, the same frames, findings, and state after each.
+ * Reports the first difference of each conversation. Never throws for bad input.
+ *
+ * @example
+ * ```ts
+ * import { brokenConversationVector, checkConversationVectorFile } from "@nbd/codec";
+ * const c = brokenConversationVector("extended-reply-offset");
+ * const report = checkConversationVectorFile({
+ *   schema: "nbd-codec/conversation-vectors/v1", description: "", conversations: [c],
+ * });
+ * console.log(report.ok); // true
+ * ```
+ */
+export function checkConversationVectorFile(doc: unknown): VectorCheckReport {
+  const problems: VectorProblem[] = [];
+  if (!isObject(doc)) {
+    return { ok: false, vectors: 0, problems: [{ message: "a conversation vector file is a JSON object" }] };
+  }
+  for (const k of Object.keys(doc)) {
+    if (!["schema", "description", "conversations"].includes(k)) {
+      problems.push({ message: `unknown key "${k}"` });
+    }
+  }
+  if (doc.schema !== CONVERSATION_VECTOR_SCHEMA_ID) {
+    problems.push({ message: `schema must be "${CONVERSATION_VECTOR_SCHEMA_ID}"` });
+  }
+  if (typeof doc.description !== "string") problems.push({ message: "description must be a string" });
+  if (!Array.isArray(doc.conversations) || doc.conversations.length === 0) {
+    problems.push({ message: "conversations must be a non-empty array" });
+    return { ok: false, vectors: 0, problems };
+  }
+  const ids = new Set<string>();
+  for (const raw of doc.conversations as unknown[]) {
+    if (!isObject(raw)) {
+      problems.push({ message: "each conversation is an object" });
+      continue;
+    }
+    const id = typeof raw.id === "string" ? raw.id : undefined;
+    const before = problems.length;
+    const err = (message: string) => problems.push(id === undefined ? { message } : { id, message });
+    for (const k of Object.keys(raw)) if (!CONVERSATION_KEYS.has(k)) err(`unknown key "${k}"`);
+    if (id === undefined || !ID.test(id)) err("id must be lowercase kebab-case");
+    else if (ids.has(id)) err("duplicate id");
+    else ids.add(id);
+    for (const k of ["name", "source"]) {
+      if (typeof raw[k] !== "string" || raw[k] === "") err(`${k} must be a non-empty string`);
+    }
+    for (const k of ["c2s", "s2c"]) {
+      if (typeof raw[k] !== "string" || !HEX.test(raw[k] as string)) err(`${k} must be lowercase byte pairs`);
+    }
+    if (raw.initialState !== undefined && !isObject(raw.initialState)) err("initialState must be an object");
+    if (!Array.isArray(raw.events)) err("events must be an array");
+    if (problems.length > before) continue;
+    try {
+      const ours = conversationSteps(
+        hexToBytes(raw.c2s as string),
+        hexToBytes(raw.s2c as string),
+        raw.initialState as { [key: string]: JsonValue } | undefined,
+      );
+      const theirs = raw.events as unknown[];
+      const n = Math.max(ours.length, theirs.length);
+      for (let i = 0; i < n; i++) {
+        const a = ours[i];
+        const b = theirs[i];
+        if (a === undefined) {
+          err(`step ${i}: the vector has a step the decoder does not find: ${canonical(b).slice(0, 200)}`);
+          break;
+        }
+        if (b === undefined) {
+          err(
+            `step ${i}: the decoder finds ${a.kind} at ${a.direction} offset ${a.offset}, which the vector lacks`,
+          );
+          break;
+        }
+        if (canonical(a) !== canonical(b)) {
+          err(
+            `step ${i}: the decoder finds ${canonical(a).slice(0, 300)}, the vector says ${
+              canonical(b).slice(0, 300)
+            }`,
+          );
+          break;
+        }
+      }
+    } catch (e) {
+      err(`cannot be decoded: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return { ok: problems.length === 0, vectors: doc.conversations.length, problems };
+}
