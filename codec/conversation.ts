@@ -58,8 +58,11 @@ export class ConversationDecoder {
   readonly #s2c: ServerDecoderImpl;
   readonly #maxBuffered: number;
   readonly #strict: boolean;
-  /** Server frames are being decoded without the client side because of the buffer limit. */
-  #oneSided = false;
+  /**
+   * Stream offset in s2c where the last event decoded without the client side (because of the buffer
+   * limit) ended; -1 before any. A forced event starting there continues the same run.
+   */
+  #forcedEnd = -1;
   #done = false;
 
   /**
@@ -130,8 +133,8 @@ export class ConversationDecoder {
     const s2c = this.#s2c;
     while (s2c.queue.length > this.#maxBuffered) {
       let f: Finding | undefined;
-      if (!this.#oneSided) {
-        const at = s2c.position;
+      const at = s2c.position;
+      if (at !== this.#forcedEnd) {
         f = {
           code: "limit-exceeded",
           offset: at,
@@ -145,10 +148,8 @@ export class ConversationDecoder {
       const s = s2c.step(true);
       if (s.step !== "event") break;
       const e = s.event as ConversationEvent;
-      if (f !== undefined) {
-        this.#oneSided = true;
-        (e as { findings: readonly Finding[] }).findings = [f, ...e.findings];
-      }
+      if (f !== undefined) (e as { findings: readonly Finding[] }).findings = [f, ...e.findings];
+      this.#forcedEnd = s2c.position;
       out.push(e);
       for (const x of this.#pump()) out.push(x);
     }
@@ -221,7 +222,6 @@ export class ConversationDecoder {
       if (s2c.queue.length === 0) break;
       const s = s2c.step(false);
       if (s.step !== "event") break;
-      this.#oneSided = false;
       out.push(s.event as ConversationEvent);
     }
     return out;

@@ -291,6 +291,21 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
       );
   });
 
+  test("a new run of frames decoded without the client, after it caught up, is reported again", () => {
+    const d = new ConversationDecoder({ maxBufferedBytes: 100, state: { structuredReplies: true } });
+    const out: ConversationEvent[] = [];
+    out.push(...d.push("s2c", greeting), ...d.push("c2s", flagsAndGo), ...d.push("s2c", goAck));
+    for (let i = 1; i <= 10; i++) out.push(...d.push("s2c", none(i)));
+    const read = fromHex("25609513" + "0000" + "0000" + "000000000000000b" + "0000000000000000" + "00000000");
+    out.push(...d.push("c2s", read), ...d.push("s2c", none(11)));
+    for (let i = 12; i <= 21; i++) out.push(...d.push("s2c", none(i)));
+    out.push(...d.end());
+    const marked = out.filter((e) => e.findings.some((f) => f.rule === "buffer-limit-one-sided"));
+    expect(marked.map((e) => e.event === "frame" && e.frameOffset)).toEqual([38, 38 + 11 * 20]);
+    const matched = out.find((e) => e.event === "frame" && e.frameOffset === 38 + 10 * 20);
+    expect(matched?.event === "frame" && matched.request?.cookie).toBe(11n);
+  });
+
   test("which frames are decoded early does not depend on the split", () => {
     const norm = (n: number) => normal(oneSided(1000, 200, n).out);
     const base = norm(4000);
