@@ -306,6 +306,38 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
     expect(matched?.event === "frame" && matched.request?.cookie).toBe(11n);
   });
 
+  test("the end of the handshake is seen without the client, so the limit does not change the findings", () => {
+    // Found by the split-invariance property: with no option pending, the server side waited for the
+    // client's next option even when its bytes were a reply; over the limit it was decoded without the
+    // client, with a finding in one split and none in another.
+    const unknownOption = fromHex("00000001" + "49484156454f5054" + "01000007" + "00000000");
+    const unsupported = fromHex("0003e889045565a9" + "01000007" + "80000001" + "00000000");
+    const read = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00000200");
+    const reply = fromHex("67446698" + "00000000" + "0000000000000001" + "5a".repeat(512));
+    const run = (parts: Uint8Array[]) => {
+      const d = new ConversationDecoder({ maxBufferedBytes: 100, payloadViews: true });
+      const out = [
+        ...d.push("s2c", greeting),
+        ...d.push("c2s", unknownOption),
+        ...d.push("s2c", unsupported),
+      ];
+      out.push(...d.push("c2s", read));
+      for (const p of parts) out.push(...d.push("s2c", p));
+      return normal([...out, ...d.end()]);
+    };
+    const whole = run([reply]);
+    const last = whole[whole.length - 1] as {
+      frame: { type: string };
+      findings: unknown[];
+      request?: unknown;
+    };
+    expect(last.frame.type).toBe("simple-reply");
+    expect(last.findings).toEqual([]);
+    expect(last.request).toBeDefined();
+    expect(run(bytewise(reply))).toEqual(whole);
+    expect(run(cuts(reply, [101]))).toEqual(whole);
+  });
+
   test("which frames are decoded early does not depend on the split", () => {
     const norm = (n: number) => normal(oneSided(1000, 200, n).out);
     const base = norm(4000);
