@@ -377,3 +377,33 @@ test("a strict error in the first request after the options counts from the stre
   expect(whole).toMatchObject({ rule: "request-header-style", offset: 4 });
   expect(thrown(make, bytewise(bytes))).toEqual(whole);
 });
+
+test("capture order: the events of both sides come in the same order whatever the split", () => {
+  // The server's replies arrive before the client's options (a capture can show them so): each reply
+  // decodes right after the option it answers, whether the options come in one chunk or byte by byte.
+  const s2c = fromHex(
+    "4e42444d41474943" + "49484156454f5054" + "0003" +
+      "0003e889045565a9" + "00000008" + "00000001" + "00000000" +
+      "0003e889045565a9" + "00000003" + "00000001" + "00000000",
+  );
+  const c2s = fromHex(
+    "00000003" + "49484156454f5054" + "00000008" + "00000000" + "49484156454f5054" + "00000003" + "00000000",
+  );
+  const run = (parts: Uint8Array[]) => {
+    const d = new ConversationDecoder();
+    const out = [...d.push("s2c", s2c)];
+    for (const p of parts) out.push(...d.push("c2s", p));
+    return [...out, ...d.end()];
+  };
+  const whole = run([c2s]);
+  expect(whole.map((e) => `${e.direction} ${e.event === "frame" ? e.frame.type : e.notice}`)).toEqual([
+    "s2c newstyle-greeting",
+    "c2s client-flags",
+    "c2s option-request",
+    "s2c option-reply",
+    "c2s option-request",
+    "s2c option-reply",
+  ]);
+  expect(normal(run(bytewise(c2s)))).toEqual(normal(whole));
+  expect(normal(run(cuts(c2s, [10])))).toEqual(normal(whole));
+});
