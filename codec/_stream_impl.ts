@@ -534,6 +534,10 @@ function rebase(findings: readonly Finding[], base: number, at: number): readonl
   return findings.map((f) => ({ ...f, offset: at + (f.offset - base) }));
 }
 
+function isReplyMagic(first: number): boolean {
+  return first === Magic.SIMPLE_REPLY || first === Magic.STRUCTURED_REPLY || first === Magic.EXTENDED_REPLY;
+}
+
 function merge(a: readonly Finding[], b: readonly Finding[]): readonly Finding[] {
   if (b.length === 0) return a;
   if (a.length === 0) return b;
@@ -809,7 +813,16 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const q = this.queue;
     const s = this.session;
     const pending = s.options[0];
-    if (pending === undefined && this.waitForClient && !force) return BLOCKED;
+    if (pending === undefined && this.waitForClient && !force) {
+      // A reply magic with no option pending: the handshake ended, whatever the client sends next (its
+      // next option would be answered with an option reply). Decided without the client side, so that it
+      // never depends on whether the server side had to be decoded without it (the buffer limit).
+      if (q.length >= 8 && !s.tlsStarted && isReplyMagic(this.u32At(0))) {
+        this.phase = "transmission";
+        return this.stepTransmission(force);
+      }
+      return BLOCKED;
+    }
     if (q.length < 8) return this.needBytes(8);
     if (pending?.option === Option.EXPORT_NAME) {
       // EXPORT_NAME is answered without an option reply; a reply magic here (an export of exactly
@@ -824,10 +837,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         q.clear();
         return this.emit(this.notice("tls", at, 0, NO_FINDINGS));
       }
-      if (
-        pending === undefined && (first === Magic.SIMPLE_REPLY || first === Magic.STRUCTURED_REPLY ||
-          first === Magic.EXTENDED_REPLY)
-      ) {
+      if (pending === undefined && isReplyMagic(first)) {
         this.phase = "transmission";
         return this.stepTransmission(force);
       }

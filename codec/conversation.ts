@@ -58,8 +58,11 @@ export class ConversationDecoder {
   readonly #s2c: ServerDecoderImpl;
   readonly #maxBuffered: number;
   readonly #strict: boolean;
-  /** Server frames are being decoded without the client side because of the buffer limit. */
-  #oneSided = false;
+  /**
+   * Stream offset in s2c where the last event decoded without the client side (because of the buffer
+   * limit) ended; -1 before any. A forced event starting there continues the same run.
+   */
+  #forcedEnd = -1;
   #done = false;
 
   /**
@@ -112,7 +115,7 @@ export class ConversationDecoder {
     // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
     // to decode on either side, so no pumping.
     if (dec.incomplete()) return [];
-    const out = this.#pump(dec === this.#s2c);
+    const out = this.#pump(dec);
     if (this.#s2c.queue.length > this.#maxBuffered) this.#overLimit(out);
     return out;
   }
@@ -130,8 +133,8 @@ export class ConversationDecoder {
     const s2c = this.#s2c;
     while (s2c.queue.length > this.#maxBuffered) {
       let f: Finding | undefined;
-      if (!this.#oneSided) {
-        const at = s2c.position;
+      const at = s2c.position;
+      if (at !== this.#forcedEnd) {
         f = {
           code: "limit-exceeded",
           offset: at,
@@ -145,12 +148,12 @@ export class ConversationDecoder {
       const s = s2c.step(true);
       if (s.step !== "event") break;
       const e = s.event as ConversationEvent;
-      if (f !== undefined) {
-        this.#oneSided = true;
-        (e as { findings: readonly Finding[] }).findings = [f, ...e.findings];
-      }
+      if (f !== undefined) (e as { findings: readonly Finding[] }).findings = [f, ...e.findings];
+      this.#forcedEnd = s2c.position;
       out.push(e);
-      for (const x of this.#pump()) out.push(x);
+      // What the forced event made decodable on the client side, then the server side as after a push.
+      for (const x of this.#pump(this.#c2s)) out.push(x);
+      for (const x of this.#pump(s2c)) out.push(x);
     }
   }
 
@@ -167,7 +170,7 @@ export class ConversationDecoder {
    */
   gap(direction: Direction, length: number): ConversationEvent[] {
     const dec = direction === "c2s" ? this.#c2s : this.#s2c;
-    const out = this.#pump();
+    const out = this.#pump(dec);
     const ev = dec.abandon(length);
     if (ev !== undefined) out.push(ev as ConversationEvent);
     return out;
@@ -190,8 +193,7 @@ export class ConversationDecoder {
     // No more bytes of either side will come: a server frame that waits for the client is decoded without
     // it when the client side can go no further, and what it teaches (an unsolicited STARTTLS ACK, say) is
     // applied to the client's last bytes, as decodeConversation does with the same bytes.
-    const out = this.#pump();
-    for (const e of this.#pumpCausal()) out.push(e);
+    const out = this.#pumpCausal();
     for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
     for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
     this.#done = true;
@@ -199,30 +201,25 @@ export class ConversationDecoder {
   }
 
   /**
-   * Decodes what can be decoded, in capture order: the client side first, then the server side, again after
-   * each server event (an option reply can change how the client side decodes). `serverFirst`: only server
-   * bytes arrived since the last pump, which left the client side with nothing to decode (every pump ends
-   * so). A side with no bytes buffered has nothing to decode (before end()), so it is not stepped.
+   * Decodes what can be decoded, in capture order, after bytes of `pushed` arrived: one event of that side,
+   * then every event of the other side that it made decodable (an option request lets its replies decode, an
+   * option reply can change how the client side decodes), then the next event of that side. The other side
+   * decodes nothing more before (every pump ends with both sides stuck), so the order of the events is the
+   * one the bytes would give arriving one at a time, whatever the split. A side with no bytes buffered has
+   * nothing to decode (before end()), so it is not stepped.
    */
-  #pump(serverFirst = false): ConversationEvent[] {
+  #pump(pushed: DirectionDecoder): ConversationEvent[] {
     const out: ConversationEvent[] = [];
-    const c2s = this.#c2s;
-    const s2c = this.#s2c;
-    let skipClient = serverFirst;
-    for (;;) {
-      if (skipClient) skipClient = false;
-      else {
-        while (c2s.queue.length > 0) {
-          const c = c2s.step(false);
-          if (c.step !== "event") break;
-          out.push(c.event as ConversationEvent);
-        }
+    const other = pushed === this.#c2s ? this.#s2c : this.#c2s;
+    while (pushed.queue.length > 0) {
+      const p = pushed.step(false);
+      if (p.step !== "event") break;
+      out.push(p.event as ConversationEvent);
+      while (other.queue.length > 0) {
+        const o = other.step(false);
+        if (o.step !== "event") break;
+        out.push(o.event as ConversationEvent);
       }
-      if (s2c.queue.length === 0) break;
-      const s = s2c.step(false);
-      if (s.step !== "event") break;
-      this.#oneSided = false;
-      out.push(s.event as ConversationEvent);
     }
     return out;
   }

@@ -291,6 +291,53 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
       );
   });
 
+  test("a new run of frames decoded without the client, after it caught up, is reported again", () => {
+    const d = new ConversationDecoder({ maxBufferedBytes: 100, state: { structuredReplies: true } });
+    const out: ConversationEvent[] = [];
+    out.push(...d.push("s2c", greeting), ...d.push("c2s", flagsAndGo), ...d.push("s2c", goAck));
+    for (let i = 1; i <= 10; i++) out.push(...d.push("s2c", none(i)));
+    const read = fromHex("25609513" + "0000" + "0000" + "000000000000000b" + "0000000000000000" + "00000000");
+    out.push(...d.push("c2s", read), ...d.push("s2c", none(11)));
+    for (let i = 12; i <= 21; i++) out.push(...d.push("s2c", none(i)));
+    out.push(...d.end());
+    const marked = out.filter((e) => e.findings.some((f) => f.rule === "buffer-limit-one-sided"));
+    expect(marked.map((e) => e.event === "frame" && e.frameOffset)).toEqual([38, 38 + 11 * 20]);
+    const matched = out.find((e) => e.event === "frame" && e.frameOffset === 38 + 10 * 20);
+    expect(matched?.event === "frame" && matched.request?.cookie).toBe(11n);
+  });
+
+  test("the end of the handshake is seen without the client, so the limit does not change the findings", () => {
+    // Found by the split-invariance property: with no option pending, the server side waited for the
+    // client's next option even when its bytes were a reply; over the limit it was decoded without the
+    // client, with a finding in one split and none in another.
+    const unknownOption = fromHex("00000001" + "49484156454f5054" + "01000007" + "00000000");
+    const unsupported = fromHex("0003e889045565a9" + "01000007" + "80000001" + "00000000");
+    const read = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00000200");
+    const reply = fromHex("67446698" + "00000000" + "0000000000000001" + "5a".repeat(512));
+    const run = (parts: Uint8Array[]) => {
+      const d = new ConversationDecoder({ maxBufferedBytes: 100, payloadViews: true });
+      const out = [
+        ...d.push("s2c", greeting),
+        ...d.push("c2s", unknownOption),
+        ...d.push("s2c", unsupported),
+      ];
+      out.push(...d.push("c2s", read));
+      for (const p of parts) out.push(...d.push("s2c", p));
+      return normal([...out, ...d.end()]);
+    };
+    const whole = run([reply]);
+    const last = whole[whole.length - 1] as {
+      frame: { type: string };
+      findings: unknown[];
+      request?: unknown;
+    };
+    expect(last.frame.type).toBe("simple-reply");
+    expect(last.findings).toEqual([]);
+    expect(last.request).toBeDefined();
+    expect(run(bytewise(reply))).toEqual(whole);
+    expect(run(cuts(reply, [101]))).toEqual(whole);
+  });
+
   test("which frames are decoded early does not depend on the split", () => {
     const norm = (n: number) => normal(oneSided(1000, 200, n).out);
     const base = norm(4000);
@@ -329,4 +376,34 @@ test("a strict error in the first request after the options counts from the stre
   const whole = thrown(make, [bytes]);
   expect(whole).toMatchObject({ rule: "request-header-style", offset: 4 });
   expect(thrown(make, bytewise(bytes))).toEqual(whole);
+});
+
+test("capture order: the events of both sides come in the same order whatever the split", () => {
+  // The server's replies arrive before the client's options (a capture can show them so): each reply
+  // decodes right after the option it answers, whether the options come in one chunk or byte by byte.
+  const s2c = fromHex(
+    "4e42444d41474943" + "49484156454f5054" + "0003" +
+      "0003e889045565a9" + "00000008" + "00000001" + "00000000" +
+      "0003e889045565a9" + "00000003" + "00000001" + "00000000",
+  );
+  const c2s = fromHex(
+    "00000003" + "49484156454f5054" + "00000008" + "00000000" + "49484156454f5054" + "00000003" + "00000000",
+  );
+  const run = (parts: Uint8Array[]) => {
+    const d = new ConversationDecoder();
+    const out = [...d.push("s2c", s2c)];
+    for (const p of parts) out.push(...d.push("c2s", p));
+    return [...out, ...d.end()];
+  };
+  const whole = run([c2s]);
+  expect(whole.map((e) => `${e.direction} ${e.event === "frame" ? e.frame.type : e.notice}`)).toEqual([
+    "s2c newstyle-greeting",
+    "c2s client-flags",
+    "c2s option-request",
+    "s2c option-reply",
+    "c2s option-request",
+    "s2c option-reply",
+  ]);
+  expect(normal(run(bytewise(c2s)))).toEqual(normal(whole));
+  expect(normal(run(cuts(c2s, [10])))).toEqual(normal(whole));
 });
