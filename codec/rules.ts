@@ -11,8 +11,8 @@
  * of master; `ext` marks clauses found only there). Clauses about the capture formats, TCP/IP and our own limits
  * are described in our words (levels `FORMAT`, `TRACE`, `LIMIT`), not quoted.
  *
- * Not in the catalogue, on purpose: bits the spec tells the receiver to ignore (see {@link IGNORED_BITS}).
- * Those are kept in the decoded frame and shown by the formatters, never reported.
+ * Not in the catalogue, on purpose: bits and values the spec tells the receiver to ignore (see
+ * {@link IGNORED_BY_RECEIVER}). Those are kept in the decoded frame and shown by the formatters, never reported.
  *
  * @module
  */
@@ -1241,16 +1241,16 @@ export function isRuleId(value: string): value is RuleId {
 }
 
 /**
- * A field whose unknown bits the spec tells the receiver to ignore: such bits are kept in the decoded frame
- * (and named as hex by `flagNames`), never reported, in strict mode as in lenient.
+ * A field whose unknown bits or values the spec tells the receiver to ignore: they are kept in the decoded
+ * frame (unknown flags named as hex by `flagNames`), never reported, in strict mode as in lenient.
  *
  * @example
  * ```ts
- * import { IGNORED_BITS } from "@nbd/codec";
- * console.log(IGNORED_BITS.map((x) => x.field).includes("reply flags")); // true
+ * import { IGNORED_BY_RECEIVER } from "@nbd/codec";
+ * console.log(IGNORED_BY_RECEIVER.map((x) => x.field).includes("reply flags")); // true
  * ```
  */
-export interface IgnoredBits {
+export interface IgnoredField {
   /** The field, as the spec names it. */
   readonly field: string;
   /** The clause telling the receiver to ignore unknown bits. */
@@ -1258,15 +1258,15 @@ export interface IgnoredBits {
 }
 
 /**
- * The fields whose unknown bits are not violations, with the clause that says so.
+ * The fields whose unknown bits or values are not violations, with the clause that says so.
  *
  * @example
  * ```ts
- * import { IGNORED_BITS } from "@nbd/codec";
- * for (const x of IGNORED_BITS) console.log(x.field, "-", x.clause.quote);
+ * import { IGNORED_BY_RECEIVER } from "@nbd/codec";
+ * for (const x of IGNORED_BY_RECEIVER) console.log(x.field, "-", x.clause.quote);
  * ```
  */
-export const IGNORED_BITS: readonly IgnoredBits[] = Object.freeze([
+export const IGNORED_BY_RECEIVER: readonly IgnoredField[] = Object.freeze([
   {
     field: "handshake flags",
     clause: {
@@ -1305,6 +1305,28 @@ export const IGNORED_BITS: readonly IgnoredBits[] = Object.freeze([
       section: S.optionTypes,
       quote:
         "The metadata context ID in these replies is reserved and SHOULD be set to zero; clients MUST disregard it.",
+    },
+  },
+  {
+    field: "information requests a server does not understand (NBD_OPT_INFO, NBD_OPT_GO)",
+    clause: {
+      section: "Option types",
+      quote: "The server MUST ignore any information requests it does not understand.",
+    },
+  },
+  {
+    field: "metadata context queries of an unknown namespace",
+    clause: {
+      section: "Option types",
+      quote: "the server MUST ignore query strings belonging to an unknown namespace",
+    },
+  },
+  {
+    field: "data sent with NBD_OPT_ABORT",
+    clause: {
+      section: "Option types",
+      quote:
+        "a server SHOULD ignore any data sent by the client rather than rejecting the request as invalid",
     },
   },
   {

@@ -8,7 +8,7 @@ import {
   decodeOptionReply,
   decodeReplyChunk,
   flagNames,
-  IGNORED_BITS,
+  IGNORED_BY_RECEIVER,
   isRuleId,
   RULES,
 } from "../mod.ts";
@@ -150,11 +150,11 @@ describe("the rule catalogue", () => {
   });
 });
 
-describe("unknown bits the receiver must ignore are kept and shown, never reported (IGNORED_BITS)", () => {
+describe("unknown bits the receiver must ignore are kept and shown, never reported (IGNORED_BY_RECEIVER)", () => {
   test("the list names the fields", () => {
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("reply flags");
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("handshake flags");
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("transmission flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("reply flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("handshake flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("transmission flags");
   });
 
   test("decodeGreeting() keeps handshake flag bit 15 in strict mode", () => {
