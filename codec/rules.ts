@@ -304,6 +304,33 @@ export const RULES = {
     lenient: "finding",
   },
 
+  "transmission-df-unnegotiated": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "MUST leave this flag clear if neither structured replies nor extended headers have been negotiated",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "transmission-block-status-payload-unnegotiated": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "Servers MUST NOT advertise this bit unless the client successfully negotiates extended headers via `NBD_OPT_EXTENDED_HEADERS`",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+
   // ---- option requests ----------------------------------------------------------------------------------
   "option-no-data": {
     code: "bad-length",
