@@ -142,6 +142,9 @@ function magicMismatch(offset: number, what: string, found: bigint, expected: bi
 
 /**
  * Decodes the server's greeting, oldstyle (152 bytes) or newstyle (18 bytes), told apart by bytes 8-15.
+ * Unknown handshake and transmission flags are kept, not reported (the client SHOULD ignore them). Rules
+ * reported: `oldstyle-handshake-flags`, `oldstyle-zeroes`, `oldstyle-transmission-df`,
+ * `oldstyle-transmission-block-status-payload`, and the transmission flag rules (see `RULES`).
  *
  * @example
  * ```ts

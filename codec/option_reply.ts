@@ -169,7 +169,8 @@ function isPowerOfTwo(v: number): boolean {
  * Decodes an option reply. The data length is checked against `maxPayloadLength` before waiting for the
  * data. Unknown reply types are kept raw; unknown types with bit 31 set decode as errors with a message.
  *
- * Rules reported (thrown in strict mode): `option-reply-echo` (with `pendingOption`),
+ * Rules reported (thrown in strict mode; all in `RULES`): `option-reply-echo` (with `pendingOption`),
+ * `option-reply-export-name`, `option-reply-type-for-option`, the negotiated-flag rules (with `negotiated`),
  * `option-reply-ack-length`, `option-reply-server-length`, `option-reply-server-name-length`,
  * `option-reply-info-length`, `info-export-length`, the transmission flag rules, `info-block-size-length`,
  * `info-block-size-minimum`, `info-block-size-preferred`, `info-block-size-maximum`,
