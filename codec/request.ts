@@ -95,6 +95,12 @@ export interface RequestDecodeOptions extends DecodeOptions {
    * (`unexpected-frame`, rule `request-header-style`): the two styles are never mixed on one connection.
    */
   readonly extendedHeaders?: boolean;
+  /**
+   * The server's transmission flags, when known: a command or command flag they do not expose (FLUSH,
+   * TRIM, WRITE_ZEROES; FUA, DF, FAST_ZERO; BLOCK_STATUS's payload form) is then reported (rules
+   * `command-unadvertised`, `command-flag-unadvertised`, `block-status-payload-unadvertised`).
+   */
+  readonly transmissionFlags?: number;
 }
 
 /**
@@ -387,7 +393,7 @@ export function decodeRequestHeader(
   const payloadLength = payloadLengthOf(dv, p, at, extended, flags, command, options);
   const r = reporterFor(options);
   // The header rules, always: testing plainHeader() first saved nothing measurable here (bench/request_plain.ts).
-  checkHeader(dv, p, at, extended, flags, command, r, options?.extendedHeaders);
+  checkHeader(dv, p, at, extended, flags, command, r, options?.extendedHeaders, options?.transmissionFlags);
   return {
     done: true,
     frame: {
@@ -436,7 +442,7 @@ export function decodeRequest(bytes: Uint8Array, options?: RequestDecodeOptions)
   if (avail < total) return needMore(total - avail);
   const r = reporterFor(options);
   // The header rules, always: testing plainHeader() first saved nothing measurable here (bench/request_plain.ts).
-  checkHeader(dv, p, at, extended, flags, command, r, options?.extendedHeaders);
+  checkHeader(dv, p, at, extended, flags, command, r, options?.extendedHeaders, options?.transmissionFlags);
   const cookie = dv.getBigUint64(p + 8);
   const offset = dv.getBigUint64(p + 16);
   const length = extended ? dv.getBigUint64(p + 24) : BigInt(dv.getUint32(p + 24));

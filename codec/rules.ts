@@ -629,6 +629,71 @@ export const RULES = {
     strict: "throw",
     lenient: "finding",
   },
+  "command-unadvertised": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [
+      {
+        section: "Transmission flags",
+        quote:
+          "The client MUST NOT use a feature documented as 'exposed' by a flag unless that flag was set.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a flush request unless `NBD_FLAG_SEND_FLUSH` was set in the transmission flags field.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a trim request unless `NBD_FLAG_SEND_TRIM` was set in the transmission flags field.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a write zeroes request unless `NBD_FLAG_SEND_WRITE_ZEROES` was set in the transmission flags field.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "command-flag-unadvertised": {
+    code: "reserved-bits",
+    level: "MUST",
+    scope: "frame",
+    clauses: [
+      {
+        section: "Command flags",
+        quote: "This flag is valid for all commands, provided `NBD_FLAG_SEND_FUA` has been negotiated",
+      },
+      {
+        section: "Transmission flags",
+        quote:
+          "Clients MUST NOT set the `NBD_CMD_FLAG_DF` request flag unless this transmission flag is set.",
+      },
+      {
+        section: "Transmission flags",
+        quote:
+          "Clients MUST NOT set the `NBD_CMD_FLAG_FAST_ZERO` request flag unless this transmission flag is set.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-payload-unadvertised": {
+    code: "reserved-bits",
+    level: "SHOULD",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "clients SHOULD NOT set the `NBD_CMD_FLAG_PAYLOAD_LEN` flag for `NBD_CMD_BLOCK_STATUS` unless this transmission flag is set.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
   "compact-payload-len": {
     code: "reserved-bits",
     level: "MUST",
