@@ -417,6 +417,45 @@ export const RULES = {
     lenient: "finding",
   },
 
+  "export-name-after-extended-headers": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote: "Once extended headers are successfully requested, a client MUST NOT use `NBD_OPT_EXPORT_NAME`.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "set-meta-context-unnegotiated": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote:
+        "This option MUST NOT be requested unless structured replies or extended headers have been negotiated first.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "list-meta-context-unnegotiated": {
+    code: "unexpected-frame",
+    level: "SHOULD",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote:
+        "This option SHOULD NOT be requested unless structured replies or extended headers have been negotiated first.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+
   // ---- option replies -----------------------------------------------------------------------------------
   "option-reply-echo": {
     code: "unexpected-frame",
