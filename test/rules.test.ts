@@ -13,6 +13,7 @@ import {
   RULES,
 } from "../mod.ts";
 import { renderRulesDoc } from "../scripts/rules-table.ts";
+import { Reporter } from "../codec/_report.ts";
 import { fromHex, loadVectorFiles } from "./_harness.ts";
 import { ruleSites } from "./_rule_sites.ts";
 
@@ -147,6 +148,17 @@ describe("the rule catalogue", () => {
       }
     }
     expect(bad).toEqual([]);
+  });
+});
+
+describe("decoders follow the catalogue", () => {
+  test("a lenient Reporter records a rule whose lenient action is `finding`, and throws one whose action is `throw`", () => {
+    const r = new Reporter(false);
+    r.report("reserved-bits", 4, "command-flags-reserved", "m");
+    expect(r.list().map((f) => f.rule)).toEqual(["command-flags-reserved"]);
+    expect(RULES["max-payload-length"].lenient).toBe("throw");
+    expect(() => r.report("limit-exceeded", 16, "max-payload-length", "m")).toThrow("m");
+    expect(r.list().length).toBe(1);
   });
 });
 
