@@ -1461,6 +1461,14 @@ export const IGNORED_BY_RECEIVER: readonly IgnoredField[] = Object.freeze([
     },
   },
   {
+    field: "error values (simple replies and error chunks)",
+    clause: {
+      section: "Error values",
+      quote:
+        "The client SHOULD treat an unexpected error value as if it had been `NBD_EINVAL`, rather than disconnecting from the server.",
+    },
+  },
+  {
     field: "information types in NBD_REP_INFO",
     clause: {
       section: S.optionTypes,
