@@ -23,7 +23,9 @@ for (const [id, rule] of Object.entries(RULES)) {
   const level: string = rule.level;
   if (level === "MUST" || level === "SHOULD") { for (const c of rule.clauses) clauses.push([id, c]); }
 }
-for (const x of IGNORED_BY_RECEIVER) if (!x.clause.section.includes("proposal")) clauses.push([x.field, x.clause]);
+for (const x of IGNORED_BY_RECEIVER) {
+  if (!x.clause.section.includes("proposal")) clauses.push([x.field, x.clause]);
+}
 
 let bad = 0;
 for (const [id, c] of clauses) {
