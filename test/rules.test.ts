@@ -1,5 +1,5 @@
 // The rule catalogue (codec/rules.ts) against the code, the docs and the vectors.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, test } from "vitest";
 import {
@@ -23,7 +23,7 @@ import { ruleSites } from "./_rule_sites.ts";
  */
 const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   // Stream and conversation rules need the frames before this one (a request, an option, a negotiation):
-  // test/stream_vectors.test.ts and test/conversation.test.ts break them with byte streams.
+  // test/rules_streams.test.ts and test/conversation.test.ts break them with byte streams.
   "export-name-option-reply": "needs the pending option (NBD_OPT_EXPORT_NAME) sent earlier in the stream",
   "option-reply-unsolicited": "needs the stream to have no option pending",
   "reply-unknown-cookie": "needs the requests sent earlier in the stream",
@@ -37,7 +37,7 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "capture-gap": "bytes missing from a capture, between frames",
   "max-buffered-bytes": "a limit of the stream decoders' buffer, not of one frame",
   // Capture and TCP/IP rules are about pcap/pcapng files and IP packets, not NBD frames: test/capture.test.ts
-  // and test/tcp.test.ts break them with hand-built files and packets.
+  // and test/tcp.test.ts break them with hand-built files and packets (some by code only: NOT_NAMED_BY_A_TEST).
   "capture-magic": "a capture file rule",
   "capture-max-record-length": "a capture reader limit",
   "capture-truncated": "a capture file rule",
@@ -62,6 +62,28 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "tcp-out-of-window": "a TCP reassembly rule (sequence numbers across segments)",
   "tcp-retransmission-mismatch": "a TCP reassembly rule (two copies of the same bytes)",
 };
+
+/**
+ * Rules of NO_FRAME_VECTOR that no test names yet (their decoders' tests check the error code or the event,
+ * not the rule id): a known gap, kept short by the test below, which fails for any rule not listed here.
+ */
+const NOT_NAMED_BY_A_TEST: ReadonlySet<string> = new Set([
+  "frame-length",
+  "capture-gap",
+  "max-buffered-bytes",
+  "capture-magic",
+  "capture-max-record-length",
+  "pcapng-byte-order-magic",
+  "pcapng-block-length",
+  "pcapng-block-trailer",
+  "pcapng-version",
+  "pcapng-captured-length",
+  "pcapng-first-block",
+  "pcapng-interface-id",
+  "pcapng-option-length",
+  "ipv4-total-length",
+  "ipv6-payload-length",
+]);
 
 const sites = ruleSites();
 
@@ -137,6 +159,18 @@ describe("the rule catalogue", () => {
       expect(isRuleId(id), id).toBe(true);
       expect(broken.has(id), `${id} has a vector now: drop its exception`).toBe(false);
     }
+  });
+
+  test("every rule without a vector is named by another test file, but the listed gaps", () => {
+    const dir = fileURLToPath(new URL("./", import.meta.url));
+    const texts = readdirSync(dir)
+      .filter((f) => f.endsWith(".test.ts") && f !== "rules.test.ts")
+      .map((f) => readFileSync(dir + f, "utf8"));
+    // Named as a string, or as a word of a text the test compares (`finding tcp-gap ...`).
+    const named = (t: string, id: string): boolean => new RegExp(`["'\`\\s]${id}["'\`\\s]`).test(t);
+    const untested = Object.keys(NO_FRAME_VECTOR).filter((id) => !texts.some((t) => named(t, id)));
+    // A new rule without a vector must come with a test that names it; the gaps below are older.
+    expect(untested.filter((id) => !NOT_NAMED_BY_A_TEST.has(id))).toEqual([]);
   });
 
   test("every vector naming a rule names one of the catalogue", () => {
