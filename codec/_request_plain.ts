@@ -9,7 +9,7 @@
 // on Deno (bench/request_plain.ts). decodeRequest itself always runs checkHeader(): testing plainHeader()
 // first saved nothing measurable there. test/request_plain.test.ts checks, over every combination of style,
 // negotiation, command and flags, that a plain header gets no finding from checkHeader().
-import { Command, CommandFlag } from "./constants.ts";
+import { Command, CommandFlag, TransmissionFlag } from "./constants.ts";
 import type { Reporter } from "./_report.ts";
 import type { Request } from "./_request_frame.ts";
 
@@ -32,23 +32,46 @@ export const FLAGS_FOR_COMMAND: readonly number[] = [
   CommandFlag.FUA, // RESIZE
 ];
 
+/** The transmission flag that exposes each command that needs one (index = command; 0: none needed). */
+const EXPOSED_BY: readonly number[] = [
+  0, // READ
+  0, // WRITE
+  0, // DISC
+  TransmissionFlag.SEND_FLUSH, // FLUSH
+  TransmissionFlag.SEND_TRIM, // TRIM
+  0, // CACHE (SEND_CACHE only "documents" it: servers support it without the bit)
+  TransmissionFlag.SEND_WRITE_ZEROES, // WRITE_ZEROES
+  0, // BLOCK_STATUS (negotiated with NBD_OPT_SET_META_CONTEXT)
+  0, // RESIZE
+];
+
+/** The transmission flags that expose the command flags set in `flags` (FUA, DF, FAST_ZERO). */
+function flagsExposedBy(flags: number): number {
+  return ((flags & CommandFlag.FUA) !== 0 ? TransmissionFlag.SEND_FUA : 0) |
+    ((flags & CommandFlag.DF) !== 0 ? TransmissionFlag.SEND_DF : 0) |
+    ((flags & CommandFlag.FAST_ZERO) !== 0 ? TransmissionFlag.SEND_FAST_ZERO : 0);
+}
+
 /**
  * The fast path (mirrors {@link checkHeader}): whether a header certainly breaks none of the header rules,
  * tested cheaply. True when the header style agrees with `ctx` (whether extended headers were negotiated,
  * when known), every flag is valid for a known command, no PAYLOAD_LEN, not an extended WRITE, not DISC or
- * FLUSH (whose offset and length checkHeader reads). Such a request has no payload but a compact WRITE's
- * data, and decodes without findings.
+ * FLUSH (whose offset and length checkHeader reads), and, when the server's transmission flags `tflags` are
+ * given, nothing they do not expose. Such a request has no payload but a compact WRITE's data, and decodes
+ * without findings. A caller that gives checkHeader() transmission flags must give them here too.
  */
 export function plainHeader(
   extended: boolean,
   flags: number,
   command: number,
   ctx: boolean | undefined,
+  tflags?: number,
 ): boolean {
   const valid = FLAGS_FOR_COMMAND[command];
   return (ctx === undefined || ctx === extended) && valid !== undefined && (flags & ~valid) === 0 &&
     (flags & CommandFlag.PAYLOAD_LEN) === 0 && command !== Command.DISC && command !== Command.FLUSH &&
-    !(extended && command === Command.WRITE);
+    !(extended && command === Command.WRITE) &&
+    (tflags === undefined || ((EXPOSED_BY[command]! | flagsExposedBy(flags)) & ~tflags) === 0);
 }
 
 /** The frame of a request without a decoded block-status payload: `data` when given, else none. */
@@ -68,8 +91,8 @@ export function plainRequest(
 
 /**
  * The general path: the header rules of a request, one by one, each reported through `r` (`ctx`: whether
- * extended headers were negotiated, when known). `dv` reads the header at `p`; `at` is its index in the
- * decoder's input, for finding offsets.
+ * extended headers were negotiated, when known; `tflags`: the server's transmission flags, when known). `dv`
+ * reads the header at `p`; `at` is its index in the decoder's input, for finding offsets.
  */
 export function checkHeader(
   dv: DataView,
@@ -80,7 +103,9 @@ export function checkHeader(
   command: number,
   r: Reporter,
   ctx: boolean | undefined,
+  tflags?: number,
 ): void {
+  if (tflags !== undefined) checkExposed(at, extended, flags, command, r, tflags);
   if (ctx !== undefined && ctx !== extended) {
     r.report(
       "unexpected-frame",
@@ -151,6 +176,55 @@ export function checkHeader(
       at + 24,
       "payload-len-zero",
       "NBD_CMD_FLAG_PAYLOAD_LEN with length 0; the length MUST then be a nonzero payload length",
+    );
+  }
+}
+
+/**
+ * The client MUST NOT use a feature exposed by a transmission flag the server did not set: the commands and
+ * command flags that need one, and (a SHOULD) BLOCK_STATUS's payload form.
+ */
+function checkExposed(
+  at: number,
+  extended: boolean,
+  flags: number,
+  command: number,
+  r: Reporter,
+  tflags: number,
+): void {
+  const forCommand = EXPOSED_BY[command] ?? 0;
+  if ((forCommand & ~tflags) !== 0) {
+    r.report(
+      "unexpected-frame",
+      at + 6,
+      "command-unadvertised",
+      `command ${command} needs transmission flag 0x${
+        forCommand.toString(16)
+      }, which the server did not set ` +
+        `(flags 0x${tflags.toString(16)}); the client MUST NOT send it then`,
+    );
+  }
+  // Only flags valid for the command: others are reported by the command-flags rule.
+  const missing = flagsExposedBy(flags & (FLAGS_FOR_COMMAND[command] ?? 0)) & ~tflags;
+  if (missing !== 0) {
+    r.report(
+      "reserved-bits",
+      at + 4,
+      "command-flag-unadvertised",
+      `command flags 0x${flags.toString(16)} need transmission flags 0x${missing.toString(16)}, which the ` +
+        `server did not set (flags 0x${tflags.toString(16)}); the client MUST NOT set them then`,
+    );
+  }
+  if (
+    extended && command === Command.BLOCK_STATUS && (flags & CommandFlag.PAYLOAD_LEN) !== 0 &&
+    (tflags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) === 0
+  ) {
+    r.report(
+      "reserved-bits",
+      at + 4,
+      "block-status-payload-unadvertised",
+      "NBD_CMD_BLOCK_STATUS with NBD_CMD_FLAG_PAYLOAD_LEN, but the server did not set " +
+        "NBD_FLAG_BLOCK_STATUS_PAYLOAD; clients SHOULD NOT use the payload form then",
     );
   }
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { checkTransmissionFlags } from "./_flags.ts";
+import { checkNegotiatedFlags, checkTransmissionFlags } from "./_flags.ts";
 import { checkTarget, checkU16, checkU32, checkU64, put16, put32, put64, u16, u32, u64 } from "./_bytes.ts";
 import { fail, needMore, Reporter, resolveOptions } from "./_report.ts";
 import { KNOWN_CLIENT_FLAGS, Magic, TransmissionFlag } from "./constants.ts";
@@ -122,6 +122,12 @@ export interface ExportNameReply {
 export interface ExportNameReplyOptions extends DecodeOptions {
   /** `true` when the server set NBD_FLAG_NO_ZEROES and the client NBD_FLAG_C_NO_ZEROES. */
   readonly noZeroes: boolean;
+  /**
+   * What the option haggling negotiated, when known: a transmission flag whose feature needs a negotiation
+   * that did not happen is then reported (rules `transmission-df-unnegotiated`,
+   * `transmission-block-status-payload-unnegotiated`).
+   */
+  readonly negotiated?: { readonly structuredReplies: boolean; readonly extendedHeaders: boolean };
 }
 
 function magicMismatch(offset: number, what: string, found: bigint, expected: bigint): never {
@@ -137,6 +143,9 @@ function magicMismatch(offset: number, what: string, found: bigint, expected: bi
 
 /**
  * Decodes the server's greeting, oldstyle (152 bytes) or newstyle (18 bytes), told apart by bytes 8-15.
+ * Unknown handshake and transmission flags are kept, not reported (the client SHOULD ignore them). Rules
+ * reported: `oldstyle-handshake-flags`, `oldstyle-zeroes`, `oldstyle-transmission-df`,
+ * `oldstyle-transmission-block-status-payload`, and the transmission flag rules (see `RULES`).
  *
  * @example
  * ```ts
@@ -158,7 +167,7 @@ export function decodeGreeting(bytes: Uint8Array, options?: DecodeOptions): Deco
   if (m2 === Magic.IHAVEOPT) {
     if (avail < NEWSTYLE_LENGTH) return needMore(NEWSTYLE_LENGTH - avail);
     // Unknown handshake flags are kept, not reported: "The client SHOULD ignore any handshake flags it does
-    // not recognize" (spec, Newstyle negotiation; see IGNORED_BITS in rules.ts).
+    // not recognize" (spec, Newstyle negotiation; see IGNORED_BY_RECEIVER in rules.ts).
     const handshakeFlags = u16(bytes, at + 16);
     return {
       done: true,
@@ -428,6 +437,9 @@ export function decodeExportNameReply(
   const size = u64(bytes, at);
   const transmissionFlags = u16(bytes, at + 8);
   checkTransmissionFlags(transmissionFlags, at + 8, r);
+  if (options.negotiated !== undefined) {
+    checkNegotiatedFlags(transmissionFlags, at + 8, r, options.negotiated);
+  }
   if ((transmissionFlags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) !== 0) {
     r.report(
       "bad-value",

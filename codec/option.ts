@@ -87,14 +87,66 @@ function raw(b: Uint8Array, start: number, end: number): OptionData {
 }
 
 /**
+ * Decoding options for an option request.
+ *
+ * @example
+ * ```ts
+ * import type { OptionRequestDecodeOptions } from "@nbd/codec";
+ * const o: OptionRequestDecodeOptions = { negotiated: { structuredReplies: true, extendedHeaders: false } };
+ * console.log(o.negotiated?.structuredReplies); // true
+ * ```
+ */
+export interface OptionRequestDecodeOptions extends DecodeOptions {
+  /**
+   * What the option haggling negotiated before this option, when known: an option that needs (or forbids)
+   * a negotiation is then reported (rules `export-name-after-extended-headers`,
+   * `set-meta-context-unnegotiated`, `list-meta-context-unnegotiated`).
+   */
+  readonly negotiated?: { readonly structuredReplies: boolean; readonly extendedHeaders: boolean };
+}
+
+/** The options that need, or are forbidden by, an earlier negotiation. */
+function checkNegotiated(
+  option: number,
+  at: number,
+  r: Reporter,
+  n: { readonly structuredReplies: boolean; readonly extendedHeaders: boolean },
+): void {
+  if (option === Option.EXPORT_NAME && n.extendedHeaders) {
+    r.report(
+      "unexpected-frame",
+      at + 8,
+      "export-name-after-extended-headers",
+      "NBD_OPT_EXPORT_NAME after extended headers were negotiated; the client MUST NOT use it then",
+    );
+  } else if (option === Option.SET_META_CONTEXT && !n.structuredReplies && !n.extendedHeaders) {
+    r.report(
+      "unexpected-frame",
+      at + 8,
+      "set-meta-context-unnegotiated",
+      "NBD_OPT_SET_META_CONTEXT before structured replies or extended headers were negotiated; it MUST NOT be",
+    );
+  } else if (option === Option.LIST_META_CONTEXT && !n.structuredReplies && !n.extendedHeaders) {
+    r.report(
+      "unexpected-frame",
+      at + 8,
+      "list-meta-context-unnegotiated",
+      "NBD_OPT_LIST_META_CONTEXT before structured replies or extended headers were negotiated; it SHOULD NOT be",
+    );
+  }
+}
+
+/**
  * Decodes an option request. The data length is checked against `maxPayloadLength` before waiting for the
  * data. Unknown options (and the withdrawn `NBD_OPT_PEEK_EXPORT` when it carries data) are kept with their
  * raw data; a server answers them with `NBD_REP_ERR_UNSUP`, so they are not a violation.
  *
- * Rules reported (thrown in strict mode): `option-no-data` (data on LIST, STARTTLS, STRUCTURED_REPLY or
- * EXTENDED_HEADERS; ABORT's data is tolerated), `option-info-length`, `option-info-name-length`,
- * `option-info-duplicate`, `option-meta-context-length`, `option-meta-context-name-length`,
- * `option-meta-context-query-length`, `meta-context-query-namespace`, and the string rules.
+ * Rules reported (thrown in strict mode; all in `RULES`): `option-no-data` (data on LIST, STARTTLS,
+ * STRUCTURED_REPLY or EXTENDED_HEADERS; ABORT's data is tolerated), `option-info-length`,
+ * `option-info-name-length`, `option-info-duplicate`, `option-meta-context-length`,
+ * `option-meta-context-name-length`, `option-meta-context-query-length`, `meta-context-query-namespace`, the
+ * string rules, and given `negotiated`: `export-name-after-extended-headers`, `set-meta-context-unnegotiated`,
+ * `list-meta-context-unnegotiated`.
  *
  * @example
  * ```ts
@@ -104,7 +156,10 @@ function raw(b: Uint8Array, start: number, end: number): OptionData {
  * if (r.done && r.frame.data.kind === "info-request") console.log(r.frame.data.info); // [ 3 ]
  * ```
  */
-export function decodeOptionRequest(bytes: Uint8Array, options?: DecodeOptions): Decoded<OptionRequest> {
+export function decodeOptionRequest(
+  bytes: Uint8Array,
+  options?: OptionRequestDecodeOptions,
+): Decoded<OptionRequest> {
   const o = resolveOptions(options, bytes);
   const at = o.offset;
   const avail = bytes.length - at;
@@ -126,6 +181,8 @@ export function decodeOptionRequest(bytes: Uint8Array, options?: DecodeOptions):
   checkLimit(length, o.maxPayloadLength, at + 12, "option request");
   if (avail < HEADER + length) return needMore(HEADER + length - avail);
   const r = new Reporter(o.strict);
+  const negotiated = options?.negotiated;
+  if (negotiated !== undefined) checkNegotiated(option, at, r, negotiated);
   const data = decodeData(bytes, at, option, length, r, o.maxStringLength);
   return {
     done: true,

@@ -22,7 +22,7 @@ import {
   u64,
   writeString,
 } from "./_bytes.ts";
-import { checkTransmissionFlags } from "./_flags.ts";
+import { checkNegotiatedFlags, checkTransmissionFlags } from "./_flags.ts";
 import { checkLimit, fail, needMore, Reporter, resolveOptions } from "./_report.ts";
 import { Info, Magic, nameOf, Option, OptionReply } from "./constants.ts";
 import type { Decoded, DecodeOptions } from "./types.ts";
@@ -132,6 +132,12 @@ export interface OptionReplyDecodeOptions extends DecodeOptions {
    * `unexpected-frame` (rule `option-reply-echo`): the server MUST echo the option it answers.
    */
   readonly pendingOption?: number;
+  /**
+   * What the option haggling negotiated, when known: a transmission flag whose feature needs a negotiation
+   * that did not happen is then reported (rules `transmission-df-unnegotiated`,
+   * `transmission-block-status-payload-unnegotiated`).
+   */
+  readonly negotiated?: { readonly structuredReplies: boolean; readonly extendedHeaders: boolean };
 }
 
 /**
@@ -164,7 +170,8 @@ function isPowerOfTwo(v: number): boolean {
  * Decodes an option reply. The data length is checked against `maxPayloadLength` before waiting for the
  * data. Unknown reply types are kept raw; unknown types with bit 31 set decode as errors with a message.
  *
- * Rules reported (thrown in strict mode): `option-reply-echo` (with `pendingOption`),
+ * Rules reported (thrown in strict mode; all in `RULES`): `option-reply-echo` (with `pendingOption`),
+ * `option-reply-export-name`, `option-reply-type-for-option`, the negotiated-flag rules (with `negotiated`),
  * `option-reply-ack-length`, `option-reply-server-length`, `option-reply-server-name-length`,
  * `option-reply-info-length`, `info-export-length`, the transmission flag rules, `info-block-size-length`,
  * `info-block-size-minimum`, `info-block-size-preferred`, `info-block-size-maximum`,
@@ -218,6 +225,10 @@ export function decodeOptionReply(
   }
   replyForOption(option, reply, at, r);
   const data = decodeData(bytes, at, reply, length, r, o.maxStringLength);
+  const negotiated = options?.negotiated;
+  if (negotiated !== undefined && data.kind === "info" && data.info.kind === "export") {
+    checkNegotiatedFlags(data.info.transmissionFlags, at + HEADER + 10, r, negotiated);
+  }
   return {
     done: true,
     frame: { type: "option-reply", option, reply, data },
@@ -451,7 +462,7 @@ function decodeInfo(
         );
         return undefined;
       }
-      // Unknown bits are kept, not reported: the proposal tells clients to ignore them (IGNORED_BITS).
+      // Unknown bits are kept, not reported: the proposal tells clients to ignore them (IGNORED_BY_RECEIVER).
       const flags = u16(b, start + 2);
       return { kind: "init-flags", info: Info.INIT_FLAGS, flags };
     }

@@ -562,7 +562,7 @@ function decodedChunk(
 
 /**
  * The header rules of a reply chunk: the header style. Unknown reply flags are kept, not reported: "Clients
- * MUST ignore unrecognized flags." (spec, reply flags; IGNORED_BITS in rules.ts).
+ * MUST ignore unrecognized flags." (spec, reply flags; IGNORED_BY_RECEIVER in rules.ts).
  */
 function chunkHeaderFindings(
   r: Reporter,

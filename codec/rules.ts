@@ -11,8 +11,8 @@
  * of master; `ext` marks clauses found only there). Clauses about the capture formats, TCP/IP and our own limits
  * are described in our words (levels `FORMAT`, `TRACE`, `LIMIT`), not quoted.
  *
- * Not in the catalogue, on purpose: bits the spec tells the receiver to ignore (see {@link IGNORED_BITS}).
- * Those are kept in the decoded frame and shown by the formatters, never reported.
+ * Not in the catalogue, on purpose: bits and values the spec tells the receiver to ignore (see
+ * {@link IGNORED_BY_RECEIVER}). Those are kept in the decoded frame and shown by the formatters, never reported.
  *
  * @module
  */
@@ -304,6 +304,33 @@ export const RULES = {
     lenient: "finding",
   },
 
+  "transmission-df-unnegotiated": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "MUST leave this flag clear if neither structured replies nor extended headers have been negotiated",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "transmission-block-status-payload-unnegotiated": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "Servers MUST NOT advertise this bit unless the client successfully negotiates extended headers via `NBD_OPT_EXTENDED_HEADERS`",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+
   // ---- option requests ----------------------------------------------------------------------------------
   "option-no-data": {
     code: "bad-length",
@@ -386,6 +413,45 @@ export const RULES = {
     level: "MUST",
     scope: "frame",
     clauses: [{ section: "Option types", quote: "it MUST start with a namespace and a colon" }],
+    strict: "throw",
+    lenient: "finding",
+  },
+
+  "export-name-after-extended-headers": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote: "Once extended headers are successfully requested, a client MUST NOT use `NBD_OPT_EXPORT_NAME`.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "set-meta-context-unnegotiated": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote:
+        "This option MUST NOT be requested unless structured replies or extended headers have been negotiated first.",
+      ext: true,
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "list-meta-context-unnegotiated": {
+    code: "unexpected-frame",
+    level: "SHOULD",
+    scope: "frame",
+    clauses: [{
+      section: "Option types",
+      quote:
+        "This option SHOULD NOT be requested unless structured replies or extended headers have been negotiated first.",
+      ext: true,
+    }],
     strict: "throw",
     lenient: "finding",
   },
@@ -598,6 +664,71 @@ export const RULES = {
     clauses: [{
       section: "Request message",
       quote: "Clients MUST NOT set a command flag bit that is not documented for the particular command",
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "command-unadvertised": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "frame",
+    clauses: [
+      {
+        section: "Transmission flags",
+        quote:
+          "The client MUST NOT use a feature documented as 'exposed' by a flag unless that flag was set.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a flush request unless `NBD_FLAG_SEND_FLUSH` was set in the transmission flags field.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a trim request unless `NBD_FLAG_SEND_TRIM` was set in the transmission flags field.",
+      },
+      {
+        section: "Request types",
+        quote:
+          "A client MUST NOT send a write zeroes request unless `NBD_FLAG_SEND_WRITE_ZEROES` was set in the transmission flags field.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "command-flag-unadvertised": {
+    code: "reserved-bits",
+    level: "MUST",
+    scope: "frame",
+    clauses: [
+      {
+        section: "Command flags",
+        quote: "This flag is valid for all commands, provided `NBD_FLAG_SEND_FUA` has been negotiated",
+      },
+      {
+        section: "Transmission flags",
+        quote:
+          "Clients MUST NOT set the `NBD_CMD_FLAG_DF` request flag unless this transmission flag is set.",
+      },
+      {
+        section: "Transmission flags",
+        quote:
+          "Clients MUST NOT set the `NBD_CMD_FLAG_FAST_ZERO` request flag unless this transmission flag is set.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-payload-unadvertised": {
+    code: "reserved-bits",
+    level: "SHOULD",
+    scope: "frame",
+    clauses: [{
+      section: "Transmission flags",
+      quote:
+        "clients SHOULD NOT set the `NBD_CMD_FLAG_PAYLOAD_LEN` flag for `NBD_CMD_BLOCK_STATUS` unless this transmission flag is set.",
+      ext: true,
     }],
     strict: "throw",
     lenient: "finding",
@@ -1241,16 +1372,16 @@ export function isRuleId(value: string): value is RuleId {
 }
 
 /**
- * A field whose unknown bits the spec tells the receiver to ignore: such bits are kept in the decoded frame
- * (and named as hex by `flagNames`), never reported, in strict mode as in lenient.
+ * A field whose unknown bits or values the spec tells the receiver to ignore: they are kept in the decoded
+ * frame (unknown flags named as hex by `flagNames`), never reported, in strict mode as in lenient.
  *
  * @example
  * ```ts
- * import { IGNORED_BITS } from "@nbd/codec";
- * console.log(IGNORED_BITS.map((x) => x.field).includes("reply flags")); // true
+ * import { IGNORED_BY_RECEIVER } from "@nbd/codec";
+ * console.log(IGNORED_BY_RECEIVER.map((x) => x.field).includes("reply flags")); // true
  * ```
  */
-export interface IgnoredBits {
+export interface IgnoredField {
   /** The field, as the spec names it. */
   readonly field: string;
   /** The clause telling the receiver to ignore unknown bits. */
@@ -1258,15 +1389,15 @@ export interface IgnoredBits {
 }
 
 /**
- * The fields whose unknown bits are not violations, with the clause that says so.
+ * The fields whose unknown bits or values are not violations, with the clause that says so.
  *
  * @example
  * ```ts
- * import { IGNORED_BITS } from "@nbd/codec";
- * for (const x of IGNORED_BITS) console.log(x.field, "-", x.clause.quote);
+ * import { IGNORED_BY_RECEIVER } from "@nbd/codec";
+ * for (const x of IGNORED_BY_RECEIVER) console.log(x.field, "-", x.clause.quote);
  * ```
  */
-export const IGNORED_BITS: readonly IgnoredBits[] = Object.freeze([
+export const IGNORED_BY_RECEIVER: readonly IgnoredField[] = Object.freeze([
   {
     field: "handshake flags",
     clause: {
@@ -1305,6 +1436,36 @@ export const IGNORED_BITS: readonly IgnoredBits[] = Object.freeze([
       section: S.optionTypes,
       quote:
         "The metadata context ID in these replies is reserved and SHOULD be set to zero; clients MUST disregard it.",
+    },
+  },
+  {
+    field: "information requests a server does not understand (NBD_OPT_INFO, NBD_OPT_GO)",
+    clause: {
+      section: "Option types",
+      quote: "The server MUST ignore any information requests it does not understand.",
+    },
+  },
+  {
+    field: "metadata context queries of an unknown namespace",
+    clause: {
+      section: "Option types",
+      quote: "the server MUST ignore query strings belonging to an unknown namespace",
+    },
+  },
+  {
+    field: "data sent with NBD_OPT_ABORT",
+    clause: {
+      section: "Option types",
+      quote:
+        "a server SHOULD ignore any data sent by the client rather than rejecting the request as invalid",
+    },
+  },
+  {
+    field: "error values (simple replies and error chunks)",
+    clause: {
+      section: "Error values",
+      quote:
+        "The client SHOULD treat an unexpected error value as if it had been `NBD_EINVAL`, rather than disconnecting from the server.",
     },
   },
   {

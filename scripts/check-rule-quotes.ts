@@ -7,7 +7,7 @@
 // of NetworkBlockDevice/nbd). Exits 1 and lists the quotes not found, or a clause whose `ext` mark is wrong.
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { IGNORED_BITS, type RuleClause, RULES } from "../codec/rules.ts";
+import { IGNORED_BY_RECEIVER, type RuleClause, RULES } from "../codec/rules.ts";
 
 const [masterPath, extPath] = process.argv.slice(2);
 if (masterPath === undefined || extPath === undefined) {
@@ -23,7 +23,9 @@ for (const [id, rule] of Object.entries(RULES)) {
   const level: string = rule.level;
   if (level === "MUST" || level === "SHOULD") { for (const c of rule.clauses) clauses.push([id, c]); }
 }
-for (const x of IGNORED_BITS) if (!x.clause.section.includes("proposal")) clauses.push([x.field, x.clause]);
+for (const x of IGNORED_BY_RECEIVER) {
+  if (!x.clause.section.includes("proposal")) clauses.push([x.field, x.clause]);
+}
 
 let bad = 0;
 for (const [id, c] of clauses) {

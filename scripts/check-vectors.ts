@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { type CodeSpace, nameOf } from "../mod.ts";
+import { type CodeSpace, isRuleId, nameOf, RULES } from "../mod.ts";
 
 const dir = fileURLToPath(new URL("../vectors/", import.meta.url));
 const write = process.argv.includes("--write");
@@ -145,6 +145,11 @@ for (const name of files) {
     if (result === "invalid") {
       if (typeof raw.code !== "string" || !CODES.has(raw.code)) verr("invalid vectors need a known code");
       if (typeof raw.offset !== "number") verr("invalid vectors need a byte offset");
+      if (typeof raw.rule !== "string" || !isRuleId(raw.rule)) {
+        verr("invalid vectors need a rule of codec/rules.ts");
+      } else if (RULES[raw.rule].code !== raw.code) {
+        verr(`rule ${raw.rule} is reported with ${RULES[raw.rule].code}`);
+      }
       if (raw.frame !== undefined) verr("invalid vectors have no frame");
       cover(`${raw.decoder} rejects: ${raw.code}`, id);
     } else {
@@ -161,6 +166,9 @@ for (const name of files) {
           if (typeof x.code !== "string" || !CODES.has(x.code)) verr("finding with unknown code");
           if (typeof x.offset !== "number" || typeof x.rule !== "string") {
             verr("finding needs offset and rule");
+          } else if (!isRuleId(x.rule)) verr(`finding names ${x.rule}, which is not in codec/rules.ts`);
+          else if (RULES[x.rule].code !== x.code) {
+            verr(`rule ${x.rule} is reported with ${RULES[x.rule].code}`);
           }
           cover(`${raw.decoder} flags: ${x.rule} (${x.code})`, id);
         }

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { IGNORED_BITS, type Rule, type RuleClause, RULES } from "../codec/rules.ts";
+import { IGNORED_BY_RECEIVER, type Rule, type RuleClause, RULES } from "../codec/rules.ts";
 
 const SCOPES: readonly { scope: Rule["scope"]; title: string; intro: string }[] = [
   {
@@ -80,7 +80,7 @@ export function renderRulesDoc(): string {
     "| field | spec |",
     "| --- | --- |",
   );
-  for (const x of IGNORED_BITS) {
+  for (const x of IGNORED_BY_RECEIVER) {
     const quoted = !x.clause.section.includes("proposal");
     out.push(`| ${cell(x.field)} | ${cell(clauseText(x.clause, quoted))} |`);
   }

@@ -95,7 +95,7 @@ describe("handshake frames", () => {
 
   test("formatEventJson() keeps a lenient decoder's findings, and text shows them as [Finding] lines", () => {
     // Client flags with a reserved bit set (clients MUST NOT set bits 2-31). Unknown handshake flags are no
-    // longer findings (clients SHOULD ignore them): see rules.ts, IGNORED_BITS.
+    // longer findings (clients SHOULD ignore them): see rules.ts, IGNORED_BY_RECEIVER.
     const e = wrap("c2s", decodeClientFlags(hex("00000005"), { strict: false }));
     const j = formatEventJson(e);
     expect(j.clientFlags).toEqual(["NBD_FLAG_C_FIXED_NEWSTYLE", "0x0004"]);

@@ -11,6 +11,8 @@ const FLAGS: number[] = [];
 for (let f = 0; f < 0x40; f++) FLAGS.push(f);
 FLAGS.push(0x40, 0x41, 0x8000, 0xffff);
 const CONTEXTS = [undefined, false, true] as const;
+// The server's transmission flags: unknown, none, everything, and some single features.
+const TFLAGS = [undefined, 0x0001, 0xffff, 0x0009, 0x0085, 0x0845, 0x1021] as const;
 
 /** A header's bytes: compact (28) or extended (32), offset and length both `v`. */
 function header(extended: boolean, flags: number, command: number, v: number): Uint8Array {
@@ -31,10 +33,11 @@ function generalFindings(
   command: number,
   ctx: boolean | undefined,
   v: number,
+  tflags?: number,
 ) {
   const b = header(extended, flags, command, v);
   const r = new Reporter(false);
-  checkHeader(new DataView(b.buffer), 0, 0, extended, flags, command, r, ctx);
+  checkHeader(new DataView(b.buffer), 0, 0, extended, flags, command, r, ctx, tflags);
   return r.list();
 }
 
@@ -48,17 +51,20 @@ describe("plainHeader() (fast path) against checkHeader() (general path)", () =>
         for (const command of COMMANDS) {
           for (const flags of FLAGS) {
             for (const v of [0, 4096]) {
-              const fast = plainHeader(extended, flags, command, ctx);
-              const findings = generalFindings(extended, flags, command, ctx, v);
-              if (findings.length === 0) clean++;
-              if (!fast) continue;
-              plain++;
-              if (findings.length !== 0) {
-                wrong.push(
-                  `ext=${extended} ctx=${ctx} cmd=${command} flags=0x${flags.toString(16)}: ${
-                    findings[0]!.rule
-                  }`,
-                );
+              for (const tflags of TFLAGS) {
+                const fast = plainHeader(extended, flags, command, ctx, tflags);
+                const findings = generalFindings(extended, flags, command, ctx, v, tflags);
+                if (findings.length === 0) clean++;
+                if (!fast) continue;
+                plain++;
+                if (findings.length !== 0) {
+                  wrong.push(
+                    `ext=${extended} ctx=${ctx} tflags=${tflags} cmd=${command} flags=0x${
+                      flags.toString(16)
+                    }: ` +
+                      findings[0]!.rule,
+                  );
+                }
               }
             }
           }

@@ -1,5 +1,5 @@
 // The rule catalogue (codec/rules.ts) against the code, the docs and the vectors.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describe, expect, test } from "vitest";
 import {
@@ -8,11 +8,12 @@ import {
   decodeOptionReply,
   decodeReplyChunk,
   flagNames,
-  IGNORED_BITS,
+  IGNORED_BY_RECEIVER,
   isRuleId,
   RULES,
 } from "../mod.ts";
 import { renderRulesDoc } from "../scripts/rules-table.ts";
+import { Reporter } from "../codec/_report.ts";
 import { fromHex, loadVectorFiles } from "./_harness.ts";
 import { ruleSites } from "./_rule_sites.ts";
 
@@ -22,7 +23,7 @@ import { ruleSites } from "./_rule_sites.ts";
  */
 const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   // Stream and conversation rules need the frames before this one (a request, an option, a negotiation):
-  // test/stream_vectors.test.ts and test/conversation.test.ts break them with byte streams.
+  // test/rules_streams.test.ts and test/conversation.test.ts break them with byte streams.
   "export-name-option-reply": "needs the pending option (NBD_OPT_EXPORT_NAME) sent earlier in the stream",
   "option-reply-unsolicited": "needs the stream to have no option pending",
   "reply-unknown-cookie": "needs the requests sent earlier in the stream",
@@ -36,7 +37,7 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "capture-gap": "bytes missing from a capture, between frames",
   "max-buffered-bytes": "a limit of the stream decoders' buffer, not of one frame",
   // Capture and TCP/IP rules are about pcap/pcapng files and IP packets, not NBD frames: test/capture.test.ts
-  // and test/tcp.test.ts break them with hand-built files and packets.
+  // and test/tcp.test.ts break them with hand-built files and packets (some by code only: NOT_NAMED_BY_A_TEST).
   "capture-magic": "a capture file rule",
   "capture-max-record-length": "a capture reader limit",
   "capture-truncated": "a capture file rule",
@@ -61,6 +62,28 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "tcp-out-of-window": "a TCP reassembly rule (sequence numbers across segments)",
   "tcp-retransmission-mismatch": "a TCP reassembly rule (two copies of the same bytes)",
 };
+
+/**
+ * Rules of NO_FRAME_VECTOR that no test names yet (their decoders' tests check the error code or the event,
+ * not the rule id): a known gap, kept short by the test below, which fails for any rule not listed here.
+ */
+const NOT_NAMED_BY_A_TEST: ReadonlySet<string> = new Set([
+  "frame-length",
+  "capture-gap",
+  "max-buffered-bytes",
+  "capture-magic",
+  "capture-max-record-length",
+  "pcapng-byte-order-magic",
+  "pcapng-block-length",
+  "pcapng-block-trailer",
+  "pcapng-version",
+  "pcapng-captured-length",
+  "pcapng-first-block",
+  "pcapng-interface-id",
+  "pcapng-option-length",
+  "ipv4-total-length",
+  "ipv6-payload-length",
+]);
 
 const sites = ruleSites();
 
@@ -138,6 +161,18 @@ describe("the rule catalogue", () => {
     }
   });
 
+  test("every rule without a vector is named by another test file, but the listed gaps", () => {
+    const dir = fileURLToPath(new URL("./", import.meta.url));
+    const texts = readdirSync(dir)
+      .filter((f) => f.endsWith(".test.ts") && f !== "rules.test.ts")
+      .map((f) => readFileSync(dir + f, "utf8"));
+    // Named as a string, or as a word of a text the test compares (`finding tcp-gap ...`).
+    const named = (t: string, id: string): boolean => new RegExp(`["'\`\\s]${id}["'\`\\s]`).test(t);
+    const untested = Object.keys(NO_FRAME_VECTOR).filter((id) => !texts.some((t) => named(t, id)));
+    // A new rule without a vector must come with a test that names it; the gaps below are older.
+    expect(untested.filter((id) => !NOT_NAMED_BY_A_TEST.has(id))).toEqual([]);
+  });
+
   test("every vector naming a rule names one of the catalogue", () => {
     const bad: string[] = [];
     for (const f of loadVectorFiles()) {
@@ -150,11 +185,22 @@ describe("the rule catalogue", () => {
   });
 });
 
-describe("unknown bits the receiver must ignore are kept and shown, never reported (IGNORED_BITS)", () => {
+describe("decoders follow the catalogue", () => {
+  test("a lenient Reporter records a rule whose lenient action is `finding`, and throws one whose action is `throw`", () => {
+    const r = new Reporter(false);
+    r.report("reserved-bits", 4, "command-flags-reserved", "m");
+    expect(r.list().map((f) => f.rule)).toEqual(["command-flags-reserved"]);
+    expect(RULES["max-payload-length"].lenient).toBe("throw");
+    expect(() => r.report("limit-exceeded", 16, "max-payload-length", "m")).toThrow("m");
+    expect(r.list().length).toBe(1);
+  });
+});
+
+describe("unknown bits the receiver must ignore are kept and shown, never reported (IGNORED_BY_RECEIVER)", () => {
   test("the list names the fields", () => {
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("reply flags");
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("handshake flags");
-    expect(IGNORED_BITS.map((x) => x.field)).toContain("transmission flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("reply flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("handshake flags");
+    expect(IGNORED_BY_RECEIVER.map((x) => x.field)).toContain("transmission flags");
   });
 
   test("decodeGreeting() keeps handshake flag bit 15 in strict mode", () => {
