@@ -1286,41 +1286,121 @@ export function conversationVector(
   };
 }
 
-const BROKEN_CONVERSATIONS: Record<string, { clause: string; does: string; make: () => ConversationVector }> =
-  {
-    "extended-reply-offset": {
-      clause: "Extended headers: the reply header's offset echoes the request's offset",
-      does: "a READ at offset 4096 answered by an extended NONE chunk whose header offset is 0",
-      make: () => {
-        const req = encodeRequest({ ...READ_AT_4K, extended: true, cookie: 5n, length: 0n });
-        const reply = encodeReplyChunk({
-          type: "reply-chunk",
-          extended: true,
-          flags: ReplyFlag.DONE,
-          chunkType: ReplyType.NONE,
-          cookie: 5n,
-          offset: 0n,
-          payload: { kind: "none" },
-        });
-        return conversationVector(req, reply, {
-          id: "broken-extended-reply-offset",
-          name: "an extended reply whose header offset does not echo the request's",
-          comment: "libnbd skips such a chunk; the spec's extension-ext-header branch has the server echo it",
-          source: "nbd-codec brokenConversationVector",
-          initialState: {
-            phase: "transmission",
-            style: "newstyle",
-            structuredReplies: true,
-            extendedHeaders: true,
-          },
-        });
-      },
+/** A rule that needs two frames to break: the frames of each direction and what is negotiated before them. */
+interface BrokenConversationSpec {
+  readonly clause: string;
+  readonly does: string;
+  readonly comment?: string;
+  readonly initialState: { readonly [key: string]: JsonValue };
+  readonly c2s: () => Uint8Array[];
+  readonly s2c: () => Uint8Array[];
+}
+
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const TRANSMISSION = { phase: "transmission", style: "newstyle" } as const;
+
+function doneNone(cookie: bigint, extended: boolean): Uint8Array {
+  return encodeReplyChunk({
+    type: "reply-chunk",
+    extended,
+    flags: ReplyFlag.DONE,
+    chunkType: ReplyType.NONE,
+    cookie,
+    ...(extended ? { offset: 0n } : {}),
+    payload: { kind: "none" },
+  });
+}
+
+const FLUSH = { ...READ_AT_4K, command: Command.FLUSH, offset: 0n, length: 0n } as const;
+
+const BROKEN_CONVERSATIONS: Record<string, BrokenConversationSpec> = {
+  "extended-reply-offset": {
+    clause: "Extended headers: the reply header's offset echoes the request's offset",
+    does: "a READ at offset 4096 answered by an extended NONE chunk whose header offset is 0",
+    comment: "libnbd skips such a chunk; the spec's extension-ext-header branch has the server echo it",
+    initialState: { ...TRANSMISSION, structuredReplies: true, extendedHeaders: true },
+    c2s: () => [encodeRequest({ ...READ_AT_4K, extended: true, cookie: 5n, length: 0n })],
+    s2c: () => [doneNone(5n, true)],
+  },
+  "reply-unknown-cookie": {
+    clause: 'Replies: the cookie "MUST" be the one of the request being answered',
+    does: "a FLUSH with cookie 5 answered by a simple reply with cookie 6",
+    initialState: { ...TRANSMISSION, structuredReplies: false, extendedHeaders: false },
+    c2s: () => [encodeRequest({ ...FLUSH, cookie: 5n })],
+    s2c: () => [encodeSimpleReply({ type: "simple-reply", error: 0, cookie: 6n })],
+  },
+  "simple-reply-read-structured": {
+    clause: "Structured replies: once negotiated, a READ's data MUST come in structured chunks",
+    does: "a READ of 4 bytes answered by a simple reply with its data in a structured-replies session",
+    comment: "nbdkit answers other commands with simple replies, which the spec allows; not READ data",
+    initialState: { ...TRANSMISSION, structuredReplies: true, extendedHeaders: false },
+    c2s: () => [encodeRequest({ ...READ_AT_4K, cookie: 7n, length: 4n })],
+    s2c:
+      () => [encodeSimpleReply({ type: "simple-reply", error: 0, cookie: 7n }), new Uint8Array([1, 2, 3, 4])],
+  },
+  "chunk-without-negotiation": {
+    clause: 'Structured replies: the server "MUST NOT" send them unless they were negotiated',
+    does: "a FLUSH answered by a structured NONE chunk in a session that negotiated no structured replies",
+    initialState: { ...TRANSMISSION, structuredReplies: false, extendedHeaders: false },
+    c2s: () => [encodeRequest({ ...FLUSH, cookie: 8n })],
+    s2c: () => [doneNone(8n, false)],
+  },
+  "block-status-context": {
+    clause: "NBD_REPLY_TYPE_BLOCK_STATUS: the context id is one the client selected with SET_META_CONTEXT",
+    does: "a BLOCK_STATUS request answered for context id 2 when only id 1 (base:allocation) was negotiated",
+    initialState: {
+      ...TRANSMISSION,
+      structuredReplies: true,
+      extendedHeaders: false,
+      contexts: { "1": "base:allocation" },
     },
-  };
+    c2s: () => [encodeRequest({ ...READ_AT_4K, command: Command.BLOCK_STATUS, cookie: 9n, offset: 0n })],
+    s2c: () => [
+      encodeReplyChunk({
+        type: "reply-chunk",
+        extended: false,
+        flags: ReplyFlag.DONE,
+        chunkType: ReplyType.BLOCK_STATUS,
+        cookie: 9n,
+        payload: {
+          kind: "block-status",
+          descriptors: createBlockStatusDescriptors(2, false, [{ length: 512, status: 0 }]),
+        },
+      }),
+    ],
+  },
+};
 
 /**
- * A conversation vector that breaks a rule needing two frames: `extended-reply-offset` (an extended reply
- * chunk whose header offset does not echo its request's). The step that breaks it carries the finding.
+ * The rules {@link brokenConversationVector} can break, with the spec clause each checks.
+ *
+ * @example
+ * ```ts
+ * import { BROKEN_CONVERSATION_RULES } from "@nbd/codec";
+ * console.log(BROKEN_CONVERSATION_RULES.map((r) => r.rule).includes("extended-reply-offset")); // true
+ * ```
+ */
+export const BROKEN_CONVERSATION_RULES: readonly {
+  readonly rule: string;
+  readonly clause: string;
+  readonly does: string;
+}[] = Object.entries(BROKEN_CONVERSATIONS).map(([rule, c]) => ({ rule, clause: c.clause, does: c.does }));
+
+/**
+ * A conversation vector that breaks a rule needing two frames ({@link BROKEN_CONVERSATION_RULES}): an
+ * extended reply whose header offset does not echo its request's (`extended-reply-offset`), a reply whose
+ * cookie matches no request, READ data in a simple reply after structured replies were negotiated, a chunk
+ * nobody negotiated, block status for a context that was not selected. It starts in the transmission phase
+ * (`initialState`); the step that breaks the rule carries the finding.
  *
  * @example
  * ```ts
@@ -1339,7 +1419,13 @@ export function brokenConversationVector(rule: string): ConversationVector {
       }`,
     );
   }
-  return spec.make();
+  return conversationVector(concatBytes(spec.c2s()), concatBytes(spec.s2c()), {
+    id: `broken-${rule}`,
+    name: spec.does,
+    comment: spec.comment === undefined ? spec.clause : `${spec.clause}. ${spec.comment}`,
+    source: "nbd-codec brokenConversationVector",
+    initialState: spec.initialState,
+  });
 }
 
 const CONVERSATION_KEYS = new Set([

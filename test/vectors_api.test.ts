@@ -5,6 +5,7 @@ import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import {
+  BROKEN_CONVERSATION_RULES,
   BROKEN_RULES,
   brokenConversationVector,
   brokenVector,
@@ -416,6 +417,16 @@ describe("conversation vectors", () => {
     expect(shape.problems[0]!.message).toBe("c2s must be lowercase byte pairs");
     expect(checkConversationVectorFile({ schema: "x" }).ok).toBe(false);
   });
+
+  for (const { rule } of BROKEN_CONVERSATION_RULES) {
+    test(`brokenConversationVector("${rule}") puts exactly that finding on the reply, and passes the checker`, () => {
+      const c = brokenConversationVector(rule);
+      expect(c.id).toBe(`broken-${rule}`);
+      expect(c.events.map((e) => e.findings.map((f) => f.rule))).toEqual([[], [rule]]);
+      expect(c.events[1]!.direction).toBe("s2c");
+      expect(checkConversationVectorFile(conversations(c))).toEqual({ ok: true, vectors: 1, problems: [] });
+    });
+  }
 
   test("brokenConversationVector() puts the extended-reply-offset finding on the reply", () => {
     const c = brokenConversationVector("extended-reply-offset");
