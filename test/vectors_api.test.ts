@@ -150,6 +150,34 @@ describe("checkVectorFile()", () => {
     ]);
     expect(problems(file({ ...FIXED, findings: [] }))).toEqual(["findings are for acceptable vectors"]);
     expect(problems(file({ ...FIXED, repeat: { hex: "00", times: 0 } }))[0]).toMatch(/repeat must be/);
+    expect(problems(file({ ...FIXED, name: "" }))).toEqual(["name must be a non-empty string"]);
+    expect(problems(file({ ...FIXED, source: 5 }))).toEqual(["source must be a non-empty string"]);
+    expect(problems(file({ ...FIXED, flags: [1] }))).toEqual(["flags must be strings"]);
+    expect(problems(file({ ...FIXED, context: [] }))).toEqual(["context must be an object"]);
+    expect(problems(file({ ...FIXED, comment: 5 }))).toEqual(["comment must be a string"]);
+    expect(problems(file({ ...FIXED, result: "fine" }))).toEqual([
+      "result must be valid, invalid or acceptable",
+    ]);
+    expect(problems(file({ ...FIXED, frame: undefined }))).toEqual([
+      "valid and acceptable vectors need a frame object",
+    ]);
+    expect(problems(file({ ...FIXED, code: "bad-magic" }))).toEqual([
+      "code and offset are for invalid vectors",
+    ]);
+    expect(problems(file({ ...BAD_MAGIC, offset: -1 }))).toEqual(["invalid vectors need a byte offset"]);
+    expect(problems(file({ ...BAD_MAGIC, code: "oops" }))).toEqual(["invalid vectors need a known code"]);
+    expect(problems(file({ ...COMPACT_IN_EXTENDED, findings: [{ code: "oops", offset: 0, rule: "r" }] })))
+      .toEqual([
+        "each finding needs a known code, an offset and a rule",
+      ]);
+    expect(problems({ ...(file(FIXED) as object), family: "" })).toEqual([
+      "family must be a non-empty string",
+    ]);
+    expect(problems({ ...(file(FIXED) as object), description: 1 })).toEqual([
+      "description must be a string",
+    ]);
+    expect(problems({ ...(file(FIXED) as object), extra: 1 })).toEqual(['unknown key "extra"']);
+    expect(problems(file(5))).toEqual(["each vector is an object"]);
     expect(problems([])).toEqual(["a vector file is a JSON object"]);
     expect(problems({ schema: VECTOR_SCHEMA_ID, family: "x", description: "", vectors: [] })).toEqual([
       "vectors must be a non-empty array",
@@ -413,8 +441,18 @@ describe("conversation vectors", () => {
     expect(r.problems[0]!.message).toMatch(/^step 3: the decoder finds/);
     const fewer = checkConversationVectorFile(conversations({ ...c, events: c.events.slice(0, 3) }));
     expect(fewer.problems[0]!.message).toMatch(/step 3: the decoder finds option-reply at s2c offset 18/);
-    const shape = checkConversationVectorFile(conversations({ ...c, c2s: "zz" }));
-    expect(shape.problems[0]!.message).toBe("c2s must be lowercase byte pairs");
+    const shape = (x: unknown) =>
+      checkConversationVectorFile(conversations(x as ConversationVector)).problems
+        .map((p) => p.message);
+    expect(shape({ ...c, c2s: "zz" })).toEqual(["c2s must be lowercase byte pairs"]);
+    expect(shape({ ...c, s2c: 1 })).toEqual(["s2c must be lowercase byte pairs"]);
+    expect(shape({ ...c, id: "A" })).toEqual(["id must be lowercase kebab-case"]);
+    expect(shape({ ...c, name: "" })).toEqual(["name must be a non-empty string"]);
+    expect(shape({ ...c, events: {} })).toEqual(["events must be an array"]);
+    expect(shape({ ...c, initialState: 3 })).toEqual(["initialState must be an object"]);
+    expect(shape({ ...c, extra: 1 })).toEqual(['unknown key "extra"']);
+    const twice = checkConversationVectorFile(conversations(c, c));
+    expect(twice.problems).toEqual([{ id: "sr", message: "duplicate id" }]);
     expect(checkConversationVectorFile({ schema: "x" }).ok).toBe(false);
   });
 
