@@ -11,12 +11,11 @@ import * as path from "node:path";
 import process from "node:process";
 import {
   checkConversationVectorFile,
-  checkVectorFile,
   CONVERSATION_VECTOR_SCHEMA_ID,
   type ConversationVector,
   conversationVector,
-  type VectorCheckReport,
-} from "../codec/vectors.ts";
+} from "../codec/conversation_vectors.ts";
+import { checkVectorFile, type VectorCheckReport } from "../codec/vectors.ts";
 
 /** Where the command writes (the CLI's own `CliIo` fits). */
 export interface VectorsIo {
