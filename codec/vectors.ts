@@ -20,6 +20,9 @@
 import { Command, CommandFlag, Info, Option, OptionReply, ReplyFlag, ReplyType } from "./constants.ts";
 import { isNbdDecodeError } from "./errors.ts";
 import type { Frame } from "./events.ts";
+import type { OptionRequest } from "./option.ts";
+import type { ReplyChunk } from "./reply.ts";
+import type { Request } from "./request.ts";
 import type { JsonValue } from "./format.ts";
 import { decodeClientFlags, decodeExportNameReply, decodeGreeting, encodeClientFlags } from "./handshake.ts";
 import { encodeExportNameReply, encodeGreeting } from "./handshake.ts";
@@ -744,6 +747,107 @@ interface BrokenRuleSpec {
   readonly make: () => BrokenFrame;
 }
 
+/** Frames as the encoders take them. */
+type AnyFrame = EncoderInput<Frame>;
+
+function applies(rule: string, ok: boolean, what: string): void {
+  if (!ok) throw new TypeError(`Cannot break ${rule} in this frame: the rule applies to ${what}`);
+}
+
+/** Options that take no data: the decoder reports data in them (`option-no-data`). */
+const NO_DATA_OPTIONS: readonly number[] = [
+  Option.LIST,
+  Option.STARTTLS,
+  Option.STRUCTURED_REPLY,
+  Option.EXTENDED_HEADERS,
+];
+
+/**
+ * The rules that can be broken in the caller's own frame: each takes a frame (checked to be one the rule
+ * applies to) and encodes it with the one change, in the context that makes it a violation.
+ */
+const BREAK_FRAME: Record<string, (f: AnyFrame) => BrokenFrame> = {
+  "request-header-style": (f) => {
+    applies("request-header-style", f.type === "request", "requests");
+    const extended = f.type === "request" && f.extended;
+    return { bytes: frameBytes(f), decoder: "request", context: { extendedHeaders: !extended } };
+  },
+  "reply-header-style": (f) => {
+    if (f.type === "simple-reply") {
+      const context: Record<string, JsonValue> = { extendedHeaders: true };
+      if (f.data !== undefined) context.readLength = f.data.length;
+      return { bytes: frameBytes(f), decoder: "simple-reply", context };
+    }
+    applies("reply-header-style", f.type === "reply-chunk", "simple replies and reply chunks");
+    const extended = f.type === "reply-chunk" && f.extended;
+    return { bytes: frameBytes(f), decoder: "reply-chunk", context: { extendedHeaders: !extended } };
+  },
+  "write-payload-len": (f) => {
+    const ok = f.type === "request" && f.extended && f.command === Command.WRITE;
+    applies("write-payload-len", ok, "extended WRITE requests");
+    const r = f as EncoderInput<Request>;
+    return {
+      bytes: frameBytes({ ...r, flags: r.flags & ~CommandFlag.PAYLOAD_LEN }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    };
+  },
+  "compact-payload-len": (f) => {
+    applies("compact-payload-len", f.type === "request" && !f.extended, "compact requests");
+    const r = f as EncoderInput<Request>;
+    return {
+      bytes: frameBytes({ ...r, flags: r.flags | CommandFlag.PAYLOAD_LEN }),
+      decoder: "request",
+      context: { extendedHeaders: false },
+    };
+  },
+  "block-status-payload-duplicate": (f) => {
+    const ok = f.type === "request" && f.extended && f.blockStatus !== undefined &&
+      f.blockStatus.contextIds.length > 0;
+    applies("block-status-payload-duplicate", ok, "extended BLOCK_STATUS requests with context ids");
+    const r = f as EncoderInput<Request>;
+    const ids = r.blockStatus!.contextIds;
+    return {
+      bytes: frameBytes({
+        ...r,
+        length: BigInt(8 + 4 * (ids.length + 1)),
+        blockStatus: { ...r.blockStatus!, contextIds: [...ids, ids[0]!] },
+      }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    };
+  },
+  "option-no-data": (f) => {
+    const ok = f.type === "option-request" && NO_DATA_OPTIONS.includes(f.option);
+    applies("option-no-data", ok, "LIST, STARTTLS, STRUCTURED_REPLY and EXTENDED_HEADERS requests");
+    const o = f as EncoderInput<OptionRequest>;
+    return {
+      bytes: frameBytes({ ...o, data: { kind: "raw", raw: new Uint8Array([0, 0, 0, 1]) } }),
+      decoder: "option-request",
+      context: {},
+    };
+  },
+  "option-reply-echo": (f) => {
+    applies("option-reply-echo", f.type === "option-reply", "option replies");
+    const option = f.type === "option-reply" ? f.option : 0;
+    return {
+      bytes: frameBytes(f),
+      decoder: "option-reply",
+      context: { pendingOption: option === Option.GO ? Option.INFO : Option.GO },
+    };
+  },
+  "chunk-none-done": (f) => {
+    const ok = f.type === "reply-chunk" && f.chunkType === ReplyType.NONE;
+    applies("chunk-none-done", ok, "NONE chunks");
+    const c = f as EncoderInput<ReplyChunk>;
+    return {
+      bytes: frameBytes({ ...c, flags: c.flags & ~ReplyFlag.DONE }),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: c.extended },
+    };
+  },
+};
+
 function patched(bytes: Uint8Array, at: number, values: readonly number[]): Uint8Array {
   const out = bytes.slice();
   out.set(values, at);
@@ -766,17 +870,13 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
   "request-header-style": {
     clause: 'Extended headers: "the client MUST use extended request headers" once negotiated',
     does: "a compact (28-byte) READ request in a session that negotiated extended headers",
-    make: () => ({
-      bytes: encodeRequest(READ_AT_4K),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
+    make: () => BREAK_FRAME["request-header-style"]!(READ_AT_4K),
   },
   "reply-header-style": {
     clause: 'Extended headers: "the server MUST use extended reply headers" once negotiated',
     does: "a structured (20-byte header) NONE chunk in a session that negotiated extended headers",
-    make: () => ({
-      bytes: encodeReplyChunk({
+    make: () =>
+      BREAK_FRAME["reply-header-style"]!({
         type: "reply-chunk",
         extended: false,
         flags: ReplyFlag.DONE,
@@ -784,67 +884,51 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
         cookie: 1n,
         payload: { kind: "none" },
       }),
-      decoder: "reply-chunk",
-      context: { extendedHeaders: true },
-    }),
   },
   "write-payload-len": {
     clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "the client MUST set it" on a WRITE with extended headers',
     does: "an extended WRITE of 8 bytes without NBD_CMD_FLAG_PAYLOAD_LEN (what qemu 10 sends)",
-    make: () => ({
-      bytes: frameBytes({
+    make: () =>
+      BREAK_FRAME["write-payload-len"]!({
         type: "request",
         extended: true,
-        flags: 0,
+        flags: CommandFlag.PAYLOAD_LEN,
         command: Command.WRITE,
         cookie: 2n,
         offset: 0n,
         length: 8n,
         data: new Uint8Array(8).fill(0xab),
       }),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
   },
   "compact-payload-len": {
     clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "MUST NOT be set" without extended headers',
     does: "a compact READ request with NBD_CMD_FLAG_PAYLOAD_LEN set",
-    make: () => ({
-      bytes: encodeRequest({ ...READ_AT_4K, flags: CommandFlag.PAYLOAD_LEN }),
-      decoder: "request",
-      context: { extendedHeaders: false },
-    }),
+    make: () => BREAK_FRAME["compact-payload-len"]!(READ_AT_4K),
   },
   "block-status-payload-duplicate": {
     clause: 'NBD_CMD_BLOCK_STATUS payload: context ids "MUST NOT" repeat',
     does: "an extended BLOCK_STATUS request whose payload names context id 1 twice",
-    make: () => ({
-      bytes: encodeRequest({
+    make: () =>
+      BREAK_FRAME["block-status-payload-duplicate"]!({
         type: "request",
         extended: true,
         flags: CommandFlag.PAYLOAD_LEN,
         command: Command.BLOCK_STATUS,
         cookie: 3n,
         offset: 0n,
-        length: 16n,
-        blockStatus: { effectLength: 65536n, contextIds: [1, 1] },
+        length: 12n,
+        blockStatus: { effectLength: 65536n, contextIds: [1] },
       }),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
   },
   "option-no-data": {
     clause: 'NBD_OPT_STRUCTURED_REPLY: "the option data MUST be empty" (unread option data)',
     does: "NBD_OPT_STRUCTURED_REPLY carrying 4 bytes of data nobody reads",
-    make: () => ({
-      bytes: encodeOptionRequest({
+    make: () =>
+      BREAK_FRAME["option-no-data"]!({
         type: "option-request",
         option: Option.STRUCTURED_REPLY,
-        data: { kind: "raw", raw: new Uint8Array([0, 0, 0, 1]) },
+        data: { kind: "none" },
       }),
-      decoder: "option-request",
-      context: {},
-    }),
   },
   "option-info-length": {
     clause: "NBD_OPT_GO/NBD_OPT_INFO: the data is a name, a count and that many info requests (unread data)",
@@ -864,32 +948,26 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
   "option-reply-echo": {
     clause: 'Option reply: "the option being replied to" MUST be the client\'s option',
     does: "an NBD_REP_ACK for NBD_OPT_LIST while the client's pending option is NBD_OPT_GO",
-    make: () => ({
-      bytes: encodeOptionReply({
+    make: () =>
+      BREAK_FRAME["option-reply-echo"]!({
         type: "option-reply",
         option: Option.LIST,
         reply: OptionReply.ACK,
         data: { kind: "none" },
       }),
-      decoder: "option-reply",
-      context: { pendingOption: Option.GO },
-    }),
   },
   "chunk-none-done": {
     clause: 'NBD_REPLY_TYPE_NONE: "MUST have the NBD_REPLY_FLAG_DONE flag set"',
     does: "a NONE chunk without NBD_REPLY_FLAG_DONE",
-    make: () => ({
-      bytes: encodeReplyChunk({
+    make: () =>
+      BREAK_FRAME["chunk-none-done"]!({
         type: "reply-chunk",
         extended: false,
-        flags: 0,
+        flags: ReplyFlag.DONE,
         chunkType: ReplyType.NONE,
         cookie: 1n,
         payload: { kind: "none" },
       }),
-      decoder: "reply-chunk",
-      context: { extendedHeaders: false },
-    }),
   },
   "chunk-error-zero": {
     clause: 'Error chunks: the error "MUST NOT be zero"',
@@ -974,28 +1052,76 @@ export const BROKEN_RULES: readonly {
 }[] = Object.entries(BROKEN).map(([rule, s]) => ({ rule, clause: s.clause, does: s.does }));
 
 /**
- * A vector whose bytes break one named rule on purpose ({@link BROKEN_RULES}), made with this codec's
- * encoders and one deliberate change (a header style the session did not negotiate, a flag left out or set,
- * a field patched), with the verdict this codec's decoder gives: `acceptable` with the rule's finding when
- * the frame can still be decoded, `invalid` with its code and offset when not. `meta` overrides the
- * defaults (`id` `broken-RULE`, the rule's description, source `nbd-codec brokenVector`). Throws `TypeError`
- * for an unknown rule.
+ * Options of {@link brokenVector}: the vector's id, name, comment, source, flags and extra context, and
+ * optionally the frame to break (for the rules in {@link BROKEN_FRAME_RULES}) instead of the rule's own.
  *
  * @example
  * ```ts
- * import { brokenVector } from "@nbd/codec";
- * const v = brokenVector("block-status-payload-duplicate");
- * console.log(v.result, v.findings?.[0]?.rule, v.context); // "acceptable" "block-status-payload-duplicate" { extendedHeaders: true }
+ * import type { BrokenVectorOptions } from "@nbd/codec";
+ * const o: BrokenVectorOptions = { id: "my-broken-read", source: "my suite" };
+ * console.log(o.id);
  * ```
  */
-export function brokenVector(rule: string, meta?: Partial<VectorMeta>): Vector {
+export interface BrokenVectorOptions extends Partial<VectorMeta> {
+  /** A frame of the caller's to break the rule in (as the encoders take it). */
+  readonly frame?: EncoderInput<Frame>;
+}
+
+/**
+ * The rules {@link brokenVector} can also break in a frame of the caller's (`options.frame`): header style
+ * of requests and replies, PAYLOAD_LEN missing or misplaced, a duplicated context id, data in an option that
+ * takes none, an option reply that does not echo the pending option, a NONE chunk without DONE.
+ *
+ * @example
+ * ```ts
+ * import { BROKEN_FRAME_RULES } from "@nbd/codec";
+ * console.log(BROKEN_FRAME_RULES.includes("write-payload-len")); // true
+ * ```
+ */
+export const BROKEN_FRAME_RULES: readonly string[] = Object.keys(BREAK_FRAME);
+
+/**
+ * A vector whose bytes break one named rule on purpose ({@link BROKEN_RULES}), made with this codec's
+ * encoders and one deliberate change (a header style the session did not negotiate, a flag left out or set,
+ * a field patched), with the verdict this codec's decoder gives: `acceptable` with the rule's finding when
+ * the frame can still be decoded, `invalid` with its code and offset when not. `options` override the
+ * defaults (`id` `broken-RULE`, the rule's description, source `nbd-codec brokenVector`), and
+ * `options.frame` breaks the rule in the caller's frame (rules of {@link BROKEN_FRAME_RULES}). Throws
+ * `TypeError` for an unknown rule, or a frame the rule does not apply to.
+ *
+ * @example
+ * ```ts
+ * import { brokenVector, Command } from "@nbd/codec";
+ * const v = brokenVector("block-status-payload-duplicate");
+ * console.log(v.result, v.findings?.[0]?.rule, v.context); // "acceptable" "block-status-payload-duplicate" { extendedHeaders: true }
+ * const mine = brokenVector("request-header-style", {
+ *   id: "my-trim-compact", frame: { type: "request", extended: false, flags: 0, command: Command.TRIM, cookie: 9, offset: 0, length: 4096 },
+ * });
+ * console.log(mine.context, mine.findings?.[0]?.rule); // { extendedHeaders: true } "request-header-style"
+ * ```
+ */
+export function brokenVector(rule: string, options?: BrokenVectorOptions): Vector {
   const spec = BROKEN[rule];
   if (spec === undefined) {
     throw new TypeError(
       `Cannot make a broken vector: "${rule}" is not one of ${Object.keys(BROKEN).join(", ")}`,
     );
   }
-  const made = spec.make();
+  const meta = options;
+  let made: BrokenFrame;
+  if (options?.frame === undefined) made = spec.make();
+  else {
+    const breakFrame = BREAK_FRAME[rule];
+    if (breakFrame === undefined) {
+      throw new TypeError(
+        `Cannot break ${rule} in a given frame; these rules take one: ${Object.keys(BREAK_FRAME).join(", ")}`,
+      );
+    }
+    if (options.frame === null || typeof options.frame !== "object") {
+      throw new TypeError("Cannot make a broken vector: frame is not a frame");
+    }
+    made = breakFrame(options.frame);
+  }
   return vectorOf(made.bytes, made.decoder, { ...made.context, ...meta?.context }, {
     id: meta?.id ?? `broken-${rule}`,
     name: meta?.name ?? spec.does,

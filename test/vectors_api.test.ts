@@ -6,6 +6,7 @@ import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import {
   BROKEN_CONVERSATION_RULES,
+  BROKEN_FRAME_RULES,
   BROKEN_RULES,
   brokenConversationVector,
   brokenVector,
@@ -392,6 +393,105 @@ describe("brokenVector()", () => {
     const big = brokenVector("compact-length-u32-max");
     expect(big.hex).toBe("25609513" + "0000" + "0001" + "0000000000000001" + "0000000000001000" + "ffffffff");
     expect(big.offset).toBe(24);
+  });
+
+  // A frame of the caller's for each rule that can break one, different from the rule's own.
+  const mine: Record<string, Parameters<typeof vectorFromFrame>[0]> = {
+    "request-header-style": {
+      type: "request",
+      extended: true,
+      flags: 0,
+      command: Command.TRIM,
+      cookie: 9,
+      offset: 0,
+      length: 2 ** 40,
+    },
+    "reply-header-style": { type: "simple-reply", error: 0, cookie: 4n, data: new Uint8Array([7, 7]) },
+    "write-payload-len": {
+      type: "request",
+      extended: true,
+      flags: 0x21, // FUA | PAYLOAD_LEN
+      command: Command.WRITE,
+      cookie: 5n,
+      offset: 512n,
+      length: 3n,
+      data: new Uint8Array([1, 2, 3]),
+    },
+    "compact-payload-len": {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: Command.FLUSH,
+      cookie: 6n,
+      offset: 0n,
+      length: 0n,
+    },
+    "block-status-payload-duplicate": {
+      type: "request",
+      extended: true,
+      flags: 0x20,
+      command: Command.BLOCK_STATUS,
+      cookie: 7n,
+      offset: 0n,
+      length: 16n,
+      blockStatus: { effectLength: 0n, contextIds: [3, 4] },
+    },
+    "option-no-data": { type: "option-request", option: Option.LIST, data: { kind: "none" } },
+    "option-reply-echo": {
+      type: "option-reply",
+      option: Option.GO,
+      reply: OptionReply.ERR_UNSUP,
+      data: { kind: "error", message: "no" },
+    },
+    "chunk-none-done": {
+      type: "reply-chunk",
+      extended: true,
+      flags: ReplyFlag.DONE,
+      chunkType: ReplyType.NONE,
+      cookie: 8n,
+      offset: 0n,
+      payload: { kind: "none" },
+    },
+  };
+
+  test("BROKEN_FRAME_RULES are the rules with a frame of the caller's below", () => {
+    expect([...BROKEN_FRAME_RULES].sort()).toEqual(Object.keys(mine).sort());
+  });
+
+  for (const [rule, frame] of Object.entries(mine)) {
+    test(`brokenVector("${rule}", { frame }) breaks that rule in the caller's frame`, () => {
+      const v = brokenVector(rule, { id: `mine-${rule}`, frame });
+      expect(v.id).toBe(`mine-${rule}`);
+      expect(v.result).toBe("acceptable");
+      expect(v.findings!.map((f) => f.rule)).toEqual([rule]);
+      expect(v.hex).not.toBe(brokenVector(rule).hex);
+      expect(checkVectorFile(file(v)).problems).toEqual([]);
+    });
+  }
+
+  test("brokenVector() with a frame: the bytes are the caller's frame with the one change", () => {
+    // FUA only: PAYLOAD_LEN (0x20) cleared from the flags, the rest as given
+    expect(brokenVector("write-payload-len", { frame: mine["write-payload-len"]! }).hex).toBe(
+      "21e41c71" + "0001" + "0001" + "0000000000000005" + "0000000000000200" + "0000000000000003" + "010203",
+    );
+    // ids 3, 4 and 3 again; length 8 + 12
+    expect(
+      brokenVector("block-status-payload-duplicate", { frame: mine["block-status-payload-duplicate"]! }).hex,
+    )
+      .toBe(
+        "21e41c71" + "0020" + "0007" + "0000000000000007" + "0000000000000000" + "0000000000000014" +
+          "0000000000000000" + "00000003" + "00000004" + "00000003",
+      );
+  });
+
+  test("brokenVector() refuses a frame the rule does not apply to, and a frame for a rule that takes none", () => {
+    expect(() => brokenVector("write-payload-len", { frame: mine["compact-payload-len"]! })).toThrow(
+      /applies to extended WRITE requests/,
+    );
+    expect(() => brokenVector("chunk-none-done", { frame: mine["reply-header-style"]! })).toThrow(TypeError);
+    expect(() => brokenVector("chunk-error-zero", { frame: mine["chunk-none-done"]! })).toThrow(
+      /these rules take one/,
+    );
   });
 
   test("brokenVector() takes the caller's id, name and context, and refuses unknown rules", () => {
