@@ -62,3 +62,4 @@ export {
 } from "./codec/format.ts";
 export * from "./codec/json.ts";
 export * from "./codec/vectors.ts";
+export * from "./codec/conversation_vectors.ts";

@@ -11,12 +11,11 @@ import * as path from "node:path";
 import process from "node:process";
 import {
   checkConversationVectorFile,
-  checkVectorFile,
   CONVERSATION_VECTOR_SCHEMA_ID,
   type ConversationVector,
   conversationVector,
-  type VectorCheckReport,
-} from "../codec/vectors.ts";
+} from "../codec/conversation_vectors.ts";
+import { checkVectorFile, type VectorCheckReport } from "../codec/vectors.ts";
 
 /** Where the command writes (the CLI's own `CliIo` fits). */
 export interface VectorsIo {
@@ -154,6 +153,24 @@ export function captureConversations(dir: string): ConversationVector[] {
   return out;
 }
 
+/**
+ * A conversation vector file as text: one line per step (a megabyte of indented frames otherwise), the rest
+ * indented as usual.
+ */
+function conversationsText(
+  doc: { schema: string; description: string; conversations: ConversationVector[] },
+): string {
+  const conversations = doc.conversations.map(({ events, ...head }) => {
+    const steps = events.map((e) => `      ${JSON.stringify(e)}`).join(",\n");
+    const open = JSON.stringify(head).slice(0, -1);
+    return `    ${open},"events":[${events.length === 0 ? "" : `\n${steps}\n    `}]}`;
+  });
+  return `{\n  "schema": ${JSON.stringify(doc.schema)},\n  "description": ${
+    JSON.stringify(doc.description)
+  },\n` +
+    `  "conversations": [\n${conversations.join(",\n")}\n  ]\n}\n`;
+}
+
 async function write(outDir: string, env: VectorsEnvironment, io: VectorsIo): Promise<number> {
   const dir = vectorsDir(env.root);
   if (dir === undefined) {
@@ -178,7 +195,7 @@ async function write(outDir: string, env: VectorsEnvironment, io: VectorsIo): Pr
       "Whole NBD conversations between real peers (the bundled captures): each direction's bytes, and every frame and notice a decoder must find in them, in causal order, with its findings and the negotiated state after it. Frames are written as the frame vectors write them (64-bit values as decimal strings, bytes as hex).",
     conversations,
   };
-  fs.writeFileSync(path.join(outDir, CONVERSATIONS_FILE), JSON.stringify(doc, null, 2) + "\n");
+  fs.writeFileSync(path.join(outDir, CONVERSATIONS_FILE), conversationsText(doc));
   const steps = conversations.reduce((n, c) => n + c.events.length, 0);
   await io.stdout(
     `wrote ${files.length} files (${vectors} frame vectors, their schema and README), ${CONVERSATIONS_FILE} ` +

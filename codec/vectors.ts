@@ -1,29 +1,28 @@
 /**
  * Test vectors for other implementations: read, check and write vectors in the golden corpus's format
- * (`vectors/README.md`, schema id `nbd-codec/vectors/v1`), and conversation vectors (whole exchanges with
- * the negotiated state after each step, schema id `nbd-codec/conversation-vectors/v1`).
+ * (`vectors/README.md`, schema id `nbd-codec/vectors/v1`). Whole conversations are in
+ * `conversation_vectors.ts`.
  *
  * - {@link checkVectorFile} validates anyone's vector file: its shape, its hex, and that this codec's
  *   decoders agree with every verdict (`valid`, `acceptable` with its findings, `invalid` with its code and
- *   offset). {@link checkConversationVectorFile} does the same for conversation vectors.
+ *   offset); {@link decodeVector} says what the decoders make of one vector.
  * - {@link vectorFromFrame} turns a frame (as the encoders take it) into a vector with `id`, `comment`,
  *   `source` and the negotiated `context`; the verdict is this codec's decoder's.
  * - {@link brokenVector} encodes a frame that breaks one named rule on purpose ({@link BROKEN_RULES}:
  *   wrong header style, unread option data, duplicate context ids, an option reply that does not echo the
- *   option, 2^32-1 boundaries, ...), and {@link brokenConversationVector} the rules that need two frames
- *   (an extended reply whose offset does not echo the request's).
- * - {@link conversationVector} records a whole connection (the bytes of each direction) as a conversation
- *   vector.
+ *   option, 2^32-1 boundaries, ...).
  *
  * Vectors made here are made by this codec: good for testing another implementation, not as golden
  * vectors for this one (those are written by hand from the spec or captured from real peers).
  *
  * @module
  */
-import { ConversationDecoder, decodeConversation } from "./conversation.ts";
 import { Command, CommandFlag, Info, Option, OptionReply, ReplyFlag, ReplyType } from "./constants.ts";
 import { isNbdDecodeError } from "./errors.ts";
-import type { ConversationEvent, Frame } from "./events.ts";
+import type { Frame } from "./events.ts";
+import type { OptionRequest } from "./option.ts";
+import type { ReplyChunk } from "./reply.ts";
+import type { Request } from "./request.ts";
 import type { JsonValue } from "./format.ts";
 import { decodeClientFlags, decodeExportNameReply, decodeGreeting, encodeClientFlags } from "./handshake.ts";
 import { encodeExportNameReply, encodeGreeting } from "./handshake.ts";
@@ -34,8 +33,8 @@ import { decodeOptionReply, encodeOptionReply } from "./option_reply.ts";
 import { createBlockStatusDescriptors, decodeReply, decodeReplyChunk, decodeSimpleReply } from "./reply.ts";
 import { encodeReplyChunk, encodeSimpleReply } from "./reply.ts";
 import { decodeRequest, encodeRequest } from "./request.ts";
-import type { NegotiatedState } from "./stream.ts";
 import type { Decoded, EncoderInput } from "./types.ts";
+import { canonical, HEX, ID, isObject, READ_AT_4K } from "./_vectors.ts";
 
 /**
  * The schema id of a vector file (`vectors/schema.json`).
@@ -47,17 +46,6 @@ import type { Decoded, EncoderInput } from "./types.ts";
  * ```
  */
 export const VECTOR_SCHEMA_ID = "nbd-codec/vectors/v1";
-
-/**
- * The schema id of a conversation vector file (`vectors/conversation-schema.json`).
- *
- * @example
- * ```ts
- * import { CONVERSATION_VECTOR_SCHEMA_ID } from "@nbd/codec";
- * console.log(CONVERSATION_VECTOR_SCHEMA_ID); // "nbd-codec/conversation-vectors/v1"
- * ```
- */
-export const CONVERSATION_VECTOR_SCHEMA_ID = "nbd-codec/conversation-vectors/v1";
 
 /**
  * What a vector says of its bytes: `valid` (decodes strictly with no finding), `acceptable` (breaks a
@@ -317,7 +305,7 @@ export interface VectorProblem {
 }
 
 /**
- * What {@link checkVectorFile} and {@link checkConversationVectorFile} report.
+ * What {@link checkVectorFile} (and `checkConversationVectorFile`) report.
  *
  * @example
  * ```ts
@@ -366,26 +354,6 @@ const VECTOR_KEYS = new Set([
   "rule",
   "source",
 ]);
-const ID = /^[a-z0-9][a-z0-9-]*$/;
-const HEX = /^([0-9a-f]{2})*$/;
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === "object" && !Array.isArray(v);
-}
-
-/** JSON with object keys sorted, to compare two JSON values whatever their key order. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
-  if (isObject(v)) {
-    return `{${
-      Object.keys(v).sort().filter((k) => v[k] !== undefined).map((k) =>
-        `${JSON.stringify(k)}:${canonical(v[k])}`
-      )
-        .join(",")
-    }}`;
-  }
-  return JSON.stringify(v) ?? "null";
-}
 
 /** A frame's lists written `{ "repeat": [items], "times": n }` (vectors/README.md, "Repetition"), expanded. */
 function expandLists(v: unknown): unknown {
@@ -779,15 +747,106 @@ interface BrokenRuleSpec {
   readonly make: () => BrokenFrame;
 }
 
-const READ_AT_4K = {
-  type: "request",
-  extended: false,
-  flags: 0,
-  command: Command.READ,
-  cookie: 1n,
-  offset: 4096n,
-  length: 512n,
-} as const;
+/** Frames as the encoders take them. */
+type AnyFrame = EncoderInput<Frame>;
+
+function applies(rule: string, ok: boolean, what: string): void {
+  if (!ok) throw new TypeError(`Cannot break ${rule} in this frame: the rule applies to ${what}`);
+}
+
+/** Options that take no data: the decoder reports data in them (`option-no-data`). */
+const NO_DATA_OPTIONS: readonly number[] = [
+  Option.LIST,
+  Option.STARTTLS,
+  Option.STRUCTURED_REPLY,
+  Option.EXTENDED_HEADERS,
+];
+
+/**
+ * The rules that can be broken in the caller's own frame: each takes a frame (checked to be one the rule
+ * applies to) and encodes it with the one change, in the context that makes it a violation.
+ */
+const BREAK_FRAME: Record<string, (f: AnyFrame) => BrokenFrame> = {
+  "request-header-style": (f) => {
+    applies("request-header-style", f.type === "request", "requests");
+    const extended = f.type === "request" && f.extended;
+    return { bytes: frameBytes(f), decoder: "request", context: { extendedHeaders: !extended } };
+  },
+  "reply-header-style": (f) => {
+    if (f.type === "simple-reply") {
+      const context: Record<string, JsonValue> = { extendedHeaders: true };
+      if (f.data !== undefined) context.readLength = f.data.length;
+      return { bytes: frameBytes(f), decoder: "simple-reply", context };
+    }
+    applies("reply-header-style", f.type === "reply-chunk", "simple replies and reply chunks");
+    const extended = f.type === "reply-chunk" && f.extended;
+    return { bytes: frameBytes(f), decoder: "reply-chunk", context: { extendedHeaders: !extended } };
+  },
+  "write-payload-len": (f) => {
+    const ok = f.type === "request" && f.extended && f.command === Command.WRITE;
+    applies("write-payload-len", ok, "extended WRITE requests");
+    const r = f as EncoderInput<Request>;
+    return {
+      bytes: frameBytes({ ...r, flags: r.flags & ~CommandFlag.PAYLOAD_LEN }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    };
+  },
+  "compact-payload-len": (f) => {
+    applies("compact-payload-len", f.type === "request" && !f.extended, "compact requests");
+    const r = f as EncoderInput<Request>;
+    return {
+      bytes: frameBytes({ ...r, flags: r.flags | CommandFlag.PAYLOAD_LEN }),
+      decoder: "request",
+      context: { extendedHeaders: false },
+    };
+  },
+  "block-status-payload-duplicate": (f) => {
+    const ok = f.type === "request" && f.extended && f.blockStatus !== undefined &&
+      f.blockStatus.contextIds.length > 0;
+    applies("block-status-payload-duplicate", ok, "extended BLOCK_STATUS requests with context ids");
+    const r = f as EncoderInput<Request>;
+    const ids = r.blockStatus!.contextIds;
+    return {
+      bytes: frameBytes({
+        ...r,
+        length: BigInt(8 + 4 * (ids.length + 1)),
+        blockStatus: { ...r.blockStatus!, contextIds: [...ids, ids[0]!] },
+      }),
+      decoder: "request",
+      context: { extendedHeaders: true },
+    };
+  },
+  "option-no-data": (f) => {
+    const ok = f.type === "option-request" && NO_DATA_OPTIONS.includes(f.option);
+    applies("option-no-data", ok, "LIST, STARTTLS, STRUCTURED_REPLY and EXTENDED_HEADERS requests");
+    const o = f as EncoderInput<OptionRequest>;
+    return {
+      bytes: frameBytes({ ...o, data: { kind: "raw", raw: new Uint8Array([0, 0, 0, 1]) } }),
+      decoder: "option-request",
+      context: {},
+    };
+  },
+  "option-reply-echo": (f) => {
+    applies("option-reply-echo", f.type === "option-reply", "option replies");
+    const option = f.type === "option-reply" ? f.option : 0;
+    return {
+      bytes: frameBytes(f),
+      decoder: "option-reply",
+      context: { pendingOption: option === Option.GO ? Option.INFO : Option.GO },
+    };
+  },
+  "chunk-none-done": (f) => {
+    const ok = f.type === "reply-chunk" && f.chunkType === ReplyType.NONE;
+    applies("chunk-none-done", ok, "NONE chunks");
+    const c = f as EncoderInput<ReplyChunk>;
+    return {
+      bytes: frameBytes({ ...c, flags: c.flags & ~ReplyFlag.DONE }),
+      decoder: "reply-chunk",
+      context: { extendedHeaders: c.extended },
+    };
+  },
+};
 
 function patched(bytes: Uint8Array, at: number, values: readonly number[]): Uint8Array {
   const out = bytes.slice();
@@ -811,17 +870,13 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
   "request-header-style": {
     clause: 'Extended headers: "the client MUST use extended request headers" once negotiated',
     does: "a compact (28-byte) READ request in a session that negotiated extended headers",
-    make: () => ({
-      bytes: encodeRequest(READ_AT_4K),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
+    make: () => BREAK_FRAME["request-header-style"]!(READ_AT_4K),
   },
   "reply-header-style": {
     clause: 'Extended headers: "the server MUST use extended reply headers" once negotiated',
     does: "a structured (20-byte header) NONE chunk in a session that negotiated extended headers",
-    make: () => ({
-      bytes: encodeReplyChunk({
+    make: () =>
+      BREAK_FRAME["reply-header-style"]!({
         type: "reply-chunk",
         extended: false,
         flags: ReplyFlag.DONE,
@@ -829,67 +884,51 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
         cookie: 1n,
         payload: { kind: "none" },
       }),
-      decoder: "reply-chunk",
-      context: { extendedHeaders: true },
-    }),
   },
   "write-payload-len": {
     clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "the client MUST set it" on a WRITE with extended headers',
     does: "an extended WRITE of 8 bytes without NBD_CMD_FLAG_PAYLOAD_LEN (what qemu 10 sends)",
-    make: () => ({
-      bytes: frameBytes({
+    make: () =>
+      BREAK_FRAME["write-payload-len"]!({
         type: "request",
         extended: true,
-        flags: 0,
+        flags: CommandFlag.PAYLOAD_LEN,
         command: Command.WRITE,
         cookie: 2n,
         offset: 0n,
         length: 8n,
         data: new Uint8Array(8).fill(0xab),
       }),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
   },
   "compact-payload-len": {
     clause: 'NBD_CMD_FLAG_PAYLOAD_LEN: "MUST NOT be set" without extended headers',
     does: "a compact READ request with NBD_CMD_FLAG_PAYLOAD_LEN set",
-    make: () => ({
-      bytes: encodeRequest({ ...READ_AT_4K, flags: CommandFlag.PAYLOAD_LEN }),
-      decoder: "request",
-      context: { extendedHeaders: false },
-    }),
+    make: () => BREAK_FRAME["compact-payload-len"]!(READ_AT_4K),
   },
   "block-status-payload-duplicate": {
     clause: 'NBD_CMD_BLOCK_STATUS payload: context ids "MUST NOT" repeat',
     does: "an extended BLOCK_STATUS request whose payload names context id 1 twice",
-    make: () => ({
-      bytes: encodeRequest({
+    make: () =>
+      BREAK_FRAME["block-status-payload-duplicate"]!({
         type: "request",
         extended: true,
         flags: CommandFlag.PAYLOAD_LEN,
         command: Command.BLOCK_STATUS,
         cookie: 3n,
         offset: 0n,
-        length: 16n,
-        blockStatus: { effectLength: 65536n, contextIds: [1, 1] },
+        length: 12n,
+        blockStatus: { effectLength: 65536n, contextIds: [1] },
       }),
-      decoder: "request",
-      context: { extendedHeaders: true },
-    }),
   },
   "option-no-data": {
     clause: 'NBD_OPT_STRUCTURED_REPLY: "the option data MUST be empty" (unread option data)',
     does: "NBD_OPT_STRUCTURED_REPLY carrying 4 bytes of data nobody reads",
-    make: () => ({
-      bytes: encodeOptionRequest({
+    make: () =>
+      BREAK_FRAME["option-no-data"]!({
         type: "option-request",
         option: Option.STRUCTURED_REPLY,
-        data: { kind: "raw", raw: new Uint8Array([0, 0, 0, 1]) },
+        data: { kind: "none" },
       }),
-      decoder: "option-request",
-      context: {},
-    }),
   },
   "option-info-length": {
     clause: "NBD_OPT_GO/NBD_OPT_INFO: the data is a name, a count and that many info requests (unread data)",
@@ -909,32 +948,26 @@ const BROKEN: Record<string, BrokenRuleSpec> = {
   "option-reply-echo": {
     clause: 'Option reply: "the option being replied to" MUST be the client\'s option',
     does: "an NBD_REP_ACK for NBD_OPT_LIST while the client's pending option is NBD_OPT_GO",
-    make: () => ({
-      bytes: encodeOptionReply({
+    make: () =>
+      BREAK_FRAME["option-reply-echo"]!({
         type: "option-reply",
         option: Option.LIST,
         reply: OptionReply.ACK,
         data: { kind: "none" },
       }),
-      decoder: "option-reply",
-      context: { pendingOption: Option.GO },
-    }),
   },
   "chunk-none-done": {
     clause: 'NBD_REPLY_TYPE_NONE: "MUST have the NBD_REPLY_FLAG_DONE flag set"',
     does: "a NONE chunk without NBD_REPLY_FLAG_DONE",
-    make: () => ({
-      bytes: encodeReplyChunk({
+    make: () =>
+      BREAK_FRAME["chunk-none-done"]!({
         type: "reply-chunk",
         extended: false,
-        flags: 0,
+        flags: ReplyFlag.DONE,
         chunkType: ReplyType.NONE,
         cookie: 1n,
         payload: { kind: "none" },
       }),
-      decoder: "reply-chunk",
-      context: { extendedHeaders: false },
-    }),
   },
   "chunk-error-zero": {
     clause: 'Error chunks: the error "MUST NOT be zero"',
@@ -1019,28 +1052,76 @@ export const BROKEN_RULES: readonly {
 }[] = Object.entries(BROKEN).map(([rule, s]) => ({ rule, clause: s.clause, does: s.does }));
 
 /**
- * A vector whose bytes break one named rule on purpose ({@link BROKEN_RULES}), made with this codec's
- * encoders and one deliberate change (a header style the session did not negotiate, a flag left out or set,
- * a field patched), with the verdict this codec's decoder gives: `acceptable` with the rule's finding when
- * the frame can still be decoded, `invalid` with its code and offset when not. `meta` overrides the
- * defaults (`id` `broken-RULE`, the rule's description, source `nbd-codec brokenVector`). Throws `TypeError`
- * for an unknown rule.
+ * Options of {@link brokenVector}: the vector's id, name, comment, source, flags and extra context, and
+ * optionally the frame to break (for the rules in {@link BROKEN_FRAME_RULES}) instead of the rule's own.
  *
  * @example
  * ```ts
- * import { brokenVector } from "@nbd/codec";
- * const v = brokenVector("block-status-payload-duplicate");
- * console.log(v.result, v.findings?.[0]?.rule, v.context); // "acceptable" "block-status-payload-duplicate" { extendedHeaders: true }
+ * import type { BrokenVectorOptions } from "@nbd/codec";
+ * const o: BrokenVectorOptions = { id: "my-broken-read", source: "my suite" };
+ * console.log(o.id);
  * ```
  */
-export function brokenVector(rule: string, meta?: Partial<VectorMeta>): Vector {
+export interface BrokenVectorOptions extends Partial<VectorMeta> {
+  /** A frame of the caller's to break the rule in (as the encoders take it). */
+  readonly frame?: EncoderInput<Frame>;
+}
+
+/**
+ * The rules {@link brokenVector} can also break in a frame of the caller's (`options.frame`): header style
+ * of requests and replies, PAYLOAD_LEN missing or misplaced, a duplicated context id, data in an option that
+ * takes none, an option reply that does not echo the pending option, a NONE chunk without DONE.
+ *
+ * @example
+ * ```ts
+ * import { BROKEN_FRAME_RULES } from "@nbd/codec";
+ * console.log(BROKEN_FRAME_RULES.includes("write-payload-len")); // true
+ * ```
+ */
+export const BROKEN_FRAME_RULES: readonly string[] = Object.keys(BREAK_FRAME);
+
+/**
+ * A vector whose bytes break one named rule on purpose ({@link BROKEN_RULES}), made with this codec's
+ * encoders and one deliberate change (a header style the session did not negotiate, a flag left out or set,
+ * a field patched), with the verdict this codec's decoder gives: `acceptable` with the rule's finding when
+ * the frame can still be decoded, `invalid` with its code and offset when not. `options` override the
+ * defaults (`id` `broken-RULE`, the rule's description, source `nbd-codec brokenVector`), and
+ * `options.frame` breaks the rule in the caller's frame (rules of {@link BROKEN_FRAME_RULES}). Throws
+ * `TypeError` for an unknown rule, or a frame the rule does not apply to.
+ *
+ * @example
+ * ```ts
+ * import { brokenVector, Command } from "@nbd/codec";
+ * const v = brokenVector("block-status-payload-duplicate");
+ * console.log(v.result, v.findings?.[0]?.rule, v.context); // "acceptable" "block-status-payload-duplicate" { extendedHeaders: true }
+ * const mine = brokenVector("request-header-style", {
+ *   id: "my-trim-compact", frame: { type: "request", extended: false, flags: 0, command: Command.TRIM, cookie: 9, offset: 0, length: 4096 },
+ * });
+ * console.log(mine.context, mine.findings?.[0]?.rule); // { extendedHeaders: true } "request-header-style"
+ * ```
+ */
+export function brokenVector(rule: string, options?: BrokenVectorOptions): Vector {
   const spec = BROKEN[rule];
   if (spec === undefined) {
     throw new TypeError(
       `Cannot make a broken vector: "${rule}" is not one of ${Object.keys(BROKEN).join(", ")}`,
     );
   }
-  const made = spec.make();
+  const meta = options;
+  let made: BrokenFrame;
+  if (options?.frame === undefined) made = spec.make();
+  else {
+    const breakFrame = BREAK_FRAME[rule];
+    if (breakFrame === undefined) {
+      throw new TypeError(
+        `Cannot break ${rule} in a given frame; these rules take one: ${Object.keys(BREAK_FRAME).join(", ")}`,
+      );
+    }
+    if (options.frame === null || typeof options.frame !== "object") {
+      throw new TypeError("Cannot make a broken vector: frame is not a frame");
+    }
+    made = breakFrame(options.frame);
+  }
   return vectorOf(made.bytes, made.decoder, { ...made.context, ...meta?.context }, {
     id: meta?.id ?? `broken-${rule}`,
     name: meta?.name ?? spec.does,
@@ -1048,400 +1129,4 @@ export function brokenVector(rule: string, meta?: Partial<VectorMeta>): Vector {
     source: meta?.source ?? "nbd-codec brokenVector",
     flags: meta?.flags ?? ["generated", "broken-rule"],
   }, rule.endsWith("-u32-max") ? undefined : rule);
-}
-
-// ---- conversation vectors -------------------------------------------------------------------------------
-
-/**
- * The negotiated state after a step of a conversation, as conversation vectors write it.
- *
- * @example
- * ```ts
- * import type { VectorState } from "@nbd/codec";
- * const s: VectorState = {
- *   phase: "transmission", style: "newstyle", structuredReplies: true, extendedHeaders: false, contexts: {},
- * };
- * console.log(s.phase);
- * ```
- */
-export interface VectorState {
-  /** The server side's phase. */
-  readonly phase: string;
-  /** `oldstyle`, `newstyle` or `unknown`. */
-  readonly style: string;
-  /** Handshake flags, once seen. */
-  readonly handshakeFlags?: number;
-  /** Client flags, once seen. */
-  readonly clientFlags?: number;
-  /** Structured replies negotiated. */
-  readonly structuredReplies: boolean;
-  /** Extended headers negotiated. */
-  readonly extendedHeaders: boolean;
-  /** Metadata contexts by id (decimal string keys). */
-  readonly contexts: { readonly [id: string]: string };
-  /** Export size (decimal string), once known. */
-  readonly exportSize?: string;
-  /** Transmission flags, once known. */
-  readonly transmissionFlags?: number;
-}
-
-/**
- * One step of a conversation vector: a frame or a notice, its findings, and the state after it.
- *
- * @example
- * ```ts
- * import type { ConversationVectorEvent } from "@nbd/codec";
- * function kinds(events: ConversationVectorEvent[]): string[] {
- *   return events.map((e) => e.kind);
- * }
- * console.log(kinds([]));
- * ```
- */
-export interface ConversationVectorEvent {
-  /** Which direction's bytes. */
-  readonly direction: "c2s" | "s2c";
-  /** The frame kind (`request`, `reply-chunk`, ...) or the notice (`tls`, `undecodable`, `truncated`). */
-  readonly kind: string;
-  /** Offset in that direction's bytes. */
-  readonly offset: number;
-  /** Bytes covered. */
-  readonly length: number;
-  /** The frame as {@link toJson} writes it (frames only). */
-  readonly frame?: JsonValue;
-  /** Spec violations of this step. */
-  readonly findings: readonly VectorFinding[];
-  /** What is negotiated once this step is done. */
-  readonly state: VectorState;
-}
-
-/**
- * A whole connection as a vector: the bytes of each direction, and every step a decoder must find in them.
- *
- * @example
- * ```ts
- * import type { ConversationVector } from "@nbd/codec";
- * const c: ConversationVector = { id: "empty", name: "nothing", source: "me", c2s: "", s2c: "", events: [] };
- * console.log(c.events.length); // 0
- * ```
- */
-export interface ConversationVector {
-  /** Stable, unique, lowercase kebab-case. */
-  readonly id: string;
-  /** One line saying what the conversation is. */
-  readonly name: string;
-  /** Why it matters. */
-  readonly comment?: string;
-  /** Where the bytes come from (the peers and the capture). */
-  readonly source: string;
-  /** What is known before the first byte (to start mid-connection), as in {@link VectorState}. */
-  readonly initialState?: { readonly [key: string]: JsonValue };
-  /** Client-to-server bytes, lowercase hex. */
-  readonly c2s: string;
-  /** Server-to-client bytes, lowercase hex. */
-  readonly s2c: string;
-  /** Every step, in causal order. */
-  readonly events: readonly ConversationVectorEvent[];
-}
-
-/**
- * A conversation vector file.
- *
- * @example
- * ```ts
- * import { CONVERSATION_VECTOR_SCHEMA_ID, type ConversationVectorFile } from "@nbd/codec";
- * const f: ConversationVectorFile = { schema: CONVERSATION_VECTOR_SCHEMA_ID, description: "", conversations: [] };
- * console.log(f.schema);
- * ```
- */
-export interface ConversationVectorFile {
-  /** Always {@link CONVERSATION_VECTOR_SCHEMA_ID}. */
-  readonly schema: string;
-  /** What the file covers. */
-  readonly description: string;
-  /** The conversations. */
-  readonly conversations: readonly ConversationVector[];
-}
-
-function stateJson(s: NegotiatedState): VectorState {
-  const contexts: Record<string, string> = {};
-  for (const [id, name] of s.contexts) contexts[String(id)] = name;
-  return {
-    phase: s.phase,
-    style: s.style,
-    ...(s.handshakeFlags !== undefined ? { handshakeFlags: s.handshakeFlags } : {}),
-    ...(s.clientFlags !== undefined ? { clientFlags: s.clientFlags } : {}),
-    structuredReplies: s.structuredReplies,
-    extendedHeaders: s.extendedHeaders,
-    contexts,
-    ...(s.exportSize !== undefined ? { exportSize: s.exportSize.toString() } : {}),
-    ...(s.transmissionFlags !== undefined ? { transmissionFlags: s.transmissionFlags } : {}),
-  };
-}
-
-/** A vector's initial state as the decoders' `state` option. */
-function stateOption(
-  init: { readonly [key: string]: JsonValue } | undefined,
-): Partial<NegotiatedState> | undefined {
-  if (init === undefined) return undefined;
-  const out: Record<string, unknown> = { ...init };
-  if (isObject(init.contexts)) {
-    out.contexts = new Map(Object.entries(init.contexts).map(([k, v]) => [Number(k), String(v)]));
-  }
-  if (typeof init.exportSize === "string") out.exportSize = BigInt(init.exportSize);
-  return out as Partial<NegotiatedState>;
-}
-
-/**
- * Decodes both directions (causal order, lenient) and records each step with the state after it. The state
- * comes from a second decoder fed, step by step, exactly the bytes of each step in that order.
- */
-function conversationSteps(
-  c2s: Uint8Array,
-  s2c: Uint8Array,
-  initialState: { readonly [key: string]: JsonValue } | undefined,
-): ConversationVectorEvent[] {
-  const state = stateOption(initialState);
-  const events = decodeConversation(c2s, s2c, { strict: false, ...(state ? { state } : {}) });
-  const replay = new ConversationDecoder({ strict: false, ...(state ? { state } : {}) });
-  const fed = { c2s: 0, s2c: 0 };
-  const out: ConversationVectorEvent[] = [];
-  for (const e of events) {
-    const [offset, length] = e.event === "frame"
-      ? [e.frameOffset, e.frameLength]
-      : [e.streamOffset, e.length];
-    const bytes = e.direction === "c2s" ? c2s : s2c;
-    const end = Math.min(bytes.length, offset + length);
-    if (end > fed[e.direction]) {
-      replay.push(e.direction, bytes.subarray(fed[e.direction], end));
-      fed[e.direction] = end;
-    }
-    out.push(stepJson(e, replay.state));
-  }
-  return out;
-}
-
-function stepJson(e: ConversationEvent, state: NegotiatedState): ConversationVectorEvent {
-  const findings = e.findings.map((f) => ({ code: f.code, offset: f.offset, rule: f.rule }));
-  if (e.event === "frame") {
-    return {
-      direction: e.direction,
-      kind: e.frame.type,
-      offset: e.frameOffset,
-      length: e.frameLength,
-      frame: toJson(e.frame),
-      findings,
-      state: stateJson(state),
-    };
-  }
-  return {
-    direction: e.direction,
-    kind: e.notice,
-    offset: e.streamOffset,
-    length: e.length,
-    findings,
-    state: stateJson(state),
-  };
-}
-
-/**
- * Records one connection, given as the bytes of each direction, as a conversation vector: every frame and
- * notice a decoder must find (in causal order: each option before its replies, each request before its
- * replies), with its findings and the negotiated state after it. `initialState` starts the decoders
- * mid-connection (`{ "phase": "transmission", "extendedHeaders": true, ... }`).
- *
- * @example
- * ```ts
- * import { conversationVector, hexToBytes } from "@nbd/codec";
- * const c = conversationVector(
- *   hexToBytes("00000001" + "49484156454f5054" + "00000008" + "00000000"),
- *   hexToBytes("4e42444d4147494349484156454f50540001" + "0003e889045565a9" + "00000008" + "00000001" + "00000000"),
- *   { id: "sr", name: "structured replies negotiated", source: "hand-written" },
- * );
- * console.log(c.events.map((e) => `${e.kind} ${e.state.structuredReplies}`));
- * // [ "newstyle-greeting false", "client-flags false", "option-request false", "option-reply true" ]
- * ```
- */
-export function conversationVector(
-  c2s: Uint8Array,
-  s2c: Uint8Array,
-  meta: VectorMeta & { readonly initialState?: { readonly [key: string]: JsonValue } },
-): ConversationVector {
-  if (!(c2s instanceof Uint8Array) || !(s2c instanceof Uint8Array)) {
-    throw new TypeError("Cannot make a conversation vector: both directions must be Uint8Arrays");
-  }
-  if (typeof meta.id !== "string" || !ID.test(meta.id)) {
-    throw new TypeError(
-      `Cannot make a conversation vector: id "${String(meta.id)}" is not lowercase kebab-case`,
-    );
-  }
-  return {
-    id: meta.id,
-    name: meta.name,
-    ...(meta.comment !== undefined ? { comment: meta.comment } : {}),
-    source: meta.source,
-    ...(meta.initialState !== undefined ? { initialState: meta.initialState } : {}),
-    c2s: bytesToHex(c2s),
-    s2c: bytesToHex(s2c),
-    events: conversationSteps(c2s, s2c, meta.initialState),
-  };
-}
-
-const BROKEN_CONVERSATIONS: Record<string, { clause: string; does: string; make: () => ConversationVector }> =
-  {
-    "extended-reply-offset": {
-      clause: "Extended headers: the reply header's offset echoes the request's offset",
-      does: "a READ at offset 4096 answered by an extended NONE chunk whose header offset is 0",
-      make: () => {
-        const req = encodeRequest({ ...READ_AT_4K, extended: true, cookie: 5n, length: 0n });
-        const reply = encodeReplyChunk({
-          type: "reply-chunk",
-          extended: true,
-          flags: ReplyFlag.DONE,
-          chunkType: ReplyType.NONE,
-          cookie: 5n,
-          offset: 0n,
-          payload: { kind: "none" },
-        });
-        return conversationVector(req, reply, {
-          id: "broken-extended-reply-offset",
-          name: "an extended reply whose header offset does not echo the request's",
-          comment: "libnbd skips such a chunk; the spec's extension-ext-header branch has the server echo it",
-          source: "nbd-codec brokenConversationVector",
-          initialState: {
-            phase: "transmission",
-            style: "newstyle",
-            structuredReplies: true,
-            extendedHeaders: true,
-          },
-        });
-      },
-    },
-  };
-
-/**
- * A conversation vector that breaks a rule needing two frames: `extended-reply-offset` (an extended reply
- * chunk whose header offset does not echo its request's). The step that breaks it carries the finding.
- *
- * @example
- * ```ts
- * import { brokenConversationVector } from "@nbd/codec";
- * const c = brokenConversationVector("extended-reply-offset");
- * console.log(c.events.map((e) => e.findings.map((f) => f.rule)));
- * // [ [], [ "extended-reply-offset" ] ]
- * ```
- */
-export function brokenConversationVector(rule: string): ConversationVector {
-  const spec = BROKEN_CONVERSATIONS[rule];
-  if (spec === undefined) {
-    throw new TypeError(
-      `Cannot make a broken conversation: "${rule}" is not one of ${
-        Object.keys(BROKEN_CONVERSATIONS).join(", ")
-      }`,
-    );
-  }
-  return spec.make();
-}
-
-const CONVERSATION_KEYS = new Set([
-  "id",
-  "name",
-  "comment",
-  "source",
-  "initialState",
-  "c2s",
-  "s2c",
-  "events",
-]);
-
-/**
- * Checks a conversation vector file of anyone's (the parsed JSON): the envelope, each conversation's keys,
- * unique ids and hex, and that this codec's conversation decoder finds exactly the recorded steps in the
- * bytes: the same kinds at the same offsets and lengths, the same frames, findings, and state after each.
- * Reports the first difference of each conversation. Never throws for bad input.
- *
- * @example
- * ```ts
- * import { brokenConversationVector, checkConversationVectorFile } from "@nbd/codec";
- * const c = brokenConversationVector("extended-reply-offset");
- * const report = checkConversationVectorFile({
- *   schema: "nbd-codec/conversation-vectors/v1", description: "", conversations: [c],
- * });
- * console.log(report.ok); // true
- * ```
- */
-export function checkConversationVectorFile(doc: unknown): VectorCheckReport {
-  const problems: VectorProblem[] = [];
-  if (!isObject(doc)) {
-    return { ok: false, vectors: 0, problems: [{ message: "a conversation vector file is a JSON object" }] };
-  }
-  for (const k of Object.keys(doc)) {
-    if (!["schema", "description", "conversations"].includes(k)) {
-      problems.push({ message: `unknown key "${k}"` });
-    }
-  }
-  if (doc.schema !== CONVERSATION_VECTOR_SCHEMA_ID) {
-    problems.push({ message: `schema must be "${CONVERSATION_VECTOR_SCHEMA_ID}"` });
-  }
-  if (typeof doc.description !== "string") problems.push({ message: "description must be a string" });
-  if (!Array.isArray(doc.conversations) || doc.conversations.length === 0) {
-    problems.push({ message: "conversations must be a non-empty array" });
-    return { ok: false, vectors: 0, problems };
-  }
-  const ids = new Set<string>();
-  for (const raw of doc.conversations as unknown[]) {
-    if (!isObject(raw)) {
-      problems.push({ message: "each conversation is an object" });
-      continue;
-    }
-    const id = typeof raw.id === "string" ? raw.id : undefined;
-    const before = problems.length;
-    const err = (message: string) => problems.push(id === undefined ? { message } : { id, message });
-    for (const k of Object.keys(raw)) if (!CONVERSATION_KEYS.has(k)) err(`unknown key "${k}"`);
-    if (id === undefined || !ID.test(id)) err("id must be lowercase kebab-case");
-    else if (ids.has(id)) err("duplicate id");
-    else ids.add(id);
-    for (const k of ["name", "source"]) {
-      if (typeof raw[k] !== "string" || raw[k] === "") err(`${k} must be a non-empty string`);
-    }
-    for (const k of ["c2s", "s2c"]) {
-      if (typeof raw[k] !== "string" || !HEX.test(raw[k] as string)) err(`${k} must be lowercase byte pairs`);
-    }
-    if (raw.initialState !== undefined && !isObject(raw.initialState)) err("initialState must be an object");
-    if (!Array.isArray(raw.events)) err("events must be an array");
-    if (problems.length > before) continue;
-    try {
-      const ours = conversationSteps(
-        hexToBytes(raw.c2s as string),
-        hexToBytes(raw.s2c as string),
-        raw.initialState as { [key: string]: JsonValue } | undefined,
-      );
-      const theirs = raw.events as unknown[];
-      const n = Math.max(ours.length, theirs.length);
-      for (let i = 0; i < n; i++) {
-        const a = ours[i];
-        const b = theirs[i];
-        if (a === undefined) {
-          err(`step ${i}: the vector has a step the decoder does not find: ${canonical(b).slice(0, 200)}`);
-          break;
-        }
-        if (b === undefined) {
-          err(
-            `step ${i}: the decoder finds ${a.kind} at ${a.direction} offset ${a.offset}, which the vector lacks`,
-          );
-          break;
-        }
-        if (canonical(a) !== canonical(b)) {
-          err(
-            `step ${i}: the decoder finds ${canonical(a).slice(0, 300)}, the vector says ${
-              canonical(b).slice(0, 300)
-            }`,
-          );
-          break;
-        }
-      }
-    } catch (e) {
-      err(`cannot be decoded: ${e instanceof Error ? e.message : String(e)}`);
-    }
-  }
-  return { ok: problems.length === 0, vectors: doc.conversations.length, problems };
 }

@@ -5,6 +5,8 @@ import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import {
+  BROKEN_CONVERSATION_RULES,
+  BROKEN_FRAME_RULES,
   BROKEN_RULES,
   brokenConversationVector,
   brokenVector,
@@ -149,6 +151,34 @@ describe("checkVectorFile()", () => {
     ]);
     expect(problems(file({ ...FIXED, findings: [] }))).toEqual(["findings are for acceptable vectors"]);
     expect(problems(file({ ...FIXED, repeat: { hex: "00", times: 0 } }))[0]).toMatch(/repeat must be/);
+    expect(problems(file({ ...FIXED, name: "" }))).toEqual(["name must be a non-empty string"]);
+    expect(problems(file({ ...FIXED, source: 5 }))).toEqual(["source must be a non-empty string"]);
+    expect(problems(file({ ...FIXED, flags: [1] }))).toEqual(["flags must be strings"]);
+    expect(problems(file({ ...FIXED, context: [] }))).toEqual(["context must be an object"]);
+    expect(problems(file({ ...FIXED, comment: 5 }))).toEqual(["comment must be a string"]);
+    expect(problems(file({ ...FIXED, result: "fine" }))).toEqual([
+      "result must be valid, invalid or acceptable",
+    ]);
+    expect(problems(file({ ...FIXED, frame: undefined }))).toEqual([
+      "valid and acceptable vectors need a frame object",
+    ]);
+    expect(problems(file({ ...FIXED, code: "bad-magic" }))).toEqual([
+      "code and offset are for invalid vectors",
+    ]);
+    expect(problems(file({ ...BAD_MAGIC, offset: -1 }))).toEqual(["invalid vectors need a byte offset"]);
+    expect(problems(file({ ...BAD_MAGIC, code: "oops" }))).toEqual(["invalid vectors need a known code"]);
+    expect(problems(file({ ...COMPACT_IN_EXTENDED, findings: [{ code: "oops", offset: 0, rule: "r" }] })))
+      .toEqual([
+        "each finding needs a known code, an offset and a rule",
+      ]);
+    expect(problems({ ...(file(FIXED) as object), family: "" })).toEqual([
+      "family must be a non-empty string",
+    ]);
+    expect(problems({ ...(file(FIXED) as object), description: 1 })).toEqual([
+      "description must be a string",
+    ]);
+    expect(problems({ ...(file(FIXED) as object), extra: 1 })).toEqual(['unknown key "extra"']);
+    expect(problems(file(5))).toEqual(["each vector is an object"]);
     expect(problems([])).toEqual(["a vector file is a JSON object"]);
     expect(problems({ schema: VECTOR_SCHEMA_ID, family: "x", description: "", vectors: [] })).toEqual([
       "vectors must be a non-empty array",
@@ -365,6 +395,105 @@ describe("brokenVector()", () => {
     expect(big.offset).toBe(24);
   });
 
+  // A frame of the caller's for each rule that can break one, different from the rule's own.
+  const mine: Record<string, Parameters<typeof vectorFromFrame>[0]> = {
+    "request-header-style": {
+      type: "request",
+      extended: true,
+      flags: 0,
+      command: Command.TRIM,
+      cookie: 9,
+      offset: 0,
+      length: 2 ** 40,
+    },
+    "reply-header-style": { type: "simple-reply", error: 0, cookie: 4n, data: new Uint8Array([7, 7]) },
+    "write-payload-len": {
+      type: "request",
+      extended: true,
+      flags: 0x21, // FUA | PAYLOAD_LEN
+      command: Command.WRITE,
+      cookie: 5n,
+      offset: 512n,
+      length: 3n,
+      data: new Uint8Array([1, 2, 3]),
+    },
+    "compact-payload-len": {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: Command.FLUSH,
+      cookie: 6n,
+      offset: 0n,
+      length: 0n,
+    },
+    "block-status-payload-duplicate": {
+      type: "request",
+      extended: true,
+      flags: 0x20,
+      command: Command.BLOCK_STATUS,
+      cookie: 7n,
+      offset: 0n,
+      length: 16n,
+      blockStatus: { effectLength: 0n, contextIds: [3, 4] },
+    },
+    "option-no-data": { type: "option-request", option: Option.LIST, data: { kind: "none" } },
+    "option-reply-echo": {
+      type: "option-reply",
+      option: Option.GO,
+      reply: OptionReply.ERR_UNSUP,
+      data: { kind: "error", message: "no" },
+    },
+    "chunk-none-done": {
+      type: "reply-chunk",
+      extended: true,
+      flags: ReplyFlag.DONE,
+      chunkType: ReplyType.NONE,
+      cookie: 8n,
+      offset: 0n,
+      payload: { kind: "none" },
+    },
+  };
+
+  test("BROKEN_FRAME_RULES are the rules with a frame of the caller's below", () => {
+    expect([...BROKEN_FRAME_RULES].sort()).toEqual(Object.keys(mine).sort());
+  });
+
+  for (const [rule, frame] of Object.entries(mine)) {
+    test(`brokenVector("${rule}", { frame }) breaks that rule in the caller's frame`, () => {
+      const v = brokenVector(rule, { id: `mine-${rule}`, frame });
+      expect(v.id).toBe(`mine-${rule}`);
+      expect(v.result).toBe("acceptable");
+      expect(v.findings!.map((f) => f.rule)).toEqual([rule]);
+      expect(v.hex).not.toBe(brokenVector(rule).hex);
+      expect(checkVectorFile(file(v)).problems).toEqual([]);
+    });
+  }
+
+  test("brokenVector() with a frame: the bytes are the caller's frame with the one change", () => {
+    // FUA only: PAYLOAD_LEN (0x20) cleared from the flags, the rest as given
+    expect(brokenVector("write-payload-len", { frame: mine["write-payload-len"]! }).hex).toBe(
+      "21e41c71" + "0001" + "0001" + "0000000000000005" + "0000000000000200" + "0000000000000003" + "010203",
+    );
+    // ids 3, 4 and 3 again; length 8 + 12
+    expect(
+      brokenVector("block-status-payload-duplicate", { frame: mine["block-status-payload-duplicate"]! }).hex,
+    )
+      .toBe(
+        "21e41c71" + "0020" + "0007" + "0000000000000007" + "0000000000000000" + "0000000000000014" +
+          "0000000000000000" + "00000003" + "00000004" + "00000003",
+      );
+  });
+
+  test("brokenVector() refuses a frame the rule does not apply to, and a frame for a rule that takes none", () => {
+    expect(() => brokenVector("write-payload-len", { frame: mine["compact-payload-len"]! })).toThrow(
+      /applies to extended WRITE requests/,
+    );
+    expect(() => brokenVector("chunk-none-done", { frame: mine["reply-header-style"]! })).toThrow(TypeError);
+    expect(() => brokenVector("chunk-error-zero", { frame: mine["chunk-none-done"]! })).toThrow(
+      /these rules take one/,
+    );
+  });
+
   test("brokenVector() takes the caller's id, name and context, and refuses unknown rules", () => {
     const v = brokenVector("chunk-none-done", { id: "mine", source: "my suite" });
     expect(v.id).toBe("mine");
@@ -412,10 +541,30 @@ describe("conversation vectors", () => {
     expect(r.problems[0]!.message).toMatch(/^step 3: the decoder finds/);
     const fewer = checkConversationVectorFile(conversations({ ...c, events: c.events.slice(0, 3) }));
     expect(fewer.problems[0]!.message).toMatch(/step 3: the decoder finds option-reply at s2c offset 18/);
-    const shape = checkConversationVectorFile(conversations({ ...c, c2s: "zz" }));
-    expect(shape.problems[0]!.message).toBe("c2s must be lowercase byte pairs");
+    const shape = (x: unknown) =>
+      checkConversationVectorFile(conversations(x as ConversationVector)).problems
+        .map((p) => p.message);
+    expect(shape({ ...c, c2s: "zz" })).toEqual(["c2s must be lowercase byte pairs"]);
+    expect(shape({ ...c, s2c: 1 })).toEqual(["s2c must be lowercase byte pairs"]);
+    expect(shape({ ...c, id: "A" })).toEqual(["id must be lowercase kebab-case"]);
+    expect(shape({ ...c, name: "" })).toEqual(["name must be a non-empty string"]);
+    expect(shape({ ...c, events: {} })).toEqual(["events must be an array"]);
+    expect(shape({ ...c, initialState: 3 })).toEqual(["initialState must be an object"]);
+    expect(shape({ ...c, extra: 1 })).toEqual(['unknown key "extra"']);
+    const twice = checkConversationVectorFile(conversations(c, c));
+    expect(twice.problems).toEqual([{ id: "sr", message: "duplicate id" }]);
     expect(checkConversationVectorFile({ schema: "x" }).ok).toBe(false);
   });
+
+  for (const { rule } of BROKEN_CONVERSATION_RULES) {
+    test(`brokenConversationVector("${rule}") puts exactly that finding on the reply, and passes the checker`, () => {
+      const c = brokenConversationVector(rule);
+      expect(c.id).toBe(`broken-${rule}`);
+      expect(c.events.map((e) => e.findings.map((f) => f.rule))).toEqual([[], [rule]]);
+      expect(c.events[1]!.direction).toBe("s2c");
+      expect(checkConversationVectorFile(conversations(c))).toEqual({ ok: true, vectors: 1, problems: [] });
+    });
+  }
 
   test("brokenConversationVector() puts the extended-reply-offset finding on the reply", () => {
     const c = brokenConversationVector("extended-reply-offset");

@@ -56,6 +56,31 @@ describe("nbd-codec vectors", () => {
     expect(r.stdout).toMatch(/conversations\.json \(\d+ conversations, \d+ steps\)/);
   });
 
+  test("conversations.json has the keys its schema requires and allows, and nothing else", () => {
+    const schema = JSON.parse(fs.readFileSync(path.join(out, "conversation-schema.json"), "utf8"));
+    const doc = JSON.parse(fs.readFileSync(path.join(out, "conversations.json"), "utf8"));
+    expect(doc.schema).toBe(schema.properties.schema.const);
+    const conv = schema.properties.conversations.items;
+    const step = conv.properties.events.items;
+    const state = schema.$defs.state;
+    const keysOk = (o: object, s: { required?: string[]; properties: object }) => {
+      for (const k of s.required ?? []) expect(o).toHaveProperty(k);
+      for (const k of Object.keys(o)) expect(Object.keys(s.properties)).toContain(k);
+    };
+    let steps = 0;
+    for (const c of doc.conversations) {
+      keysOk(c, conv);
+      expect(c.id).toMatch(new RegExp(conv.properties.id.pattern));
+      for (const e of c.events) {
+        keysOk(e, step);
+        keysOk(e.state, state);
+        expect(step.properties.kind.enum).toContain(e.kind);
+        steps++;
+      }
+    }
+    expect(steps).toBeGreaterThan(400);
+  });
+
   test("vectors --check accepts the written files: frame vectors and conversation vectors", async () => {
     const a = await run("--check", path.join(out, "request.json"));
     expect(a.code).toBe(0);
