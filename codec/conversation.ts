@@ -171,6 +171,16 @@ export class ConversationDecoder {
   gap(direction: Direction, length: number): ConversationEvent[] {
     const dec = direction === "c2s" ? this.#c2s : this.#s2c;
     const out = this.#pump(dec);
+    if (dec === this.#s2c) {
+      // Server frames that wait for client bytes would be dropped with the direction: they are decoded
+      // without the client side instead, as far as they frame alone (findings say what is unmatched).
+      for (;;) {
+        const s = this.#s2c.step(true);
+        if (s.step !== "event") break;
+        out.push(s.event as ConversationEvent);
+        for (const x of this.#pump(this.#c2s)) out.push(x);
+      }
+    }
     const ev = dec.abandon(length);
     if (ev !== undefined) out.push(ev as ConversationEvent);
     return out;

@@ -1027,7 +1027,11 @@ export class TcpReassembler {
     }
     if (s.closed) return;
     let off = s.next + ((seq - ((s.base + s.next) >>> 0)) | 0);
-    if (off < 0 && s.synless && seg.payloadLength > 0 && -off <= MAX_WINDOW) {
+    // Bytes before the first one seen; not a keep-alive (one byte at next - 1, as #data ignores it).
+    if (
+      off < 0 && s.synless && seg.payloadLength > 0 && -off <= MAX_WINDOW &&
+      (seg.payloadLength !== 1 || off !== s.next - 1)
+    ) {
       this.#beforeStart(s, -off, packet);
       off = 0;
     }

@@ -407,3 +407,26 @@ test("capture order: the events of both sides come in the same order whatever th
   expect(normal(run(bytewise(c2s)))).toEqual(normal(whole));
   expect(normal(run(cuts(c2s, [10])))).toEqual(normal(whole));
 });
+
+test("a capture gap in the server side keeps the frames that waited for the client", () => {
+  // An option reply whose option the capture has not shown yet waits for the client side; a gap after it
+  // ends the server side, but the whole reply was there and is decoded, not dropped.
+  const d = new ConversationDecoder();
+  const greeting = fromHex("4e42444d41474943" + "49484156454f5054" + "0003");
+  const listAck = fromHex("0003e889045565a9" + "00000003" + "00000001" + "00000000");
+  const out = [
+    ...d.push("s2c", greeting),
+    ...d.push("s2c", listAck),
+    ...d.push("s2c", listAck.subarray(0, 5)),
+  ];
+  out.push(...d.gap("s2c", 100), ...d.end());
+  expect(
+    out.map((e) =>
+      `${e.event === "frame" ? e.frame.type + "@" + e.frameOffset : e.notice + "@" + e.streamOffset}`
+    ),
+  )
+    .toEqual(["newstyle-greeting@0", "option-reply@18", "undecodable@38"]);
+  expect(out[1]?.findings.map((f) => f.rule)).toEqual(["option-reply-unsolicited"]);
+  expect(out[2]).toMatchObject({ length: 5 });
+  expect(out[2]?.findings[0]).toMatchObject({ rule: "capture-gap", offset: 43 });
+});

@@ -838,6 +838,20 @@ describe("TcpReassembler", () => {
     ]);
   });
 
+  test("a keep-alive before the first byte of a direction picked up without its SYN is no gap", () => {
+    // The first segment seen is a bare ACK at the next sequence number; the keep-alive repeats the byte
+    // before it.
+    const { events } = run([c2s(1000, ""), c2s(999, "x"), c2s(1000, "AB")], {
+      isServerPort: (p) => p === 10809,
+    });
+    expect(events).toEqual([
+      "open 0 10.0.0.1:40000 > 10.0.0.2:10809 (port)",
+      "data 0 c2s @0 AB",
+      "close 0 c2s end @2",
+      "close 0 s2c end @0",
+    ]);
+  });
+
   test("a segment before the ISN of a stream whose SYN was seen is still no gap", () => {
     const { events } = run([c2s(1000, "", SYN), c2s(1001, "AB"), c2s(990, "zz")]);
     expect(events.filter((e) => String(e).startsWith("gap"))).toEqual([]);
