@@ -70,7 +70,6 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
 const NOT_NAMED_BY_A_TEST: ReadonlySet<string> = new Set([
   "frame-length",
   "capture-gap",
-  "max-buffered-bytes",
   "pcapng-first-block",
   "ipv4-total-length",
   "ipv6-payload-length",
