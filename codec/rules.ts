@@ -34,8 +34,10 @@ import type { NbdDecodeErrorCode } from "./errors.ts";
 export type RuleLevel = "MUST" | "SHOULD" | "PROPOSAL" | "FORMAT" | "TRACE" | "LIMIT";
 
 /**
- * What a decoder does when a rule is broken: `throw` an `NbdDecodeError`, or return a `finding` next to the
- * decoded frame (or event) and go on.
+ * What a decoder does when a rule is broken: `throw` an `NbdDecodeError` (nothing can be decoded past it), or
+ * return a `finding` next to the decoded frame (or event) and go on. A lenient stream or conversation decoder
+ * never throws for peer bytes: what a frame decoder would throw ends that direction with an `undecodable`
+ * notice that carries the finding.
  *
  * @example
  * ```ts

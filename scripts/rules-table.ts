@@ -50,7 +50,9 @@ export function renderRulesDoc(): string {
     "",
     "Every rule a decoder of nbd-codec reports, from the catalogue in `codec/rules.ts` (exported as `RULES`). A " +
       "violation is an `NbdDecodeError` (thrown) or a `Finding` (returned next to the frame) carrying the rule id " +
-      "and the error code below. **strict** is the default (`strict: true`), **lenient** is `strict: false`.",
+      "and the error code below. **strict** is the default (`strict: true`), **lenient** is `strict: false`. A " +
+      "lenient stream or conversation decoder never throws for peer bytes: a `throw` there ends that direction " +
+      "with an `undecodable` notice that carries the finding.",
     "",
     "Quotes are the words of `doc/proto.md` of NetworkBlockDevice/nbd (branch `extension-ext-header`, a " +
       "superset of master; clauses marked (ext-header) are only there). A rule with two or more clauses is one " +

@@ -70,4 +70,20 @@ describe("stream rules, broken by hand-written bytes", () => {
     );
     expect(rules(ev)).toContain("block-status-context");
   });
+
+  test("max-buffered-bytes: a chunk that would need more buffered bytes than the limit", () => {
+    const d = new ServerStreamDecoder({
+      strict: false,
+      maxBufferedBytes: 64,
+      state: { ...TRANSMISSION, structuredReplies: true },
+    });
+    d.noteRequest(request(0, 9n, false, 0n, 4096n));
+    // OFFSET_DATA, DONE, 1008 bytes of payload announced, 40 of them sent
+    const ev = d.push(
+      fromHex(
+        "668e33ef" + "0001" + "0001" + "0000000000000009" + "000003f0" + "0000000000000000" + "00".repeat(40),
+      ),
+    );
+    expect(rules(ev)).toContain("max-buffered-bytes");
+  });
 });
