@@ -1126,6 +1126,18 @@ export const RULES = {
     lenient: "throw",
   },
 
+  "buffer-limit-one-sided": {
+    code: "limit-exceeded",
+    level: "LIMIT",
+    scope: "stream",
+    clauses: [{
+      section: "option maxBufferedBytes (conversation)",
+      quote: "one side waits for the other with more than the limit buffered and is decoded alone",
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
+
   // ---- captures (codec/capture.ts) and TCP/IP (codec/tcp.ts) ---------------------------------------------
   "capture-magic": {
     code: "bad-magic",

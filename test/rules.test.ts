@@ -25,6 +25,7 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   // Stream and conversation rules need the frames before this one (a request, an option, a negotiation):
   // test/rules_streams.test.ts and test/conversation.test.ts break them with byte streams.
   "export-name-option-reply": "needs the pending option (NBD_OPT_EXPORT_NAME) sent earlier in the stream",
+  "buffer-limit-one-sided": "needs one side of a conversation held beyond the buffer limit",
   "option-reply-unsolicited": "needs the stream to have no option pending",
   "reply-unknown-cookie": "needs the requests sent earlier in the stream",
   "simple-reply-read-structured": "needs the READ request and the structured-replies negotiation",

@@ -76,13 +76,20 @@ describe("findings do not depend on the split (payloadViews)", () => {
     return d;
   };
 
-  test("an OFFSET_DATA chunk spanning pushes keeps its header findings (reply-flags-reserved)", () => {
-    const whole = feed(make(false), [OFFSET_DATA_RESERVED]);
+  test("an OFFSET_DATA chunk spanning pushes keeps its header findings (reply-header-style)", () => {
+    const whole = feed(make(true), [OFFSET_DATA_RESERVED]);
     const rules = whole.flatMap((e) => e.findings.map((f) => `${f.rule}@${f.offset}`));
-    expect(rules).toContain("reply-flags-reserved@4");
+    expect(rules).toContain("reply-header-style@0");
     for (const at of [[21], [28], [30], [20, 33]]) {
-      expect(normal(feed(make(false), cuts(OFFSET_DATA_RESERVED, at)))).toEqual(normal(whole));
+      expect(normal(feed(make(true), cuts(OFFSET_DATA_RESERVED, at)))).toEqual(normal(whole));
     }
+    expect(normal(feed(make(true), bytewise(OFFSET_DATA_RESERVED)))).toEqual(normal(whole));
+  });
+
+  test("the unknown reply flag 0x0002 is ignored (clients MUST ignore unrecognized flags) whatever the split", () => {
+    const whole = feed(make(false), [OFFSET_DATA_RESERVED]);
+    expect(whole.flatMap((e) => e.findings)).toEqual([]);
+    expect(normal(feed(make(false), cuts(OFFSET_DATA_RESERVED, [30])))).toEqual(normal(whole));
     expect(normal(feed(make(false), bytewise(OFFSET_DATA_RESERVED)))).toEqual(normal(whole));
   });
 
@@ -93,9 +100,9 @@ describe("findings do not depend on the split (payloadViews)", () => {
   });
 
   test("strict mode throws for the chunk whatever the split", () => {
-    const whole = thrown(make(false, true), [OFFSET_DATA_RESERVED]);
-    expect(whole).toMatchObject({ rule: "reply-flags-reserved", offset: 4 });
-    expect(thrown(make(false, true), cuts(OFFSET_DATA_RESERVED, [30]))).toEqual(whole);
+    const whole = thrown(make(true, true), [OFFSET_DATA_RESERVED]);
+    expect(whole).toMatchObject({ rule: "reply-header-style", offset: 0 });
+    expect(thrown(make(true, true), cuts(OFFSET_DATA_RESERVED, [30]))).toEqual(whole);
   });
 });
 
@@ -228,13 +235,14 @@ test("an extended OFFSET_DATA chunk spanning pushes keeps its header findings", 
   const make = () => {
     const d = new ServerStreamDecoder({
       payloadViews: true,
-      state: { phase: "transmission", style: "newstyle", extendedHeaders: true },
+      state: { phase: "transmission", style: "newstyle", structuredReplies: true, extendedHeaders: false },
     });
-    d.noteRequest({ ...READ_1, extended: true });
+    d.noteRequest(READ_1);
     return d;
   };
+  // An extended chunk where only structured replies were negotiated: the header style is the finding.
   const whole = feed(make, [bytes]);
-  expect(whole[0]?.findings.map((f) => `${f.rule}@${f.offset}`)).toEqual(["reply-flags-reserved@4"]);
+  expect(whole[0]?.findings.map((f) => `${f.rule}@${f.offset}`)).toEqual(["reply-header-style@0"]);
   expect(normal(feed(make, cuts(bytes, [45])))).toEqual(normal(whole));
 });
 

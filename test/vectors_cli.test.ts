@@ -84,7 +84,10 @@ describe("nbd-codec vectors", () => {
   test("vectors --check accepts the written files: frame vectors and conversation vectors", async () => {
     const a = await run("--check", path.join(out, "request.json"));
     expect(a.code).toBe(0);
-    expect(a.stdout).toMatch(/request\.json: 60 vectors, every one agrees/);
+    const count =
+      JSON.parse(fs.readFileSync(path.join(ROOT, "vectors", "request.json"), "utf8")).vectors.length;
+    expect(count).toBeGreaterThan(50);
+    expect(a.stdout).toContain(`request.json: ${count} vectors, every one agrees`);
     const b = await run("--check", path.join(out, "conversations.json"));
     expect(b.code).toBe(0);
     expect(b.stdout).toMatch(/conversations, every one agrees/);
