@@ -55,3 +55,5 @@ export {
   type JsonObject,
   type JsonValue,
 } from "./codec/format.ts";
+// Sessions: the shared base (errors, limits, 64-bit arguments).
+export * from "./codec/session.ts";
