@@ -442,6 +442,22 @@ export class ClientSession {
   }
 
   /**
+   * "Need more bytes" as a value: at least how many more server bytes must arrive before the next frame
+   * can be decoded (a transport may read exactly that much without running past a frame).
+   *
+   * @example
+   * ```ts
+   * import { ClientSession } from "@nbd/codec";
+   * const s = new ClientSession();
+   * s.receive(new Uint8Array([0x4e, 0x42]));
+   * console.log(s.needed); // 14: a greeting is told apart after 16 bytes
+   * ```
+   */
+  get needed(): number {
+    return this.#phase === "closed" ? 0 : this.#decoder.needed;
+  }
+
+  /**
    * The bytes to send, in order, since the last call (WRITE data is the caller's own array, not a copy).
    *
    * @example
