@@ -139,6 +139,8 @@ export type OptionResult =
  * - `greeting`: the server's greeting was read (and the client flags queued).
  * - `option`: an option finished: `ok` with its typed `result`, or the server's error `reply` and `message`.
  *   `id` is what the call that queued it returned (automatic steps have ids too).
+ * - `negotiation-failed`: the automatic steps gave up (NBD_REP_ERR_TLS_REQD, or GO refused with no
+ *   fallback left): the option and the server's error. Send ABORT, or STARTTLS, by hand.
  * - `ready`: transmission starts, with the export's details.
  * - `reply`: a command completed (`result`).
  * - `finding`: a server violation (lenient mode).
@@ -169,6 +171,12 @@ export type ClientEvent =
     readonly id: number;
     readonly option: number;
     readonly ok: false;
+    readonly reply: number;
+    readonly message: string;
+  }
+  | {
+    readonly type: "negotiation-failed";
+    readonly option: number;
     readonly reply: number;
     readonly message: string;
   }
@@ -722,33 +730,36 @@ export class ClientSession {
   #optionFailed(op: PendingOption, reply: number, message: string): void {
     const option = op.request.option;
     this.#events.push({ type: "option", id: op.id, option, ok: false, reply, message });
+    // SET_META_CONTEXT replaces the selection even when it fails.
+    if (option === Option.SET_META_CONTEXT) this.#setContexts(EMPTY_CONTEXTS);
+    if (op.step === undefined) return;
+    if (reply === OptionReply.ERR_TLS_REQD) return this.#giveUp(option, reply, message);
     switch (op.step) {
       case "ext":
         // qemu's and libnbd's order: extended headers, else structured replies, else simple replies.
-        if (reply === OptionReply.ERR_TLS_REQD) return this.#cancelSteps();
         if (this.#tryStructured) this.#queueFront(noData(Option.STRUCTURED_REPLY), "sr");
         else this.#afterReplies();
         return;
       case "sr":
-        if (reply === OptionReply.ERR_TLS_REQD) return this.#cancelSteps();
         return this.#afterReplies();
       case "contexts":
         // GO without contexts is still worth trying (BLOCK_STATUS will be refused locally).
-        if (reply === OptionReply.ERR_TLS_REQD) this.#cancelSteps();
         return;
       case "go":
         // Servers before GO (nbd-server < 3.10, nbdkit < 1.2) answer ERR_UNSUP: EXPORT_NAME then. A server
         // that took extended headers knows GO, so no fallback there.
         if (reply === OptionReply.ERR_UNSUP && this.#mode !== "extended") {
           this.#queueFront(exportNameRequest(exportOf(op.request)), "export-name");
+          return;
         }
-        return;
+        return this.#giveUp(option, reply, message);
     }
-    if (option === Option.SET_META_CONTEXT) this.#setContexts(new Map());
   }
 
-  #cancelSteps(): void {
+  /** The automatic steps cannot go on: the rest are dropped and the caller is told. */
+  #giveUp(option: number, reply: number, message: string): void {
     this.#options = this.#options.filter((o) => o.step === undefined || o.sent);
+    this.#events.push({ type: "negotiation-failed", option, reply, message });
   }
 
   #optionDone(ev: StreamFrame, op: PendingOption): void {

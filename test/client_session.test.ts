@@ -180,12 +180,30 @@ describe("negotiation", () => {
     s.receive(hex(greeting(3)));
     out(s);
     const ev = s.receive(hex(optReply(11, ERR_TLS_REQD)));
-    expect(ev).toEqual([{ type: "option", id: 1, option: 11, ok: false, reply: ERR_TLS_REQD, message: "" }]);
+    expect(ev).toEqual([
+      { type: "option", id: 1, option: 11, ok: false, reply: ERR_TLS_REQD, message: "" },
+      { type: "negotiation-failed", option: 11, reply: ERR_TLS_REQD, message: "" },
+    ]);
     expect(out(s)).toBe("");
     expect(s.state.pendingOptions).toBe(0);
     s.abort();
     expect(out(s)).toBe(optRequest(2));
     expect(s.receive(hex(optReply(2, ACK))).map((e) => e.type)).toEqual(["option", "closed"]);
+  });
+
+  test("GO refused (not ERR_UNSUP) ends the automatic steps with negotiation-failed", () => {
+    const s = new ClientSession({ negotiateReplies: false, go: { name: "nope" } });
+    s.receive(hex(greeting(1)));
+    out(s);
+    const ev = s.receive(hex(optReply(7, ERR_UNKNOWN, ascii("no"))));
+    expect(ev.at(-1)).toEqual({ type: "negotiation-failed", option: 7, reply: ERR_UNKNOWN, message: "no" });
+    expect(out(s)).toBe("");
+    // After extended headers, ERR_UNSUP to GO has no EXPORT_NAME fallback either.
+    const e = new ClientSession({ go: {} });
+    e.receive(hex(greeting(1) + optReply(11, ACK)));
+    out(e);
+    expect(e.receive(hex(optReply(7, ERR_UNSUP))).at(-1)?.type).toBe("negotiation-failed");
+    expect(out(e)).toBe("");
   });
 
   test("LIST, LIST_META_CONTEXT and INFO by hand, answered in order", () => {
