@@ -20,7 +20,7 @@ export interface ResolvedExport {
 }
 
 /** Flags a server decides from the negotiation, never from the export's declaration. */
-export const NEGOTIATED_FLAGS = TransmissionFlag.SEND_DF | TransmissionFlag.BLOCK_STATUS_PAYLOAD;
+export const NEGOTIATED_FLAGS: number = TransmissionFlag.SEND_DF | TransmissionFlag.BLOCK_STATUS_PAYLOAD;
 
 /** An option reply frame with no data. */
 export function ack(option: number): OptionReplyFrame {
