@@ -115,7 +115,8 @@ export interface ExportDetails {
  * - `ack`: STRUCTURED_REPLY, EXTENDED_HEADERS, STARTTLS, ABORT, and options the session has no type for.
  * - `exports`: LIST.
  * - `export`: INFO, GO, EXPORT_NAME.
- * - `contexts`: LIST_META_CONTEXT and SET_META_CONTEXT (id → name; LIST's ids carry no meaning).
+ * - `contexts`: LIST_META_CONTEXT and SET_META_CONTEXT, in the server's order (LIST's ids carry no
+ *   meaning: qemu gives them all id 0; SET's become {@link ClientSessionState.contexts}).
  *
  * @example
  * ```ts
@@ -131,7 +132,10 @@ export type OptionResult =
     readonly exports: readonly { readonly name: string; readonly description: string }[];
   }
   | { readonly kind: "export"; readonly export: ExportDetails }
-  | { readonly kind: "contexts"; readonly contexts: ReadonlyMap<number, string> };
+  | {
+    readonly kind: "contexts";
+    readonly contexts: readonly { readonly id: number; readonly name: string }[];
+  };
 
 /**
  * What {@link ClientSession.receive} reports.
@@ -782,10 +786,12 @@ export class ClientSession {
       }
       case Option.LIST_META_CONTEXT:
       case Option.SET_META_CONTEXT: {
-        const contexts = new Map<number, string>();
+        const contexts: { id: number; name: string }[] = [];
+        const ids = new Map<number, string>();
         for (const r of op.replies) {
           if (r.data.kind !== "meta-context") continue;
-          if (option === Option.SET_META_CONTEXT && contexts.has(r.data.id)) {
+          contexts.push({ id: r.data.id, name: r.data.name });
+          if (option === Option.SET_META_CONTEXT && ids.has(r.data.id)) {
             this.#remote(
               "duplicate",
               ev.frameOffset,
@@ -793,9 +799,9 @@ export class ClientSession {
               `SET_META_CONTEXT gave context id ${r.data.id} twice; ids MUST be unique`,
             );
           }
-          contexts.set(r.data.id, r.data.name);
+          ids.set(r.data.id, r.data.name);
         }
-        if (option === Option.SET_META_CONTEXT) this.#setContexts(contexts);
+        if (option === Option.SET_META_CONTEXT) this.#setContexts(ids);
         result = { kind: "contexts", contexts };
         break;
       }

@@ -47,7 +47,7 @@ export const request = (
   cookie: bigint | number,
   offset: bigint | number,
   length: number,
-) => "25609513" + u16(flags) + u16(cmd) + u64(cookie) + u64(offset) + u32(length);
+): string => "25609513" + u16(flags) + u16(cmd) + u64(cookie) + u64(offset) + u32(length);
 /** Extended request: magic, flags, type, cookie, offset, u64 length. */
 export const extRequest = (
   flags: number,
@@ -55,7 +55,7 @@ export const extRequest = (
   cookie: bigint | number,
   offset: bigint | number,
   length: bigint | number,
-) => "21e41c71" + u16(flags) + u16(cmd) + u64(cookie) + u64(offset) + u64(length);
+): string => "21e41c71" + u16(flags) + u16(cmd) + u64(cookie) + u64(offset) + u64(length);
 
 /** Simple reply: magic, error, cookie, data. */
 export const simple = (error: number, cookie: bigint | number, data = ""): string =>
@@ -106,7 +106,7 @@ export interface Ready {
 export function ready(
   mode: "simple" | "structured" | "extended",
   flags: number,
-  size = 1n << 20n,
+  size: bigint = 1n << 20n,
   contexts: [number, string][] = [],
   extra: { blockSize?: [number, number, number]; options?: ClientSessionOptions } = {},
 ): Ready {
