@@ -29,8 +29,16 @@ import { isNbdDecodeError } from "./errors.ts";
 import { decodeClientFlags, encodeExportNameReply, encodeGreeting } from "./handshake.ts";
 import { decodeOptionRequest, type OptionRequest } from "./option.ts";
 import { encodeOptionReply, type OptionReplyFrame } from "./option_reply.ts";
-import { createBlockStatusDescriptors, encodeReplyChunk, type ReplyChunk } from "./reply.ts";
-import { decodeRequest, decodeRequestHeader, type Request } from "./request.ts";
+import {
+  createBlockStatusDescriptors,
+  createReplyHeaderFields,
+  encodeReplyChunk,
+  encodeReplyHeaderInto,
+  type ReplyChunk,
+  type ReplyHeaderFields,
+} from "./reply.ts";
+import { put32 } from "./_bytes.ts";
+import { decodeRequest, decodeRequestHeader, type Request, type RequestDecodeOptions } from "./request.ts";
 import {
   NbdLocalError,
   NbdRemoteError,
@@ -280,6 +288,8 @@ interface Pending {
   readonly cookieLo: number;
   readonly offsetHi: number;
   readonly offsetLo: number;
+  /** The request's length as a number (exact: READ lengths are at most the maximum payload). */
+  readonly length: number;
   /** READ: bytes covered so far, and the covered ranges (relative) once there is more than one chunk. */
   covered: number;
   ranges: number[] | undefined;
@@ -295,6 +305,17 @@ const DEFAULT_EXPORT_FLAGS = TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND
   TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO | TransmissionFlag.SEND_CACHE;
 const KNOWN_ERRORS: ReadonlySet<number> = new Set(Object.values(ErrorValue));
 const OPTION_HEADER = 16;
+/** The transmission flag each command needs (index = command), 0 when none. */
+const NEEDS: readonly number[] = [
+  0,
+  0,
+  0,
+  TransmissionFlag.SEND_FLUSH,
+  TransmissionFlag.SEND_TRIM,
+  TransmissionFlag.SEND_CACHE,
+  TransmissionFlag.SEND_WRITE_ZEROES,
+  0,
+];
 const TWO32 = 0x1_0000_0000;
 
 /**
@@ -343,6 +364,11 @@ export class ServerSession {
   /** Option data of a too-big option still to discard, then answered ERR_TOO_BIG. */
   #skipOption: number | undefined;
   readonly #tolerated = new Set<string>();
+  readonly #fields: ReplyHeaderFields = createReplyHeaderFields();
+  /** Request decoding options, fixed when transmission starts (payload limits are the session's own). */
+  #decodeOptions: RequestDecodeOptions = { strict: false, maxPayloadLength: Number.MAX_SAFE_INTEGER };
+  /** Export size as a number; 2^53 when it is larger (ranges are then checked with bigints). */
+  #sizeNum = 0;
   #output: Uint8Array[] = [];
   #events: ServerEvent[] = [];
 
@@ -861,6 +887,12 @@ export class ServerSession {
     this.#exportDecl = exp.decl as ServerExport;
     this.#flags = flags;
     this.#maxPayload = Math.min(exp.blockSize?.maximum ?? 32 * 1024 * 1024, this.#limits.maxPayloadLength);
+    this.#sizeNum = exp.size < 2n ** 53n ? Number(exp.size) : 2 ** 53;
+    this.#decodeOptions = {
+      strict: false,
+      extendedHeaders: this.#extended,
+      maxPayloadLength: Number.MAX_SAFE_INTEGER,
+    };
     this.#phase = "transmission";
     this.#events.push({ type: "ready", export: this.#exportDecl!, transmissionFlags: flags });
   }
@@ -959,11 +991,7 @@ export class ServerSession {
     const cookieLo = q.u32At(12);
     const offsetHi = q.u32At(16);
     const offsetLo = q.u32At(20);
-    const decodeOptions = {
-      strict: false,
-      extendedHeaders: this.#extended,
-      maxPayloadLength: Number.MAX_SAFE_INTEGER,
-    } as const;
+    const decodeOptions = this.#decodeOptions;
     if (payload > this.#limits.maxPayloadLength || payload > this.#limits.maxBufferedBytes) {
       // Too big to buffer: answer it, and discard the payload to keep the stream in sync.
       const r = decodeRequestHeader(q.peek(hl), decodeOptions);
@@ -1025,7 +1053,7 @@ export class ServerSession {
       this.#refuse(request, cookieHi, cookieLo, offsetHi, offsetLo, ErrorValue.EINVAL, bad);
       return true;
     }
-    const check = this.#validate(request);
+    const check = this.#validate(request, offsetHi * TWO32 + offsetLo);
     if (typeof check === "object") {
       this.#refuse(request, cookieHi, cookieLo, offsetHi, offsetLo, check[0], check[1]);
       return true;
@@ -1037,6 +1065,7 @@ export class ServerSession {
       cookieLo,
       offsetHi,
       offsetLo,
+      length: Number(request.length),
       covered: 0,
       ranges: undefined,
       chunks: 0,
@@ -1060,21 +1089,15 @@ export class ServerSession {
    * The spec's request rules for the negotiated export: `[error, message]` when the request must be
    * refused, `0` when it is valid. The order follows nbdkit's: command and flags, read-only, range, sizes.
    */
-  #validate(req: Request): [number, string] | 0 {
+  #validate(req: Request, offset: number): [number, string] | 0 {
     const exp = this.#export!;
     const adv = this.#flags;
     const cmd = req.command;
     const f = req.flags;
-    const name = nameOf("command", cmd) ?? `command ${cmd}`;
-    const needs: Record<number, number> = {
-      [Command.FLUSH]: TransmissionFlag.SEND_FLUSH,
-      [Command.TRIM]: TransmissionFlag.SEND_TRIM,
-      [Command.WRITE_ZEROES]: TransmissionFlag.SEND_WRITE_ZEROES,
-      [Command.CACHE]: TransmissionFlag.SEND_CACHE,
-    };
-    if (cmd > Command.BLOCK_STATUS) return [ErrorValue.EINVAL, `${name} is not supported`];
-    const need = needs[cmd];
-    if (need !== undefined && (adv & need) === 0) return [ErrorValue.EINVAL, `${name} was not advertised`];
+    const name = (): string => nameOf("command", cmd) ?? `command ${cmd}`;
+    if (cmd > Command.BLOCK_STATUS) return [ErrorValue.EINVAL, `${name()} is not supported`];
+    const need = NEEDS[cmd]!;
+    if ((adv & need) !== need) return [ErrorValue.EINVAL, `${name()} was not advertised`];
     if ((f & CommandFlag.FUA) !== 0 && (adv & TransmissionFlag.SEND_FUA) === 0) {
       return [ErrorValue.EINVAL, "NBD_CMD_FLAG_FUA was not advertised"];
     }
@@ -1109,22 +1132,24 @@ export class ServerSession {
       }
     }
     if (cmd === Command.FLUSH) return 0;
-    if (length === 0n) return [ErrorValue.EINVAL, `${name} of 0 bytes`];
-    if (req.offset + length > exp.size) {
+    // Numbers: exact below 2^53, and anything larger is out of range anyway (unless the export is that big).
+    const len = Number(length);
+    if (len === 0) return [ErrorValue.EINVAL, `${name()} of 0 bytes`];
+    if (this.#sizeNum === 2 ** 53 ? req.offset + length > exp.size : offset + len > this.#sizeNum) {
       const write = cmd === Command.WRITE || cmd === Command.WRITE_ZEROES;
-      return [write ? ErrorValue.ENOSPC : ErrorValue.EINVAL, `${name} beyond the end of the export`];
+      return [write ? ErrorValue.ENOSPC : ErrorValue.EINVAL, `${name()} beyond the end of the export`];
     }
     const min = exp.blockSize?.minimum ?? 1;
     if (min > 1 && (Number(req.offset % BigInt(min)) !== 0 || Number(length % BigInt(min)) !== 0)) {
-      return [ErrorValue.EINVAL, `${name} not aligned to the minimum block size ${min}`];
+      return [ErrorValue.EINVAL, `${name()} not aligned to the minimum block size ${min}`];
     }
-    if (cmd === Command.READ && length > BigInt(this.#maxPayload)) {
+    if (cmd === Command.READ && len > this.#maxPayload) {
       return [
         ErrorValue.EOVERFLOW,
         `read of ${length} bytes is above the maximum payload ${this.#maxPayload}`,
       ];
     }
-    if (cmd === Command.WRITE && length > BigInt(this.#maxPayload)) {
+    if (cmd === Command.WRITE && len > this.#maxPayload) {
       return [ErrorValue.EINVAL, `write of ${length} bytes is above the maximum payload ${this.#maxPayload}`];
     }
     return 0;
@@ -1146,6 +1171,7 @@ export class ServerSession {
       cookieLo,
       offsetHi,
       offsetLo,
+      length: Number(request.length),
       covered: 0,
       ranges: undefined,
       chunks: 0,
@@ -1187,32 +1213,32 @@ export class ServerSession {
   }
 
   /** A chunk or simple header: style from the negotiation, cookie and offset from the request. */
+  /** A chunk header (and `extra` bytes after it): style from the negotiation, cookie and offset from the request. */
   #head(p: Pending, flags: number, type: number, length: number, extra: number): Uint8Array {
     const ext = this.#extended;
-    const hl = ext ? 32 : 20;
-    const b = new Uint8Array(hl + extra);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, ext ? Magic.EXTENDED_REPLY : Magic.STRUCTURED_REPLY);
-    dv.setUint16(4, flags);
-    dv.setUint16(6, type);
-    dv.setUint32(8, p.cookieHi);
-    dv.setUint32(12, p.cookieLo);
-    if (ext) {
-      dv.setUint32(16, p.offsetHi);
-      dv.setUint32(20, p.offsetLo);
-      dv.setUint32(24, Math.floor(length / TWO32));
-      dv.setUint32(28, length >>> 0);
-    } else dv.setUint32(16, length);
+    const f = this.#fields;
+    f.style = ext ? "extended" : "structured";
+    f.flags = flags;
+    f.chunkType = type;
+    f.cookieHi = p.cookieHi;
+    f.cookieLo = p.cookieLo;
+    f.offsetHi = ext ? p.offsetHi : 0;
+    f.offsetLo = ext ? p.offsetLo : 0;
+    f.lengthHi = ext ? Math.floor(length / TWO32) : 0;
+    f.lengthLo = length >>> 0;
+    const b = new Uint8Array((ext ? 32 : 20) + extra);
+    encodeReplyHeaderInto(b, 0, f);
     return b;
   }
 
   #simple(p: Pending, error: number): Uint8Array {
+    const f = this.#fields;
+    f.style = "simple";
+    f.error = error;
+    f.cookieHi = p.cookieHi;
+    f.cookieLo = p.cookieLo;
     const b = new Uint8Array(16);
-    const dv = new DataView(b.buffer);
-    dv.setUint32(0, Magic.SIMPLE_REPLY);
-    dv.setUint32(4, error);
-    dv.setUint32(8, p.cookieHi);
-    dv.setUint32(12, p.cookieLo);
+    encodeReplyHeaderInto(b, 0, f);
     return b;
   }
 
@@ -1324,7 +1350,7 @@ export class ServerSession {
     if (!(data instanceof Uint8Array)) {
       throw new NbdLocalError("bad-argument", "read-data", "data must be a Uint8Array");
     }
-    if (p.chunks > 0 || BigInt(data.length) !== p.request.length) {
+    if (p.chunks > 0 || data.length !== p.length) {
       throw new NbdLocalError(
         "forbidden",
         "read-length",
@@ -1338,14 +1364,8 @@ export class ServerSession {
     else {
       head = this.#head(p, ReplyFlag.DONE, ReplyType.OFFSET_DATA, 8 + data.length, 8);
       const hl = this.#extended ? 32 : 20;
-      head[hl] = p.offsetHi >>> 24;
-      head[hl + 1] = p.offsetHi >>> 16;
-      head[hl + 2] = p.offsetHi >>> 8;
-      head[hl + 3] = p.offsetHi;
-      head[hl + 4] = p.offsetLo >>> 24;
-      head[hl + 5] = p.offsetLo >>> 16;
-      head[hl + 6] = p.offsetLo >>> 8;
-      head[hl + 7] = p.offsetLo;
+      put32(head, hl, p.offsetHi);
+      put32(head, hl + 4, p.offsetLo);
     }
     this.#done(p);
     return [head, data];

@@ -1,0 +1,131 @@
+// Server session overhead: a 4 KiB READ request and its reply through a ServerSession (receive() the 28-byte
+// request, replyRead() the data) against the raw codec calls that do the same work (decodeRequest, a fresh
+// header buffer, encodeReplyHeaderInto, the chunk's offset), side by side in one process (bench/_harness.ts:
+// interleaved mitata rounds, lower quartiles). Goal (issue 12): session at most 1.5x raw.
+//
+//   npx deno run -A --v8-flags=--expose-gc bench/server_session.ts
+//   node --expose-gc node_modules/vite-node/vite-node.mjs bench/server_session.ts
+import {
+  ClientFlag,
+  Command,
+  createReplyHeaderFields,
+  decodeRequest,
+  encodeClientFlags,
+  encodeOptionRequest,
+  encodeReplyHeaderInto,
+  encodeRequest,
+  Option,
+  ServerSession,
+} from "../mod.ts";
+import { type Loop, timePairs } from "./_harness.ts";
+
+const RING = 256;
+const DATA = new Uint8Array(4096);
+
+/** Distinct READ requests, each its own chunk as a socket would deliver it. */
+function requests(extended: boolean): Uint8Array[] {
+  return Array.from({ length: RING }, (_, i) =>
+    encodeRequest({
+      type: "request",
+      extended,
+      flags: 0,
+      command: Command.READ,
+      cookie: BigInt(i + 1) | (1n << 63n),
+      offset: BigInt(i) * 4096n,
+      length: 4096n,
+    }));
+}
+
+function session(style: "simple" | "structured" | "extended"): ServerSession {
+  const s = new ServerSession({ exports: [{ name: "disk", size: RING * 4096 }] });
+  s.start();
+  s.receive(
+    encodeClientFlags({ type: "client-flags", flags: ClientFlag.C_FIXED_NEWSTYLE | ClientFlag.C_NO_ZEROES }),
+  );
+  const opt = (option: number) =>
+    encodeOptionRequest({ type: "option-request", option, data: { kind: "none" } });
+  if (style === "structured") s.receive(opt(Option.STRUCTURED_REPLY));
+  if (style === "extended") s.receive(opt(Option.EXTENDED_HEADERS));
+  s.receive(encodeOptionRequest({
+    type: "option-request",
+    option: Option.GO,
+    data: { kind: "info-request", name: "disk", info: [] },
+  }));
+  if (s.state.phase !== "transmission") throw new Error("bench session did not reach transmission");
+  return s;
+}
+
+function sessionLoop(style: "simple" | "structured" | "extended"): Loop {
+  const s = session(style);
+  const ring = requests(style === "extended");
+  let k = 0;
+  return (n) => {
+    let acc = 0;
+    for (let i = 0; i < n; i++) {
+      const step = s.receive(ring[k]!);
+      k = (k + 1) % RING;
+      const e = step.events[0]!;
+      if (e.type !== "request") throw new Error("not a request");
+      const parts = s.replyRead(e.request.cookie, DATA);
+      acc += parts[0]!.length + parts.length;
+    }
+    return acc;
+  };
+}
+
+function rawLoop(style: "simple" | "structured" | "extended"): Loop {
+  const ring = requests(style === "extended");
+  const fields = createReplyHeaderFields();
+  fields.style = style;
+  const extended = style === "extended";
+  const hl = style === "simple" ? 16 : extended ? 32 : 20;
+  let k = 0;
+  return (n) => {
+    let acc = 0;
+    for (let i = 0; i < n; i++) {
+      const r = decodeRequest(ring[k]!, { extendedHeaders: extended });
+      k = (k + 1) % RING;
+      if (!r.done) throw new Error("incomplete");
+      const q = r.frame;
+      fields.cookieHi = Number(q.cookie >> 32n);
+      fields.cookieLo = Number(q.cookie & 0xffff_ffffn);
+      const head = new Uint8Array(style === "simple" ? 16 : hl + 8);
+      if (style !== "simple") {
+        fields.flags = 1;
+        fields.chunkType = 1;
+        fields.lengthLo = 8 + DATA.length;
+        const hi = Number(q.offset >> 32n);
+        const lo = Number(q.offset & 0xffff_ffffn);
+        if (extended) {
+          fields.offsetHi = hi;
+          fields.offsetLo = lo;
+        }
+        const dv = new DataView(head.buffer);
+        dv.setUint32(hl, hi);
+        dv.setUint32(hl + 4, lo);
+      }
+      encodeReplyHeaderInto(head, 0, fields);
+      const parts = [head, DATA];
+      acc += parts[0]!.length + parts.length;
+    }
+    return acc;
+  };
+}
+
+const styles = ["simple", "structured", "extended"] as const;
+const results = await timePairs(styles.map((st) => ({ a: sessionLoop(st), b: rawLoop(st) })));
+const rows = results.map((r, i) => ({
+  style: styles[i],
+  sessionNs: Number(r.aNs.toFixed(1)),
+  rawNs: Number(r.bNs.toFixed(1)),
+  ratio: Number((r.aNs / r.bNs).toFixed(2)),
+  goal: "<= 1.5",
+  pass: r.aNs / r.bNs <= 1.5,
+}));
+console.log(
+  JSON.stringify({
+    bench: "server-session-read-4k",
+    runtime: typeof Deno === "undefined" ? "node" : "deno",
+    rows,
+  }),
+);
