@@ -593,12 +593,7 @@ export class ClientSession {
         this.#onGreeting(frame);
         break;
       default:
-        this.#remote(
-          "unexpected-frame",
-          ev.frameOffset,
-          "client-frame",
-          `a ${frame.type} frame from the server`,
-        );
+        // The server direction's decoder yields server frames only.
     }
   }
 

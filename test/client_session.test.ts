@@ -397,6 +397,8 @@ describe("commands: checked against what the server advertised", () => {
     expect(localRule(() => structured().blockStatus(0, 512, { contextIds: [1] }))).toBe(
       "block-status-payload",
     );
+    const noFlag = ready("extended", RW, 1n << 20n, [[1, "base:allocation"]]).session;
+    expect(localRule(() => noFlag.blockStatus(0, 512, { contextIds: [1] }))).toBe("block-status-payload");
     const ext = ready("extended", RW | TF.BLOCK_STATUS_PAYLOAD, 1n << 20n, [[1, "base:allocation"]]).session;
     expect(localRule(() => ext.blockStatus(0, 512, { contextIds: [2] }))).toBe(
       "block-status-payload-context",
@@ -439,6 +441,19 @@ describe("commands: checked against what the server advertised", () => {
     expect(out(e)).toBe(extRequest(0, 4, 1, 0, 1n << 33n));
     e.write(0, hex("aabb"));
     expect(out(e)).toBe(extRequest(0x20, 1, 2, 0, 2) + "aabb");
+  });
+
+  test("arguments: command and flags are u16, the read buffer fits, PAYLOAD_LEN only in extended mode", () => {
+    const s = ready("structured", RW).session;
+    expect(localRule(() => s.command(0x10000, 0, 0))).toBe("command-value");
+    expect(localRule(() => s.read(0, 512, { flags: 0x10000 }))).toBe("flags-value");
+    expect(localRule(() => s.read(0, 512, { buffer: new Uint8Array(511) }))).toBe("read-buffer");
+    expect(localRule(() => s.trim(0, 512, { flags: CommandFlag.PAYLOAD_LEN }))).toBe("payload-len-compact");
+    expect(localRule(() => new ClientSession().tlsEstablished())).toBe("tls-phase");
+    // The session's own limit on READ lengths, even unchecked.
+    const t = ready("simple", RW, 1n << 30n, [], { options: { maxPayloadLength: 65536 } }).session;
+    expect(localRule(() => t.read(0, 65537, { check: false }))).toBe("max-payload-length");
+    expect(out(s) + out(t)).toBe("");
   });
 
   test("64-bit arguments: safe numbers or bigints; unsafe numbers refused", () => {
@@ -529,6 +544,25 @@ describe("replies: assembly and the rules on the server's chunks", () => {
     expect(ra).toMatchObject({ ok: false, error: 22, message: "bad read" });
     expect(rb).toMatchObject({ ok: false, error: 5, message: "io", errorOffset: 0n });
     expect(rules(s)).toEqual(["error-offset-range"]);
+  });
+
+  test("chunk-type-command: ERROR_OFFSET for FLUSH, a block-status chunk for READ", () => {
+    const { session: s } = ready("structured", RW, 1n << 20n, [[1, "base:allocation"]]);
+    const f = s.flush();
+    const r = s.read(0, 512);
+    const ev = s.receive(hex(
+      chunk(DONE, T_ERROR_OFFSET, f, errorPayload(5, "") + "0000000000000000") +
+        chunk(DONE, T_BS, r, bsPayload(1, [[512, 0]])),
+    ));
+    expect(rules(s)).toEqual(["chunk-type-command", "chunk-type-command"]);
+    expect(replies(ev).map((x) => x.ok)).toEqual([false, false]);
+  });
+
+  test("BLOCK_STATUS_EXT: upper 32 status bits of a 32-bit context are a finding", () => {
+    const { session: s } = ready("extended", RW, 1n << 20n, [[1, "base:allocation"]]);
+    const c = s.blockStatus(0, 512);
+    s.receive(hex(extChunk(DONE, T_BS_EXT, c, 0, bsExtPayload(1, [[512, (1n << 32n) | 1n]]))));
+    expect(rules(s)).toEqual(["block-status-upper-bits"]);
   });
 
   test("a chunk for a cookie not in flight, and a chunk after DONE, are findings", () => {
