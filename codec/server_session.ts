@@ -272,7 +272,16 @@ export interface ServerStep {
   readonly events: ServerEvent[];
 }
 
-/** A block-status answer for one context: its extents from the request's offset on. */
+/**
+ * A block-status answer for one context: its extents from the request's offset on.
+ *
+ * @example
+ * ```ts
+ * import { type ContextExtents, StateFlag } from "@nbd/codec";
+ * const a: ContextExtents = { contextId: 1, extents: [{ length: 65536, status: StateFlag.HOLE | StateFlag.ZERO }] };
+ * console.log(a.extents.length); // 1
+ * ```
+ */
 export interface ContextExtents {
   /** The context id (from the request event's `contexts`). */
   readonly contextId: number;
