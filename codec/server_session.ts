@@ -1009,11 +1009,7 @@ export class ServerSession {
       this.#skip = payload;
       const { payloadLength: _, ...request } = r.frame;
       this.#refuse(
-        request,
-        cookieHi,
-        cookieLo,
-        offsetHi,
-        offsetLo,
+        newPending(request, cookieHi, cookieLo, offsetHi, offsetLo),
         ErrorValue.EINVAL,
         `payload of ${payload} bytes is above the limit`,
       );
@@ -1058,30 +1054,16 @@ export class ServerSession {
       this.#refuseUntracked(request, ErrorValue.EINVAL, bad);
       return true;
     }
+    const pending = newPending(request, cookieHi, cookieLo, offsetHi, offsetLo);
     if (bad !== undefined) {
-      this.#refuse(request, cookieHi, cookieLo, offsetHi, offsetLo, ErrorValue.EINVAL, bad);
+      this.#refuse(pending, ErrorValue.EINVAL, bad);
       return true;
     }
     const check = this.#validate(request, offsetHi * TWO32 + offsetLo);
     if (typeof check === "object") {
-      this.#refuse(request, cookieHi, cookieLo, offsetHi, offsetLo, check[0], check[1]);
+      this.#refuse(pending, check[0], check[1]);
       return true;
     }
-    const pending: Pending = {
-      request,
-      command,
-      cookieHi,
-      cookieLo,
-      offsetHi,
-      offsetLo,
-      length: Number(request.length),
-      covered: 0,
-      ranges: undefined,
-      chunks: 0,
-      errorSent: false,
-      contextsLeft: undefined,
-      effectLength: request.length,
-    };
     this.#pending.set(request.cookie, pending);
     if (command === Command.BLOCK_STATUS) {
       const ids = request.blockStatus?.contextIds ?? [...this.#meta.keys()];
@@ -1164,43 +1146,17 @@ export class ServerSession {
     return 0;
   }
 
-  #refuse(
-    request: Request,
-    cookieHi: number,
-    cookieLo: number,
-    offsetHi: number,
-    offsetLo: number,
-    error: number,
-    message: string,
-  ): void {
-    const p: Pending = {
-      request,
-      command: request.command,
-      cookieHi,
-      cookieLo,
-      offsetHi,
-      offsetLo,
-      length: Number(request.length),
-      covered: 0,
-      ranges: undefined,
-      chunks: 0,
-      errorSent: false,
-      contextsLeft: undefined,
-      effectLength: request.length,
-    };
+  #refuse(p: Pending, error: number, message: string): void {
     this.#output.push(this.#errorReply(p, error, message));
-    this.#events.push({ type: "refused", request, error, message });
+    this.#events.push({ type: "refused", request: p.request, error, message });
   }
 
   #refuseUntracked(request: Request, error: number, message: string): void {
     const c = request.cookie;
     const o = request.offset;
+    const half = (v: bigint, hi: boolean): number => Number(hi ? v >> 32n : v & 0xffff_ffffn);
     this.#refuse(
-      request,
-      Number(c >> 32n),
-      Number(c & 0xffff_ffffn),
-      Number(o >> 32n),
-      Number(o & 0xffff_ffffn),
+      newPending(request, half(c, true), half(c, false), half(o, true), half(o, false)),
       error,
       message,
     );
@@ -1674,6 +1630,30 @@ export class ServerSession {
     this.#done(p);
     return parts;
   }
+}
+
+function newPending(
+  request: Request,
+  cookieHi: number,
+  cookieLo: number,
+  offsetHi: number,
+  offsetLo: number,
+): Pending {
+  return {
+    request,
+    command: request.command,
+    cookieHi,
+    cookieLo,
+    offsetHi,
+    offsetLo,
+    length: Number(request.length),
+    covered: 0,
+    ranges: undefined,
+    chunks: 0,
+    errorSent: false,
+    contextsLeft: undefined,
+    effectLength: request.length,
+  };
 }
 
 function optionName(option: number): string {
