@@ -30,7 +30,7 @@ function requests(extended: boolean): Uint8Array[] {
       extended,
       flags: 0,
       command: Command.READ,
-      cookie: BigInt(i + 1) | (1n << 63n),
+      cookie: BigInt(i + 1),
       offset: BigInt(i) * 4096n,
       length: 4096n,
     }));
@@ -125,7 +125,7 @@ const rows = results.map((r, i) => ({
 console.log(
   JSON.stringify({
     bench: "server-session-read-4k",
-    runtime: typeof Deno === "undefined" ? "node" : "deno",
+    runtime: "Deno" in globalThis ? "deno" : "node",
     rows,
   }),
 );

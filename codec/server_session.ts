@@ -267,7 +267,7 @@ export type ServerEvent =
  */
 export interface ServerStep {
   /** Bytes to send, in order (headers and the caller's payloads as separate arrays: no copies). */
-  readonly output: Uint8Array[];
+  readonly output: readonly Uint8Array[];
   /** What happened. */
   readonly events: ServerEvent[];
 }
@@ -291,6 +291,8 @@ export interface ContextExtents {
 
 interface Pending {
   readonly request: Request;
+  /** Its key in the in-flight map. */
+  readonly key: number | bigint;
   readonly command: number;
   /** Cookie and offset halves, for allocation-free headers. */
   readonly cookieHi: number;
@@ -314,6 +316,7 @@ const DEFAULT_EXPORT_FLAGS = TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND
   TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO | TransmissionFlag.SEND_CACHE;
 const KNOWN_ERRORS: ReadonlySet<number> = new Set(Object.values(ErrorValue));
 const OPTION_HEADER = 16;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** The transmission flag each command needs (index = command), 0 when none. */
 const NEEDS: readonly number[] = [
   0,
@@ -367,7 +370,8 @@ export class ServerSession {
   #exportDecl: ServerExport | undefined;
   #flags = 0;
   #maxPayload = 0;
-  readonly #pending = new Map<bigint, Pending>();
+  /** Requests in flight by cookie (a number below 2^53, as real clients use, else the bigint). */
+  readonly #pending = new InFlight();
   /** Payload bytes of a refused request still to discard. */
   #skip = 0;
   /** Option data of a too-big option still to discard, then answered ERR_TOO_BIG. */
@@ -378,7 +382,8 @@ export class ServerSession {
   #decodeOptions: RequestDecodeOptions = { strict: false, maxPayloadLength: Number.MAX_SAFE_INTEGER };
   /** Export size as a number; 2^53 when it is larger (ranges are then checked with bigints). */
   #sizeNum = 0;
-  #output: Uint8Array[] = [];
+  /** Bytes to send, allocated at the first one (most requests produce none). */
+  #output: Uint8Array[] | undefined;
   #events: ServerEvent[] = [];
 
   /**
@@ -533,18 +538,18 @@ export class ServerSession {
   // ------------------------------------------------------------------------------------------- pumping
 
   #step(): ServerStep {
-    const step = { output: this.#output, events: this.#events };
-    this.#output = [];
+    const step = { output: this.#output ?? NOTHING, events: this.#events };
+    this.#output = undefined;
     this.#events = [];
     return step;
   }
 
   #emit(bytes: Uint8Array): void {
-    this.#output.push(bytes);
+    (this.#output ??= []).push(bytes);
   }
 
   #reply(frame: OptionReplyFrame): void {
-    this.#output.push(encodeOptionReply(frame));
+    (this.#output ??= []).push(encodeOptionReply(frame));
   }
 
   #fatal(error: NbdRemoteError): void {
@@ -975,7 +980,14 @@ export class ServerSession {
     const q = this.#queue;
     if (q.length < 4) return false;
     const at = q.position;
-    const magic = q.u32At(0);
+    // The header's fields straight from the received bytes (a copy only when the header spans chunks).
+    let h = q.frontChunk();
+    let o = q.frontStart();
+    if (q.contiguous() < 4) {
+      h = q.peek(4);
+      o = 0;
+    }
+    const magic = be32(h, o);
     const extended = magic === Magic.EXTENDED_REQUEST;
     if (!extended && magic !== Magic.REQUEST) {
       this.#fatal(
@@ -990,16 +1002,20 @@ export class ServerSession {
     }
     const hl = extended ? 32 : 28;
     if (q.length < hl) return false;
-    const flags = q.u16At(4);
-    const command = q.u16At(6);
+    if (q.contiguous() < hl) {
+      h = q.peek(hl);
+      o = 0;
+    }
+    const flags = (h[o + 4]! << 8) | h[o + 5]!;
+    const command = (h[o + 6]! << 8) | h[o + 7]!;
     let payload = 0;
     if (command === Command.WRITE || (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0)) {
-      payload = extended ? q.u32At(24) * TWO32 + q.u32At(28) : q.u32At(24);
+      payload = extended ? be32(h, o + 24) * TWO32 + be32(h, o + 28) : be32(h, o + 24);
     }
-    const cookieHi = q.u32At(8);
-    const cookieLo = q.u32At(12);
-    const offsetHi = q.u32At(16);
-    const offsetLo = q.u32At(20);
+    const cookieHi = be32(h, o + 8);
+    const cookieLo = be32(h, o + 12);
+    const offsetHi = be32(h, o + 16);
+    const offsetLo = be32(h, o + 20);
     const decodeOptions = this.#decodeOptions;
     if (payload > this.#limits.maxPayloadLength || payload > this.#limits.maxBufferedBytes) {
       // Too big to buffer: answer it, and discard the payload to keep the stream in sync.
@@ -1041,7 +1057,8 @@ export class ServerSession {
       this.#events.push({ type: "disconnect" });
       return true;
     }
-    if (this.#pending.has(request.cookie)) {
+    const key = cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie;
+    if (this.#pending.get(key) !== undefined) {
       const ok = this.#tolerate({
         code: "duplicate",
         offset: at + 8,
@@ -1064,7 +1081,7 @@ export class ServerSession {
       this.#refuse(pending, check[0], check[1]);
       return true;
     }
-    this.#pending.set(request.cookie, pending);
+    this.#pending.add(pending);
     if (command === Command.BLOCK_STATUS) {
       const ids = request.blockStatus?.contextIds ?? [...this.#meta.keys()];
       pending.contextsLeft = [...ids];
@@ -1147,7 +1164,7 @@ export class ServerSession {
   }
 
   #refuse(p: Pending, error: number, message: string): void {
-    this.#output.push(this.#errorReply(p, error, message));
+    (this.#output ??= []).push(this.#errorReply(p, error, message));
     this.#events.push({ type: "refused", request: p.request, error, message });
   }
 
@@ -1165,13 +1182,18 @@ export class ServerSession {
   // ------------------------------------------------------------------------------------------- replies
 
   #take(cookie: bigint | number): Pending {
-    const c = typeof cookie === "bigint" ? cookie : toU64(cookie, "cookie");
-    const p = this.#pending.get(c);
+    let key: number | bigint;
+    if (typeof cookie === "number" && Number.isSafeInteger(cookie) && cookie >= 0) key = cookie;
+    else {
+      const c = toU64(cookie, "cookie");
+      key = c <= MAX_SAFE ? Number(c) : c;
+    }
+    const p = this.#pending.get(key);
     if (p === undefined) {
       throw new NbdLocalError(
         "unknown-cookie",
         "reply-cookie",
-        `no request with cookie ${c} is in flight (never received, refused by the session, or its reply is complete)`,
+        `no request with cookie ${key} is in flight (never received, refused by the session, or its reply is complete)`,
       );
     }
     return p;
@@ -1208,7 +1230,7 @@ export class ServerSession {
   }
 
   #done(p: Pending): void {
-    this.#pending.delete(p.request.cookie);
+    this.#pending.remove(p);
   }
 
   #chunk(p: Pending, frame: Omit<ReplyChunk, "type" | "extended" | "cookie" | "offset">): Uint8Array {
@@ -1641,6 +1663,7 @@ function newPending(
 ): Pending {
   return {
     request,
+    key: cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie,
     command: request.command,
     cookieHi,
     cookieLo,
@@ -1654,6 +1677,53 @@ function newPending(
     contextsLeft: undefined,
     effectLength: request.length,
   };
+}
+
+const NOTHING: readonly Uint8Array[] = Object.freeze([]);
+
+/**
+ * The requests in flight: a short list searched linearly while it is short (a Map's churn of one insert and
+ * one delete per request costs several times more), a Map once many are in flight.
+ */
+class InFlight {
+  #list: Pending[] = [];
+  #map: Map<number | bigint, Pending> | undefined;
+
+  get size(): number {
+    return this.#map?.size ?? this.#list.length;
+  }
+
+  get(key: number | bigint): Pending | undefined {
+    if (this.#map !== undefined) return this.#map.get(key);
+    const list = this.#list;
+    for (let i = list.length - 1; i >= 0; i--) if (list[i]!.key === key) return list[i];
+    return undefined;
+  }
+
+  add(p: Pending): void {
+    if (this.#map !== undefined) this.#map.set(p.key, p);
+    else if (this.#list.push(p) > 32) {
+      this.#map = new Map(this.#list.map((x) => [x.key, x]));
+      this.#list = [];
+    }
+  }
+
+  remove(p: Pending): void {
+    if (this.#map !== undefined) {
+      this.#map.delete(p.key);
+      if (this.#map.size === 0) this.#map = undefined;
+      return;
+    }
+    const list = this.#list;
+    const i = list.lastIndexOf(p);
+    if (i < 0) return;
+    list[i] = list[list.length - 1]!;
+    list.pop();
+  }
+}
+
+function be32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) >>> 0) + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
 }
 
 function optionName(option: number): string {

@@ -670,6 +670,27 @@ describe("request validation", () => {
     expect(s.replyRead(1n, new Uint8Array(512))[1]?.length).toBe(512);
   });
 
+  test("hundreds of requests in flight are tracked, answered in any order, duplicates still caught", () => {
+    const { s } = transmission();
+    const cookies = Array.from(
+      { length: 300 },
+      (_, i) => BigInt(i * 7919 + 1) + (i % 2 === 0 ? 0n : 1n << 63n),
+    );
+    const step = s.receive(concat(cookies.map((c) => req(Command.FLUSH, c, 0n, 0n))));
+    expect(step.events.length).toBe(300);
+    expect(s.state.inFlight).toBe(300);
+    expect(types(s.receive(req(Command.FLUSH, cookies[123]!, 0n, 0n)))).toEqual(["finding", "refused"]);
+    const order = [...cookies].sort((a, b) => Number((a * 31n) % 1009n) - Number((b * 31n) % 1009n));
+    for (const c of order) {
+      expect(replies(s.replyOk(c))[0]).toEqual({ type: "simple-reply", error: 0, cookie: c });
+    }
+    expect(s.state.inFlight).toBe(0);
+    expect(localError(() => s.replyOk(cookies[5]!)).code).toBe("unknown-cookie");
+    // And back to a short list.
+    s.receive(req(Command.FLUSH, 5n, 0n, 0n));
+    expect(s.replyOk(5).length).toBe(1);
+  });
+
   test("a bad request magic closes the session", () => {
     const { s } = transmission();
     expect(closeRule(s.receive(new Uint8Array(28)).events)).toBe("request-magic");
