@@ -418,7 +418,8 @@ export class ServerSession {
       replyStyle: this.#extended ? "extended" : this.#structured ? "structured" : "simple",
       export: this.#exportDecl,
       transmissionFlags: this.#flags,
-      contexts: new Map(this.#meta),
+      // Never mutated once a call returns (each SET, GO or STARTTLS makes a new map): no copy needed.
+      contexts: this.#meta,
       inFlight: this.#pending.size,
     };
   }

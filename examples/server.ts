@@ -44,6 +44,8 @@ const BLOCK = 4096;
 /** Largest READ/WRITE payload we accept (advertised in NBD_INFO_BLOCK_SIZE): 32 MiB, the spec's default. */
 const MAX_PAYLOAD = 32 * 1024 * 1024;
 const BASE_ALLOCATION = "base:allocation";
+/** Reply bytes queued on a socket above which we stop reading its requests until it drains. */
+const MAX_QUEUED = 8 * 1024 * 1024;
 /** Longest extent in a compact BLOCK_STATUS descriptor: the largest block multiple below 2^32. */
 const MAX_COMPACT_EXTENT = 0x1_0000_0000 - BLOCK;
 
@@ -308,7 +310,10 @@ export class NbdServer {
       maxPayloadLength: MAX_PAYLOAD,
     });
     const send = (parts: readonly Uint8Array[]): void => {
-      for (const p of parts) if (p.length > 0 && !socket.write(p)) socket.pause();
+      for (const p of parts) if (p.length > 0) socket.write(p);
+      // Stop reading requests only when replies pile up: pausing at Node's 16 KiB high-water mark would
+      // stall the request pipeline after every large READ reply.
+      if (socket.writableLength > MAX_QUEUED) socket.pause();
     };
     const step = ({ output, events }: ServerStep): void => {
       socket.cork();
