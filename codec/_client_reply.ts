@@ -8,28 +8,102 @@
 import { Command, CommandFlag, ReplyFlag } from "./constants.ts";
 import type { Finding, NbdDecodeErrorCode } from "./errors.ts";
 import { checkStatusUpperBits, type MetadataExtent, toExtents } from "./metadata.ts";
-import type { ReplyChunk, SimpleReply } from "./reply.ts";
-import type { Request } from "./request.ts";
+import type { ReplyChunk } from "./reply.ts";
+import type { BlockStatusPayload, Request } from "./request.ts";
 
 /** A request in flight, and what its reply has brought so far. */
-export interface InFlight {
-  readonly request: Request;
-  /** Effect length as a number (READ lengths are within the payload limit; other commands: capped). */
+export class InFlight {
+  /** The cookie. */
+  readonly cookie: bigint;
+  /** The in-flight map's key: the cookie as a number when it is at most 2^53, else the bigint. */
+  readonly key: number | bigint;
+  readonly extended: boolean;
+  readonly command: number;
+  readonly flags: number;
+  /** The request offset as a number, or -1 above 2^53 (then `offsetBig` holds it). */
+  readonly offsetNum: number;
+  readonly offsetBig: bigint | undefined;
+  /** Effect length as a number (READ lengths are within the payload limit; others capped at 2^53-1). */
   readonly length: number;
+  readonly lengthBig: bigint | undefined;
+  readonly blockStatus: BlockStatusPayload | undefined;
   /** READ: where the data goes. */
   readonly buffer: Uint8Array | undefined;
   /** BLOCK_STATUS: the context ids that must answer (selected ones, or the payload form's list). */
   readonly contextIds: readonly number[] | undefined;
-  /** READ: covered ranges, relative to the request offset, as [start, end) pairs. */
-  ranges: number[] | undefined;
-  covered: number;
-  contentChunks: number;
-  extents: Map<number, MetadataExtent[]> | undefined;
-  error: number;
-  message: string;
-  errorOffset: bigint | undefined;
-  findings: Finding[] | undefined;
+  /** READ: the first covered range, relative to the request offset; more pairs in `ranges`. */
+  first0 = -1;
+  first1 = -1;
+  /** READ: covered ranges when there is more than one, as sorted [start, end) pairs. */
+  ranges: number[] | undefined = undefined;
+  covered = 0;
+  contentChunks = 0;
+  extents: Map<number, MetadataExtent[]> | undefined = undefined;
+  error = 0;
+  message = "";
+  errorOffset: bigint | undefined = undefined;
+  findings: Finding[] | undefined = undefined;
+  #request: Request | undefined;
+
+  constructor(
+    cookie: bigint,
+    key: number | bigint,
+    extended: boolean,
+    command: number,
+    flags: number,
+    offset: number | bigint,
+    length: number | bigint,
+    blockStatus: BlockStatusPayload | undefined,
+    buffer: Uint8Array | undefined,
+    contextIds: readonly number[] | undefined,
+  ) {
+    this.cookie = cookie;
+    this.key = key;
+    this.extended = extended;
+    this.command = command;
+    this.flags = flags;
+    if (typeof offset === "number") {
+      this.offsetNum = offset;
+      this.offsetBig = undefined;
+    } else {
+      this.offsetNum = offset <= MAX_SAFE ? Number(offset) : -1;
+      this.offsetBig = offset;
+    }
+    if (typeof length === "number") {
+      this.length = length;
+      this.lengthBig = undefined;
+    } else {
+      this.length = length > 0xffff_ffffn ? Number.MAX_SAFE_INTEGER : Number(length);
+      this.lengthBig = length;
+    }
+    this.blockStatus = blockStatus;
+    this.buffer = buffer;
+    this.contextIds = contextIds;
+  }
+
+  /** The request as a frame (made on first use: the common paths need only the numbers). */
+  get request(): Request {
+    if (this.#request !== undefined) return this.#request;
+    const base = {
+      type: "request" as const,
+      extended: this.extended,
+      flags: this.flags,
+      command: this.command,
+      cookie: this.cookie,
+      offset: this.offset,
+      length: this.lengthBig ?? BigInt(this.length),
+    };
+    this.#request = this.blockStatus === undefined ? base : { ...base, blockStatus: this.blockStatus };
+    return this.#request;
+  }
+
+  /** The request offset. */
+  get offset(): bigint {
+    return this.offsetBig ?? BigInt(this.offsetNum);
+  }
 }
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /**
  * What a completed command brought: success, or the server's error (the first error chunk, or the simple
@@ -57,28 +131,6 @@ export interface CommandResult {
   readonly findings: readonly Finding[];
 }
 
-export function newInFlight(
-  request: Request,
-  length: number,
-  buffer: Uint8Array | undefined,
-  contextIds: readonly number[] | undefined,
-): InFlight {
-  return {
-    request,
-    length,
-    buffer,
-    contextIds,
-    ranges: undefined,
-    covered: 0,
-    contentChunks: 0,
-    extents: undefined,
-    error: 0,
-    message: "",
-    errorOffset: undefined,
-    findings: undefined,
-  };
-}
-
 /** Reports a violation against this reply; returns it so the session can raise or record it. */
 export type Report = (
   p: InFlight,
@@ -88,7 +140,7 @@ export type Report = (
   message: string,
 ) => void;
 
-function fail(p: InFlight, error: number, message: string): void {
+export function fail(p: InFlight, error: number, message: string): void {
   if (p.error === 0) {
     p.error = error;
     p.message = message;
@@ -98,36 +150,16 @@ function fail(p: InFlight, error: number, message: string): void {
 /** EPROTO-like local failure of a request whose reply broke the protocol (NBD has no EPROTO: EIO). */
 const PROTOCOL_FAILURE = 5;
 
-/** A simple reply: error or success; READ data (already framed by the stream decoder) into the buffer. */
-export function applySimple(
-  p: InFlight,
-  reply: SimpleReply,
-  views: readonly Uint8Array[] | undefined,
-): void {
-  if (reply.error !== 0) {
-    fail(p, reply.error, "");
-    return;
-  }
-  if (p.request.command !== Command.READ || p.buffer === undefined) return;
-  if (views !== undefined) {
-    let at = 0;
-    for (const v of views) {
-      p.buffer.set(v, at);
-      at += v.length;
-    }
-  } else if (reply.data !== undefined) p.buffer.set(reply.data);
-  p.covered = p.length;
-}
-
 /** Marks [start, end) covered; false when it overlaps what is covered already. */
 function cover(p: InFlight, start: number, end: number): boolean {
-  const r = p.ranges;
-  if (r === undefined) {
-    p.ranges = [start, end];
+  if (p.first0 < 0) {
+    p.first0 = start;
+    p.first1 = end;
     p.covered = end - start;
     return true;
   }
   // Sorted, disjoint pairs; replies come mostly in order, so search from the end.
+  const r = (p.ranges ??= [p.first0, p.first1]);
   let i = r.length;
   while (i > 0 && r[i - 2]! > start) i -= 2;
   if (i > 0 && r[i - 1]! > start) return false;
@@ -141,6 +173,65 @@ function cover(p: InFlight, start: number, end: number): boolean {
   } else if (i < r.length && r[i] === end) r[i] = start;
   else r.splice(i, 0, start, end);
   p.covered += end - start;
+  return true;
+}
+
+/**
+ * The rules of a content chunk (OFFSET_DATA, OFFSET_HOLE) of `size` bytes at `start` relative to the
+ * request (-1 when outside it): READ only, inside the range, at most one under DF, no overlap. Returns
+ * whether the bytes may be placed in the READ buffer.
+ */
+export function content(
+  p: InFlight,
+  start: number,
+  size: number,
+  at: number,
+  headerLength: number,
+  chunkOffset: bigint | number,
+  report: Report,
+): boolean {
+  if (p.command !== Command.READ || p.buffer === undefined) {
+    report(
+      p,
+      "unexpected-frame",
+      at + 6,
+      "chunk-type-command",
+      "a content chunk answers a command other than READ",
+    );
+    fail(p, PROTOCOL_FAILURE, "content chunk for a command other than READ");
+    return false;
+  }
+  if (start < 0 || start + size > p.length) {
+    report(
+      p,
+      "bad-value",
+      at + headerLength,
+      "read-chunk-range",
+      `a content chunk covers ${chunkOffset}+${size}, outside the READ of ${p.offset}+${p.length}; it MUST lie within it`,
+    );
+    fail(p, PROTOCOL_FAILURE, "content chunk outside the request");
+    return false;
+  }
+  if (++p.contentChunks > 1 && (p.flags & CommandFlag.DF) !== 0) {
+    report(
+      p,
+      "unexpected-frame",
+      at,
+      "read-df-fragmented",
+      "a second content chunk for a READ with NBD_CMD_FLAG_DF; the server MUST send at most one",
+    );
+  }
+  if (!cover(p, start, start + size)) {
+    report(
+      p,
+      "bad-value",
+      at + headerLength,
+      "read-chunk-overlap",
+      `a content chunk at ${chunkOffset}+${size} overlaps an earlier one of the same reply; it MUST NOT`,
+    );
+    fail(p, PROTOCOL_FAILURE, "overlapping content chunks");
+    return false;
+  }
   return true;
 }
 
@@ -165,57 +256,15 @@ export function applyChunk(
       break;
     case "offset-data":
     case "offset-hole": {
-      if (command !== Command.READ) {
-        report(
-          p,
-          "unexpected-frame",
-          at + 6,
-          "chunk-type-command",
-          `a content chunk answers a command other than READ`,
-        );
-        fail(p, PROTOCOL_FAILURE, "content chunk for a command other than READ");
-        break;
-      }
       const size = pl.kind === "offset-hole"
         ? pl.holeSize
         : views !== undefined
         ? sum(views)
         : pl.data.length;
       const rel = pl.offset - req.offset;
-      if (rel < 0n || rel + BigInt(size) > BigInt(p.length)) {
-        report(
-          p,
-          "bad-value",
-          at + headerLength,
-          "read-chunk-range",
-          `a content chunk covers ${pl.offset}+${size}, outside the READ of ${req.offset}+${p.length}; it MUST lie within it`,
-        );
-        fail(p, PROTOCOL_FAILURE, "content chunk outside the request");
-        break;
-      }
-      const start = Number(rel);
-      if (++p.contentChunks > 1 && (req.flags & CommandFlag.DF) !== 0) {
-        report(
-          p,
-          "unexpected-frame",
-          at,
-          "read-df-fragmented",
-          "a second content chunk for a READ with NBD_CMD_FLAG_DF; the server MUST send at most one",
-        );
-      }
-      if (!cover(p, start, start + size)) {
-        report(
-          p,
-          "bad-value",
-          at + headerLength,
-          "read-chunk-overlap",
-          `a content chunk at ${pl.offset}+${size} overlaps an earlier one of the same reply; it MUST NOT`,
-        );
-        fail(p, PROTOCOL_FAILURE, "overlapping content chunks");
-        break;
-      }
-      const buf = p.buffer;
-      if (buf === undefined) break;
+      const start = rel < 0n || rel > BigInt(p.length) ? -1 : Number(rel);
+      if (!content(p, start, size, at, headerLength, pl.offset, report)) break;
+      const buf = p.buffer!;
       if (pl.kind === "offset-hole") buf.fill(0, start, start + size);
       else if (views !== undefined) {
         let o = start;
@@ -295,9 +344,15 @@ function blockStatus(
   const id = d.contextId;
   const name = contextName(id);
   if (name === undefined || (p.contextIds !== undefined && !p.contextIds.includes(id))) {
-    // An id that was never negotiated is reported by the stream decoder (block-status-context) when any
-    // was; one outside the payload form's list is ours to report.
-    if (name !== undefined) {
+    if (name === undefined) {
+      report(
+        p,
+        "bad-value",
+        at + headerLength,
+        "block-status-context",
+        `block status for metadata context id ${id}, which was not negotiated`,
+      );
+    } else {
       report(
         p,
         "bad-value",
@@ -367,9 +422,9 @@ function effectLength(req: Request): bigint {
 
 /** At DONE (or a simple reply): the rules that need the whole reply. */
 export function finishReply(p: InFlight, at: number, report: Report): CommandResult {
-  const req = p.request;
+  const command = p.command;
   if (p.error === 0) {
-    if (req.command === Command.READ && p.covered !== p.length) {
+    if (command === Command.READ && p.covered !== p.length) {
       report(
         p,
         "bad-length",
@@ -378,7 +433,7 @@ export function finishReply(p: InFlight, at: number, report: Report): CommandRes
         `a successful READ reply covered ${p.covered} of ${p.length} bytes; it MUST cover the whole range`,
       );
       fail(p, PROTOCOL_FAILURE, "READ reply did not cover the request");
-    } else if (req.command === Command.BLOCK_STATUS) {
+    } else if (command === Command.BLOCK_STATUS) {
       for (const id of p.contextIds ?? []) {
         if (p.extents?.has(id) !== true) {
           report(
@@ -394,6 +449,25 @@ export function finishReply(p: InFlight, at: number, report: Report): CommandRes
       }
     }
   }
+  const findings = p.findings ?? NONE;
+  // One literal per shape (no property added after creation): the common results stay cheap.
+  if (p.error === 0) {
+    if (p.buffer !== undefined) {
+      return { cookie: p.cookie, command, ok: true, error: 0, message: "", data: p.buffer, findings };
+    }
+    if (command === Command.BLOCK_STATUS) {
+      return {
+        cookie: p.cookie,
+        command,
+        ok: true,
+        error: 0,
+        message: "",
+        extents: p.extents ?? new Map(),
+        findings,
+      };
+    }
+    return { cookie: p.cookie, command, ok: true, error: 0, message: "", findings };
+  }
   const r: {
     cookie: bigint;
     command: number;
@@ -404,17 +478,10 @@ export function finishReply(p: InFlight, at: number, report: Report): CommandRes
     data?: Uint8Array;
     extents?: ReadonlyMap<number, readonly MetadataExtent[]>;
     findings: readonly Finding[];
-  } = {
-    cookie: req.cookie,
-    command: req.command,
-    ok: p.error === 0,
-    error: p.error,
-    message: p.message,
-    findings: p.findings ?? NONE,
-  };
+  } = { cookie: p.cookie, command, ok: false, error: p.error, message: p.message, findings };
   if (p.errorOffset !== undefined) r.errorOffset = p.errorOffset;
   if (p.buffer !== undefined) r.data = p.buffer;
-  if (req.command === Command.BLOCK_STATUS) r.extents = p.extents ?? new Map();
+  if (command === Command.BLOCK_STATUS) r.extents = p.extents ?? new Map();
   return r;
 }
 

@@ -15,6 +15,8 @@ export interface RequestContext {
   readonly structured: boolean;
   readonly transmissionFlags: number;
   readonly size: bigint;
+  /** `size` as a number, or -1 above 2^53. */
+  readonly sizeNum: number;
   readonly minimumBlock: number;
   readonly maximumPayload: number;
   readonly contextIds: ReadonlySet<number>;
@@ -66,6 +68,10 @@ const COMMAND_NAMES = [
   "RESIZE",
 ];
 
+function cmdName(command: number): string {
+  return `NBD_CMD_${COMMAND_NAMES[command] ?? command}`;
+}
+
 function refuse(code: NbdLocalError["code"], rule: string, message: string): never {
   throw new NbdLocalError(code, rule, message);
 }
@@ -78,11 +84,12 @@ export function checkRequest(
   c: RequestContext,
   command: number,
   flags: number,
-  offset: bigint,
-  length: bigint,
+  offset: number | bigint,
+  length: number | bigint,
   contextIds: readonly number[] | undefined,
+  offsetNum: number,
+  lengthNum: number,
 ): void {
-  const name = `NBD_CMD_${COMMAND_NAMES[command] ?? command}`;
   if (!(command >= 0 && command <= Command.RESIZE)) {
     refuse(
       "bad-argument",
@@ -96,7 +103,7 @@ export function checkRequest(
     refuse(
       "not-advertised",
       "command-not-advertised",
-      `Cannot send ${name}: the server did not advertise ${NEED_NAMES[need]}`,
+      `Cannot send ${cmdName(command)}: the server did not advertise ${NEED_NAMES[need]}`,
     );
   }
   const extra = flags & ~(ALLOWED_FLAGS[command]! | CommandFlag.FUA);
@@ -104,14 +111,16 @@ export function checkRequest(
     refuse(
       "forbidden",
       "command-flags",
-      `Cannot send ${name} with flags 0x${extra.toString(16)}: they are not defined for this command`,
+      `Cannot send ${cmdName(command)} with flags 0x${
+        extra.toString(16)
+      }: they are not defined for this command`,
     );
   }
   if ((flags & CommandFlag.FUA) !== 0 && (tf & TransmissionFlag.SEND_FUA) === 0) {
     refuse(
       "not-advertised",
       "flag-fua",
-      `Cannot send ${name} with FUA: the server did not advertise NBD_FLAG_SEND_FUA`,
+      `Cannot send ${cmdName(command)} with FUA: the server did not advertise NBD_FLAG_SEND_FUA`,
     );
   }
   if ((flags & CommandFlag.DF) !== 0) {
@@ -138,7 +147,7 @@ export function checkRequest(
     (command === Command.WRITE || command === Command.TRIM || command === Command.WRITE_ZEROES ||
       command === Command.RESIZE)
   ) {
-    refuse("not-advertised", "read-only", `Cannot send ${name}: the export is read-only`);
+    refuse("not-advertised", "read-only", `Cannot send ${cmdName(command)}: the export is read-only`);
   }
   if (command === Command.BLOCK_STATUS) {
     if (!c.structured) {
@@ -187,43 +196,53 @@ export function checkRequest(
     }
   }
   if (command === Command.FLUSH || command === Command.DISC) {
-    if (offset !== 0n || length !== 0n) {
+    if (offsetNum !== 0 || lengthNum !== 0) {
       refuse(
         "forbidden",
         "request-zero-fields",
-        `Cannot send ${name} with an offset or length: both MUST be 0`,
+        `Cannot send ${cmdName(command)} with an offset or length: both MUST be 0`,
       );
     }
     return;
   }
   if (command === Command.RESIZE) return;
-  if (length === 0n) {
+  if (lengthNum === 0) {
     refuse(
       "forbidden",
       "request-zero-length",
-      `Cannot send ${name} of length 0: the spec says a client SHOULD NOT`,
+      `Cannot send ${cmdName(command)} of length 0: the spec says a client SHOULD NOT`,
     );
   }
-  if (offset + length > c.size) {
+  // Numbers where every value is exact (the common case), bigints otherwise.
+  const exact = offsetNum >= 0 && c.sizeNum >= 0 && lengthNum <= 0xffff_ffff;
+  if (exact ? offsetNum + lengthNum > c.sizeNum : BigInt(offset) + BigInt(length) > c.size) {
     refuse(
       "forbidden",
       "request-range",
-      `Cannot send ${name} of ${offset}+${length}: it ends past the export size ${c.size}`,
+      `Cannot send ${cmdName(command)} of ${offset}+${length}: it ends past the export size ${c.size}`,
     );
   }
-  const min = BigInt(c.minimumBlock);
-  if (min > 1n && (offset % min !== 0n || (length % min !== 0n && offset + length !== c.size))) {
+  const min = c.minimumBlock;
+  if (
+    min > 1 &&
+    (exact
+      ? offsetNum % min !== 0 || (lengthNum % min !== 0 && offsetNum + lengthNum !== c.sizeNum)
+      : BigInt(offset) % BigInt(min) !== 0n ||
+        (BigInt(length) % BigInt(min) !== 0n && BigInt(offset) + BigInt(length) !== c.size))
+  ) {
     refuse(
       "forbidden",
       "block-size-alignment",
-      `Cannot send ${name} of ${offset}+${length}: offset and length MUST be multiples of the minimum block size ${min}`,
+      `Cannot send ${
+        cmdName(command)
+      } of ${offset}+${length}: offset and length MUST be multiples of the minimum block size ${min}`,
     );
   }
-  if ((command === Command.READ || command === Command.WRITE) && length > BigInt(c.maximumPayload)) {
+  if ((command === Command.READ || command === Command.WRITE) && lengthNum > c.maximumPayload) {
     refuse(
       "limit-exceeded",
       "max-payload",
-      `Cannot send ${name} of ${length} bytes: above the maximum payload ${c.maximumPayload}`,
+      `Cannot send ${cmdName(command)} of ${length} bytes: above the maximum payload ${c.maximumPayload}`,
     );
   }
 }

@@ -17,17 +17,26 @@ import {
   CommandFlag,
   HandshakeFlag,
   Info,
+  Magic,
   nameOf,
   Option,
   OptionReply,
+  ReplyFlag,
+  ReplyType,
 } from "./constants.ts";
-import type { Finding, NbdDecodeErrorCode } from "./errors.ts";
+import { type Finding, isNbdDecodeError, type NbdDecodeErrorCode } from "./errors.ts";
 import type { StreamEvent, StreamFrame } from "./events.ts";
 import { encodeClientFlags } from "./handshake.ts";
 import { encodeOptionRequest, type OptionRequest } from "./option.ts";
 import type { OptionReplyFrame } from "./option_reply.ts";
-import type { ReplyChunk, SimpleReply } from "./reply.ts";
-import { encodeRequest, type Request } from "./request.ts";
+import { decodeReplyChunk } from "./reply.ts";
+import {
+  createRequestHeaderFields,
+  encodeRequest,
+  encodeRequestHeaderInto,
+  type Request,
+  type RequestHeaderFields,
+} from "./request.ts";
 import {
   NbdLocalError,
   NbdRemoteError,
@@ -39,14 +48,7 @@ import {
 } from "./session.ts";
 import type { StreamOptions } from "./stream.ts";
 import { ServerDecoderImpl } from "./_stream_impl.ts";
-import {
-  applyChunk,
-  applySimple,
-  type CommandResult,
-  finishReply,
-  type InFlight,
-  newInFlight,
-} from "./_client_reply.ts";
+import { applyChunk, type CommandResult, content, fail, finishReply, InFlight } from "./_client_reply.ts";
 import { checkRequest, type RequestContext } from "./_client_request.ts";
 
 export type { CommandResult } from "./_client_reply.ts";
@@ -372,13 +374,40 @@ export class ClientSession {
   #export: ExportDetails | undefined;
   #options: PendingOption[] = [];
   #nextOptionId = 1;
-  #nextCookie = 1n;
-  readonly #inFlight = new Map<bigint, InFlight>();
+  /**
+   * Requests in flight under the session's own cookies, indexed by cookie: a cookie is the lowest free
+   * slot number, reused once its reply is complete (as qemu does), so that no map or bigint is made per
+   * request. Cookies of the caller's choosing live in `#custom`.
+   */
+  readonly #slots: (InFlight | undefined)[] = [undefined];
+  readonly #free: number[] = [];
+  readonly #bigs: bigint[] = [0n];
+  readonly #custom = new Map<number | bigint, InFlight>();
+  #inFlightCount = 0;
+  // Transmission framing (the session's own: replies are matched to what it sent as they arrive).
+  /** Whether transmission bytes go through the session's own framing (not the stream decoder). */
+  #tx = false;
+  /** Stream offset of the next server byte not yet consumed. */
+  #rx = 0;
+  /** Bytes of an incomplete frame, and how many it needs in all (0: not known yet). */
+  #acc: Uint8Array[] = [];
+  #accLen = 0;
+  #accNeed = 0;
+  /** A data payload (OFFSET_DATA or simple READ data) being copied into its READ buffer as it arrives. */
+  #sTarget: Uint8Array | undefined;
+  #sAt = 0;
+  #sLeft = 0;
+  #sInFlight: InFlight | undefined;
+  #sDone = false;
+  #sFrameAt = 0;
   #output: Uint8Array[] = [];
   #events: ClientEvent[] = [];
   #findings: Finding[] = [];
   #disconnected = false;
   #ctx: RequestContext | undefined;
+  readonly #fields: RequestHeaderFields = createRequestHeaderFields();
+  #slab: Uint8Array = new Uint8Array(SLAB_BYTES);
+  #slabAt = 0;
 
   /**
    * Creates a session; nothing is sent before the server's greeting arrives.
@@ -435,7 +464,7 @@ export class ClientSession {
       replyMode: this.#mode,
       contexts: this.#contexts,
       export: this.#export,
-      inFlight: this.#inFlight.size,
+      inFlight: this.#inFlightCount,
       pendingOptions: this.#options.length,
     };
   }
@@ -466,7 +495,11 @@ export class ClientSession {
    * ```
    */
   get needed(): number {
-    return this.#phase === "closed" ? 0 : this.#decoder.needed;
+    if (this.#phase === "closed") return 0;
+    if (!this.#tx) return this.#decoder.needed;
+    if (this.#sLeft > 0) return this.#sLeft;
+    if (this.#accNeed > 0) return this.#accNeed - this.#accLen;
+    return Math.max(1, 4 - this.#accLen);
   }
 
   /**
@@ -499,19 +532,8 @@ export class ClientSession {
    */
   receive(chunk: Uint8Array): ClientEvent[] {
     if (this.#phase === "closed") return [];
-    const d = this.#decoder;
-    d.append(chunk);
-    // More of a large payload: nothing can be decoded yet.
-    if (d.incomplete()) return [];
-    for (;;) {
-      let st = d.step(false);
-      // Everything sent is noted before its answer is decoded, so a frame still waiting for the client
-      // side answers nothing the session sent: decode it anyway, as the violation it is.
-      if (st.step === "blocked") st = d.step(true);
-      if (st.step !== "event") break;
-      this.#onStreamEvent(st.event);
-      if ((this.#phase as ClientPhase) === "closed") break;
-    }
+    if (this.#tx) this.#receiveTx(chunk);
+    else this.#receiveHandshake(chunk);
     const out = this.#events;
     if (out.length === 0) return [];
     this.#events = [];
@@ -529,12 +551,317 @@ export class ClientSession {
    */
   end(): ClientEvent[] {
     if (this.#phase !== "closed") {
-      for (const ev of this.#decoder.finish()) this.#onStreamEvent(ev);
+      if (!this.#tx) { for (const ev of this.#decoder.finish()) this.#onStreamEvent(ev); }
+      else if (this.#accLen > 0 || this.#sLeft > 0) {
+        this.#remote(
+          "truncated",
+          this.#rx,
+          "stream-truncated",
+          `the server's stream ends inside a frame at offset ${this.#rx}`,
+        );
+      }
       this.#close(this.#disconnected ? "disconnect" : "end");
     }
     const out = this.#events;
     this.#events = [];
     return out;
+  }
+
+  #receiveHandshake(chunk: Uint8Array): void {
+    const d = this.#decoder;
+    d.append(chunk);
+    for (;;) {
+      let st = d.step(false);
+      // Everything sent is noted before its answer is decoded, so a frame still waiting for the client
+      // side answers nothing the session sent: decode it anyway, as the violation it is.
+      if (st.step === "blocked") st = d.step(true);
+      if (st.step !== "event") break;
+      this.#onStreamEvent(st.event);
+      const phase = this.#phase as ClientPhase;
+      if (phase === "closed") return;
+      if (phase === "transmission") {
+        // From here the session frames the replies itself, against the requests it has in flight.
+        this.#tx = true;
+        const q = d.queue;
+        this.#rx = q.position;
+        if (q.length > 0) {
+          const rest = q.peek(q.length).slice();
+          q.clear();
+          this.#receiveTx(rest);
+        }
+        return;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------ replies
+
+  #receiveTx(chunk: Uint8Array): void {
+    let c = chunk;
+    let p = 0;
+    if (this.#sLeft > 0) {
+      p = this.#stream(c, 0);
+      if (this.#sLeft > 0) return;
+    }
+    if (this.#accLen > 0) {
+      const more = c.length - p;
+      if (this.#accNeed > 0 && this.#accLen + more < this.#accNeed) {
+        if (more > 0) {
+          this.#acc.push(c.slice(p));
+          this.#accLen += more;
+        }
+        return;
+      }
+      c = concat(this.#acc, this.#accLen, c.subarray(p));
+      p = 0;
+      this.#acc = [];
+      this.#accLen = 0;
+      this.#accNeed = 0;
+    }
+    while (p < c.length) {
+      const n = this.#frame(c, p);
+      if (n === 0) {
+        // An incomplete frame: kept (copied: the caller may reuse its chunk) until the rest arrives.
+        const rest = c.slice(p);
+        this.#acc = [rest];
+        this.#accLen = rest.length;
+        return;
+      }
+      p += n;
+      if (this.#phase === "closed") return;
+      if (this.#sLeft > 0) {
+        p = this.#stream(c, p);
+        if (this.#sLeft > 0) return;
+      }
+    }
+  }
+
+  /** Copies what is there of the data payload in progress; returns the new position in `c`. */
+  #stream(c: Uint8Array, p: number): number {
+    const n = Math.min(this.#sLeft, c.length - p);
+    const t = this.#sTarget;
+    if (t !== undefined) t.set(p === 0 && n === c.length ? c : c.subarray(p, p + n), this.#sAt);
+    this.#sAt += n;
+    this.#sLeft -= n;
+    this.#rx += n;
+    if (this.#sLeft === 0) {
+      const inf = this.#sInFlight!;
+      this.#sInFlight = undefined;
+      this.#sTarget = undefined;
+      if (this.#sDone) this.#complete(inf, this.#sFrameAt);
+    }
+    return p + n;
+  }
+
+  #lookup(hi: number, lo: number): InFlight | undefined {
+    if (hi === 0 && lo < this.#slots.length) {
+      const p = this.#slots[lo];
+      if (p !== undefined) return p;
+    }
+    if (this.#custom.size === 0) return undefined;
+    return this.#custom.get(hi < 0x20_0000 ? hi * 0x1_0000_0000 + lo : (BigInt(hi) << 32n) | BigInt(lo));
+  }
+
+  /**
+   * Consumes one frame (or the fixed part of a data chunk, whose payload is then streamed) from `c` at `p`;
+   * returns the bytes consumed, 0 when the frame is not complete (`#accNeed` then says how much it needs).
+   */
+  #frame(c: Uint8Array, p: number): number {
+    const avail = c.length - p;
+    if (avail < 4) return 0;
+    const magic = u32(c, p);
+    const at = this.#rx;
+    const mode = this.#mode;
+    if (magic === Magic.STRUCTURED_REPLY || magic === Magic.EXTENDED_REPLY) {
+      const ext = magic === Magic.EXTENDED_REPLY;
+      const hl = ext ? 32 : 20;
+      if (avail < hl) return 0;
+      let len: number;
+      if (ext) {
+        const hi = u32(c, p + 24);
+        len = hi > 0x1f_ffff ? -1 : hi * 0x1_0000_0000 + u32(c, p + 28);
+      } else len = u32(c, p + 16);
+      if (len < 0 || len > this.#o.maxPayloadLength) {
+        return this.#fatal(
+          "limit-exceeded",
+          at + (ext ? 24 : 16),
+          "max-payload-length",
+          `Cannot decode reply chunk: its payload length exceeds the limit of ${this.#o.maxPayloadLength} bytes`,
+        );
+      }
+      const flags = (c[p + 4]! << 8) | c[p + 5]!;
+      const type = (c[p + 6]! << 8) | c[p + 7]!;
+      const inf = this.#lookup(u32(c, p + 8), u32(c, p + 12));
+      const styleOk = ext === (mode === "extended") && mode !== "simple";
+      if (styleOk && inf !== undefined && (flags & ~ReplyFlag.DONE) === 0) {
+        if (type === ReplyType.OFFSET_DATA && len > 8 && inf.buffer !== undefined && inf.offsetNum >= 0) {
+          // The common case: data straight into the READ buffer as it arrives, no frame object.
+          if (avail < hl + 8) return 0;
+          if (ext) this.#checkHeaderOffset(inf, c, p, at);
+          const ohi = u32(c, p + hl);
+          const off = ohi * 0x1_0000_0000 + u32(c, p + hl + 4);
+          const size = len - 8;
+          const start = ohi > 0x1f_ffff ? -1 : off - inf.offsetNum;
+          const ok = content(inf, start, size, at, hl, ohi > 0x1f_ffff ? u64(c, p + hl) : off, this.#report);
+          this.#rx += hl + 8;
+          this.#sTarget = ok ? inf.buffer : undefined;
+          this.#sAt = start;
+          this.#sLeft = size;
+          this.#sInFlight = inf;
+          this.#sDone = (flags & ReplyFlag.DONE) !== 0;
+          this.#sFrameAt = at;
+          return hl + 8;
+        }
+        if (type === ReplyType.NONE && len === 0 && flags === ReplyFlag.DONE) {
+          if (ext) this.#checkHeaderOffset(inf, c, p, at);
+          this.#rx += hl;
+          this.#complete(inf, at);
+          return hl;
+        }
+      }
+      const total = hl + len;
+      if (total > this.#o.maxBufferedBytes) {
+        return this.#fatal(
+          "limit-exceeded",
+          at,
+          "max-buffered-bytes",
+          `Cannot buffer a reply chunk of ${total} bytes: above maxBufferedBytes ${this.#o.maxBufferedBytes}`,
+        );
+      }
+      if (avail < total) {
+        this.#accNeed = total;
+        return 0;
+      }
+      this.#chunk(c, p, hl, inf, at);
+      this.#rx += total;
+      return total;
+    }
+    if (magic === Magic.SIMPLE_REPLY) {
+      if (avail < 16) return 0;
+      const error = u32(c, p + 4);
+      const inf = this.#lookup(u32(c, p + 8), u32(c, p + 12));
+      if (mode === "extended") {
+        this.#remote(
+          "unexpected-frame",
+          at,
+          "reply-header-style",
+          "a simple reply after extended headers were negotiated; only extended reply chunks are allowed",
+        );
+      }
+      this.#rx += 16;
+      if (inf === undefined) {
+        this.#remote(
+          "unexpected-frame",
+          at + 8,
+          "reply-unknown-cookie",
+          `simple reply for cookie ${u64(c, p + 8)}, which matches no outstanding request`,
+        );
+        return 16;
+      }
+      if (error !== 0) {
+        fail(inf, error, "");
+        this.#complete(inf, at);
+        return 16;
+      }
+      if (inf.command === Command.READ) {
+        if (mode !== "simple") {
+          this.#report(
+            inf,
+            "unexpected-frame",
+            at,
+            "simple-reply-read-structured",
+            "a simple reply to READ after structured replies were negotiated; READ replies MUST then be chunks",
+          );
+        }
+        inf.covered = inf.length;
+        this.#sTarget = inf.buffer;
+        this.#sAt = 0;
+        this.#sLeft = inf.length;
+        this.#sInFlight = inf;
+        this.#sDone = true;
+        this.#sFrameAt = at;
+        if (inf.length === 0) this.#complete(inf, at);
+        return 16;
+      }
+      this.#complete(inf, at);
+      return 16;
+    }
+    return this.#fatal(
+      "bad-magic",
+      at,
+      "magic",
+      `Cannot decode reply: magic is 0x${
+        magic.toString(16).padStart(8, "0")
+      }, expected 0x67446698 (simple), ` +
+        "0x668e33ef (structured) or 0x6e8a278c (extended)",
+    );
+  }
+
+  #checkHeaderOffset(inf: InFlight, c: Uint8Array, p: number, at: number): void {
+    const hi = u32(c, p + 16);
+    const lo = u32(c, p + 20);
+    const same = inf.offsetNum >= 0
+      ? hi * 0x1_0000_0000 + lo === inf.offsetNum && hi <= 0x1f_ffff
+      : u64(c, p + 16) === inf.offset;
+    if (!same) {
+      this.#report(
+        inf,
+        "bad-value",
+        at + 16,
+        "extended-reply-offset",
+        `the extended reply header's offset ${u64(c, p + 16)} differs from the request's ${inf.offset}; ` +
+          "it MUST equal it",
+      );
+    }
+  }
+
+  /** Any other chunk: decoded by the frame decoder, then applied to its request. */
+  #chunk(c: Uint8Array, p: number, hl: number, inf: InFlight | undefined, at: number): void {
+    let r;
+    try {
+      r = decodeReplyChunk(c, {
+        offset: p,
+        strict: false,
+        extendedHeaders: this.#mode === "extended",
+        maxStringLength: this.#o.maxStringLength,
+        maxPayloadLength: this.#o.maxPayloadLength,
+      });
+    } catch (e) {
+      if (!isNbdDecodeError(e)) throw e;
+      this.#fatal(e.code, at + e.offset - p, e.rule, e.message);
+      return;
+    }
+    if (!r.done) return; // cannot happen: the whole frame is there
+    for (const f of r.findings) {
+      const g = this.#remote(f.code, at + f.offset - p, f.rule, f.message);
+      if (inf !== undefined) (inf.findings ??= []).push(g);
+    }
+    if (this.#mode === "simple") {
+      this.#remote(
+        "unexpected-frame",
+        at,
+        "chunk-without-negotiation",
+        "a structured reply chunk although neither structured replies nor extended headers were negotiated",
+      );
+    }
+    const chunk = r.frame;
+    if (inf === undefined) {
+      this.#remote(
+        "unexpected-frame",
+        at + 8,
+        "reply-unknown-cookie",
+        `reply chunk for cookie ${chunk.cookie}, which matches no outstanding request`,
+      );
+      return;
+    }
+    if (chunk.extended) this.#checkHeaderOffset(inf, c, p, at);
+    if (applyChunk(inf, chunk, undefined, at, hl, this.#contextName, this.#report)) this.#complete(inf, at);
+  }
+
+  /** Bytes that cannot be framed: the session is over (in both modes). */
+  #fatal(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): number {
+    this.#close("undecodable");
+    throw new NbdRemoteError(code, offset, rule, message);
   }
 
   // ------------------------------------------------------------------------------------------ stream events
@@ -557,12 +884,6 @@ export class ClientSession {
     }
     const frame = ev.frame;
     switch (frame.type) {
-      case "reply-chunk":
-        this.#onChunk(ev, frame);
-        break;
-      case "simple-reply":
-        this.#onSimple(ev, frame);
-        break;
       case "option-reply":
         this.#findingsOf(ev);
         this.#onOptionReply(ev, frame);
@@ -620,8 +941,13 @@ export class ClientSession {
   #close(reason: "abort" | "disconnect" | "end" | "undecodable"): void {
     if (this.#phase === "closed") return;
     this.#phase = "closed";
-    const inFlight = [...this.#inFlight.keys()];
-    this.#inFlight.clear();
+    const inFlight: bigint[] = [];
+    for (const p of this.#slots) if (p !== undefined) inFlight.push(p.cookie);
+    for (const p of this.#custom.values()) inFlight.push(p.cookie);
+    this.#slots.length = 1;
+    this.#free.length = 0;
+    this.#custom.clear();
+    this.#inFlightCount = 0;
     this.#options = [];
     this.#events.push({ type: "closed", reason, inFlight });
   }
@@ -896,6 +1222,7 @@ export class ClientSession {
       structured: this.#mode !== "simple",
       transmissionFlags: details.transmissionFlags,
       size: details.size,
+      sizeNum: details.size <= MAX_SAFE ? Number(details.size) : -1,
       minimumBlock: bs?.minimum ?? 1,
       maximumPayload: bs !== undefined && bs.maximum !== 0xffff_ffff ? bs.maximum : DEFAULT_MAX_PAYLOAD,
       contextIds: this.#contextIds,
@@ -1145,7 +1472,7 @@ export class ClientSession {
       Command.READ,
       options?.flags ?? 0,
       offset,
-      BigInt(length),
+      length,
       options,
       buffer,
       undefined,
@@ -1171,7 +1498,7 @@ export class ClientSession {
       Command.WRITE,
       options?.flags ?? 0,
       offset,
-      BigInt(data.length),
+      data.length,
       options,
       undefined,
       data,
@@ -1197,7 +1524,7 @@ export class ClientSession {
       Command.WRITE_ZEROES,
       options?.flags ?? 0,
       offset,
-      toU64(length, "length"),
+      u64Arg(length, "length"),
       options,
       undefined,
       undefined,
@@ -1223,7 +1550,7 @@ export class ClientSession {
       Command.TRIM,
       options?.flags ?? 0,
       offset,
-      toU64(length, "length"),
+      u64Arg(length, "length"),
       options,
       undefined,
       undefined,
@@ -1249,7 +1576,7 @@ export class ClientSession {
       Command.CACHE,
       options?.flags ?? 0,
       offset,
-      toU64(length, "length"),
+      u64Arg(length, "length"),
       options,
       undefined,
       undefined,
@@ -1271,7 +1598,7 @@ export class ClientSession {
    * ```
    */
   flush(options?: RequestOptions): bigint {
-    return this.#send(Command.FLUSH, options?.flags ?? 0, 0n, 0n, options, undefined, undefined, undefined);
+    return this.#send(Command.FLUSH, options?.flags ?? 0, 0, 0, options, undefined, undefined, undefined);
   }
 
   /**
@@ -1293,7 +1620,7 @@ export class ClientSession {
       Command.BLOCK_STATUS,
       options?.flags ?? 0,
       offset,
-      toU64(length, "length"),
+      u64Arg(length, "length"),
       options,
       undefined,
       undefined,
@@ -1328,7 +1655,7 @@ export class ClientSession {
       command,
       options?.flags ?? 0,
       offset,
-      toU64(length, "length"),
+      u64Arg(length, "length"),
       options,
       undefined,
       undefined,
@@ -1351,7 +1678,10 @@ export class ClientSession {
    */
   disconnect(options?: RequestOptions): bigint {
     this.#ready("NBD_CMD_DISC");
-    const cookie = this.#cookie(options);
+    const key = this.#cookie(options);
+    const cookie = BigInt(key);
+    // DISC has no reply: its cookie is free again at once.
+    if (options?.cookie === undefined && typeof key === "number") this.#free.push(key);
     const req: Request = {
       type: "request",
       extended: this.#mode === "extended",
@@ -1380,14 +1710,21 @@ export class ClientSession {
     return this.#ctx;
   }
 
-  #cookie(options: CommandOptions | undefined): bigint {
+  /** The next cookie: the session's counter, or the caller's (checked not to be in flight). */
+  #cookie(options: CommandOptions | undefined): number | bigint {
     if (options?.cookie === undefined) {
-      let c = this.#nextCookie++;
-      while (this.#inFlight.has(c)) c = this.#nextCookie++;
-      return c;
+      for (;;) {
+        const c = this.#free.pop() ?? this.#slots.length;
+        if (c === this.#slots.length) this.#slots.push(undefined);
+        // A cookie of the caller's that equals this slot number is in flight: skip the slot for now.
+        if (this.#custom.size === 0 || !this.#custom.has(c)) return c;
+      }
     }
-    const c = toU64(options.cookie, "cookie");
-    if (this.#inFlight.has(c)) {
+    const big = toU64(options.cookie, "cookie");
+    const c = big <= MAX_SAFE ? Number(big) : big;
+    if (
+      this.#custom.has(c) || (typeof c === "number" && c < this.#slots.length && this.#slots[c] !== undefined)
+    ) {
       throw new NbdLocalError(
         "duplicate-cookie",
         "cookie-in-flight",
@@ -1401,16 +1738,23 @@ export class ClientSession {
     command: number,
     flags: number,
     offsetArg: number | bigint,
-    length: bigint,
+    length: number | bigint,
     options: CommandOptions | undefined,
     buffer: Uint8Array | undefined,
     data: Uint8Array | undefined,
     contextIds: readonly number[] | undefined,
   ): bigint {
-    const ctx = this.#ready(`command ${command}`);
-    const offset = typeof offsetArg === "number" && offsetArg >= 0 && offsetArg <= Number.MAX_SAFE_INTEGER
-      ? BigInt(offsetArg)
-      : toU64(offsetArg, "offset");
+    const ctx = this.#ctx !== undefined && this.#phase === "transmission" && !this.#disconnected
+      ? this.#ctx
+      : this.#ready(nameOf("command", command) ?? `command ${command}`);
+    // 64-bit values stay numbers while they are exact (the common case): no bigint on the hot path.
+    const offset = u64Arg(offsetArg, "offset");
+    const offsetNum = typeof offset === "number" ? offset : offset <= MAX_SAFE ? Number(offset) : -1;
+    const lengthNum = typeof length === "number"
+      ? length
+      : length > MAX_SAFE
+      ? Number.MAX_SAFE_INTEGER
+      : Number(length);
     if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) {
       throw new NbdLocalError("bad-argument", "flags-value", `Command flags ${flags} are not a u16`);
     }
@@ -1425,7 +1769,7 @@ export class ClientSession {
           "PAYLOAD_LEN needs extended headers",
         );
       }
-      if (length > 0xffff_ffffn) {
+      if (lengthNum > 0xffff_ffff) {
         throw new NbdLocalError(
           "not-negotiated",
           "length-32",
@@ -1440,40 +1784,65 @@ export class ClientSession {
         );
       }
     }
-    if (options?.check ?? this.#check) checkRequest(ctx, command, flags, offset, length, contextIds);
-    if (command === Command.READ && length > BigInt(this.#o.maxPayloadLength)) {
+    if (options?.check ?? this.#check) {
+      checkRequest(ctx, command, flags, offset, length, contextIds, offsetNum, lengthNum);
+    }
+    if (command === Command.READ && lengthNum > this.#o.maxPayloadLength) {
       throw new NbdLocalError(
         "limit-exceeded",
         "max-payload-length",
         `READ of ${length} bytes is above the session's maxPayloadLength`,
       );
     }
-    const cookie = this.#cookie(options);
-    let req: Request;
-    if (contextIds !== undefined) {
-      for (const id of contextIds) toU32(id, "context id");
-      req = {
-        type: "request",
-        extended,
-        flags,
-        command,
-        cookie,
-        offset,
-        length: BigInt(8 + 4 * contextIds.length),
-        blockStatus: { effectLength: length, contextIds },
-      };
-    } else req = { type: "request", extended, flags, command, cookie, offset, length };
-    const header = encodeRequest(req);
+    if (contextIds !== undefined) { for (const id of contextIds) toU32(id, "context id"); }
+    const custom = options?.cookie !== undefined;
+    const key = this.#cookie(options);
+    const cookie = typeof key === "bigint" ? key : custom ? BigInt(key) : (this.#bigs[key] ??= BigInt(key));
+    const blockStatus = contextIds === undefined ? undefined : { effectLength: BigInt(length), contextIds };
+    const inf = new InFlight(
+      cookie,
+      key,
+      extended,
+      command,
+      flags,
+      offset,
+      length,
+      blockStatus,
+      buffer,
+      command === Command.BLOCK_STATUS ? (contextIds ?? [...this.#contextIds]) : undefined,
+    );
+    let header: Uint8Array;
+    if (blockStatus !== undefined) {
+      header = encodeRequest({ ...inf.request, length: BigInt(8 + 4 * blockStatus.contextIds.length) });
+    } else {
+      // The allocation-free header encoder, from the numbers at hand.
+      const f = this.#fields;
+      f.extended = extended;
+      f.flags = flags;
+      f.command = command;
+      setHiLo(f, 0, key);
+      setHiLo(f, 1, offset);
+      setHiLo(f, 2, length);
+      // Headers are written into a slab and handed out as views: one typed array per request, no
+      // ArrayBuffer, and the encoder's DataView of the slab is reused. A region handed out is never
+      // written again (a full slab is left to the GC once its views are gone).
+      const n = extended ? 32 : 28;
+      if (this.#slabAt + n > this.#slab.length) {
+        this.#slab = new Uint8Array(SLAB_BYTES);
+        this.#slabAt = 0;
+      }
+      const at = this.#slabAt;
+      encodeRequestHeaderInto(this.#slab, at, f);
+      this.#slabAt = at + n;
+      header = this.#slab.subarray(at, at + n);
+    }
     this.#output.push(header);
     if (data !== undefined && data.length > 0) this.#output.push(data);
-    const ids = command === Command.BLOCK_STATUS ? (contextIds ?? [...this.#contextIds]) : undefined;
-    const numLength = length > 0xffff_ffffn ? Number.MAX_SAFE_INTEGER : Number(length);
-    this.#inFlight.set(cookie, newInFlight(req, numLength, buffer, ids));
-    this.#decoder.noteRequest(req);
+    if (custom) this.#custom.set(key, inf);
+    else this.#slots[key as number] = inf;
+    this.#inFlightCount++;
     return cookie;
   }
-
-  // ------------------------------------------------------------------------------------------ replies
 
   readonly #report = (
     p: InFlight,
@@ -1488,39 +1857,74 @@ export class ClientSession {
 
   readonly #contextName = (id: number): string | undefined => this.#contexts.get(id);
 
-  #onSimple(ev: StreamFrame, frame: SimpleReply): void {
-    this.#findingsOf(ev);
-    const p = this.#inFlight.get(frame.cookie);
-    if (p === undefined) return; // reply-unknown-cookie, reported by the decoder
-    if (ev.findings.length > 0) (p.findings ??= []).push(...ev.findings);
-    applySimple(p, frame, ev.payload);
-    this.#complete(p, ev.frameOffset);
-  }
-
-  #onChunk(ev: StreamFrame, chunk: ReplyChunk): void {
-    if (ev.findings.length > 0) this.#findingsOf(ev);
-    const p = this.#inFlight.get(chunk.cookie);
-    if (p === undefined) return;
-    if (ev.findings.length > 0) (p.findings ??= []).push(...ev.findings);
-    const done = applyChunk(
-      p,
-      chunk,
-      ev.payload,
-      ev.frameOffset,
-      chunk.extended ? 32 : 20,
-      this.#contextName,
-      this.#report,
-    );
-    if (done) this.#complete(p, ev.frameOffset);
+  #release(p: InFlight): void {
+    const k = p.key;
+    if (typeof k === "number" && this.#slots[k] === p) {
+      this.#slots[k] = undefined;
+      this.#free.push(k);
+    } else this.#custom.delete(k);
+    this.#inFlightCount--;
   }
 
   #complete(p: InFlight, at: number): void {
-    this.#inFlight.delete(p.request.cookie);
+    this.#release(p);
     this.#events.push({ type: "reply", result: finishReply(p, at, this.#report) });
   }
 }
 
 const ACK_RESULT: OptionResult = Object.freeze({ kind: "ack" });
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const SLAB_BYTES = 16384;
+
+function u32(b: Uint8Array, i: number): number {
+  return ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
+}
+
+function u64(b: Uint8Array, i: number): bigint {
+  return (BigInt(u32(b, i)) << 32n) | BigInt(u32(b, i + 4));
+}
+
+/** A 64-bit argument: the number itself when it is a non-negative safe integer, else checked as a bigint. */
+function u64Arg(v: number | bigint, what: string): number | bigint {
+  if (typeof v === "number" && v >= 0 && v <= Number.MAX_SAFE_INTEGER && Math.floor(v) === v) return v;
+  return toU64(v, what);
+}
+
+/** Sets the cookie (0), offset (1) or length (2) of `f` from a number up to 2^53 or a bigint. */
+function setHiLo(f: RequestHeaderFields, which: 0 | 1 | 2, v: number | bigint): void {
+  let hi: number;
+  let lo: number;
+  if (typeof v === "number") {
+    // ToUint32 is the value modulo 2^32 for any integer up to 2^53.
+    lo = v >>> 0;
+    hi = v <= 0xffff_ffff ? 0 : (v - lo) / 0x1_0000_0000;
+  } else {
+    hi = Number(v >> 32n);
+    lo = Number(v & 0xffff_ffffn);
+  }
+  if (which === 0) {
+    f.cookieHi = hi;
+    f.cookieLo = lo;
+  } else if (which === 1) {
+    f.offsetHi = hi;
+    f.offsetLo = lo;
+  } else {
+    f.lengthHi = hi;
+    f.lengthLo = lo;
+  }
+}
+
+/** The parts, then `tail`, in one new array. */
+function concat(parts: readonly Uint8Array[], length: number, tail: Uint8Array): Uint8Array {
+  const out = new Uint8Array(length + tail.length);
+  let at = 0;
+  for (const b of parts) {
+    out.set(b, at);
+    at += b.length;
+  }
+  out.set(tail, at);
+  return out;
+}
 
 function noData(option: number): OptionRequest {
   return { type: "option-request", option, data: NONE_DATA };
