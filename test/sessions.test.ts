@@ -16,6 +16,7 @@ import {
   type ServerEvent,
   ServerSession,
   type ServerSessionOptions,
+  type ServerStep,
   TransmissionFlag as TF,
 } from "../mod.ts";
 
@@ -56,7 +57,7 @@ class Pair {
     this.#serverStep(this.server.start());
   }
 
-  #serverStep(step: { output: Uint8Array[]; events: ServerEvent[] }): void {
+  #serverStep(step: ServerStep): void {
     this.#toClient.push(...step.output);
     for (const e of step.events) {
       this.serverEvents.push(e);
