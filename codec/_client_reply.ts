@@ -14,23 +14,23 @@ import type { BlockStatusPayload, Request } from "./request.ts";
 /** A request in flight, and what its reply has brought so far. */
 export class InFlight {
   /** The cookie. */
-  readonly cookie: bigint;
+  cookie: bigint = 0n;
   /** The in-flight map's key: the cookie as a number when it is at most 2^53, else the bigint. */
-  readonly key: number | bigint;
-  readonly extended: boolean;
-  readonly command: number;
-  readonly flags: number;
+  key: number | bigint = 0;
+  extended = false;
+  command = 0;
+  flags = 0;
   /** The request offset as a number, or -1 above 2^53 (then `offsetBig` holds it). */
-  readonly offsetNum: number;
-  readonly offsetBig: bigint | undefined;
+  offsetNum = 0;
+  offsetBig: bigint | undefined = undefined;
   /** Effect length as a number (READ lengths are within the payload limit; others capped at 2^53-1). */
-  readonly length: number;
-  readonly lengthBig: bigint | undefined;
-  readonly blockStatus: BlockStatusPayload | undefined;
+  length = 0;
+  lengthBig: bigint | undefined = undefined;
+  blockStatus: BlockStatusPayload | undefined = undefined;
   /** READ: where the data goes. */
-  readonly buffer: Uint8Array | undefined;
+  buffer: Uint8Array | undefined = undefined;
   /** BLOCK_STATUS: the context ids that must answer (selected ones, or the payload form's list). */
-  readonly contextIds: readonly number[] | undefined;
+  contextIds: readonly number[] | undefined = undefined;
   /** READ: the first covered range, relative to the request offset; more pairs in `ranges`. */
   first0 = -1;
   first1 = -1;
@@ -43,9 +43,14 @@ export class InFlight {
   message = "";
   errorOffset: bigint | undefined = undefined;
   findings: Finding[] | undefined = undefined;
-  #request: Request | undefined;
+  #request: Request | undefined = undefined;
 
-  constructor(
+  /**
+   * (Re)starts the record for a new request: records are reused once their reply is complete (the
+   * result given out holds none of them, only the arrays and maps a record made, which a new use never
+   * touches: it makes its own).
+   */
+  init(
     cookie: bigint,
     key: number | bigint,
     extended: boolean,
@@ -56,7 +61,7 @@ export class InFlight {
     blockStatus: BlockStatusPayload | undefined,
     buffer: Uint8Array | undefined,
     contextIds: readonly number[] | undefined,
-  ) {
+  ): this {
     this.cookie = cookie;
     this.key = key;
     this.extended = extended;
@@ -79,6 +84,18 @@ export class InFlight {
     this.blockStatus = blockStatus;
     this.buffer = buffer;
     this.contextIds = contextIds;
+    this.first0 = -1;
+    this.first1 = -1;
+    this.ranges = undefined;
+    this.covered = 0;
+    this.contentChunks = 0;
+    this.extents = undefined;
+    this.error = 0;
+    this.message = "";
+    this.errorOffset = undefined;
+    this.findings = undefined;
+    this.#request = undefined;
+    return this;
   }
 
   /** The request as a frame (made on first use: the common paths need only the numbers). */

@@ -384,6 +384,8 @@ export class ClientSession {
   readonly #bigs: bigint[] = [0n];
   readonly #custom = new Map<number | bigint, InFlight>();
   #inFlightCount = 0;
+  /** Records of completed requests, for reuse. */
+  readonly #pool: InFlight[] = [];
   // Transmission framing (the session's own: replies are matched to what it sent as they arrive).
   /** Whether transmission bytes go through the session's own framing (not the stream decoder). */
   #tx = false;
@@ -1799,7 +1801,7 @@ export class ClientSession {
     const key = this.#cookie(options);
     const cookie = typeof key === "bigint" ? key : custom ? BigInt(key) : (this.#bigs[key] ??= BigInt(key));
     const blockStatus = contextIds === undefined ? undefined : { effectLength: BigInt(length), contextIds };
-    const inf = new InFlight(
+    const inf = (this.#pool.pop() ?? new InFlight()).init(
       cookie,
       key,
       extended,
@@ -1869,6 +1871,7 @@ export class ClientSession {
   #complete(p: InFlight, at: number): void {
     this.#release(p);
     this.#events.push({ type: "reply", result: finishReply(p, at, this.#report) });
+    if (this.#pool.length < 64) this.#pool.push(p);
   }
 }
 
