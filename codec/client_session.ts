@@ -642,7 +642,9 @@ export class ClientSession {
   #stream(c: Uint8Array, p: number): number {
     const n = Math.min(this.#sLeft, c.length - p);
     const t = this.#sTarget;
-    if (t !== undefined) t.set(p === 0 && n === c.length ? c : c.subarray(p, p + n), this.#sAt);
+    if (t !== undefined) {
+      t.set(p === 0 && n === c.length ? c : new Uint8Array(c.buffer, c.byteOffset + p, n), this.#sAt);
+    }
     this.#sAt += n;
     this.#sLeft -= n;
     this.#rx += n;
@@ -1836,7 +1838,8 @@ export class ClientSession {
       const at = this.#slabAt;
       encodeRequestHeaderInto(this.#slab, at, f);
       this.#slabAt = at + n;
-      header = this.#slab.subarray(at, at + n);
+      // The constructor, not subarray(): no species lookup on this path.
+      header = new Uint8Array(this.#slab.buffer, at, n);
     }
     this.#output.push(header);
     if (data !== undefined && data.length > 0) this.#output.push(data);
