@@ -112,20 +112,52 @@ function rawLoop(style: "simple" | "structured" | "extended"): Loop {
   };
 }
 
+/**
+ * Fine-grained interleaving: hundreds of alternating samples of about half a millisecond each, and each
+ * side's 10th percentile. On this shared machine other tenants' load comes in bursts of 0.1 to 1 s (see
+ * bench/RESULTS.md); samples this short and this interleaved put both sides in the same quiet moments, where
+ * mitata's 80 ms rounds (bench/_harness.ts, also reported) can land one side in a burst.
+ */
+function interleaved(a: Loop, b: Loop, samples = 600): { aNs: number; bNs: number } {
+  const calibrate = (f: Loop): number => {
+    let n = 16;
+    for (;;) {
+      const t0 = performance.now();
+      f(n);
+      if (performance.now() - t0 > 0.5) return n;
+      n *= 2;
+    }
+  };
+  const na = calibrate(a);
+  const nb = calibrate(b);
+  const as: number[] = [];
+  const bs: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const first = i % 2 === 0;
+    for (const side of first ? [0, 1] : [1, 0]) {
+      const t0 = performance.now();
+      if (side === 0) a(na);
+      else b(nb);
+      const dt = performance.now() - t0;
+      (side === 0 ? as : bs).push((dt * 1e6) / (side === 0 ? na : nb));
+    }
+  }
+  const p10 = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 10)]!;
+  return { aNs: p10(as), bNs: p10(bs) };
+}
+
 const styles = ["simple", "structured", "extended"] as const;
+const fine = styles.map((st) => interleaved(sessionLoop(st), rawLoop(st)));
 const results = await timePairs(styles.map((st) => ({ a: sessionLoop(st), b: rawLoop(st) })));
 const rows = results.map((r, i) => ({
   style: styles[i],
-  sessionNs: Number(r.aNs.toFixed(1)),
-  rawNs: Number(r.bNs.toFixed(1)),
-  ratio: Number((r.aNs / r.bNs).toFixed(2)),
+  sessionNs: Number(fine[i]!.aNs.toFixed(1)),
+  rawNs: Number(fine[i]!.bNs.toFixed(1)),
+  ratio: Number((fine[i]!.aNs / fine[i]!.bNs).toFixed(2)),
   goal: "<= 1.5",
-  pass: r.aNs / r.bNs <= 1.5,
+  pass: fine[i]!.aNs / fine[i]!.bNs <= 1.5,
+  mitataRatio: Number((r.aNs / r.bNs).toFixed(2)),
 }));
 console.log(
-  JSON.stringify({
-    bench: "server-session-read-4k",
-    runtime: "Deno" in globalThis ? "deno" : "node",
-    rows,
-  }),
+  JSON.stringify({ bench: "server-session-read-4k", runtime: "Deno" in globalThis ? "deno" : "node", rows }),
 );

@@ -317,6 +317,12 @@ const DEFAULT_EXPORT_FLAGS = TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND
 const KNOWN_ERRORS: ReadonlySet<number> = new Set(Object.values(ErrorValue));
 const OPTION_HEADER = 16;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/** Command flags that need a transmission flag advertised (spec: each flag's section). */
+const FLAG_NEEDS: readonly (readonly [number, number, string])[] = [
+  [CommandFlag.FUA, TransmissionFlag.SEND_FUA, "NBD_CMD_FLAG_FUA"],
+  [CommandFlag.DF, TransmissionFlag.SEND_DF, "NBD_CMD_FLAG_DF"],
+  [CommandFlag.FAST_ZERO, TransmissionFlag.SEND_FAST_ZERO, "NBD_CMD_FLAG_FAST_ZERO"],
+];
 /** The transmission flag each command needs (index = command), 0 when none. */
 const NEEDS: readonly number[] = [
   0,
@@ -382,6 +388,10 @@ export class ServerSession {
   #decodeOptions: RequestDecodeOptions = { strict: false, maxPayloadLength: Number.MAX_SAFE_INTEGER };
   /** Export size as a number; 2^53 when it is larger (ranges are then checked with bigints). */
   #sizeNum = 0;
+  /** Minimum block size of the export in transmission (1 when it has no constraints). */
+  #minBlock = 1;
+  /** Command flags whose transmission flag was not advertised (FUA, DF, FAST_ZERO). */
+  #unadvertised = 0;
   /** Bytes to send, allocated at the first one (most requests produce none). */
   #output: Uint8Array[] | undefined;
   #events: ServerEvent[] = [];
@@ -903,6 +913,9 @@ export class ServerSession {
     this.#flags = flags;
     this.#maxPayload = Math.min(exp.blockSize?.maximum ?? 32 * 1024 * 1024, this.#limits.maxPayloadLength);
     this.#sizeNum = exp.size < 2n ** 53n ? Number(exp.size) : 2 ** 53;
+    this.#minBlock = exp.blockSize?.minimum ?? 1;
+    this.#unadvertised = 0;
+    for (const [flag, needed] of FLAG_NEEDS) if ((flags & needed) === 0) this.#unadvertised |= flag;
     this.#decodeOptions = {
       strict: false,
       extendedHeaders: this.#extended,
@@ -1034,7 +1047,9 @@ export class ServerSession {
     }
     const total = hl + payload;
     if (q.length < total) return false;
-    const r = decodeRequest(q.peek(total), decodeOptions);
+    // The received chunk itself when it is exactly this request (the common case): no view to make.
+    const whole = o === 0 && h.length === total && q.contiguous() === total;
+    const r = decodeRequest(whole ? h : q.peek(total), decodeOptions);
     if (!r.done) return false;
     q.skip(total);
     const request = r.frame;
@@ -1103,18 +1118,15 @@ export class ServerSession {
     const adv = this.#flags;
     const cmd = req.command;
     const f = req.flags;
-    const name = (): string => nameOf("command", cmd) ?? `command ${cmd}`;
-    if (cmd > Command.BLOCK_STATUS) return [ErrorValue.EINVAL, `${name()} is not supported`];
+    if (cmd > Command.BLOCK_STATUS) return [ErrorValue.EINVAL, `${commandName(cmd)} is not supported`];
     const need = NEEDS[cmd]!;
-    if ((adv & need) !== need) return [ErrorValue.EINVAL, `${name()} was not advertised`];
-    if ((f & CommandFlag.FUA) !== 0 && (adv & TransmissionFlag.SEND_FUA) === 0) {
-      return [ErrorValue.EINVAL, "NBD_CMD_FLAG_FUA was not advertised"];
-    }
-    if ((f & CommandFlag.DF) !== 0 && (adv & TransmissionFlag.SEND_DF) === 0) {
-      return [ErrorValue.EINVAL, "NBD_CMD_FLAG_DF was not advertised"];
-    }
-    if ((f & CommandFlag.FAST_ZERO) !== 0 && (adv & TransmissionFlag.SEND_FAST_ZERO) === 0) {
-      return [ErrorValue.EINVAL, "NBD_CMD_FLAG_FAST_ZERO was not advertised"];
+    if ((adv & need) !== need) return [ErrorValue.EINVAL, `${commandName(cmd)} was not advertised`];
+    if ((f & this.#unadvertised) !== 0) {
+      for (const [flag, needed, what] of FLAG_NEEDS) {
+        if ((f & flag) !== 0 && (adv & needed) === 0) {
+          return [ErrorValue.EINVAL, `${what} was not advertised`];
+        }
+      }
     }
     let length = req.length;
     if (cmd === Command.BLOCK_STATUS) {
@@ -1143,14 +1155,17 @@ export class ServerSession {
     if (cmd === Command.FLUSH) return 0;
     // Numbers: exact below 2^53, and anything larger is out of range anyway (unless the export is that big).
     const len = Number(length);
-    if (len === 0) return [ErrorValue.EINVAL, `${name()} of 0 bytes`];
+    if (len === 0) return [ErrorValue.EINVAL, `${commandName(cmd)} of 0 bytes`];
     if (this.#sizeNum === 2 ** 53 ? req.offset + length > exp.size : offset + len > this.#sizeNum) {
       const write = cmd === Command.WRITE || cmd === Command.WRITE_ZEROES;
-      return [write ? ErrorValue.ENOSPC : ErrorValue.EINVAL, `${name()} beyond the end of the export`];
+      return [
+        write ? ErrorValue.ENOSPC : ErrorValue.EINVAL,
+        `${commandName(cmd)} beyond the end of the export`,
+      ];
     }
-    const min = exp.blockSize?.minimum ?? 1;
+    const min = this.#minBlock;
     if (min > 1 && (Number(req.offset % BigInt(min)) !== 0 || Number(length % BigInt(min)) !== 0)) {
-      return [ErrorValue.EINVAL, `${name()} not aligned to the minimum block size ${min}`];
+      return [ErrorValue.EINVAL, `${commandName(cmd)} not aligned to the minimum block size ${min}`];
     }
     if (cmd === Command.READ && len > this.#maxPayload) {
       return [
@@ -1721,6 +1736,10 @@ class InFlight {
     list[i] = list[list.length - 1]!;
     list.pop();
   }
+}
+
+function commandName(cmd: number): string {
+  return nameOf("command", cmd) ?? `command ${cmd}`;
 }
 
 function be32(b: Uint8Array, o: number): number {
