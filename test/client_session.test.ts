@@ -678,6 +678,98 @@ describe("replies: assembly and the rules on the server's chunks", () => {
     expect(run(() => (seed = (seed * 1103515245 + 12345) % 2147483648) % 23 + 1)).toEqual(whole);
   });
 
+  test("transmission limits: a chunk announcing more than maxPayloadLength, or more than maxBufferedBytes", () => {
+    const a = ready("structured", RW, 1n << 20n, [], { options: { maxPayloadLength: 4096 } }).session;
+    a.flush();
+    let err: unknown;
+    try {
+      a.receive(hex("668e33ef" + u16(1) + u16(T_ERROR) + "0000000000000001" + u32(4097)));
+    } catch (e) {
+      err = e;
+    }
+    expect(isNbdRemoteError(err) && [err.code, err.rule]).toEqual(["limit-exceeded", "max-payload-length"]);
+    expect(a.state.phase).toBe("closed");
+    const b = ready("structured", RW, 1n << 20n, [], { options: { maxBufferedBytes: 1000 } }).session;
+    b.flush();
+    err = undefined;
+    try {
+      b.receive(hex("668e33ef" + u16(1) + u16(T_ERROR) + "0000000000000001" + u32(2000)));
+    } catch (e) {
+      err = e;
+    }
+    expect(isNbdRemoteError(err) && err.rule).toBe("max-buffered-bytes");
+    // Data chunks are not buffered: a 64 KiB READ within maxPayloadLength passes a small maxBufferedBytes.
+    const c = ready("structured", RW, 1n << 20n, [], { options: { maxBufferedBytes: 1000 } }).session;
+    const r = c.read(0, 65536);
+    const data = "5a".repeat(65536);
+    const bytes = hex(chunk(DONE, T_DATA, r, dataPayload(0, data)));
+    let res: CommandResult[] = [];
+    for (let i = 0; i < bytes.length; i += 999) {
+      res = res.concat(replies(c.receive(bytes.subarray(i, i + 999))));
+    }
+    expect(res).toHaveLength(1);
+    expect(res[0]!.data!.every((x) => x === 0x5a)).toBe(true);
+  });
+
+  test("bytes that are no reply end the session with an NbdRemoteError", () => {
+    const s = ready("simple", RW).session;
+    let err: unknown;
+    try {
+      s.receive(hex("deadbeef" + "00".repeat(12)));
+    } catch (e) {
+      err = e;
+    }
+    // At the first byte after the handshake: greeting (18), two refusals and GO's INFO and ACK (20 + 20 + 32
+    // + 20).
+    expect(isNbdRemoteError(err) && [err.code, err.offset]).toEqual(["bad-magic", 18 + 20 + 20 + 32 + 20]);
+    expect(s.state.phase).toBe("closed");
+  });
+
+  test("end() inside a frame: stream-truncated", () => {
+    const s = ready("structured", RW).session;
+    const c = s.read(0, 8);
+    s.receive(hex(chunk(DONE, T_DATA, c, dataPayload(0, "0102030405060708")).slice(0, 40)));
+    const ev = s.end();
+    expect(rules(s)).toEqual(["stream-truncated"]);
+    expect(ev.at(-1)).toEqual({ type: "closed", reason: "end", inFlight: [c] });
+  });
+
+  test("chunks in the wrong header style: structured in simple mode, compact chunks in extended mode", () => {
+    const s = ready("simple", RW).session;
+    const c = s.flush();
+    s.receive(hex(chunk(DONE, T_NONE, c)));
+    expect(rules(s)).toEqual(["chunk-without-negotiation"]);
+    const e = ready("extended", RW).session;
+    const d = e.flush();
+    e.receive(hex(chunk(DONE, T_NONE, d)));
+    expect(rules(e)).toEqual(["reply-header-style"]);
+  });
+
+  test("cookies and offsets above 2^53 take the bigint paths", () => {
+    const e = ready("extended", RW, 1n << 62n).session;
+    const big = (1n << 60n) + 3n;
+    const off = (1n << 61n) + 512n;
+    const c = e.read(off, 4, { cookie: big });
+    expect(c).toBe(big);
+    expect(out(e)).toBe(extRequest(0, 0, big, off, 4));
+    const [r] = replies(e.receive(hex(extChunk(DONE, T_DATA, big, off, dataPayload(off, "01020304")))));
+    expect(r).toMatchObject({ cookie: big, ok: true });
+    expect(r!.data).toEqual(hex("01020304"));
+    expect(e.findings).toEqual([]);
+    // A wrong header offset is still caught on the bigint path.
+    const d = e.read(off, 4, { cookie: big });
+    e.receive(hex(extChunk(DONE, T_DATA, d, off + 1n, dataPayload(off, "01020304"))));
+    expect(rules(e)).toEqual(["extended-reply-offset"]);
+  });
+
+  test("the session's cookies are the lowest free ones, reused after completion", () => {
+    const s = ready("simple", RW).session;
+    const a = s.flush();
+    const b = s.flush();
+    s.receive(hex(simple(0, a)));
+    expect([a, b, s.flush()]).toEqual([1n, 2n, 1n]);
+  });
+
   test("end(): the commands that never completed are listed", () => {
     const s = ready("simple", RW).session;
     s.read(0, 512);
