@@ -558,6 +558,16 @@ describe("replies: assembly and the rules on the server's chunks", () => {
     expect(replies(ev).map((x) => x.ok)).toEqual([false, false]);
   });
 
+  test("block-status-context: a chunk for a context id that was never negotiated", () => {
+    const { session: s } = ready("structured", RW, 1n << 20n, [[1, "base:allocation"]]);
+    const c = s.blockStatus(0, 512);
+    const [r] = replies(s.receive(hex(
+      chunk(0, T_BS, c, bsPayload(7, [[512, 0]])) + chunk(DONE, T_BS, c, bsPayload(1, [[512, 0]])),
+    )));
+    expect(rules(s)).toEqual(["block-status-context"]);
+    expect([...r!.extents!.keys()]).toEqual([1]);
+  });
+
   test("BLOCK_STATUS_EXT: upper 32 status bits of a 32-bit context are a finding", () => {
     const { session: s } = ready("extended", RW, 1n << 20n, [[1, "base:allocation"]]);
     const c = s.blockStatus(0, 512);
