@@ -126,6 +126,13 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  * What a completed command brought: success, or the server's error (the first error chunk, or the simple
  * reply's error), the READ data in the caller's buffer, the block-status extents per context id, and the
  * server's violations found in this reply.
+ *
+ * @example
+ * ```ts
+ * import type { CommandResult } from "@nbd/codec";
+ * const r: CommandResult = { cookie: 1n, command: 0, ok: false, error: 22, message: "out of range", findings: [] };
+ * console.log(r.ok, r.error); // false 22
+ * ```
  */
 export interface CommandResult {
   /** The request's cookie. */

@@ -269,16 +269,6 @@ export interface ClientSessionState {
   readonly pendingOptions: number;
 }
 
-/** Extra choices of one command. */
-interface CommandOptions {
-  /** Command flags (`CommandFlag`); PAYLOAD_LEN is set by the session where the mode needs it. */
-  readonly flags?: number;
-  /** A cookie of the caller's choosing (it must not be in flight). Default: the session's next one. */
-  readonly cookie?: bigint | number;
-  /** `false`: skip the checks against what the server advertised (to test a server's error replies). */
-  readonly check?: boolean;
-}
-
 /**
  * Options of {@link ClientSession.read}.
  *
@@ -289,13 +279,13 @@ interface CommandOptions {
  * console.log(o.buffer?.length); // 4096
  * ```
  */
-export interface ReadOptions extends CommandOptions {
+export interface ReadOptions extends RequestOptions {
   /** Where the data goes (exactly `length` bytes). Default: a new array. */
   readonly buffer?: Uint8Array;
 }
 
 /**
- * Options of commands without a payload (WRITE, TRIM, CACHE, FLUSH, WRITE_ZEROES, DISC, RESIZE).
+ * Options of every command: flags, a cookie of the caller's choosing, and whether to check it.
  *
  * @example
  * ```ts
@@ -304,7 +294,14 @@ export interface ReadOptions extends CommandOptions {
  * console.log(o.flags); // 1
  * ```
  */
-export interface RequestOptions extends CommandOptions {}
+export interface RequestOptions {
+  /** Command flags (`CommandFlag`); PAYLOAD_LEN is set by the session where the mode needs it. */
+  readonly flags?: number;
+  /** A cookie of the caller's choosing (it must not be in flight). Default: the session's lowest free one. */
+  readonly cookie?: bigint | number;
+  /** `false`: skip the checks against what the server advertised (to test a server's error replies). */
+  readonly check?: boolean;
+}
 
 /**
  * Options of {@link ClientSession.blockStatus}.
@@ -316,7 +313,7 @@ export interface RequestOptions extends CommandOptions {}
  * console.log(o.contextIds); // [ 1 ]
  * ```
  */
-export interface BlockStatusOptions extends CommandOptions {
+export interface BlockStatusOptions extends RequestOptions {
   /** The payload form (extended headers, NBD_FLAG_BLOCK_STATUS_PAYLOAD): report on these context ids only. */
   readonly contextIds?: readonly number[];
 }
@@ -1715,7 +1712,7 @@ export class ClientSession {
   }
 
   /** The next cookie: the session's counter, or the caller's (checked not to be in flight). */
-  #cookie(options: CommandOptions | undefined): number | bigint {
+  #cookie(options: RequestOptions | undefined): number | bigint {
     if (options?.cookie === undefined) {
       for (;;) {
         const c = this.#free.pop() ?? this.#slots.length;
@@ -1743,7 +1740,7 @@ export class ClientSession {
     flags: number,
     offsetArg: number | bigint,
     length: number | bigint,
-    options: CommandOptions | undefined,
+    options: RequestOptions | undefined,
     buffer: Uint8Array | undefined,
     data: Uint8Array | undefined,
     contextIds: readonly number[] | undefined,
