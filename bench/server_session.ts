@@ -100,9 +100,14 @@ function rawLoop(style: "simple" | "structured" | "extended"): Loop {
           fields.offsetHi = hi;
           fields.offsetLo = lo;
         }
-        const dv = new DataView(head.buffer);
-        dv.setUint32(hl, hi);
-        dv.setUint32(hl + 4, lo);
+        head[hl] = hi >>> 24;
+        head[hl + 1] = hi >>> 16;
+        head[hl + 2] = hi >>> 8;
+        head[hl + 3] = hi;
+        head[hl + 4] = lo >>> 24;
+        head[hl + 5] = lo >>> 16;
+        head[hl + 6] = lo >>> 8;
+        head[hl + 7] = lo;
       }
       encodeReplyHeaderInto(head, 0, fields);
       const parts = [head, DATA];

@@ -290,17 +290,17 @@ export interface ContextExtents {
 }
 
 interface Pending {
-  readonly request: Request;
-  /** Its key in the in-flight map. */
-  readonly key: number | bigint;
-  readonly command: number;
+  request: Request;
+  /** Its key in the in-flight list. */
+  key: number | bigint;
+  command: number;
   /** Cookie and offset halves, for allocation-free headers. */
-  readonly cookieHi: number;
-  readonly cookieLo: number;
-  readonly offsetHi: number;
-  readonly offsetLo: number;
+  cookieHi: number;
+  cookieLo: number;
+  offsetHi: number;
+  offsetLo: number;
   /** The request's length as a number (exact: READ lengths are at most the maximum payload). */
-  readonly length: number;
+  length: number;
   /** READ: bytes covered so far, and the covered ranges (relative) once there is more than one chunk. */
   covered: number;
   ranges: number[] | undefined;
@@ -1182,6 +1182,7 @@ export class ServerSession {
   #refuse(p: Pending, error: number, message: string): void {
     (this.#output ??= []).push(this.#errorReply(p, error, message));
     this.#events.push({ type: "refused", request: p.request, error, message });
+    freePending(p);
   }
 
   #refuseUntracked(request: Request, error: number, message: string): void {
@@ -1247,6 +1248,7 @@ export class ServerSession {
 
   #done(p: Pending): void {
     this.#pending.remove(p);
+    freePending(p);
   }
 
   #chunk(p: Pending, frame: Omit<ReplyChunk, "type" | "extended" | "cookie" | "offset">): Uint8Array {
@@ -1670,6 +1672,9 @@ export class ServerSession {
   }
 }
 
+/** Records of finished requests, reused (one allocation fewer per request). */
+const FREE: Pending[] = [];
+
 function newPending(
   request: Request,
   cookieHi: number,
@@ -1677,22 +1682,45 @@ function newPending(
   offsetHi: number,
   offsetLo: number,
 ): Pending {
-  return {
-    request,
-    key: cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie,
-    command: request.command,
-    cookieHi,
-    cookieLo,
-    offsetHi,
-    offsetLo,
-    length: Number(request.length),
-    covered: 0,
-    ranges: undefined,
-    chunks: 0,
-    errorSent: false,
-    contextsLeft: undefined,
-    effectLength: request.length,
-  };
+  const key = cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie;
+  const p = FREE.pop();
+  if (p === undefined) {
+    return {
+      request,
+      key,
+      command: request.command,
+      cookieHi,
+      cookieLo,
+      offsetHi,
+      offsetLo,
+      length: Number(request.length),
+      covered: 0,
+      ranges: undefined,
+      chunks: 0,
+      errorSent: false,
+      contextsLeft: undefined,
+      effectLength: request.length,
+    };
+  }
+  p.request = request;
+  p.key = key;
+  p.command = request.command;
+  p.cookieHi = cookieHi;
+  p.cookieLo = cookieLo;
+  p.offsetHi = offsetHi;
+  p.offsetLo = offsetLo;
+  p.length = Number(request.length);
+  p.covered = 0;
+  p.ranges = undefined;
+  p.chunks = 0;
+  p.errorSent = false;
+  p.contextsLeft = undefined;
+  p.effectLength = request.length;
+  return p;
+}
+
+function freePending(p: Pending): void {
+  if (FREE.length < 256) FREE.push(p);
 }
 
 const NOTHING: readonly Uint8Array[] = Object.freeze([]);
