@@ -1630,7 +1630,8 @@ export class ClientSession {
   }
 
   /**
-   * Any command with the given flags, offset and effect length (unknown commands need `check: false`).
+   * Any command with the given flags, offset and effect length (unknown commands need `check: false`); a
+   * READ gets a new buffer, a WRITE must go through {@link ClientSession.write} (it carries data).
    *
    * @example
    * ```ts
@@ -1651,7 +1652,22 @@ export class ClientSession {
     if (!Number.isInteger(command) || command < 0 || command > 0xffff) {
       throw new NbdLocalError("bad-argument", "command-value", `Command ${command} is not a u16`);
     }
-    if (command === Command.DISC) return this.disconnect();
+    if (command === Command.DISC) return this.disconnect(options);
+    // READ needs a buffer and WRITE its data: their own calls take them.
+    if (command === Command.READ) {
+      const n = u64Arg(length, "length");
+      if (typeof n !== "number" || n > 0xffff_ffff) {
+        throw new NbdLocalError(
+          "limit-exceeded",
+          "read-length",
+          `A READ of ${length} bytes cannot be buffered`,
+        );
+      }
+      return this.read(offset, n, options);
+    }
+    if (command === Command.WRITE) {
+      throw new NbdLocalError("bad-argument", "write-data", "A WRITE carries data: use write()");
+    }
     return this.#send(
       command,
       options?.flags ?? 0,

@@ -456,6 +456,15 @@ describe("commands: checked against what the server advertised", () => {
     expect(out(s) + out(t)).toBe("");
   });
 
+  test("command(): READ gets a buffer and assembles its data; WRITE is refused without its data", () => {
+    const s = ready("structured", RW).session;
+    expect(localRule(() => s.command(Command.WRITE, 0, 4))).toBe("write-data");
+    const c = s.command(Command.READ, 0, 2);
+    const [r] = replies(s.receive(hex(chunk(DONE, T_DATA, c, dataPayload(0, "abcd")))));
+    expect(r!.data).toEqual(hex("abcd"));
+    expect(s.findings).toEqual([]);
+  });
+
   test("64-bit arguments: safe numbers or bigints; unsafe numbers refused", () => {
     const e = ready("extended", RW, 1n << 60n).session;
     expect(localRule(() => e.trim(2 ** 53, 512))).toBe("u64-number");
