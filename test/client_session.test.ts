@@ -465,6 +465,27 @@ describe("commands: checked against what the server advertised", () => {
     expect(s.findings).toEqual([]);
   });
 
+  test("bounds and alignment above 2^53 (the bigint paths)", () => {
+    const e = ready("extended", RW, 1n << 60n, [], { blockSize: [512, 4096, 1 << 25] }).session;
+    expect(localRule(() => e.trim((1n << 55n) + 1n, 512))).toBe("block-size-alignment");
+    expect(localRule(() => e.trim(1n << 55n, 513))).toBe("block-size-alignment");
+    expect(localRule(() => e.trim((1n << 60n) - 512n, 1024))).toBe("request-range");
+    expect(localRule(() => e.trim((1n << 60n) - 512n, 512))).toBe("no error");
+  });
+
+  test("strict mode: a violation in a reply chunk throws and ends the session", () => {
+    const s = ready("structured", RW, 1n << 20n, [], { options: { strict: true } }).session;
+    const c = s.read(0, 4);
+    let err: unknown;
+    try {
+      s.receive(hex(chunk(DONE, T_DATA, c, dataPayload(8, "aabbccdd"))));
+    } catch (e) {
+      err = e;
+    }
+    expect(isNbdRemoteError(err) && err.rule).toBe("read-chunk-range");
+    expect(s.state.phase).toBe("closed");
+  });
+
   test("64-bit arguments: safe numbers or bigints; unsafe numbers refused", () => {
     const e = ready("extended", RW, 1n << 60n).session;
     expect(localRule(() => e.trim(2 ** 53, 512))).toBe("u64-number");
