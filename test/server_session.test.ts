@@ -691,6 +691,12 @@ describe("request validation", () => {
     expect(s.replyOk(5).length).toBe(1);
   });
 
+  test("an unknown command is refused as not supported, with EINVAL", () => {
+    const { s } = transmission();
+    const [e] = s.receive(req(42, 1n, 0n, 512n)).events;
+    expect(e).toMatchObject({ type: "refused", error: ErrorValue.EINVAL, message: "command 42 is not supported" });
+  });
+
   test("a bad request magic closes the session", () => {
     const { s } = transmission();
     expect(closeRule(s.receive(new Uint8Array(28)).events)).toBe("request-magic");
