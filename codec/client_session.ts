@@ -914,6 +914,17 @@ export class ClientSession {
         this.#findingsOf(ev);
         this.#onGreeting(frame);
         break;
+      case "simple-reply":
+      case "reply-chunk":
+        // Before transmission no request was sent: nothing can be answered.
+        this.#findingsOf(ev);
+        this.#remote(
+          "unexpected-frame",
+          ev.frameOffset,
+          "reply-before-transmission",
+          "a transmission reply during the handshake, before any request was sent",
+        );
+        break;
       default:
         // The server direction's decoder yields server frames only.
     }

@@ -257,6 +257,12 @@ describe("negotiation", () => {
     }]);
   });
 
+  test("a transmission reply during the handshake is a finding", () => {
+    const s = new ClientSession({ go: false, negotiateReplies: false });
+    s.receive(hex(greeting(1) + simple(0, 1)));
+    expect(rules(s)).toContain("reply-before-transmission");
+  });
+
   test("a reply type the option does not allow is a finding (NBD_REP_SERVER to GO)", () => {
     const s = new ClientSession({ negotiateReplies: false });
     s.receive(hex(greeting(1)));
