@@ -240,7 +240,7 @@ export class SparseImage {
 
 // ---------------------------------------------------------------------------------------------------------
 // The server: a transport (node:net) and the storage around a ServerSession. The protocol part, from here
-// to the command line, is 222 lines (about 530 before the session; 30 of these batch the socket writes): the
+// to the command line, is 223 lines (about 530 before the session; 30 of these batch the socket writes): the
 // session negotiates, validates requests and frames replies; this code wires a socket to it and runs the
 // commands on the image.
 
