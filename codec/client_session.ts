@@ -1666,8 +1666,9 @@ export class ClientSession {
     if (command === Command.DISC) return this.disconnect(options);
     // READ needs a buffer and WRITE its data: their own calls take them.
     if (command === Command.READ) {
-      const n = u64Arg(length, "length");
-      if (typeof n !== "number" || n > 0xffff_ffff) {
+      const big = u64Arg(length, "length");
+      const n = typeof big === "number" ? big : big <= 0xffff_ffffn ? Number(big) : -1;
+      if (n < 0 || n > 0xffff_ffff) {
         throw new NbdLocalError(
           "limit-exceeded",
           "read-length",

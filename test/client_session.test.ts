@@ -465,7 +465,7 @@ describe("commands: checked against what the server advertised", () => {
   test("command(): READ gets a buffer and assembles its data; WRITE is refused without its data", () => {
     const s = ready("structured", RW).session;
     expect(localRule(() => s.command(Command.WRITE, 0, 4))).toBe("write-data");
-    const c = s.command(Command.READ, 0, 2);
+    const c = s.command(Command.READ, 0n, 2n);
     const [r] = replies(s.receive(hex(chunk(DONE, T_DATA, c, dataPayload(0, "abcd")))));
     expect(r!.data).toEqual(hex("abcd"));
     expect(s.findings).toEqual([]);
