@@ -452,6 +452,13 @@ export class ServerSession {
     }
     const style = this.#options.handshake ?? "fixed-newstyle";
     if (style === "oldstyle") {
+      if (this.#options.tls === "required") {
+        throw new NbdLocalError(
+          "bad-argument",
+          "oldstyle-tls",
+          "TLS needs fixed newstyle: an oldstyle server cannot require it",
+        );
+      }
       const exp = this.#find("");
       if (exp === undefined) {
         throw new NbdLocalError(

@@ -694,7 +694,11 @@ describe("request validation", () => {
   test("an unknown command is refused as not supported, with EINVAL", () => {
     const { s } = transmission();
     const [e] = s.receive(req(42, 1n, 0n, 512n)).events;
-    expect(e).toMatchObject({ type: "refused", error: ErrorValue.EINVAL, message: "command 42 is not supported" });
+    expect(e).toMatchObject({
+      type: "refused",
+      error: ErrorValue.EINVAL,
+      message: "command 42 is not supported",
+    });
   });
 
   test("a bad request magic closes the session", () => {
@@ -944,5 +948,10 @@ describe("local errors", () => {
     expect(localError(() => new ServerSession({ exports: [], handshake: "oldstyle" }).start()).rule).toBe(
       "oldstyle-export",
     );
+    expect(
+      localError(() => new ServerSession({ exports: [DISK], handshake: "oldstyle", tls: "required" }).start())
+        .rule,
+    )
+      .toBe("oldstyle-tls");
   });
 });
