@@ -318,6 +318,26 @@ describe("negotiation", () => {
     expect(s.findings).toEqual([]);
   });
 
+  test("TLS required: STARTTLS by hand after negotiation-failed, then the automatic steps again through GO", () => {
+    const s = new ClientSession({ go: { name: "d" } });
+    s.receive(hex(greeting(3)));
+    out(s);
+    expect(s.receive(hex(optReply(11, ERR_TLS_REQD))).at(-1)?.type).toBe("negotiation-failed");
+    s.startTls();
+    expect(out(s)).toBe(optRequest(5));
+    s.receive(hex(optReply(5, ACK)));
+    expect(s.state.phase).toBe("tls");
+    s.tlsEstablished();
+    // Over TLS (the transport's business): extended headers again, then GO.
+    expect(out(s)).toBe(optRequest(11));
+    s.receive(hex(optReply(11, ACK)));
+    expect(out(s)).toBe(optRequest(7, u32(1) + ascii("d") + u16(4) + u16(1) + u16(2) + u16(3) + u16(4)));
+    const ev = s.receive(hex(optReply(7, INFO, infoExport(4096n, RW)) + optReply(7, ACK)));
+    expect(ev.at(-1)?.type).toBe("ready");
+    expect(s.state).toMatchObject({ phase: "transmission", replyMode: "extended" });
+    expect(s.findings).toEqual([]);
+  });
+
   test("a limit is checked before buffering: an option reply longer than maxPayloadLength is refused", () => {
     const s = new ClientSession({ go: false, negotiateReplies: false, maxPayloadLength: 1024 });
     s.receive(hex(greeting(1)));
