@@ -105,7 +105,7 @@ function run(mode: Mode, pieces: readonly Uint8Array[]) {
         e.type === "refused"
           ? `refused ${e.request.cookie} ${e.error}`
           : e.type === "request"
-          ? `request ${e.request.cookie}`
+          ? `request ${e.request.cookie}${e.request.data ? ` data ${e.request.data.join(",")}` : ""}`
           : e.type,
       );
     }
@@ -139,7 +139,14 @@ describe("random request sequences in random splits", () => {
         }
         const stream = concat(frames);
         const whole = run(mode, [stream]);
-        expect(whole.events.filter((e) => e !== "finding")).toEqual(expected);
+        expect(whole.events.filter((e) => e !== "finding").map((e) => e.replace(/ data .*/, ""))).toEqual(
+          expected,
+        );
+        // A WRITE's data arrives whole and exact (the random data is the cookie's low byte).
+        for (const e of whole.events) {
+          const m = e.match(/^request (\d+) data (.*)$/);
+          if (m) expect(new Set(m[2]!.split(","))).toEqual(new Set([String(Number(m[1]) & 0xff)]));
+        }
         expect(whole.inFlight).toBe(0);
         const ext = mode.extended === true;
         const byCookie = (out: readonly Uint8Array[]) => {
