@@ -135,6 +135,11 @@ function interleaved(a: Loop, b: Loop, samples = 600): { aNs: number; bNs: numbe
   };
   const na = calibrate(a);
   const nb = calibrate(b);
+  // Warm both up (optimised code, steady heap) before any sample counts.
+  for (const t0 = performance.now(); performance.now() - t0 < 300;) {
+    a(na);
+    b(nb);
+  }
   const as: number[] = [];
   const bs: number[] = [];
   for (let i = 0; i < samples; i++) {
