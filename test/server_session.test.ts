@@ -148,6 +148,14 @@ describe("handshake", () => {
     expect(optionReplies(s.receive(opt(Option.LIST)).output)[0]?.reply).toBe(OptionReply.ERR_UNSUP);
   });
 
+  test("a refused GO is still answered after extended headers (the spec forbids ERR_UNSUP to GO then)", () => {
+    const s = optionsPhase({ exports: [DISK], refusedOptions: [Option.GO, Option.INFO] });
+    expect(optionReplies(s.receive(go("disk")).output)[0]?.reply).toBe(OptionReply.ERR_UNSUP);
+    s.receive(opt(Option.EXTENDED_HEADERS));
+    expect(optionReplies(s.receive(go("disk")).output).at(-1)?.reply).toBe(OptionReply.ACK);
+    expect(s.state.phase).toBe("transmission");
+  });
+
   test("LIST lists every export, then ACK; LIST with data gets ERR_INVALID", () => {
     const s = optionsPhase({ exports: [DISK, { name: "b", size: 0, description: "bee" }] });
     const r = optionReplies(s.receive(opt(Option.LIST)).output);
