@@ -63,3 +63,22 @@ export {
 export * from "./codec/json.ts";
 export * from "./codec/vectors.ts";
 export * from "./codec/conversation_vectors.ts";
+// Sessions: the shared base (errors, limits, 64-bit arguments).
+export * from "./codec/session.ts";
+// Sessions: the client session.
+export {
+  type BlockStatusOptions,
+  type ClientEvent,
+  type ClientPhase,
+  ClientSession,
+  type ClientSessionOptions,
+  type ClientSessionState,
+  type CommandResult,
+  type ExportDetails,
+  type OptionResult,
+  type ReadOptions,
+  type ReplyMode,
+  type RequestOptions,
+} from "./codec/client_session.ts";
+// The server session (sans-I/O: handshake, request validation, reply builders).
+export * from "./codec/server_session.ts";

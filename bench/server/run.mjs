@@ -1,0 +1,203 @@
+// End-to-end server benchmark (issue 12): the example server (examples/server.ts, built on ServerSession,
+// bundled with esbuild and run on Node) against nbdkit's memory plugin, same size, same data (256 MiB
+// written beforehand with nbdcopy from nbdkit's pattern plugin), one connection, in the same run:
+//
+//   nbdcopy --connections=1 --request-size=4096   --requests=64 URI null:
+//   nbdcopy --connections=1 --request-size=262144 --requests=16 URI null:
+//
+// Each copy runs ROUNDS times, alternating the two servers; the figure of each side is its median time,
+// and the ratio is nbdkit's time over ours (our throughput as a fraction of nbdkit's: 1.0 = as fast).
+//
+//   npm run bench:server [-- --rounds=5 --size-mib=256 --json]
+//
+// Installs nothing: it says which tool is missing and exits 2.
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "../..");
+const args = process.argv.slice(2);
+const opt = (name, def) =>
+  Number(args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? def);
+const ROUNDS = opt("rounds", 5);
+const SIZE_MIB = opt("size-mib", 256);
+const json = args.includes("--json");
+const log = (m) => process.stderr.write(`${m}\n`);
+
+const missing = ["nbdkit", "nbdcopy"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
+for (const plugin of ["memory", "pattern"]) {
+  if (missing.includes("nbdkit")) break;
+  if (spawnSync("nbdkit", [plugin, "--dump-plugin"], { stdio: "ignore" }).status !== 0) {
+    missing.push(`nbdkit ${plugin} plugin`);
+  }
+}
+if (missing.length > 0) {
+  log(
+    `bench:server needs ${
+      missing.join(", ")
+    } (Debian: apt-get install nbdkit libnbd-bin; see ../shared/peers)`,
+  );
+  process.exit(2);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a process and waits for a line matching `ready` on stdout (or for the port to accept). */
+function start(cmd, argv, ready) {
+  const p = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  p.stderr.on("data", (b) => (err += b));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start: ${err}`)), 60_000);
+    p.stdout.on("data", (b) => {
+      out += b;
+      const m = out.match(ready);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ proc: p, match: m });
+      }
+    });
+    p.once("exit", (code) => reject(new Error(`${cmd} exited with ${code}: ${err}`)));
+  });
+}
+
+function run(cmd, argv) {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, argv, { encoding: "utf8" });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(" ")} failed: ${r.stderr}`);
+  return ms;
+}
+
+/** CPU time (user + system) a process has used so far, in ms (Linux /proc; 10 ms resolution). */
+function cpuMs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+const tmp = mkdtempSync(join(tmpdir(), "nbd-bench-server-"));
+const procs = [];
+try {
+  const { build } = await import("esbuild");
+  const bundle = join(tmp, "server.mjs");
+  await build({
+    entryPoints: [join(root, "examples/server.ts")],
+    outfile: bundle,
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    logLevel: "error",
+  });
+  const size = SIZE_MIB * 1024 * 1024;
+  const ours = await start(
+    process.execPath,
+    [bundle, "--port", "0", "--size", String(size), "--quiet"],
+    /listening 127\.0\.0\.1:(\d+)/,
+  );
+  procs.push(ours.proc);
+  const ourUri = `nbd://127.0.0.1:${ours.match[1]}/disk`;
+  const kitPort = await freePort();
+  const kit = spawn("nbdkit", [
+    "-f",
+    "--exit-with-parent",
+    "-i",
+    "127.0.0.1",
+    "-p",
+    String(kitPort),
+    "memory",
+    `${size}`,
+  ], {
+    stdio: "ignore",
+  });
+  procs.push(kit);
+  const kitUri = `nbd://127.0.0.1:${kitPort}`;
+  for (let i = 0; i < 100 && spawnSync("nbdinfo", ["--size", kitUri]).status !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  log(`filling both with ${SIZE_MIB} MiB from nbdkit's pattern plugin`);
+  for (const uri of [ourUri, kitUri]) {
+    run("nbdkit", ["-U", "-", "pattern", `${size}`, "--run", `nbdcopy "$uri" ${uri}`]);
+  }
+  const configs = [
+    { name: "4k", args: ["--connections=1", "--request-size=4096", "--requests=64"] },
+    { name: "256k", args: ["--connections=1", "--request-size=262144", "--requests=16"] },
+  ];
+  const results = [];
+  for (const c of configs) {
+    const times = { ours: [], nbdkit: [] };
+    const cpu = { ours: [], nbdkit: [] };
+    const pids = { ours: ours.proc.pid, nbdkit: kit.pid };
+    // One warm-up each (JIT, page cache), then alternate.
+    run("nbdcopy", [...c.args, ourUri, "null:"]);
+    run("nbdcopy", [...c.args, kitUri, "null:"]);
+    for (let r = 0; r < ROUNDS; r++) {
+      const order = r % 2 === 0 ? ["ours", "nbdkit"] : ["nbdkit", "ours"];
+      for (const side of order) {
+        const c0 = cpuMs(pids[side]);
+        times[side].push(run("nbdcopy", [...c.args, side === "ours" ? ourUri : kitUri, "null:"]));
+        cpu[side].push(cpuMs(pids[side]) - c0);
+      }
+    }
+    const oursMs = median(times.ours);
+    const kitMs = median(times.nbdkit);
+    results.push({
+      config: c.name,
+      command: `nbdcopy ${c.args.join(" ")} URI null:`,
+      oursMs: Math.round(oursMs),
+      nbdkitMs: Math.round(kitMs),
+      oursMiBs: Math.round(SIZE_MIB / (oursMs / 1000)),
+      nbdkitMiBs: Math.round(SIZE_MIB / (kitMs / 1000)),
+      ratio: Number((kitMs / oursMs).toFixed(2)),
+      oursCpuMs: median(cpu.ours),
+      nbdkitCpuMs: median(cpu.nbdkit),
+      oursRangeMs: [Math.round(Math.min(...times.ours)), Math.round(Math.max(...times.ours))],
+      nbdkitRangeMs: [Math.round(Math.min(...times.nbdkit)), Math.round(Math.max(...times.nbdkit))],
+      goal: c.name === "4k" ? ">= 1.0" : ">= 0.8",
+    });
+  }
+  if (json) { for (const r of results) console.log(JSON.stringify(r)); }
+  else {
+    console.log(
+      `example server (Node ${process.version}) vs nbdkit memory, ${SIZE_MIB} MiB, ${ROUNDS} rounds, medians`,
+    );
+    for (const r of results) {
+      console.log(
+        `${
+          r.config.padEnd(5)
+        } ours ${r.oursMs} ms (${r.oursMiBs} MiB/s) nbdkit ${r.nbdkitMs} ms (${r.nbdkitMiBs} MiB/s) ` +
+          `ratio ${r.ratio} (goal ${r.goal}) ranges ${r.oursRangeMs.join("-")} / ${
+            r.nbdkitRangeMs.join("-")
+          } ms, ` +
+          `server CPU ${r.oursCpuMs} / ${r.nbdkitCpuMs} ms`,
+      );
+    }
+  }
+} finally {
+  for (const p of procs) p.kill("SIGTERM");
+  rmSync(tmp, { recursive: true, force: true });
+}
