@@ -89,7 +89,13 @@ function isLoopback(host: string): boolean {
 function parseSize(s: string): bigint {
   const m = /^(\d+)([KMGT]?)$/i.exec(s);
   if (!m) throw new ConformUsageError(`not a size: ${s}`);
-  const mul = { "": 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n }[m[2]!.toUpperCase() as "" | "K"]!;
+  const mul = {
+    "": 1n,
+    K: 1n << 10n,
+    M: 1n << 20n,
+    G: 1n << 30n,
+    T: 1n << 40n,
+  }[m[2]!.toUpperCase() as "" | "K"]!;
   return BigInt(m[1]!) * mul;
 }
 
@@ -202,7 +208,8 @@ async function report(
 
 function catalogue(json: boolean): string {
   if (json) return SERVER_CASES.map(({ run: _run, ...c }) => JSON.stringify(c)).join("\n") + "\n";
-  return SERVER_CASES.map((c) => `${c.id}  ${c.level}  ${c.title}${c.writes ? " (writes)" : ""}`).join("\n") + "\n";
+  return SERVER_CASES.map((c) => `${c.id}  ${c.level}  ${c.title}${c.writes ? " (writes)" : ""}`).join("\n") +
+    "\n";
 }
 
 /** Runs `nbd-codec conform ...` (args after "conform"); returns the exit status. */
@@ -262,7 +269,9 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
         break;
       case "--timeout": {
         const t = Number(take());
-        if (!Number.isInteger(t) || t <= 0) throw new ConformUsageError("--timeout takes a positive number of ms");
+        if (!Number.isInteger(t) || t <= 0) {
+          throw new ConformUsageError("--timeout takes a positive number of ms");
+        }
         o.timeoutMs = t;
         break;
       }

@@ -69,19 +69,34 @@ export function checkReply(
 
   for (const f of frames) {
     if (f.type === "simple-reply") {
-      if (mode === "extended") bad("reply-simple-in-extended", "a simple reply after extended headers were negotiated");
-      if (mode === "structured" && isRead) bad("reply-simple-read", "a simple reply to NBD_CMD_READ with structured replies negotiated");
+      if (mode === "extended") {
+        bad("reply-simple-in-extended", "a simple reply after extended headers were negotiated");
+      }
+      if (mode === "structured" && isRead) {
+        bad("reply-simple-read", "a simple reply to NBD_CMD_READ with structured replies negotiated");
+      }
       if (f.error !== 0) error = f.error;
       else if (isRead && f.data && data) data.set(f.data.subarray(0, data.length));
       continue;
     }
-    if (mode === "simple") bad("reply-chunk-unnegotiated", "a structured reply chunk, but structured replies were not negotiated");
-    if (mode === "extended" && !f.extended) bad("reply-header-style", "a compact structured chunk after extended headers were negotiated");
-    if (mode === "structured" && f.extended) bad("reply-header-style", "an extended chunk, but extended headers were not negotiated");
-    if (f.extended && f.offset !== undefined && f.offset !== request.offset) {
-      bad("reply-ext-offset", `extended chunk offset ${f.offset} differs from the request offset ${request.offset}`);
+    if (mode === "simple") {
+      bad("reply-chunk-unnegotiated", "a structured reply chunk, but structured replies were not negotiated");
     }
-    if (f.chunkType === ReplyType.NONE && !(f.flags & ReplyFlag.DONE)) bad("chunk-none-done", "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE");
+    if (mode === "extended" && !f.extended) {
+      bad("reply-header-style", "a compact structured chunk after extended headers were negotiated");
+    }
+    if (mode === "structured" && f.extended) {
+      bad("reply-header-style", "an extended chunk, but extended headers were not negotiated");
+    }
+    if (f.extended && f.offset !== undefined && f.offset !== request.offset) {
+      bad(
+        "reply-ext-offset",
+        `extended chunk offset ${f.offset} differs from the request offset ${request.offset}`,
+      );
+    }
+    if (f.chunkType === ReplyType.NONE && !(f.flags & ReplyFlag.DONE)) {
+      bad("chunk-none-done", "NBD_REPLY_TYPE_NONE without NBD_REPLY_FLAG_DONE");
+    }
     const p = f.payload;
     if (p.kind === "error") {
       if (p.error === 0) bad("error-nonzero", "an error chunk with error value 0");
@@ -107,7 +122,9 @@ export function checkReply(
         bad("read-within", `${p.kind} chunk [${a}, ${b}) outside the request [${start}, ${end})`);
         continue;
       }
-      if (covered.some(([x, y]) => a < y && x < b)) bad("read-overlap", `${p.kind} chunk [${a}, ${b}) overlaps an earlier chunk`);
+      if (covered.some(([x, y]) => a < y && x < b)) {
+        bad("read-overlap", `${p.kind} chunk [${a}, ${b}) overlaps an earlier chunk`);
+      }
       covered.push([a, b]);
       if (data) {
         const at = Number(a - start);
@@ -119,14 +136,25 @@ export function checkReply(
     if (p.kind === "block-status") {
       const d = p.descriptors;
       if (!isBs) {
-        bad("chunk-type-command", "a block-status chunk in reply to a command other than NBD_CMD_BLOCK_STATUS");
+        bad(
+          "chunk-type-command",
+          "a block-status chunk in reply to a command other than NBD_CMD_BLOCK_STATUS",
+        );
         continue;
       }
-      if (mode === "extended" && !d.extended) bad("bs-style", "NBD_REPLY_TYPE_BLOCK_STATUS after extended headers were negotiated");
-      if (mode !== "extended" && d.extended) bad("bs-style", "NBD_REPLY_TYPE_BLOCK_STATUS_EXT without extended headers");
+      if (mode === "extended" && !d.extended) {
+        bad("bs-style", "NBD_REPLY_TYPE_BLOCK_STATUS after extended headers were negotiated");
+      }
+      if (mode !== "extended" && d.extended) {
+        bad("bs-style", "NBD_REPLY_TYPE_BLOCK_STATUS_EXT without extended headers");
+      }
       const name = contexts.get(d.contextId);
-      if (name === undefined) bad("bs-context-known", `block status for context id ${d.contextId}, which was not selected`);
-      if (extents.has(d.contextId)) bad("bs-per-context", `two block-status chunks for context id ${d.contextId}`);
+      if (name === undefined) {
+        bad("bs-context-known", `block status for context id ${d.contextId}, which was not selected`);
+      }
+      if (extents.has(d.contextId)) {
+        bad("bs-per-context", `two block-status chunks for context id ${d.contextId}`);
+      }
       const list: (readonly [bigint, bigint])[] = [];
       for (let i = 0; i < d.count; i++) list.push([d.lengthAt(i), d.statusAt(i)]);
       extents.set(d.contextId, list);
@@ -134,12 +162,22 @@ export function checkReply(
       if (list.some(([l]) => l === 0n)) bad("bs-nonzero", "a block-status descriptor of length 0");
       if (request.flags & CommandFlag.REQ_ONE) {
         if (list.length !== 1) bad("bs-req-one", `REQ_ONE, but ${list.length} descriptors`);
-        else if (list[0]![0] > request.length) bad("bs-req-one", `REQ_ONE descriptor of ${list[0]![0]} bytes exceeds the request's ${request.length}`);
+        else if (list[0]![0] > request.length) {
+          bad(
+            "bs-req-one",
+            `REQ_ONE descriptor of ${list[0]![0]} bytes exceeds the request's ${request.length}`,
+          );
+        }
       }
       let sum = 0n;
       for (let i = 0; i + 1 < list.length; i++) sum += list[i]![0];
       if (list.length > 1 && sum >= request.length) {
-        bad("bs-sum", `the first ${list.length - 1} descriptors cover ${sum} bytes, not less than the request's ${request.length}`);
+        bad(
+          "bs-sum",
+          `the first ${
+            list.length - 1
+          } descriptors cover ${sum} bytes, not less than the request's ${request.length}`,
+        );
       }
       if (name !== undefined && is32BitContext(name) && list.some(([, s]) => s > 0xffff_ffffn)) {
         bad("bs-upper-bits", `status above 32 bits for the 32-bit context ${name}`);
@@ -151,22 +189,30 @@ export function checkReply(
     }
     if (p.kind === "raw" && !(f.chunkType & 0x8000)) {
       // Known types with a malformed payload are already findings; an unknown non-error type is not legal.
-      if (f.chunkType !== ReplyType.NONE && !findings.length) bad("chunk-type-unknown", `unknown chunk type ${f.chunkType}`);
+      if (f.chunkType !== ReplyType.NONE && !findings.length) {
+        bad("chunk-type-unknown", `unknown chunk type ${f.chunkType}`);
+      }
     }
   }
   const last = frames[frames.length - 1];
-  if (last && last.type === "reply-chunk" && !(last.flags & ReplyFlag.DONE)) bad("chunk-done", "reply ended without DONE");
+  if (last && last.type === "reply-chunk" && !(last.flags & ReplyFlag.DONE)) {
+    bad("chunk-done", "reply ended without DONE");
+  }
   if (error === 0 && isRead && mode !== "simple" && frames.some((f) => f.type === "reply-chunk")) {
     let total = 0n;
     for (const [a, b] of covered) total += b - a;
-    if (total < request.length) bad("read-coverage", `success, but content chunks cover ${total} of ${request.length} bytes`);
+    if (total < request.length) {
+      bad("read-coverage", `success, but content chunks cover ${total} of ${request.length} bytes`);
+    }
   }
   if (isRead && request.flags & CommandFlag.DF && contentChunks > 1) {
     bad("read-df-one", `NBD_CMD_FLAG_DF, but ${contentChunks} content chunks`);
   }
   if (error === 0 && isBs) {
     for (const id of contexts.keys()) {
-      if (!extents.has(id)) bad("bs-per-context", `no block-status chunk for context id ${id} (${contexts.get(id)})`);
+      if (!extents.has(id)) {
+        bad("bs-per-context", `no block-status chunk for context id ${id} (${contexts.get(id)})`);
+      }
     }
   }
   return {

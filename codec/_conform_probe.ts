@@ -11,7 +11,12 @@ import type { ConformConnection } from "./conform.ts";
 import { ConformSkip, ConformViolation } from "./conform.ts";
 import { isNbdDecodeError } from "./errors.ts";
 import type { Finding } from "./errors.ts";
-import { decodeExportNameReply, decodeGreeting, encodeClientFlags, type ExportNameReply } from "./handshake.ts";
+import {
+  decodeExportNameReply,
+  decodeGreeting,
+  encodeClientFlags,
+  type ExportNameReply,
+} from "./handshake.ts";
 import { encodeOptionRequest, type OptionData } from "./option.ts";
 import { decodeOptionReply, isErrorReply, type OptionReplyFrame } from "./option_reply.ts";
 import { decodeReplyChunk, decodeSimpleReply, type ReplyChunk, type SimpleReply } from "./reply.ts";
@@ -230,7 +235,10 @@ export class Probe {
   }
 
   /** Sends an option and reads all its replies. */
-  async ask(option: number, data: OptionData | Uint8Array = { kind: "none" }): Promise<Got<OptionReplyFrame>[]> {
+  async ask(
+    option: number,
+    data: OptionData | Uint8Array = { kind: "none" },
+  ): Promise<Got<OptionReplyFrame>[]> {
     await this.option(option, data);
     return await this.optionReplies(option);
   }
@@ -267,7 +275,9 @@ export class Probe {
       if (last.reply !== OptionReply.ACK) {
         throw new ConformSkip(`SET_META_CONTEXT ${o.contexts.join(",")} refused (${repName(last.reply)})`);
       }
-      for (const r of all) if (r.frame.data.kind === "meta-context") this.contexts.set(r.frame.data.id, r.frame.data.name);
+      for (const r of all) {
+        if (r.frame.data.kind === "meta-context") this.contexts.set(r.frame.data.id, r.frame.data.name);
+      }
       if (this.contexts.size === 0) throw new ConformSkip(`no context selected by ${o.contexts.join(",")}`);
     }
     const all = await this.ask(Option.GO, {
@@ -416,7 +426,9 @@ export class Probe {
     if (this.#finished.has(cookie) || (p && p.done)) {
       throw new ConformViolation(`${what} for cookie 0x${cookie.toString(16)} after that reply was complete`);
     }
-    throw new ConformViolation(`${what} with cookie 0x${cookie.toString(16)}, which matches no request in flight`);
+    throw new ConformViolation(
+      `${what} with cookie 0x${cookie.toString(16)}, which matches no request in flight`,
+    );
   }
 
   close(): void {
@@ -451,5 +463,7 @@ export function repName(reply: number): string {
 
 /** One line for an option reply: its type, and the message of an error. */
 export function describeReply(r: OptionReplyFrame): string {
-  return r.data.kind === "error" && r.data.message !== "" ? `${repName(r.reply)} "${r.data.message}"` : repName(r.reply);
+  return r.data.kind === "error" && r.data.message !== ""
+    ? `${repName(r.reply)} "${r.data.message}"`
+    : repName(r.reply);
 }

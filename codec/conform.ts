@@ -166,14 +166,19 @@ export function formatConformJunit(
   const s = conformSummary(results);
   const out = [
     `<?xml version="1.0" encoding="UTF-8"?>`,
-    `<testsuites><testsuite name="${xml(suite)}" tests="${results.length}" failures="${s.fail}" skipped="${s.skip}">`,
+    `<testsuites><testsuite name="${
+      xml(suite)
+    }" tests="${results.length}" failures="${s.fail}" skipped="${s.skip}">`,
   ];
   for (const r of results) {
     const c = byId.get(r.id);
     out.push(`<testcase classname="${xml(`${suite}.${c?.area ?? "case"}`)}" name="${xml(r.id)}">`);
-    if (r.outcome === "fail") out.push(`<failure message="${xml(r.detail)}">${xml(c?.quote ?? "")}</failure>`);
-    else if (r.outcome === "skip") out.push(`<skipped message="${xml(r.detail)}"/>`);
-    else if (r.outcome === "warn") out.push(`<system-out>${xml(`WARN (${r.level}): ${r.detail}`)}</system-out>`);
+    if (r.outcome === "fail") {
+      out.push(`<failure message="${xml(r.detail)}">${xml(c?.quote ?? "")}</failure>`);
+    } else if (r.outcome === "skip") out.push(`<skipped message="${xml(r.detail)}"/>`);
+    else if (r.outcome === "warn") {
+      out.push(`<system-out>${xml(`WARN (${r.level}): ${r.detail}`)}</system-out>`);
+    }
     out.push(`</testcase>`);
   }
   out.push(`</testsuite></testsuites>`);

@@ -28,7 +28,14 @@ import {
   violatedOutcome,
 } from "./conform.ts";
 import { isErrorReply, type OptionReplyFrame } from "./option_reply.ts";
-import { describeReply, type Negotiated, type NegotiateOptions, Probe, repName, type ReplyResult } from "./_conform_probe.ts";
+import {
+  describeReply,
+  type Negotiated,
+  type NegotiateOptions,
+  Probe,
+  type ReplyResult,
+  repName,
+} from "./_conform_probe.ts";
 
 /** What the runner learnt about the server before the cases (one GO with structured replies). */
 export interface ServerFacts {
@@ -102,7 +109,9 @@ function errName(e: number): string {
 
 /** Throws when the reply broke any of `rules` (a rule id, or a prefix ending in `:`/`*`). */
 function rules(r: ReplyResult, ...ids: string[]): void {
-  const hit = r.violations.filter((v) => ids.some((id) => id.endsWith("*") ? v.rule.startsWith(id.slice(0, -1)) : v.rule === id));
+  const hit = r.violations.filter((v) =>
+    ids.some((id) => id.endsWith("*") ? v.rule.startsWith(id.slice(0, -1)) : v.rule === id)
+  );
   if (hit.length > 0) fail(hit.map((v) => v.message).join("; "));
 }
 
@@ -163,7 +172,9 @@ function infoKey(r: OptionReplyFrame): string {
 /** Expects an error (not a success) reply to a request the server SHOULD reject. */
 function expectError(r: ReplyResult, want: number | undefined, what: string): string {
   if (r.error === 0) fail(`${what} succeeded; expected ${want ? errName(want) : "an error"}`);
-  if (want !== undefined && r.error !== want) fail(`${what} failed with ${errName(r.error)}, expected ${errName(want)}`);
+  if (want !== undefined && r.error !== want) {
+    fail(`${what} failed with ${errName(r.error)}, expected ${errName(want)}`);
+  }
   return `${errName(r.error)}${r.message ? ` "${r.message}"` : ""}`;
 }
 
@@ -195,7 +206,6 @@ const S_NEWSTYLE = "Newstyle negotiation";
 const S_HFLAGS = "Values / Handshake flags";
 const S_CFLAGS = "Values / Client flags";
 const S_TFLAGS = "Values / Transmission flags";
-const S_OPTS = "Values / Option types";
 const S_STRUCT = "Transmission / Structured reply chunk message";
 const S_READ = "Request types / NBD_CMD_READ";
 const S_BS = "Request types / NBD_CMD_BLOCK_STATUS";
@@ -215,7 +225,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
     async run(ctx) {
       const p = await ctx.open();
       const f = await p.greeting();
-      if (!(f & HandshakeFlag.FIXED_NEWSTYLE)) fail(`handshake flags 0x${f.toString(16)} lack NBD_FLAG_FIXED_NEWSTYLE`);
+      if (!(f & HandshakeFlag.FIXED_NEWSTYLE)) {
+        fail(`handshake flags 0x${f.toString(16)} lack NBD_FLAG_FIXED_NEWSTYLE`);
+      }
       return `handshake flags 0x${f.toString(16)}`;
     },
   }),
@@ -309,7 +321,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "options",
     title: "An unknown option gets ERR_UNSUP and its data is skipped",
     section: "Compatibility and interoperability / Baseline",
-    quote: "Servers that receive messages which they do not implement MUST reply to them with NBD_REP_ERR_UNSUP, and MUST NOT fail to parse the next message received.",
+    quote:
+      "Servers that receive messages which they do not implement MUST reply to them with NBD_REP_ERR_UNSUP, and MUST NOT fail to parse the next message received.",
     level: "MUST",
     async run(ctx) {
       const p = await ctx.open();
@@ -341,7 +354,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "options",
     title: "LIST gives well-formed SERVER replies, then ACK or an error",
     section: "Option types / NBD_OPT_LIST",
-    quote: "Return zero or more NBD_REP_SERVER replies, one for each export, followed by NBD_REP_ACK or an error",
+    quote:
+      "Return zero or more NBD_REP_SERVER replies, one for each export, followed by NBD_REP_ACK or an error",
     level: "MUST",
     async run(ctx) {
       const p = await ctx.open();
@@ -389,7 +403,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "options",
     title: "ABORT is acknowledged",
     section: "Option types / NBD_OPT_ABORT",
-    quote: "The client desires to abort the negotiation and terminate the session. The server MUST reply with NBD_REP_ACK.",
+    quote:
+      "The client desires to abort the negotiation and terminate the session. The server MUST reply with NBD_REP_ACK.",
     level: "MUST",
     async run(ctx) {
       const p = await ctx.open();
@@ -434,7 +449,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "options",
     title: "EXTENDED_HEADERS with data is refused with ERR_INVALID",
     section: "ext: Option types / NBD_OPT_EXTENDED_HEADERS",
-    quote: "The client MUST NOT send any additional data with the option, and the server SHOULD reject a request that includes data with NBD_REP_ERR_INVALID.",
+    quote:
+      "The client MUST NOT send any additional data with the option, and the server SHOULD reject a request that includes data with NBD_REP_ERR_INVALID.",
     level: "SHOULD",
     async run(ctx) {
       if (!ctx.facts.extended) skip("extended headers not supported");
@@ -511,7 +527,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "info",
     title: "GO succeeds with an NBD_INFO_EXPORT reply",
     section: "Option types / NBD_OPT_INFO and NBD_OPT_GO",
-    quote: "NBD_REP_ACK: ... In this case, the server MUST send at least one NBD_REP_INFO, with an NBD_INFO_EXPORT information type.",
+    quote:
+      "NBD_REP_ACK: ... In this case, the server MUST send at least one NBD_REP_INFO, with an NBD_INFO_EXPORT information type.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: false, info: [] });
@@ -524,16 +541,25 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "info",
     title: "INFO then GO with the same request give the same information",
     section: "Option types / NBD_OPT_INFO and NBD_OPT_GO",
-    quote: "the server MUST reply with the same set of information, such as transmission flags in the NBD_INFO_EXPORT reply",
+    quote:
+      "the server MUST reply with the same set of information, such as transmission flags in the NBD_INFO_EXPORT reply",
     level: "MUST",
     async run(ctx) {
       const p = await ctx.open();
       await p.start();
-      const req = { kind: "info-request", name: ctx.target.exportName, info: [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE] } as const;
+      const req = {
+        kind: "info-request",
+        name: ctx.target.exportName,
+        info: [Info.NAME, Info.DESCRIPTION, Info.BLOCK_SIZE],
+      } as const;
       const a = await p.ask(Option.INFO, req);
-      if (a[a.length - 1]!.frame.reply !== OptionReply.ACK) fail(`INFO answered ${describeReply(a[a.length - 1]!.frame)}`);
+      if (a[a.length - 1]!.frame.reply !== OptionReply.ACK) {
+        fail(`INFO answered ${describeReply(a[a.length - 1]!.frame)}`);
+      }
       const b = await p.ask(Option.GO, req);
-      if (b[b.length - 1]!.frame.reply !== OptionReply.ACK) fail(`GO answered ${describeReply(b[b.length - 1]!.frame)}`);
+      if (b[b.length - 1]!.frame.reply !== OptionReply.ACK) {
+        fail(`GO answered ${describeReply(b[b.length - 1]!.frame)}`);
+      }
       const ka = a.map((r) => infoKey(r.frame)).sort().join(" ");
       const kb = b.map((r) => infoKey(r.frame)).sort().join(" ");
       if (ka !== kb) fail(`INFO gave [${ka}], GO gave [${kb}]`);
@@ -549,9 +575,15 @@ export const SERVER_CASES: readonly ServerCase[] = [
     async run(ctx) {
       const p = await ctx.open();
       await p.start();
-      const r = await p.ask(Option.INFO, { kind: "info-request", name: ctx.target.exportName, info: [0x7ff0, Info.INIT_FLAGS] });
+      const r = await p.ask(Option.INFO, {
+        kind: "info-request",
+        name: ctx.target.exportName,
+        info: [0x7ff0, Info.INIT_FLAGS],
+      });
       const last = r[r.length - 1]!.frame;
-      if (last.reply !== OptionReply.ACK) fail(`INFO with unknown info types answered ${describeReply(last)}`);
+      if (last.reply !== OptionReply.ACK) {
+        fail(`INFO with unknown info types answered ${describeReply(last)}`);
+      }
       const bad = r.find((x) => x.frame.data.kind === "info" && x.frame.data.info.info === 0x7ff0);
       if (bad) fail("the server sent back info type 0x7ff0, which nobody defined");
     },
@@ -582,14 +614,17 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "info",
     title: "INFO for a missing export gets ERR_UNKNOWN without INFO replies",
     section: "Option types / NBD_OPT_INFO and NBD_OPT_GO",
-    quote: "NBD_REP_ERR_UNKNOWN: The chosen export does not exist on this server. In this case, the server SHOULD NOT send NBD_REP_INFO replies.",
+    quote:
+      "NBD_REP_ERR_UNKNOWN: The chosen export does not exist on this server. In this case, the server SHOULD NOT send NBD_REP_INFO replies.",
     level: "SHOULD",
     async run(ctx) {
       const p = await ctx.open();
       await p.start();
       const r = await p.ask(Option.INFO, { kind: "info-request", name: NO_SUCH_EXPORT, info: [] });
       const last = r[r.length - 1]!.frame;
-      if (last.reply === OptionReply.ACK) skip(`the server accepts the export name ${JSON.stringify(NO_SUCH_EXPORT)}`);
+      if (last.reply === OptionReply.ACK) {
+        skip(`the server accepts the export name ${JSON.stringify(NO_SUCH_EXPORT)}`);
+      }
       if (r.length > 1) fail(`${r.length - 1} NBD_REP_INFO before ${repName(last.reply)}`);
       if (last.reply !== OptionReply.ERR_UNKNOWN) fail(`answered with ${describeReply(last)}`);
     },
@@ -615,7 +650,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
     level: "MUST",
     async run(ctx) {
       const [, n] = await ctx.go({ structured: false });
-      if (n.flags & TransmissionFlag.SEND_DF) fail(`SEND_DF set without structured replies (flags 0x${n.flags.toString(16)})`);
+      if (n.flags & TransmissionFlag.SEND_DF) {
+        fail(`SEND_DF set without structured replies (flags 0x${n.flags.toString(16)})`);
+      }
     },
   }),
   def({
@@ -623,10 +660,12 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "info",
     title: "SEND_FAST_ZERO only with SEND_WRITE_ZEROES",
     section: S_TFLAGS,
-    quote: "NBD_FLAG_SEND_FAST_ZERO ... MUST set this transmission flag to 0 if NBD_FLAG_SEND_WRITE_ZEROES is not set",
+    quote:
+      "NBD_FLAG_SEND_FAST_ZERO ... MUST set this transmission flag to 0 if NBD_FLAG_SEND_WRITE_ZEROES is not set",
     level: "MUST",
     async run(ctx) {
-      const f = ctx.facts.flags;
+      const [, n] = await ctx.go({ structured: ctx.facts.structured });
+      const f = n.flags;
       if (f & TransmissionFlag.SEND_FAST_ZERO && !(f & TransmissionFlag.SEND_WRITE_ZEROES)) {
         fail(`flags 0x${f.toString(16)}: SEND_FAST_ZERO without SEND_WRITE_ZEROES`);
       }
@@ -637,14 +676,18 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "info",
     title: "Advertised block sizes are powers of 2 in range",
     section: "Size constraints",
-    quote: "minimum block size ... MUST be a power of 2, MUST NOT be larger than 2^16; preferred ... MUST be a power of 2 at least as large as the maximum of the minimum block size and 2^9",
+    quote:
+      "minimum block size ... MUST be a power of 2, MUST NOT be larger than 2^16; preferred ... MUST be a power of 2 at least as large as the maximum of the minimum block size and 2^9",
     level: "MUST",
     async run(ctx) {
-      const b = ctx.facts.blockSize;
+      const [, n] = await ctx.go({ structured: ctx.facts.structured, info: [Info.BLOCK_SIZE] });
+      const b = n.blockSize;
       if (!b) skip("no NBD_INFO_BLOCK_SIZE sent");
       const pow2 = (x: number): boolean => x > 0 && (x & (x - 1)) === 0;
       if (!pow2(b.minimum) || b.minimum > 65536) fail(`minimum ${b.minimum}`);
-      if (!pow2(b.preferred) || b.preferred < Math.max(b.minimum, 512)) fail(`preferred ${b.preferred} (minimum ${b.minimum})`);
+      if (!pow2(b.preferred) || b.preferred < Math.max(b.minimum, 512)) {
+        fail(`preferred ${b.preferred} (minimum ${b.minimum})`);
+      }
       if (b.maximum < b.preferred) fail(`maximum payload ${b.maximum} below preferred ${b.preferred}`);
       return `${b.minimum}/${b.preferred}/${b.maximum}`;
     },
@@ -658,7 +701,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
     level: "MUST",
     async run(ctx) {
       const [, n] = await ctx.go({ structured: true });
-      if (n.flags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) fail(`flags 0x${n.flags.toString(16)} in ${n.mode} mode`);
+      if (n.flags & TransmissionFlag.BLOCK_STATUS_PAYLOAD) {
+        fail(`flags 0x${n.flags.toString(16)} in ${n.mode} mode`);
+      }
     },
   }),
   // -- metadata contexts ----------------------------------------------------------------------------------
@@ -674,14 +719,20 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const p = await ctx.open();
       await p.start();
       if ((await p.final(Option.STRUCTURED_REPLY)) !== OptionReply.ACK) skip("structured replies refused");
-      const r = await p.ask(Option.LIST_META_CONTEXT, { kind: "meta-context-query", name: ctx.target.exportName, queries: [] });
+      const r = await p.ask(Option.LIST_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: ctx.target.exportName,
+        queries: [],
+      });
       const last = r[r.length - 1]!.frame;
       if (last.reply !== OptionReply.ACK) fail(`answered ${describeReply(last)}`);
       const names: string[] = [];
       for (const x of r.slice(0, -1)) {
         if (x.frame.data.kind !== "meta-context") fail(`${repName(x.frame.reply)} among the contexts`);
         names.push(x.frame.data.name);
-        if (!/^[^:]+:/.test(x.frame.data.name)) fail(`context name ${JSON.stringify(x.frame.data.name)} has no namespace`);
+        if (!/^[^:]+:/.test(x.frame.data.name)) {
+          fail(`context name ${JSON.stringify(x.frame.data.name)} has no namespace`);
+        }
       }
       return names.join(", ");
     },
@@ -698,8 +749,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const p = await ctx.open();
       await p.start();
       if ((await p.final(Option.STRUCTURED_REPLY)) !== OptionReply.ACK) skip("structured replies refused");
-      const r = await p.ask(Option.LIST_META_CONTEXT, { kind: "meta-context-query", name: ctx.target.exportName, queries: [] });
-      for (const x of r) if (x.frame.data.kind === "meta-context" && x.frame.data.id !== 0) fail(`id ${x.frame.data.id} for ${x.frame.data.name}`);
+      const r = await p.ask(Option.LIST_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: ctx.target.exportName,
+        queries: [],
+      });
+      for (const x of r) {
+        if (x.frame.data.kind === "meta-context" && x.frame.data.id !== 0) {
+          fail(`id ${x.frame.data.id} for ${x.frame.data.name}`);
+        }
+      }
     },
   }),
   def({
@@ -707,14 +766,19 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "meta",
     title: "SET_META_CONTEXT base:allocation selects exactly that context",
     section: "Option types / NBD_OPT_SET_META_CONTEXT",
-    quote: "The server MUST reply with a number of NBD_REP_META_CONTEXT replies, one for each selected metadata context, each with a unique metadata context ID",
+    quote:
+      "The server MUST reply with a number of NBD_REP_META_CONTEXT replies, one for each selected metadata context, each with a unique metadata context ID",
     level: "MUST",
     async run(ctx) {
       if (!ctx.facts.metaContexts) skip("metadata contexts not supported");
       const p = await ctx.open();
       await p.start();
       if ((await p.final(Option.STRUCTURED_REPLY)) !== OptionReply.ACK) skip("structured replies refused");
-      const r = await p.ask(Option.SET_META_CONTEXT, { kind: "meta-context-query", name: ctx.target.exportName, queries: ["base:allocation"] });
+      const r = await p.ask(Option.SET_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: ctx.target.exportName,
+        queries: ["base:allocation"],
+      });
       const last = r[r.length - 1]!.frame;
       if (last.reply !== OptionReply.ACK) fail(`answered ${describeReply(last)}`);
       const ctxs = r.slice(0, -1).map((x) => x.frame.data);
@@ -752,7 +816,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "meta",
     title: "A query length past the option data gets ERR_INVALID",
     section: "Option types / NBD_OPT_LIST_META_CONTEXT",
-    quote: "If the option request is syntactically invalid (such as a query length that would require reading beyond the original length given in the option header), the server MUST fail the request with NBD_REP_ERR_INVALID.",
+    quote:
+      "If the option request is syntactically invalid (such as a query length that would require reading beyond the original length given in the option header), the server MUST fail the request with NBD_REP_ERR_INVALID.",
     level: "MUST",
     async run(ctx) {
       if (!ctx.facts.metaContexts) skip("metadata contexts not supported");
@@ -777,13 +842,18 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "meta",
     title: "SET_META_CONTEXT before structured replies gets ERR_INVALID",
     section: "Option types / NBD_OPT_SET_META_CONTEXT",
-    quote: "This option MUST NOT be requested unless structured replies have been negotiated first. If a client attempts to do so, a server SHOULD send NBD_REP_ERR_INVALID.",
+    quote:
+      "This option MUST NOT be requested unless structured replies have been negotiated first. If a client attempts to do so, a server SHOULD send NBD_REP_ERR_INVALID.",
     level: "SHOULD",
     async run(ctx) {
       if (!ctx.facts.metaContexts) skip("metadata contexts not supported");
       const p = await ctx.open();
       await p.start();
-      const r = await p.final(Option.SET_META_CONTEXT, { kind: "meta-context-query", name: ctx.target.exportName, queries: ["base:allocation"] });
+      const r = await p.final(Option.SET_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: ctx.target.exportName,
+        queries: ["base:allocation"],
+      });
       if (r !== OptionReply.ERR_INVALID) fail(`answered with ${repName(r)}`);
     },
   }),
@@ -800,7 +870,11 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const p = await ctx.open();
       await p.start();
       if ((await p.final(Option.STRUCTURED_REPLY)) !== OptionReply.ACK) skip("structured replies refused");
-      const r = await p.ask(Option.SET_META_CONTEXT, { kind: "meta-context-query", name: ctx.target.exportName, queries: names });
+      const r = await p.ask(Option.SET_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: ctx.target.exportName,
+        queries: names,
+      });
       const ids = r.flatMap((x) => x.frame.data.kind === "meta-context" ? [x.frame.data.id] : []);
       if (new Set(ids).size !== ids.length) fail(`ids ${ids.join(", ")}`);
       return `${ids.length} contexts`;
@@ -812,11 +886,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "READ is answered with chunks ending in DONE when structured",
     section: S_STRUCT,
-    quote: "if structured replies are negotiated, the server MUST use a structured reply for any response with a payload, and MUST NOT use a simple reply for NBD_CMD_READ",
+    quote:
+      "if structured replies are negotiated, the server MUST use a structured reply for any response with a payload, and MUST NOT use a simple reply for NBD_CMD_READ",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
-      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length: ioLength(n, 4096, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: ioLength(n, 4096, ctx.facts.minBlock),
+      });
       rules(r, "reply-simple-read", "chunk-done", "reply-header-style");
       return `${r.frames.length} frames`;
     },
@@ -826,11 +905,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "A successful READ is covered exactly by its chunks",
     section: S_READ,
-    quote: "When no error is detected, the server MUST send enough data chunks to cover the entire region described by the offset and length of the client's request.",
+    quote:
+      "When no error is detected, the server MUST send enough data chunks to cover the entire region described by the offset and length of the client's request.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
-      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       if (r.error) fail(`READ failed: ${errName(r.error)}`);
       rules(r, "read-coverage");
       return `${r.contentChunks} content chunks`;
@@ -860,7 +944,11 @@ export const SERVER_CASES: readonly ServerCase[] = [
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
-      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       rules(r, "read-overlap");
     },
   }),
@@ -869,11 +957,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "READ chunks have the lengths their types require",
     section: "Structured reply types",
-    quote: "NBD_REPLY_TYPE_OFFSET_DATA ... length MUST be at least 9; NBD_REPLY_TYPE_OFFSET_HOLE ... length MUST be exactly 12 ... hole size (unsigned, MUST be nonzero)",
+    quote:
+      "NBD_REPLY_TYPE_OFFSET_DATA ... length MUST be at least 9; NBD_REPLY_TYPE_OFFSET_HOLE ... length MUST be exactly 12 ... hole size (unsigned, MUST be nonzero)",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
-      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       rules(r, "frame:*", "chunk-none-done", "chunk-type-unknown");
     },
   }),
@@ -896,7 +989,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "Without structured replies READ gets a simple reply with exactly the data",
     section: "Transmission / Simple reply message",
-    quote: "The simple reply message MUST be sent by the server in response to all requests if structured replies have not been negotiated",
+    quote:
+      "The simple reply message MUST be sent by the server in response to all requests if structured replies have not been negotiated",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: false });
@@ -913,7 +1007,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "A failed simple READ carries no data",
     section: S_READ,
-    quote: "If an error occurs, the server SHOULD set the appropriate error code in the error field. The server MAY then initiate a hard disconnect. If it chooses not to, it MUST NOT send any payload for this request.",
+    quote:
+      "If an error occurs, the server SHOULD set the appropriate error code in the error field. The server MAY then initiate a hard disconnect. If it chooses not to, it MUST NOT send any payload for this request.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: false });
@@ -928,12 +1023,18 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "READ with DF gets at most one content chunk (64 KiB must work)",
     section: S_READ,
-    quote: "If this flag is set, the server MUST send at most one content chunk ... the server MUST support unfragmented reads in which the client's request length does not exceed 65,536 bytes",
+    quote:
+      "If this flag is set, the server MUST send at most one content chunk ... the server MUST support unfragmented reads in which the client's request length does not exceed 65,536 bytes",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
       needFlag(n.flags, TransmissionFlag.SEND_DF, "NBD_FLAG_SEND_DF");
-      const r = await p.roundTrip({ command: Command.READ, flags: CommandFlag.DF, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        flags: CommandFlag.DF,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       if (r.error) fail(`READ with DF failed: ${errName(r.error)}`);
       rules(r, "read-df-one", "read-coverage");
     },
@@ -943,7 +1044,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "READ past the end of the export fails with EINVAL",
     section: "Size constraints",
-    quote: "the server SHOULD report an NBD_EINVAL error ... if the client's request ... exceeds the export size",
+    quote:
+      "the server SHOULD report an NBD_EINVAL error ... if the client's request ... exceeds the export size",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
@@ -972,7 +1074,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "read",
     title: "A zero-length READ does not end the connection",
     section: S_READ,
-    quote: "The client SHOULD NOT request a read length of 0; the behavior of a server on such a request is unspecified although the server SHOULD NOT disconnect.",
+    quote:
+      "The client SHOULD NOT request a read length of 0; the behavior of a server on such a request is unspecified although the server SHOULD NOT disconnect.",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
@@ -987,7 +1090,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "Replies echo 64-bit cookies exactly",
     section: "Transmission",
-    quote: "In each reply message (whether simple or structured), the server MUST use the same value for handle as was sent by the client in the corresponding request.",
+    quote:
+      "In each reply message (whether simple or structured), the server MUST use the same value for handle as was sent by the client in the corresponding request.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
@@ -1002,14 +1106,17 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "32 requests in flight are each answered once",
     section: "Transmission",
-    quote: "Replies need not be sent in the same order as requests ... the server MUST use the same value for handle as was sent by the client",
+    quote:
+      "Replies need not be sent in the same order as requests ... the server MUST use the same value for handle as was sent by the client",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
       const len = ioLength(n, 4096, ctx.facts.minBlock);
       const span = n.size / len;
       const cookies: bigint[] = [];
-      for (let i = 0n; i < 32n; i++) cookies.push(await p.request({ command: Command.READ, offset: (i % span) * len, length: len }));
+      for (let i = 0n; i < 32n; i++) {
+        cookies.push(await p.request({ command: Command.READ, offset: (i % span) * len, length: len }));
+      }
       for (const c of cookies) {
         const r = await p.reply(c);
         if (r.error) fail(`READ failed: ${errName(r.error)}`);
@@ -1040,7 +1147,12 @@ export const SERVER_CASES: readonly ServerCase[] = [
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
-      const r = await p.roundTrip({ command: Command.READ, flags: 0x4000, offset: 0n, length: ioLength(n, 512, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        flags: 0x4000,
+        offset: 0n,
+        length: ioLength(n, 512, ctx.facts.minBlock),
+      });
       const d = expectError(r, ErrorValue.EINVAL, "READ with flag 0x4000");
       await stillAlive(p, n, ctx.facts.minBlock);
       return d;
@@ -1051,11 +1163,17 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "REQ_ONE on READ (a flag for another command) gets EINVAL",
     section: S_ERR,
-    quote: "It also SHOULD return NBD_EINVAL if it receives a request with a flag not explicitly documented as applicable to the given request.",
+    quote:
+      "It also SHOULD return NBD_EINVAL if it receives a request with a flag not explicitly documented as applicable to the given request.",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
-      const r = await p.roundTrip({ command: Command.READ, flags: CommandFlag.REQ_ONE, offset: 0n, length: ioLength(n, 512, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        flags: CommandFlag.REQ_ONE,
+        offset: 0n,
+        length: ioLength(n, 512, ctx.facts.minBlock),
+      });
       return expectError(r, ErrorValue.EINVAL, "READ with REQ_ONE");
     },
   }),
@@ -1064,12 +1182,18 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "FUA is accepted on READ and FLUSH once SEND_FUA is advertised",
     section: "Command flags",
-    quote: "NBD_CMD_FLAG_FUA; This flag is valid for all commands, provided NBD_FLAG_SEND_FUA has been negotiated, in which case the server MUST accept all commands with this bit set",
+    quote:
+      "NBD_CMD_FLAG_FUA; This flag is valid for all commands, provided NBD_FLAG_SEND_FUA has been negotiated, in which case the server MUST accept all commands with this bit set",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
       needFlag(n.flags, TransmissionFlag.SEND_FUA, "NBD_FLAG_SEND_FUA");
-      const r = await p.roundTrip({ command: Command.READ, flags: CommandFlag.FUA, offset: 0n, length: ioLength(n, 512, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        flags: CommandFlag.FUA,
+        offset: 0n,
+        length: ioLength(n, 512, ctx.facts.minBlock),
+      });
       if (r.error) fail(`READ with FUA failed: ${errName(r.error)}`);
       if (n.flags & TransmissionFlag.SEND_FLUSH) {
         const f = await p.roundTrip({ command: Command.FLUSH, flags: CommandFlag.FUA });
@@ -1102,7 +1226,11 @@ export const SERVER_CASES: readonly ServerCase[] = [
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
       needFlag(n.flags, TransmissionFlag.SEND_CACHE, "NBD_FLAG_SEND_CACHE");
-      const r = await p.roundTrip({ command: Command.CACHE, offset: 0n, length: ioLength(n, 4096, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.CACHE,
+        offset: 0n,
+        length: ioLength(n, 4096, ctx.facts.minBlock),
+      });
       if (r.error) fail(`CACHE failed: ${errName(r.error)}`);
       rules(r, "chunk-type-command");
     },
@@ -1112,11 +1240,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "BLOCK_STATUS without a selected context gets EINVAL",
     section: "Metadata querying",
-    quote: "Servers SHOULD reply with NBD_EINVAL to clients sending NBD_CMD_BLOCK_STATUS without selecting at least one metadata context.",
+    quote:
+      "Servers SHOULD reply with NBD_EINVAL to clients sending NBD_CMD_BLOCK_STATUS without selecting at least one metadata context.",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go(SR);
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: 0n, length: ioLength(n, 4096, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        offset: 0n,
+        length: ioLength(n, 4096, ctx.facts.minBlock),
+      });
       return expectError(r, ErrorValue.EINVAL, "BLOCK_STATUS with no context selected");
     },
   }),
@@ -1125,7 +1258,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "DISC gets no reply and the server closes",
     section: "Request types / NBD_CMD_DISC",
-    quote: "The server MUST handle all outstanding requests, shut down the TLS session (if one is running), and close the TCP session. ... There is no reply to an NBD_CMD_DISC.",
+    quote:
+      "The server MUST handle all outstanding requests, shut down the TLS session (if one is running), and close the TCP session. ... There is no reply to an NBD_CMD_DISC.",
     level: "MUST",
     async run(ctx) {
       const [p] = await ctx.go({ structured: ctx.facts.structured });
@@ -1145,7 +1279,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
       const len = ioLength(n, 4096, ctx.facts.minBlock);
       const cookies: bigint[] = [];
-      for (let i = 0; i < 4; i++) cookies.push(await p.request({ command: Command.READ, offset: 0n, length: len }));
+      for (let i = 0; i < 4; i++) {
+        cookies.push(await p.request({ command: Command.READ, offset: 0n, length: len }));
+      }
       await p.request({ command: Command.DISC });
       for (const c of cookies) await p.reply(c);
       const r = await p.reader.closed();
@@ -1157,7 +1293,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "transmission",
     title: "A WRITE to a read-only export fails",
     section: S_TFLAGS,
-    quote: "NBD_FLAG_READ_ONLY ... If this flag is set, the server MUST error subsequent write operations to the export.",
+    quote:
+      "NBD_FLAG_READ_ONLY ... If this flag is set, the server MUST error subsequent write operations to the export.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
@@ -1206,7 +1343,12 @@ export const SERVER_CASES: readonly ServerCase[] = [
       if (n.flags & TransmissionFlag.READ_ONLY) skip("read-only export");
       const len = Math.max(ctx.facts.minBlock, 4096);
       const off = ctx.writable(len);
-      const w = await p.roundTrip({ command: Command.WRITE, flags: CommandFlag.FUA, offset: off, data: pattern(len, 7) });
+      const w = await p.roundTrip({
+        command: Command.WRITE,
+        flags: CommandFlag.FUA,
+        offset: off,
+        data: pattern(len, 7),
+      });
       if (w.error) fail(`WRITE with FUA failed: ${errName(w.error)}`);
     },
   }),
@@ -1215,7 +1357,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "write",
     title: "WRITE_ZEROES (and with NO_HOLE) reads back as zeroes",
     section: "Request types / NBD_CMD_WRITE_ZEROES",
-    quote: "By default, the server MAY use trimming to zero out the area ... but it MUST ensure that the data reads back as zero.",
+    quote:
+      "By default, the server MAY use trimming to zero out the area ... but it MUST ensure that the data reads back as zero.",
     level: "MUST",
     writes: true,
     async run(ctx) {
@@ -1226,7 +1369,12 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const off = ctx.writable(len);
       for (const flags of [0, CommandFlag.NO_HOLE]) {
         await p.roundTrip({ command: Command.WRITE, offset: off, data: pattern(len, 9) });
-        const z = await p.roundTrip({ command: Command.WRITE_ZEROES, flags, offset: off, length: BigInt(len) });
+        const z = await p.roundTrip({
+          command: Command.WRITE_ZEROES,
+          flags,
+          offset: off,
+          length: BigInt(len),
+        });
         if (z.error) fail(`WRITE_ZEROES (flags ${flags}) failed: ${errName(z.error)}`);
         const r = await p.roundTrip({ command: Command.READ, offset: off, length: BigInt(len) });
         if (!allZero(r.data)) fail(`WRITE_ZEROES (flags ${flags}) did not read back as zeroes`);
@@ -1238,7 +1386,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "write",
     title: "FAST_ZERO either zeroes or fails with ENOTSUP",
     section: "Request types / NBD_CMD_WRITE_ZEROES",
-    quote: "if NBD_CMD_FLAG_FAST_ZERO is set, the server ... MUST fail quickly with NBD_ENOTSUP unless the request can be serviced ... faster than a corresponding NBD_CMD_WRITE",
+    quote:
+      "if NBD_CMD_FLAG_FAST_ZERO is set, the server ... MUST fail quickly with NBD_ENOTSUP unless the request can be serviced ... faster than a corresponding NBD_CMD_WRITE",
     level: "MUST",
     writes: true,
     async run(ctx) {
@@ -1248,7 +1397,12 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const len = Math.max(ctx.facts.minBlock, 8192);
       const off = ctx.writable(len);
       await p.roundTrip({ command: Command.WRITE, offset: off, data: pattern(len, 11) });
-      const z = await p.roundTrip({ command: Command.WRITE_ZEROES, flags: CommandFlag.FAST_ZERO, offset: off, length: BigInt(len) });
+      const z = await p.roundTrip({
+        command: Command.WRITE_ZEROES,
+        flags: CommandFlag.FAST_ZERO,
+        offset: off,
+        length: BigInt(len),
+      });
       if (z.error === ErrorValue.ENOTSUP) return "ENOTSUP";
       if (z.error) fail(`failed with ${errName(z.error)}, not ENOTSUP`);
       const r = await p.roundTrip({ command: Command.READ, offset: off, length: BigInt(len) });
@@ -1279,7 +1433,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "write",
     title: "WRITE past the end fails with ENOSPC",
     section: S_ERR,
-    quote: "The server SHOULD return NBD_ENOSPC if it receives a write request including one or more sectors beyond the size of the device.",
+    quote:
+      "The server SHOULD return NBD_ENOSPC if it receives a write request including one or more sectors beyond the size of the device.",
     level: "SHOULD",
     writes: true,
     async run(ctx) {
@@ -1296,14 +1451,21 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "BLOCK_STATUS gets exactly one chunk per selected context",
     section: S_BS,
-    quote: "For a successful return, the server MUST use a structured reply, containing exactly one chunk of type NBD_REPLY_TYPE_BLOCK_STATUS per selected context id",
+    quote:
+      "For a successful return, the server MUST use a structured reply, containing exactly one chunk of type NBD_REPLY_TYPE_BLOCK_STATUS per selected context id",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: 0n, length: ioLength(n, 1 << 20, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        offset: 0n,
+        length: ioLength(n, 1 << 20, ctx.facts.minBlock),
+      });
       if (r.error) fail(`BLOCK_STATUS failed: ${errName(r.error)}`);
       rules(r, "bs-per-context", "bs-context-known", "reply-simple-read");
-      if (r.frames.some((f) => f.type === "simple-reply")) fail("a simple reply to a successful BLOCK_STATUS");
+      if (r.frames.some((f) => f.type === "simple-reply")) {
+        fail("a simple reply to a successful BLOCK_STATUS");
+      }
     },
   }),
   def({
@@ -1311,7 +1473,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "Descriptors are nonzero, at least one, and all but the last inside the request",
     section: "Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS",
-    quote: "length of the extent ... (unsigned, MUST be nonzero) ... the sum of the length fields of the first N-1 extents (if any) MUST be less than the requested length",
+    quote:
+      "length of the extent ... (unsigned, MUST be nonzero) ... the sum of the length fields of the first N-1 extents (if any) MUST be less than the requested length",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
@@ -1326,11 +1489,17 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "REQ_ONE gets exactly one descriptor, not longer than the request",
     section: "Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS",
-    quote: "If the client used the NBD_CMD_FLAG_REQ_ONE flag in the request, then every reply chunk MUST contain exactly one descriptor, and that descriptor MUST NOT exceed the length of the original request.",
+    quote:
+      "If the client used the NBD_CMD_FLAG_REQ_ONE flag in the request, then every reply chunk MUST contain exactly one descriptor, and that descriptor MUST NOT exceed the length of the original request.",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, flags: CommandFlag.REQ_ONE, offset: 0n, length: ioLength(n, 4096, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        flags: CommandFlag.REQ_ONE,
+        offset: 0n,
+        length: ioLength(n, 4096, ctx.facts.minBlock),
+      });
       if (r.error) fail(`BLOCK_STATUS failed: ${errName(r.error)}`);
       rules(r, "bs-req-one");
     },
@@ -1340,11 +1509,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "base:allocation status uses only HOLE and ZERO",
     section: "base:allocation metadata context",
-    quote: "For the base:allocation context, the remainder of the flags field is reserved. Servers SHOULD set it to all-zero",
+    quote:
+      "For the base:allocation context, the remainder of the flags field is reserved. Servers SHOULD set it to all-zero",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: 0n, length: ioLength(n, 1 << 20, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        offset: 0n,
+        length: ioLength(n, 1 << 20, ctx.facts.minBlock),
+      });
       rules(r, "bs-reserved");
     },
   }),
@@ -1353,7 +1527,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "BLOCK_STATUS past the end fails with EINVAL",
     section: S_BS,
-    quote: "The server SHOULD return NBD_EINVAL if it receives a NBD_CMD_BLOCK_STATUS request including one or more sectors beyond the size of the device.",
+    quote:
+      "The server SHOULD return NBD_EINVAL if it receives a NBD_CMD_BLOCK_STATUS request including one or more sectors beyond the size of the device.",
     level: "SHOULD",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
@@ -1372,7 +1547,11 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const names = ctx.facts.contexts.filter((x) => !x.endsWith(":"));
       if (names.length < 2) skip(`only ${names.length} context listed`);
       const [p, n] = await ctx.go({ structured: "required", contexts: names });
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: 0n, length: ioLength(n, 1 << 20, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        offset: 0n,
+        length: ioLength(n, 1 << 20, ctx.facts.minBlock),
+      });
       if (r.error) fail(`BLOCK_STATUS failed: ${errName(r.error)}`);
       rules(r, "bs-per-context", "bs-context-known", "bs-upper-bits", "bs-nonzero");
       return `${p.contexts.size} contexts`;
@@ -1390,7 +1569,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const [p, n] = await ctx.go({ extended: "required" });
       const a = await p.roundTrip({ command: Command.READ, offset: n.size, length: 4096n });
       rules(a, "reply-simple-in-extended");
-      if (n.flags & TransmissionFlag.SEND_FLUSH) rules(await p.roundTrip({ command: Command.FLUSH }), "reply-simple-in-extended");
+      if (n.flags & TransmissionFlag.SEND_FLUSH) {
+        rules(await p.roundTrip({ command: Command.FLUSH }), "reply-simple-in-extended");
+      }
       rules(await p.roundTrip({ command: 0x3f }), "reply-simple-in-extended");
     },
   }),
@@ -1403,7 +1584,11 @@ export const SERVER_CASES: readonly ServerCase[] = [
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ extended: "required" });
-      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       rules(r, "reply-header-style", "frame:*");
     },
   }),
@@ -1427,11 +1612,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "extended",
     title: "With extended headers block status comes as BLOCK_STATUS_EXT",
     section: "ext: Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS_EXT",
-    quote: "If extended headers were negotiated, a server MUST use NBD_REPLY_TYPE_BLOCK_STATUS_EXT rather than NBD_REPLY_TYPE_BLOCK_STATUS",
+    quote:
+      "If extended headers were negotiated, a server MUST use NBD_REPLY_TYPE_BLOCK_STATUS_EXT rather than NBD_REPLY_TYPE_BLOCK_STATUS",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ extended: "required", contexts: ["base:allocation"] });
-      const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: 0n, length: ioLength(n, 65536, ctx.facts.minBlock) });
+      const r = await p.roundTrip({
+        command: Command.BLOCK_STATUS,
+        offset: 0n,
+        length: ioLength(n, 65536, ctx.facts.minBlock),
+      });
       if (r.error) fail(`BLOCK_STATUS failed: ${errName(r.error)}`);
       rules(r, "bs-style", "bs-per-context");
     },
@@ -1471,16 +1661,28 @@ export async function discoverServer(target: ServerTarget): Promise<ServerFacts>
     let contexts: string[] = [];
     let metaContexts = false;
     if (structured) {
-      const l = await a.ask(Option.LIST_META_CONTEXT, { kind: "meta-context-query", name: target.exportName, queries: [] });
+      const l = await a.ask(Option.LIST_META_CONTEXT, {
+        kind: "meta-context-query",
+        name: target.exportName,
+        queries: [],
+      });
       if (l[l.length - 1]!.frame.reply === OptionReply.ACK) {
         metaContexts = true;
         contexts = l.flatMap((x) => x.frame.data.kind === "meta-context" ? [x.frame.data.name] : []);
       }
     }
-    const go = await a.ask(Option.GO, { kind: "info-request", name: target.exportName, info: [Info.BLOCK_SIZE] });
+    const go = await a.ask(Option.GO, {
+      kind: "info-request",
+      name: target.exportName,
+      info: [Info.BLOCK_SIZE],
+    });
     const last = go[go.length - 1]!.frame;
-    if (last.reply === OptionReply.ERR_TLS_REQD) throw new ConformSetupError("the server requires TLS, which conform does not speak");
-    if (last.reply !== OptionReply.ACK) throw new ConformSetupError(`GO ${JSON.stringify(target.exportName)} refused: ${describeReply(last)}`);
+    if (last.reply === OptionReply.ERR_TLS_REQD) {
+      throw new ConformSetupError("the server requires TLS, which conform does not speak");
+    }
+    if (last.reply !== OptionReply.ACK) {
+      throw new ConformSetupError(`GO ${JSON.stringify(target.exportName)} refused: ${describeReply(last)}`);
+    }
     let size = 0n;
     let flags = 0;
     let blockSize: ServerFacts["blockSize"];
@@ -1505,7 +1707,15 @@ export async function discoverServer(target: ServerTarget): Promise<ServerFacts>
       contexts,
       metaContexts,
       minBlock: blockSize?.minimum ?? 1,
-      ...(blockSize ? { blockSize: { minimum: blockSize.minimum, preferred: blockSize.preferred, maximum: blockSize.maximum } } : {}),
+      ...(blockSize
+        ? {
+          blockSize: {
+            minimum: blockSize.minimum,
+            preferred: blockSize.preferred,
+            maximum: blockSize.maximum,
+          },
+        }
+        : {}),
     };
   } catch (e) {
     if (e instanceof ConformViolation || e instanceof ConformTimeoutError) {
@@ -1518,7 +1728,11 @@ export async function discoverServer(target: ServerTarget): Promise<ServerFacts>
 }
 
 /** Runs one case against a server whose facts are known. */
-export async function runServerCase(c: ServerCase, target: ServerTarget, facts: ServerFacts): Promise<ConformResult> {
+export async function runServerCase(
+  c: ServerCase,
+  target: ServerTarget,
+  facts: ServerFacts,
+): Promise<ConformResult> {
   const probes: Probe[] = [];
   const ctx: ServerCaseContext = {
     target,
@@ -1539,13 +1753,22 @@ export async function runServerCase(c: ServerCase, target: ServerTarget, facts: 
       const end = w.length === undefined ? facts.size : w.offset + w.length;
       const mb = BigInt(facts.minBlock);
       const off = (w.offset + mb - 1n) / mb * mb;
-      if (off + BigInt(length) > end || end > facts.size) skip(`the write range is smaller than the ${length} bytes needed`);
+      if (off + BigInt(length) > end || end > facts.size) {
+        skip(`the write range is smaller than the ${length} bytes needed`);
+      }
       return off;
     },
   };
-  const result = (outcome: ConformResult["outcome"], detail: string): ConformResult => ({ id: c.id, level: c.level, outcome, detail });
+  const result = (outcome: ConformResult["outcome"], detail: string): ConformResult => ({
+    id: c.id,
+    level: c.level,
+    outcome,
+    detail,
+  });
   try {
-    if (c.writes && target.writeRange === undefined) return result("skip", "writes not allowed (use --allow-writes)");
+    if (c.writes && target.writeRange === undefined) {
+      return result("skip", "writes not allowed (use --allow-writes)");
+    }
     const note = await c.run(ctx);
     return result("pass", note ?? "");
   } catch (e) {
@@ -1559,11 +1782,16 @@ export async function runServerCase(c: ServerCase, target: ServerTarget, facts: 
 }
 
 /** Discovers the server, then runs every case (or those selected) in catalogue order. */
-export async function runServerCases(target: ServerTarget, options: RunServerOptions = {}): Promise<ConformResult[]> {
+export async function runServerCases(
+  target: ServerTarget,
+  options: RunServerOptions = {},
+): Promise<ConformResult[]> {
   const facts = await discoverServer(target);
   const out: ConformResult[] = [];
   for (const c of SERVER_CASES) {
-    if (options.only && !options.only.some((o) => c.id === o || c.id.startsWith(o.endsWith(".") ? o : o + "."))) continue;
+    if (
+      options.only && !options.only.some((o) => c.id === o || c.id.startsWith(o.endsWith(".") ? o : o + "."))
+    ) continue;
     const r = await runServerCase(c, target, facts);
     out.push(r);
     options.onResult?.(r);

@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import { type ConformPeerOptions, ConformPeerServer } from "../codec/_conform_peer.ts";
+import { type ConformConnection, ConformTimeoutError, violatedOutcome } from "../codec/conform.ts";
+import { discoverServer, runServerCase, SERVER_CASES, type ServerTarget } from "../codec/conform_server.ts";
+
+/** An in-process server as a target: no sockets; a wait for bytes that will never come is a timeout. */
+function memoryTarget(options: ConformPeerOptions, writes = true): ServerTarget {
+  return {
+    exportName: "disk",
+    ...(writes ? { writeRange: { offset: 0n } } : {}),
+    connect(): Promise<ConformConnection> {
+      const s = new ConformPeerServer(options);
+      const queue: Uint8Array[] = [...s.take()];
+      return Promise.resolve({
+        send(bytes: Uint8Array): Promise<void> {
+          if (s.closing) return Promise.reject(new Error("connection closed by the peer"));
+          s.receive(bytes);
+          queue.push(...s.take());
+          return Promise.resolve();
+        },
+        receive(): Promise<Uint8Array | null> {
+          const b = queue.shift();
+          if (b !== undefined) return Promise.resolve(b);
+          if (s.closing) return Promise.resolve(null);
+          return Promise.reject(new ConformTimeoutError("the test double has nothing more to send"));
+        },
+        close(): void {},
+      });
+    },
+  };
+}
+
+const GOOD: ConformPeerOptions = { secondContext: true };
+/** Cases that only apply to a read-only export. */
+const READ_ONLY_CASES = new Set(["tx.read-only-write"]);
+
+async function outcome(
+  id: string,
+  options: ConformPeerOptions,
+): Promise<{ outcome: string; detail: string }> {
+  const c = SERVER_CASES.find((x) => x.id === id)!;
+  const target = memoryTarget(options);
+  const facts = await discoverServer(target);
+  return await runServerCase(c, target, facts);
+}
+
+describe("conform server catalogue", () => {
+  it("has unique, stable-looking ids, a quote and a level for every case", () => {
+    const ids = SERVER_CASES.map((c) => c.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    for (const c of SERVER_CASES) {
+      expect(c.id).toMatch(/^[a-z]+\.[a-z0-9-]+$/);
+      expect(c.quote.length).toBeGreaterThan(10);
+      expect(["MUST", "SHOULD", "MAY"]).toContain(c.level);
+      expect(c.section.length).toBeGreaterThan(3);
+    }
+  });
+});
+
+describe("conform server against a correct in-process server", () => {
+  it("passes every case (read-only cases on a read-only export)", async () => {
+    const bad: string[] = [];
+    for (const c of SERVER_CASES) {
+      const r = await outcome(c.id, READ_ONLY_CASES.has(c.id) ? { ...GOOD, readOnly: true } : GOOD);
+      if (r.outcome !== "pass") bad.push(`${c.id}: ${r.outcome} ${r.detail}`);
+    }
+    expect(bad).toEqual([]);
+  });
+
+  it("skips the writing cases without a write range", async () => {
+    const target = memoryTarget(GOOD, false);
+    const facts = await discoverServer(target);
+    for (const c of SERVER_CASES.filter((x) => x.writes)) {
+      const r = await runServerCase(c, target, facts);
+      expect(r.outcome, c.id).toBe("skip");
+      expect(r.detail).toMatch(/--allow-writes/);
+    }
+  });
+
+  it("passes under the unusual but legal profiles too", async () => {
+    for (
+      const profile of [{ reorder: true }, { splitReads: 512 }, { noZeroes: false }, { extended: false }, {
+        minBlock: 512,
+      }]
+    ) {
+      const bad: string[] = [];
+      for (const c of SERVER_CASES) {
+        const r = await outcome(c.id, {
+          ...GOOD,
+          ...profile,
+          ...(READ_ONLY_CASES.has(c.id) ? { readOnly: true } : {}),
+        });
+        if (r.outcome === "fail" || r.outcome === "warn") bad.push(`${c.id}: ${r.outcome} ${r.detail}`);
+      }
+      expect(bad, JSON.stringify(profile)).toEqual([]);
+    }
+  });
+});
+
+describe("conform server against servers that break one rule each", () => {
+  for (const c of SERVER_CASES) {
+    it(`${c.id} ${c.level === "MUST" ? "fails" : "warns"} when the server breaks exactly its rule`, async () => {
+      const base = READ_ONLY_CASES.has(c.id) ? { ...GOOD, readOnly: true } : GOOD;
+      const r = await outcome(c.id, { ...base, faults: new Set([c.id]) });
+      expect(r.outcome, r.detail).toBe(violatedOutcome(c.level));
+    });
+  }
+});
