@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -21,7 +21,7 @@ import process from "node:process";
 import { type ConformResult } from "../codec/conform.ts";
 import { runServerCases, SERVER_CASES } from "../codec/conform_server.ts";
 import { SocketConnection } from "../bin/conform.ts";
-import { renderCatalogue, renderMatrix, parseMatrix, replaceBlock } from "./conform-docs.ts";
+import { parseMatrix, renderCatalogue, renderMatrix, replaceBlock } from "./conform-docs.ts";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const SIZE = 64 * 1024 * 1024;
@@ -88,7 +88,20 @@ const PEERS: readonly Peer[] = [
     id: "qemu-nbd",
     label: "qemu-nbd 10.0",
     async start(dir, port) {
-      const c = spawnPeer("qemu-nbd", ["-f", "raw", "-b", "127.0.0.1", "-p", String(port), "-x", "disk", "-A", "--shared=16", "-t", image(dir)]);
+      const c = spawnPeer("qemu-nbd", [
+        "-f",
+        "raw",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-x",
+        "disk",
+        "-A",
+        "--shared=16",
+        "-t",
+        image(dir),
+      ]);
       await waitPort(port, c);
       return () => stopChild(c);
     },
@@ -110,7 +123,18 @@ const PEERS: readonly Peer[] = [
       const pidfile = path.join(dir, "nbd-server.pid");
       fs.writeFileSync(
         config,
-        ["[generic]", `port = ${port}`, "listenaddr = 127.0.0.1", "allowlist = true", "[disk]", `exportname = ${image(dir)}`, "flush = true", "fua = true", "trim = true", ""].join("\n"),
+        [
+          "[generic]",
+          `port = ${port}`,
+          "listenaddr = 127.0.0.1",
+          "allowlist = true",
+          "[disk]",
+          `exportname = ${image(dir)}`,
+          "flush = true",
+          "fua = true",
+          "trim = true",
+          "",
+        ].join("\n"),
       );
       // Without -d nbd-server forks a daemon per connection; it writes its PID to pidfile, which we stop.
       const c = spawnPeer("nbd-server", ["-C", config, "-p", pidfile]);
@@ -142,7 +166,17 @@ const PEERS: readonly Peer[] = [
     label: "examples/server.ts",
     async start(_dir, port) {
       const bin = path.join(ROOT, "node_modules", ".bin", "vite-node");
-      const c = spawnPeer(bin, ["examples/server.ts", "--", "--port", String(port), "--size", String(SIZE), "--name", "disk", "--quiet"]);
+      const c = spawnPeer(bin, [
+        "examples/server.ts",
+        "--",
+        "--port",
+        String(port),
+        "--size",
+        String(SIZE),
+        "--name",
+        "disk",
+        "--quiet",
+      ]);
       await waitPort(port, c);
       return () => stopChild(c);
     },
@@ -182,7 +216,11 @@ async function main(args: string[]): Promise<number> {
   if (mode === "print" || file === undefined) {
     process.stdout.write(renderMatrix(SERVER_CASES, peers, results));
     for (const [id, rs] of results) {
-      for (const r of rs) if (r.outcome === "fail" || r.outcome === "warn") process.stdout.write(`${id} ${r.id} ${r.outcome}: ${r.detail}\n`);
+      for (const r of rs) {
+        if (r.outcome === "fail" || r.outcome === "warn") {
+          process.stdout.write(`${id} ${r.id} ${r.outcome}: ${r.detail}\n`);
+        }
+      }
     }
     return 0;
   }
@@ -191,8 +229,14 @@ async function main(args: string[]): Promise<number> {
     let out = replaceBlock(text, "catalogue", renderCatalogue(SERVER_CASES));
     out = replaceBlock(out, "matrix", renderMatrix(SERVER_CASES, peers, results));
     fs.writeFileSync(file, out);
+    // The tables as deno fmt lays them out, so that `deno fmt --check` stays clean.
+    spawnSync(path.join(ROOT, "node_modules", ".bin", "deno"), ["fmt", file], { env: ENV, cwd: ROOT, stdio: "ignore" });
     for (const [id, rs] of results) {
-      for (const r of rs) if (r.outcome === "fail" || r.outcome === "warn") process.stdout.write(`${id} ${r.id} ${r.outcome}: ${r.detail}\n`);
+      for (const r of rs) {
+        if (r.outcome === "fail" || r.outcome === "warn") {
+          process.stdout.write(`${id} ${r.id} ${r.outcome}: ${r.detail}\n`);
+        }
+      }
     }
     return 0;
   }
@@ -202,14 +246,20 @@ async function main(args: string[]): Promise<number> {
     for (const r of results.get(p.id)!) {
       const allowed = committed.get(r.id)?.get(p.id);
       if (allowed === undefined) diffs.push(`${r.id} / ${p.id}: ${r.outcome}, not in the committed matrix`);
-      else if (!allowed.includes(r.outcome)) diffs.push(`${r.id} / ${p.id}: ${r.outcome} (${r.detail}), committed ${allowed.join("/")}`);
+      else if (!allowed.includes(r.outcome)) {
+        diffs.push(`${r.id} / ${p.id}: ${r.outcome} (${r.detail}), committed ${allowed.join("/")}`);
+      }
     }
   }
   for (const id of committed.keys()) {
     if (!SERVER_CASES.some((c) => c.id === id)) diffs.push(`${id}: in the committed matrix but not a case`);
   }
   if (diffs.length) {
-    process.stderr.write(`conform-matrix: ${diffs.length} results differ from ${file}:\n${diffs.map((d) => `  ${d}\n`).join("")}`);
+    process.stderr.write(
+      `conform-matrix: ${diffs.length} results differ from ${file}:\n${
+        diffs.map((d) => `  ${d}\n`).join("")
+      }`,
+    );
     return 1;
   }
   process.stderr.write(`conform-matrix: every result matches ${file}\n`);
