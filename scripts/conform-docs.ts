@@ -15,9 +15,18 @@ export function renderCatalogue(cases: readonly ConformCase[]): string {
   const areas = [...new Set(cases.map((c) => c.area))];
   const out: string[] = [];
   for (const a of areas) {
-    out.push(`### ${a}`, "", "| id | level | checks | spec section | the spec says |", "| --- | --- | --- | --- | --- |");
+    out.push(
+      `### ${a}`,
+      "",
+      "| id | level | checks | spec section | the spec says |",
+      "| --- | --- | --- | --- | --- |",
+    );
     for (const c of cases.filter((x) => x.area === a)) {
-      out.push(`| \`${c.id}\` | ${c.level} | ${cell(c.title)}${c.writes ? " (writes)" : ""} | ${cell(c.section)} | "${cell(c.quote)}" |`);
+      out.push(
+        `| \`${c.id}\` | ${c.level} | ${cell(c.title)}${c.writes ? " (writes)" : ""} | ${
+          cell(c.section)
+        } | "${cell(c.quote)}" |`,
+      );
     }
     out.push("");
   }

@@ -18,7 +18,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
-import { type ConformResult } from "../codec/conform.ts";
+import type { ConformResult } from "../codec/conform.ts";
 import { runServerCases, SERVER_CASES } from "../codec/conform_server.ts";
 import { SocketConnection } from "../bin/conform.ts";
 import { parseMatrix, renderCatalogue, renderMatrix, replaceBlock } from "./conform-docs.ts";
@@ -230,7 +230,11 @@ async function main(args: string[]): Promise<number> {
     out = replaceBlock(out, "matrix", renderMatrix(SERVER_CASES, peers, results));
     fs.writeFileSync(file, out);
     // The tables as deno fmt lays them out, so that `deno fmt --check` stays clean.
-    spawnSync(path.join(ROOT, "node_modules", ".bin", "deno"), ["fmt", file], { env: ENV, cwd: ROOT, stdio: "ignore" });
+    spawnSync(path.join(ROOT, "node_modules", ".bin", "deno"), ["fmt", file], {
+      env: ENV,
+      cwd: ROOT,
+      stdio: "ignore",
+    });
     for (const [id, rs] of results) {
       for (const r of rs) {
         if (r.outcome === "fail" || r.outcome === "warn") {
