@@ -31,7 +31,8 @@ export class ConformUsageError extends Error {}
 export const CONFORM_USAGE = `Usage:
   nbd-codec conform server URI [--allow-writes RANGE] [--json] [--junit FILE] [--timeout MS]
                                [--only ID[,ID...]] [--allow-remote]
-  nbd-codec conform client --port N [--profile NAME] [--json] [--junit FILE] [-- COMMAND ...]
+  nbd-codec conform client --port N [--profile NAME] [--expect-output FILE] [--json] [--junit FILE]
+                           [-- COMMAND ARG...]
   nbd-codec conform list [--json]
 
 Checks a live NBD server (conform server) or client (conform client) against the NBD spec. Every case has
@@ -47,6 +48,12 @@ URI               nbd://127.0.0.1:PORT/EXPORT or nbd+unix:///EXPORT?socket=PATH.
 --timeout MS      Longest wait for any answer of the peer (default 5000); a case never hangs.
 --only IDS        Run only these cases (ids or areas such as "read" or "opt.unknown").
 conform list      Print the case catalogue.
+
+conform client serves a 1 MiB export "disk" on 127.0.0.1:N (0: a free port) and runs COMMAND, with {port}
+and {uri} in its arguments replaced (nbd://127.0.0.1:PORT/disk); without COMMAND it serves until the
+clients that connected have gone. --expect-output FILE compares FILE (written by the command) with the
+export. --profile: default, reorder, split-reads, no-extended, no-structured, min-block, zeroes, errors,
+many-exports (see docs/conformance.md).
 
 Exit status: 0 every MUST passed, 1 a MUST failed, 2 bad arguments or the peer could not be reached.
 `;
@@ -242,6 +249,7 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
   let port: number | undefined;
   let profile: string | undefined;
   let command: string[] | undefined;
+  let expectOutput: string | undefined;
   for (let i = 0; i < rest.length; i++) {
     let a = rest[i]!;
     let value: string | undefined;
@@ -293,6 +301,9 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
       case "--profile":
         profile = take();
         break;
+      case "--expect-output":
+        expectOutput = take();
+        break;
       case "--":
         command = rest.slice(i + 1);
         i = rest.length;
@@ -324,7 +335,7 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
   }
   if (sub === "client") {
     const { runConformClient } = await import("./conform_client.ts");
-    return await runConformClient({ port, profile, command, common: o }, io, report);
+    return await runConformClient({ port, profile, command, expectOutput, common: o }, io, report);
   }
   throw new ConformUsageError(`unknown conform command ${sub} (server, client or list)`);
 }

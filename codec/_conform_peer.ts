@@ -61,6 +61,8 @@ export interface ConformPeerOptions {
   readonly reorder?: boolean;
   /** Offer a second metadata context, `x-conform:second`. */
   readonly secondContext?: boolean;
+  /** READs that reach past this offset fail with NBD_EIO and a message (error chunks with messages). */
+  readonly failReadsFrom?: number;
   /** Case ids of `conform server` whose rule this server breaks. */
   readonly faults?: ReadonlySet<string>;
 }
@@ -84,6 +86,8 @@ export class ConformPeerServer {
   readonly findings: ClientFinding[] = [];
   /** The option and command names seen, in order (for reports). */
   readonly seen: string[] = [];
+  /** How the client ended the session, when it did so cleanly (NBD_CMD_DISC or NBD_OPT_ABORT). */
+  ended: string | undefined;
   #phase: Phase = "greeting";
   #in: Uint8Array = new Uint8Array(0);
   #out: Uint8Array[] = [];
@@ -117,6 +121,11 @@ export class ConformPeerServer {
     if (this.#f("hs.reserved-flags")) hf |= 0x8;
     this.#emit(encodeGreeting({ type: "newstyle-greeting", handshakeFlags: hf }));
     this.#phase = "flags";
+  }
+
+  /** A copy of the export's current contents. */
+  exportBytes(): Uint8Array {
+    return this.#data.slice();
   }
 
   /** Whether the server has ended the connection (after its output is sent). */
@@ -183,8 +192,15 @@ export class ConformPeerServer {
     const f = new DataView(this.#in.buffer, this.#in.byteOffset).getUint32(0);
     this.#in = this.#in.subarray(4);
     this.#clientFlags = f;
+    if (f & ClientFlag.C_NO_ZEROES && this.options.noZeroes === false) {
+      this.findings.push({
+        rule: "client-flags",
+        message: "NBD_FLAG_C_NO_ZEROES set, but the server did not offer NBD_FLAG_NO_ZEROES",
+      });
+    }
     if (f & ~0x3 && !this.#f("hs.unknown-client-flag")) {
       this.findings.push({ rule: "client-flags", message: `unknown client flags 0x${f.toString(16)}` });
+      this.ended = "server (bad client flags)";
       this.#close();
       return;
     }
@@ -257,6 +273,7 @@ export class ConformPeerServer {
       case Option.EXPORT_NAME:
         return this.#exportName(data);
       case Option.ABORT:
+        this.ended = "NBD_OPT_ABORT";
         if (!this.#f("opt.abort")) this.#reply(option, OptionReply.ACK);
         this.#close();
         return;
@@ -626,6 +643,20 @@ export class ConformPeerServer {
       );
       return this.#fail(req, ErrorValue.EINVAL, "unaligned request");
     }
+    const ranged = req.command === Command.READ || req.command === Command.WRITE ||
+      req.command === Command.TRIM ||
+      req.command === Command.CACHE || req.command === Command.WRITE_ZEROES ||
+      req.command === Command.BLOCK_STATUS;
+    if (ranged && end > size) {
+      this.#finding(
+        "request-range",
+        `${nameOf("command", req.command)} ${req.offset}+${req.length} beyond the export size ${size}`,
+      );
+    }
+    if (req.command === Command.WRITE && req.length > BigInt(32 << 20)) {
+      this.#finding("payload-max", `WRITE of ${req.length} bytes, above the maximum payload 33554432`);
+    }
+    if (req.command === Command.DISC) this.ended = "NBD_CMD_DISC";
     switch (req.command) {
       case Command.READ: {
         if (req.flags & CommandFlag.REQ_ONE && !this.#f("tx.flag-inapplicable")) {
@@ -638,8 +669,14 @@ export class ConformPeerServer {
           this.#finding("df-unadvertised", "READ with DF, which was not advertised");
         }
         if (end > size && !this.#f("read.beyond-end")) {
-          this.#finding("request-range", `READ beyond the end (${req.offset}+${req.length} > ${size})`);
           return this.#fail(req, ErrorValue.EINVAL, `read beyond the end of the export (${size} bytes)`);
+        }
+        if (this.options.failReadsFrom !== undefined && Number(end) > this.options.failReadsFrom) {
+          return this.#fail(
+            req,
+            ErrorValue.EIO,
+            `simulated read error past offset ${this.options.failReadsFrom} (conform profile)`,
+          );
         }
         if (req.length === 0n && this.#f("read.zero-length")) {
           this.#close();
@@ -829,7 +866,6 @@ export class ConformPeerServer {
     }
     const size = BigInt(this.#size);
     if (req.offset + req.length > size && !this.#f("bs.beyond-end")) {
-      this.#finding("request-range", `BLOCK_STATUS beyond the end (${req.offset}+${req.length} > ${size})`);
       return this.#fail(req, ErrorValue.EINVAL, "block status beyond the end");
     }
     const at = Number(req.offset);
