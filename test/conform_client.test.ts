@@ -66,7 +66,7 @@ function session(fault: string | undefined, options: ConformPeerOptions = {}): C
   send(
     encodeClientFlags({
       type: "client-flags",
-      flags: fault === "client.flags" ? 0x8000_0000 | flags : flags,
+      flags: fault === "client.flags" ? (0x8000_0000 | flags) >>> 0 : flags,
     }),
   );
   if (fault === "client.option-framing") {
