@@ -55,7 +55,7 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
   if (o.port === undefined) {
     throw new ConformUsageError("conform client needs --port N (0 picks a free port)");
   }
-  const logs: ClientConnectionLog[] = [];
+  const servers: ConformPeerServer[] = [];
   let reference: Uint8Array | undefined;
   let open = 0;
   let resolveIdle: () => void = () => {};
@@ -63,9 +63,22 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
   const server = net.createServer((socket) => {
     open++;
     const s = new ConformPeerServer(profile.options);
+    servers.push(s);
     reference ??= s.exportBytes();
+    socket.setNoDelay(true);
     const flush = (): void => {
-      for (const b of s.take()) socket.write(b);
+      // One write per batch: many small writes would each wait for the client's delayed ACK.
+      const parts = s.take();
+      if (parts.length === 1) socket.write(parts[0]!);
+      else if (parts.length > 1) {
+        const all = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+        let at = 0;
+        for (const b of parts) {
+          all.set(b, at);
+          at += b.length;
+        }
+        socket.write(all);
+      }
       if (s.closing) socket.end();
     };
     flush();
@@ -75,8 +88,7 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
     });
     socket.on("error", () => {});
     socket.on("close", () => {
-      logs.push({ findings: s.findings, seen: s.seen, ended: s.ended });
-      if (--open === 0 && o.command === undefined) resolveIdle();
+      if (--open === 0) resolveIdle();
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -96,12 +108,19 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
         a.replaceAll("{port}", String(port)).replaceAll("{uri}", uri)
       );
       exitCode = await runCommand(cmd!, args, port, io);
+      // The command has exited: its connections close now (bounded wait, then judged as they are).
+      if (open > 0) await Promise.race([idle, new Promise((r) => setTimeout(r, 2000))]);
     } else {
       await idle;
     }
   } finally {
     server.close();
   }
+  const logs: ClientConnectionLog[] = servers.map((s) => ({
+    findings: s.findings,
+    seen: s.seen,
+    ended: s.ended,
+  }));
   let dataMatches: boolean | undefined;
   if (o.expectOutput !== undefined && reference !== undefined) {
     let got: Uint8Array;

@@ -34,17 +34,40 @@ interface Client {
 }
 
 const CLIENTS: readonly Client[] = [
-  { id: "qemu-img", label: "qemu-img convert", command: ["qemu-img", "convert", "-f", "raw", "-O", "raw", "{uri}", "OUT"], output: true },
+  {
+    id: "qemu-img",
+    label: "qemu-img convert",
+    command: ["qemu-img", "convert", "-f", "raw", "-O", "raw", "{uri}", "OUT"],
+    output: true,
+  },
   {
     id: "qemu-io",
     label: "qemu-io write/read",
-    command: ["qemu-io", "-f", "raw", "-c", "write -P 0x55 0 64k", "-c", "read -P 0x55 0 64k", "-c", "write -z 64k 64k", "-c", "flush", "{uri}"],
+    command: [
+      "qemu-io",
+      "-f",
+      "raw",
+      "-c",
+      "write -P 0x55 0 64k",
+      "-c",
+      "read -P 0x55 0 64k",
+      "-c",
+      "write -z 64k 64k",
+      "-c",
+      "flush",
+      "{uri}",
+    ],
     output: false,
   },
   { id: "nbdinfo-map", label: "nbdinfo --map", command: ["nbdinfo", "--map", "{uri}"], output: false },
   { id: "nbdinfo-list", label: "nbdinfo --list", command: ["nbdinfo", "--list", "{uri}"], output: false },
   { id: "nbdcopy", label: "nbdcopy", command: ["nbdcopy", "{uri}", "OUT"], output: true },
-  { id: "python-nbd", label: "python3 nbd", command: ["/usr/bin/python3", path.join(ROOT, "scripts", "conform_client.py"), "{uri}", "OUT"], output: true },
+  {
+    id: "python-nbd",
+    label: "python3 nbd",
+    command: ["/usr/bin/python3", path.join(ROOT, "scripts", "conform_client.py"), "{uri}", "OUT"],
+    output: true,
+  },
 ];
 
 const PROFILES = Object.keys(CLIENT_PROFILES);
@@ -73,13 +96,17 @@ async function cell(client: Client, profile: string): Promise<string> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const bad = results.filter((r) => r.outcome === "fail" || r.outcome === "warn");
-  if (process.env.CONFORM_VERBOSE) for (const b of bad) process.stderr.write(`${client.id} ${profile} ${b.id}: ${b.detail}\n`);
+  if (process.env.CONFORM_VERBOSE) {
+    for (const b of bad) process.stderr.write(`${client.id} ${profile} ${b.id}: ${b.detail}\n`);
+  }
   return bad.length === 0 ? "pass" : bad.map((b) => b.id.replace(/^client\./, "")).join(", ");
 }
 
 function render(cells: Map<string, Map<string, string>>): string {
   const out = [`| client | ${PROFILES.join(" | ")} |`, `| --- | ${PROFILES.map(() => "---").join(" | ")} |`];
-  for (const c of CLIENTS) out.push(`| ${c.label} <!-- ${c.id} --> | ${PROFILES.map((p) => cells.get(c.id)!.get(p)).join(" | ")} |`);
+  for (const c of CLIENTS) {
+    out.push(`| ${c.label} <!-- ${c.id} --> | ${PROFILES.map((p) => cells.get(c.id)!.get(p)).join(" | ")} |`);
+  }
   return out.join("\n") + "\n";
 }
 
@@ -124,11 +151,17 @@ async function main(args: string[]): Promise<number> {
     for (const p of PROFILES) {
       const want = committed.get(c.id)?.get(p);
       const got = cells.get(c.id)!.get(p)!;
-      if (want === undefined || !want.split(" / ").includes(got)) diffs.push(`${c.id} / ${p}: ${got}, committed ${want}`);
+      if (want === undefined || !want.split(" / ").includes(got)) {
+        diffs.push(`${c.id} / ${p}: ${got}, committed ${want}`);
+      }
     }
   }
   if (diffs.length) {
-    process.stderr.write(`conform-clients: ${diffs.length} results differ from ${file}:\n${diffs.map((d) => `  ${d}\n`).join("")}`);
+    process.stderr.write(
+      `conform-clients: ${diffs.length} results differ from ${file}:\n${
+        diffs.map((d) => `  ${d}\n`).join("")
+      }`,
+    );
     return 1;
   }
   process.stderr.write(`conform-clients: every result matches ${file}\n`);

@@ -21,3 +21,8 @@ mode="--check"
 if [ "${1:-}" = "--write" ]; then mode="--write"; fi
 # Bounded: every case waits at most 3 s per answer; the whole matrix may not take more than 10 minutes.
 timeout --kill-after=30 600 npx vite-node scripts/conform-matrix.ts -- "$mode" docs/conformance.md
+# conform client with qemu-img, qemu-io, nbdinfo, nbdcopy and python nbd under every profile.
+for p in qemu-img qemu-io nbdinfo nbdcopy; do
+  command -v "$p" >/dev/null 2>&1 || { echo "conform-matrix: missing client $p" >&2; [ "${CI:-}" = "true" ] && exit 1; exit 0; }
+done
+timeout --kill-after=30 900 npx vite-node scripts/conform-clients.ts -- "$mode" docs/conformance.md

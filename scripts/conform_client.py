@@ -25,9 +25,12 @@ if h.can_meta_context("base:allocation"):
         h.block_status(min(size - pos, 1 << 20), pos, cb)
         pos += min(size - pos, 1 << 20)
 data = bytearray()
-step = 256 * 1024
-for off in range(0, size, step):
-    data += h.pread(min(step, size - off), off)
+try:
+    for off in range(0, size, 256 * 1024):
+        data += h.pread(min(256 * 1024, size - off), off)
+except nbd.Error as e:
+    h.shutdown()
+    sys.exit("read failed: %s" % e)
 for at, length in holes:
     end = min(at + length, size)
     if any(data[at:end]):
