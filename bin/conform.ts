@@ -124,10 +124,13 @@ export class SocketConnection implements ConformConnection {
   #queue: Uint8Array[] = [];
   #ended = false;
   #wake: (() => void) | undefined;
+  /** No connection lives longer than this (a server trickling bytes cannot stretch a case). */
+  readonly #deadline: number;
 
   constructor(socket: net.Socket, timeoutMs: number) {
     this.#socket = socket;
     this.#timeoutMs = timeoutMs;
+    this.#deadline = Date.now() + 20 * timeoutMs;
     socket.on("data", (d: Uint8Array) => {
       this.#queue.push(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
       this.#wake?.();
@@ -174,11 +177,13 @@ export class SocketConnection implements ConformConnection {
   async receive(): Promise<Uint8Array | null> {
     if (this.#queue.length > 0) return this.#queue.shift()!;
     if (this.#ended) return null;
+    const left = this.#deadline - Date.now();
+    if (left <= 0) throw new ConformTimeoutError(`the case took longer than ${20 * this.#timeoutMs} ms`);
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => {
         this.#wake = undefined;
-        reject(new ConformTimeoutError(`no answer within ${this.#timeoutMs} ms`));
-      }, this.#timeoutMs);
+        reject(new ConformTimeoutError(`no answer within ${Math.min(this.#timeoutMs, left)} ms`));
+      }, Math.min(this.#timeoutMs, left));
       this.#wake = () => {
         clearTimeout(t);
         this.#wake = undefined;

@@ -603,7 +603,8 @@ export class ConformPeerServer {
   }
 
   #fail(req: Request, error: number, message: string): void {
-    const structured = (this.#sr || this.#ext) && !(this.#ext && this.#f("ext.no-simple-replies"));
+    const structured = (this.#sr || this.#ext) && !(this.#ext && this.#f("ext.no-simple-replies")) &&
+      !(req.command !== Command.READ && this.#f("tx.error-structured"));
     if (!structured) {
       this.#emit(encodeSimpleReply({ type: "simple-reply", error, cookie: this.#cookie(req) }));
       if (req.command === Command.READ && this.#f("read.simple-error-no-data")) {

@@ -64,7 +64,7 @@ export const CLIENT_CASES: readonly ClientCase[] = [
     id: "client.request-format",
     area: "client",
     title: "Requests are well-formed in the negotiated header style (extended WRITE sets PAYLOAD_LEN)",
-    section: "ext: Request message",
+    section: "ext: Transmission / Request message",
     quote:
       "the client MUST set NBD_CMD_FLAG_PAYLOAD_LEN for NBD_CMD_WRITE ... when extended headers are in use",
     level: "MUST",
