@@ -65,8 +65,7 @@ export const CLIENT_CASES: readonly ClientCase[] = [
     area: "client",
     title: "Requests are well-formed in the negotiated header style (extended WRITE sets PAYLOAD_LEN)",
     section: "ext: Transmission / Request message",
-    quote:
-      "the client MUST set NBD_CMD_FLAG_PAYLOAD_LEN for NBD_CMD_WRITE ... when extended headers are in use",
+    quote: "The command NBD_CMD_WRITE MUST use the flag NBD_CMD_FLAG_PAYLOAD_LEN in this mode",
     level: "MUST",
     rules: ["request", "request-header-style", "request-payload-len", "request-flags", "*decoder*"],
   }),
@@ -122,7 +121,7 @@ export const CLIENT_CASES: readonly ClientCase[] = [
     area: "client",
     title: "No unknown command types",
     section: "Request types",
-    quote: "Clients MUST NOT use a feature documented as 'exposed' by a flag unless that flag was set.",
+    quote: "The client MUST NOT use a feature documented as 'exposed' by a flag unless that flag was set.",
     level: "MUST",
     rules: ["command-unknown"],
   }),
@@ -141,7 +140,7 @@ export const CLIENT_CASES: readonly ClientCase[] = [
     title: "The command succeeds (or fails cleanly where the profile makes it fail)",
     section: "Compatibility and interoperability",
     quote:
-      "clients SHOULD be prepared to also handle NBD_REP_ERR_UNSUP ... clients MUST reassemble content chunks into the correct order",
+      "the client MUST reassemble content chunks into the correct order ... clients SHOULD be prepared to also handle NBD_REP_ERR_UNSUP",
     level: "MUST",
     rules: [],
   }),

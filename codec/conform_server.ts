@@ -283,8 +283,9 @@ export const SERVER_CASES: readonly ServerCase[] = [
     id: "hs.export-name-no-zeroes",
     area: "handshake",
     title: "EXPORT_NAME reply is 10 bytes with NO_ZEROES on both sides",
-    section: S_HFLAGS,
-    quote: "If set, the server MUST NOT send the 124 bytes of zeroes at the end of the negotiation.",
+    section: S_CFLAGS,
+    quote:
+      "NBD_FLAG_C_NO_ZEROES ... If set, the server MUST NOT send the 124 bytes of zeroes when the client ends negotiation with NBD_OPT_EXPORT_NAME.",
     level: "MUST",
     async run(ctx) {
       if (!(ctx.facts.handshakeFlags & HandshakeFlag.NO_ZEROES)) skip("NBD_FLAG_NO_ZEROES not offered");
@@ -1091,7 +1092,7 @@ export const SERVER_CASES: readonly ServerCase[] = [
     title: "Replies echo 64-bit cookies exactly",
     section: "Transmission",
     quote:
-      "In each reply message (whether simple or structured), the server MUST use the same value for handle as was sent by the client in the corresponding request.",
+      "In each reply message (whether simple or structured), the server MUST use the same value for cookie as was sent by the client in the corresponding request",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
@@ -1107,7 +1108,7 @@ export const SERVER_CASES: readonly ServerCase[] = [
     title: "32 requests in flight are each answered once",
     section: "Transmission",
     quote:
-      "Replies need not be sent in the same order as requests ... the server MUST use the same value for handle as was sent by the client",
+      "Replies need not be sent in the same order as requests ... the server MUST use the same value for cookie as was sent by the client",
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: ctx.facts.structured });
