@@ -107,10 +107,50 @@ const PEERS: readonly Peer[] = [
     },
   },
   {
+    id: "qemu-nbd-ro",
+    label: "qemu-nbd 10.0 -r",
+    async start(dir, port) {
+      const c = spawnPeer("qemu-nbd", [
+        "-f",
+        "raw",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-x",
+        "disk",
+        "-r",
+        "--shared=16",
+        "-t",
+        image(dir),
+      ]);
+      await waitPort(port, c);
+      return () => stopChild(c);
+    },
+  },
+  {
     id: "nbdkit",
     label: "nbdkit 1.32 memory",
     async start(_dir, port) {
       const c = spawnPeer("nbdkit", ["-f", "-i", "127.0.0.1", "-p", String(port), "memory", String(SIZE)]);
+      await waitPort(port, c);
+      return () => stopChild(c);
+    },
+  },
+  {
+    id: "nbdkit-ro",
+    label: "nbdkit 1.32 memory -r",
+    async start(_dir, port) {
+      const c = spawnPeer("nbdkit", [
+        "-f",
+        "-r",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "memory",
+        String(SIZE),
+      ]);
       await waitPort(port, c);
       return () => stopChild(c);
     },
