@@ -33,6 +33,9 @@ export interface Got<T> {
 /** Buffered reading of frames from a connection. */
 export class Reader {
   #buf: Uint8Array = new Uint8Array(0);
+  /** Received pieces not yet joined to #buf (joined once per need, not once per piece). */
+  #pending: Uint8Array[] = [];
+  #pendingLength = 0;
   #closed = false;
   readonly conn: ConformConnection;
   constructor(conn: ConformConnection) {
@@ -40,7 +43,21 @@ export class Reader {
   }
 
   get buffered(): number {
-    return this.#buf.length;
+    return this.#buf.length + this.#pendingLength;
+  }
+
+  #join(): void {
+    if (this.#pending.length === 0) return;
+    const n = new Uint8Array(this.#buf.length + this.#pendingLength);
+    n.set(this.#buf);
+    let at = this.#buf.length;
+    for (const p of this.#pending) {
+      n.set(p, at);
+      at += p.length;
+    }
+    this.#buf = n;
+    this.#pending = [];
+    this.#pendingLength = 0;
   }
 
   /** Receives once more; false at end of stream. */
@@ -51,30 +68,26 @@ export class Reader {
       this.#closed = true;
       return false;
     }
-    const n = new Uint8Array(this.#buf.length + b.length);
-    n.set(this.#buf);
-    n.set(b, this.#buf.length);
-    this.#buf = n;
+    this.#pending.push(b);
+    this.#pendingLength += b.length;
     return true;
   }
 
   /** Ensures `n` bytes are buffered; throws a violation naming `what` when the peer closes first. */
   async need(n: number, what: string): Promise<Uint8Array> {
-    while (this.#buf.length < n) {
+    while (this.buffered < n) {
       if (!(await this.more())) {
+        this.#join();
         throw new ConformViolation(`connection closed by the peer while waiting for ${what}`);
       }
     }
+    this.#join();
     return this.#buf;
-  }
-
-  /** Drops `n` bytes from the front. */
-  consume(n: number): void {
-    this.#buf = this.#buf.subarray(n);
   }
 
   /** Decodes one frame leniently, receiving until it is complete. */
   async frame<T>(decode: (b: Uint8Array) => Decoded<T>, what: string): Promise<Got<T>> {
+    this.#join();
     for (;;) {
       let r: Decoded<T>;
       try {
@@ -97,8 +110,12 @@ export class Reader {
    * instead (`ConformTimeoutError` propagates when it neither closes nor sends).
    */
   async closed(): Promise<"closed" | Uint8Array> {
+    this.#join();
     if (this.#buf.length > 0) return this.#buf;
-    if (await this.more()) return this.#buf;
+    if (await this.more()) {
+      this.#join();
+      return this.#buf;
+    }
     return "closed";
   }
 }

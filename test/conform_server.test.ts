@@ -4,18 +4,25 @@ import { type ConformConnection, ConformTimeoutError, violatedOutcome } from "..
 import { discoverServer, runServerCase, SERVER_CASES, type ServerTarget } from "../codec/conform_server.ts";
 
 /** An in-process server as a target: no sockets; a wait for bytes that will never come is a timeout. */
-function memoryTarget(options: ConformPeerOptions, writes = true): ServerTarget {
+function memoryTarget(options: ConformPeerOptions, writes = true, piece = 0): ServerTarget {
   return {
     exportName: "disk",
     ...(writes ? { writeRange: { offset: 0n } } : {}),
     connect(): Promise<ConformConnection> {
       const s = new ConformPeerServer(options);
-      const queue: Uint8Array[] = [...s.take()];
+      const queue: Uint8Array[] = [];
+      for (const b of s.take()) {
+        if (piece <= 0) queue.push(b);
+        else for (let i = 0; i < b.length; i += piece) queue.push(b.subarray(i, i + piece));
+      }
       return Promise.resolve({
         send(bytes: Uint8Array): Promise<void> {
           if (s.closing) return Promise.reject(new Error("connection closed by the peer"));
           s.receive(bytes);
-          queue.push(...s.take());
+          for (const b of s.take()) {
+            if (piece <= 0) queue.push(b);
+            else for (let i = 0; i < b.length; i += piece) queue.push(b.subarray(i, i + piece));
+          }
           return Promise.resolve();
         },
         receive(): Promise<Uint8Array | null> {
@@ -65,6 +72,46 @@ describe("conform server against a correct in-process server", () => {
       if (r.outcome !== "pass") bad.push(`${c.id}: ${r.outcome} ${r.detail}`);
     }
     expect(bad).toEqual([]);
+  });
+
+  it("gives the same outcomes when the server's bytes arrive 3 at a time, and when the server gets them 1 at a time", async () => {
+    const whole = memoryTarget(GOOD);
+    const split = memoryTarget(GOOD, true, 3);
+    const factsA = await discoverServer(whole);
+    const factsB = await discoverServer(split);
+    expect(factsB).toEqual(factsA);
+    for (const c of SERVER_CASES) {
+      const a = await runServerCase(c, whole, factsA);
+      const b = await runServerCase(c, split, factsB);
+      expect([c.id, b.outcome]).toEqual([c.id, a.outcome]);
+    }
+    // The server core itself: a request stream fed byte by byte gives the same bytes back.
+    const fed = (step: number): Uint8Array[] => {
+      const s = new ConformPeerServer(GOOD);
+      const out = [...s.take()];
+      const hello = new Uint8Array([
+        0,
+        0,
+        0,
+        3,
+        ...new TextEncoder().encode("IHAVEOPT"),
+        0,
+        0,
+        0,
+        8,
+        0,
+        0,
+        0,
+        0,
+      ]);
+      for (let i = 0; i < hello.length; i += step) {
+        s.receive(hello.subarray(i, i + step));
+        out.push(...s.take());
+      }
+      return out;
+    };
+    const join = (parts: Uint8Array[]): string => parts.map((p) => Array.from(p).join(",")).join(",");
+    expect(join(fed(1))).toBe(join(fed(1000)));
   });
 
   it("skips the writing cases without a write range", async () => {
