@@ -292,6 +292,7 @@ export class ConformPeerServer {
         if (len > 0 && !this.#f("opt.structured-reply-data")) {
           return this.#error(option, OptionReply.ERR_INVALID, "no data expected");
         }
+        if (this.#ext && this.#f("ext.structured-after")) this.#ext = false;
         if (this.#ext) {
           return this.#error(option, OptionReply.ERR_EXT_HEADER_REQD, "extended headers already negotiated");
         }
@@ -634,7 +635,7 @@ export class ConformPeerServer {
     }
     if (
       req.command !== Command.DISC && req.command <= Command.BLOCK_STATUS &&
-      (req.offset % mb || req.length % mb)
+      (req.offset % mb || req.length % mb) && !this.#f("tx.unaligned")
     ) {
       this.#finding(
         "request-alignment",

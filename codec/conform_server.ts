@@ -1195,6 +1195,25 @@ export const SERVER_CASES: readonly ServerCase[] = [
     },
   }),
   def({
+    id: "tx.unaligned",
+    area: "transmission",
+    title: "A READ not aligned to the minimum block size gets EINVAL",
+    section: "Size constraints",
+    quote:
+      "The server SHOULD report an NBD_EINVAL error if the client's request is not aligned to advertised minimum block size boundaries",
+    level: "SHOULD",
+    async run(ctx) {
+      const [p, n] = await ctx.go({ structured: ctx.facts.structured, info: [Info.BLOCK_SIZE] });
+      const min = n.blockSize?.minimum ?? 1;
+      if (min <= 1) skip("no minimum block size above 1 advertised");
+      if (n.size < BigInt(2 * min)) skip("export too small");
+      const r = await p.roundTrip({ command: Command.READ, offset: BigInt(min / 2), length: BigInt(min) });
+      const d = expectError(r, ErrorValue.EINVAL, `READ at ${min / 2} with minimum block size ${min}`);
+      await stillAlive(p, n, min);
+      return d;
+    },
+  }),
+  def({
     id: "tx.fua-any-command",
     area: "transmission",
     title: "FUA is accepted on READ and FLUSH once SEND_FUA is advertised",
@@ -1609,6 +1628,33 @@ export const SERVER_CASES: readonly ServerCase[] = [
         length: ioLength(n, 65536, ctx.facts.minBlock),
       });
       rules(r, "reply-header-style", "frame:*");
+    },
+  }),
+  def({
+    id: "ext.structured-after",
+    area: "extended",
+    title: "STRUCTURED_REPLY after EXTENDED_HEADERS does not downgrade the headers",
+    section: "ext: Option types / NBD_OPT_STRUCTURED_REPLY",
+    quote:
+      "NBD_REP_ERR_EXT_HEADER_REQD: The client has already successfully negotiated extended headers, which takes precedence over this option.",
+    level: "MUST",
+    async run(ctx) {
+      if (!ctx.facts.extended) skip("extended headers not supported");
+      const p = await ctx.open();
+      await p.start();
+      if ((await p.final(Option.EXTENDED_HEADERS)) !== OptionReply.ACK) skip("extended headers refused");
+      const sr = await p.final(Option.STRUCTURED_REPLY);
+      const go = await p.ask(Option.GO, { kind: "info-request", name: ctx.target.exportName, info: [] });
+      const last = go[go.length - 1]!.frame;
+      if (last.reply !== OptionReply.ACK) fail(`GO answered ${describeReply(last)}`);
+      p.mode = "extended";
+      const r = await p.roundTrip({
+        command: Command.READ,
+        offset: 0n,
+        length: BigInt(Math.max(ctx.facts.minBlock, 512)),
+      });
+      rules(r, "reply-header-style", "reply-simple-in-extended");
+      return `STRUCTURED_REPLY answered ${repName(sr)}`;
     },
   }),
   def({

@@ -38,8 +38,15 @@ function memoryTarget(options: ConformPeerOptions, writes = true, piece = 0): Se
 }
 
 const GOOD: ConformPeerOptions = { secondContext: true };
-/** Cases that only apply to a read-only export. */
+/** Cases that only apply to a read-only export, or to one with a minimum block size. */
 const READ_ONLY_CASES = new Set(["tx.read-only-write"]);
+const MIN_BLOCK_CASES = new Set(["tx.unaligned"]);
+
+function base(id: string): ConformPeerOptions {
+  if (READ_ONLY_CASES.has(id)) return { ...GOOD, readOnly: true };
+  if (MIN_BLOCK_CASES.has(id)) return { ...GOOD, minBlock: 512 };
+  return GOOD;
+}
 
 async function outcome(
   id: string,
@@ -68,7 +75,7 @@ describe("conform server against a correct in-process server", () => {
   it("passes every case (read-only cases on a read-only export)", async () => {
     const bad: string[] = [];
     for (const c of SERVER_CASES) {
-      const r = await outcome(c.id, READ_ONLY_CASES.has(c.id) ? { ...GOOD, readOnly: true } : GOOD);
+      const r = await outcome(c.id, base(c.id));
       if (r.outcome !== "pass") bad.push(`${c.id}: ${r.outcome} ${r.detail}`);
     }
     expect(bad).toEqual([]);
@@ -147,8 +154,7 @@ describe("conform server against a correct in-process server", () => {
 describe("conform server against servers that break one rule each", () => {
   for (const c of SERVER_CASES) {
     it(`${c.id} ${c.level === "MUST" ? "fails" : "warns"} when the server breaks exactly its rule`, async () => {
-      const base = READ_ONLY_CASES.has(c.id) ? { ...GOOD, readOnly: true } : GOOD;
-      const r = await outcome(c.id, { ...base, faults: new Set([c.id]) });
+      const r = await outcome(c.id, { ...base(c.id), faults: new Set([c.id]) });
       expect(r.outcome, r.detail).toBe(violatedOutcome(c.level));
     });
   }
