@@ -6,16 +6,41 @@
  * @module
  */
 
-/** How binding a rule is, in the spec's RFC 2119 words. */
+/**
+ * How binding a rule is, in the spec's RFC 2119 words.
+ *
+ * @example
+ * ```ts
+ * import type { ConformLevel } from "@nbd/codec";
+ * const level: ConformLevel = "MUST";
+ * console.log(level); // "MUST"
+ * ```
+ */
 export type ConformLevel = "MUST" | "SHOULD" | "MAY";
 
 /**
  * What a case found: `pass`; `fail` (a MUST broken); `warn` (a SHOULD broken, or a MAY feature absent
  * when the case is informational); `skip` (the case does not apply: not advertised, writes not allowed).
+ *
+ * @example
+ * ```ts
+ * import type { ConformOutcome } from "@nbd/codec";
+ * const o: ConformOutcome = "warn";
+ * console.log(o); // "warn"
+ * ```
  */
 export type ConformOutcome = "pass" | "fail" | "warn" | "skip";
 
-/** One conformance case, as data: everything but the code that runs it. */
+/**
+ * One conformance case, as data: everything but the code that runs it.
+ *
+ * @example
+ * ```ts
+ * import { SERVER_CASE_CATALOGUE } from "@nbd/codec";
+ * const c = SERVER_CASE_CATALOGUE.find((x) => x.id === "opt.unknown")!;
+ * console.log(c.level, c.section); // "MUST" "Compatibility and interoperability / Baseline"
+ * ```
+ */
 export interface ConformCase {
   /** Stable id, `area.rule` in kebab case (`opt.unknown`, `read.coverage`). Never reused for another rule. */
   readonly id: string;
@@ -35,7 +60,16 @@ export interface ConformCase {
   readonly writes: boolean;
 }
 
-/** The outcome of one case. */
+/**
+ * The outcome of one case.
+ *
+ * @example
+ * ```ts
+ * import type { ConformResult } from "@nbd/codec";
+ * const r: ConformResult = { id: "opt.abort", level: "MUST", outcome: "fail", detail: "closed without NBD_REP_ACK" };
+ * console.log(r.outcome); // "fail"
+ * ```
+ */
 export interface ConformResult {
   /** The case id. */
   readonly id: string;
@@ -51,6 +85,18 @@ export interface ConformResult {
  * A byte stream to the peer under test, opened per case by the runner's caller. `receive` resolves with
  * the next bytes, with `null` at end of stream, and rejects with {@link ConformTimeoutError} when the
  * transport's time bound for the case has passed: that is what keeps every case bounded.
+ *
+ * @example
+ * ```ts
+ * import type { ConformConnection } from "@nbd/codec";
+ * // A connection to nothing: it ends at once.
+ * const c: ConformConnection = {
+ *   send: () => Promise.resolve(),
+ *   receive: () => Promise.resolve(null),
+ *   close: () => {},
+ * };
+ * console.log(await c.receive()); // null
+ * ```
  */
 export interface ConformConnection {
   /** Sends bytes (resolves when written). Rejects when the peer has closed the connection. */
@@ -61,9 +107,21 @@ export interface ConformConnection {
   close(): void;
 }
 
-/** Thrown by a transport's `receive` when the case's time bound has passed. */
+/**
+ * Thrown by a transport's `receive` when the case's time bound has passed.
+ *
+ * @example
+ * ```ts
+ * import { ConformTimeoutError } from "@nbd/codec";
+ * console.log(new ConformTimeoutError("no answer within 5000 ms").message); // "no answer within 5000 ms"
+ * ```
+ */
 export class ConformTimeoutError extends Error {
-  /** @param message what was being waited for */
+  /**
+   * Creates the error (transports do this).
+   *
+   * @param message what was being waited for
+   */
   constructor(message = "no reply within the time bound") {
     super(message);
     this.name = "ConformTimeoutError";
@@ -88,9 +146,26 @@ export class ConformSkip extends Error {
   }
 }
 
-/** Thrown when the run cannot start (connection refused, no export): exit status 2, not a finding. */
+/**
+ * Thrown when the run cannot start (connection refused, no export): exit status 2, not a finding.
+ *
+ * @example
+ * ```ts
+ * import { ConformSetupError, runServerCases } from "@nbd/codec";
+ * const target = { exportName: "disk", connect: () => Promise.reject(new Error("refused")) };
+ * try {
+ *   await runServerCases(target);
+ * } catch (e) {
+ *   console.log(e instanceof ConformSetupError); // true
+ * }
+ * ```
+ */
 export class ConformSetupError extends Error {
-  /** @param message what failed */
+  /**
+   * Creates the error (the runner does this).
+   *
+   * @param message what failed
+   */
   constructor(message: string) {
     super(message);
     this.name = "ConformSetupError";
@@ -102,7 +177,15 @@ export function violatedOutcome(level: ConformLevel): ConformOutcome {
   return level === "MUST" ? "fail" : "warn";
 }
 
-/** Exit status for a finished run: 1 when any case failed (a MUST), else 0. */
+/**
+ * Exit status for a finished run: 1 when any case failed (a MUST), else 0.
+ *
+ * @example
+ * ```ts
+ * import { conformExitCode } from "@nbd/codec";
+ * console.log(conformExitCode([{ id: "a.b", level: "SHOULD", outcome: "warn", detail: "" }])); // 0
+ * ```
+ */
 export function conformExitCode(results: readonly ConformResult[]): 0 | 1 {
   return results.some((r) => r.outcome === "fail") ? 1 : 0;
 }
@@ -118,7 +201,16 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s : s + " ".repeat(n - s.length);
 }
 
-/** A human table: one line per case (outcome, level, id, detail), then the counts. */
+/**
+ * A human table: one line per case (outcome, level, id, detail), then the counts.
+ *
+ * @example
+ * ```ts
+ * import { formatConformTable } from "@nbd/codec";
+ * const text = formatConformTable([{ id: "opt.unknown", level: "MUST", outcome: "pass", detail: "" }]);
+ * console.log(text.split("\n")[1]); // "1 cases: 1 pass, 0 fail, 0 warn, 0 skip"
+ * ```
+ */
 export function formatConformTable(results: readonly ConformResult[]): string {
   const w = Math.max(8, ...results.map((r) => r.id.length));
   const lines = results.map((r) =>
@@ -129,7 +221,16 @@ export function formatConformTable(results: readonly ConformResult[]): string {
   return lines.join("\n") + "\n";
 }
 
-/** One JSON object per line and per case: the case's data and its result. */
+/**
+ * One JSON object per line and per case: the case's data and its result.
+ *
+ * @example
+ * ```ts
+ * import { formatConformJson, SERVER_CASE_CATALOGUE } from "@nbd/codec";
+ * const line = formatConformJson([{ id: "opt.abort", level: "MUST", outcome: "pass", detail: "" }], SERVER_CASE_CATALOGUE);
+ * console.log(JSON.parse(line).area); // "options"
+ * ```
+ */
 export function formatConformJson(
   results: readonly ConformResult[],
   cases: readonly ConformCase[],
@@ -156,7 +257,16 @@ function xml(s: string): string {
     .replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, "?");
 }
 
-/** JUnit XML: one test case per conformance case; `fail` is a failure, `skip` skipped, `warn` a pass with output. */
+/**
+ * JUnit XML: one test case per conformance case; `fail` is a failure, `skip` skipped, `warn` a pass with output.
+ *
+ * @example
+ * ```ts
+ * import { formatConformJunit, SERVER_CASE_CATALOGUE } from "@nbd/codec";
+ * const xml = formatConformJunit([{ id: "opt.abort", level: "MUST", outcome: "fail", detail: "closed" }], SERVER_CASE_CATALOGUE, "my-server");
+ * console.log(xml.includes('failures="1"')); // true
+ * ```
+ */
 export function formatConformJunit(
   results: readonly ConformResult[],
   cases: readonly ConformCase[],

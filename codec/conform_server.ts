@@ -54,14 +54,34 @@ export interface ServerFacts {
   readonly blockSize?: { readonly minimum: number; readonly preferred: number; readonly maximum: number };
 }
 
-/** Where a run may write: a byte range of the export, or nowhere. */
+/**
+ * Where a run may write: a byte range of the export.
+ *
+ * @example
+ * ```ts
+ * import type { WriteRange } from "@nbd/codec";
+ * const range: WriteRange = { offset: 1048576n, length: 1048576n };
+ * console.log(range.offset); // 1048576n
+ * ```
+ */
 export interface WriteRange {
+  /** First byte that may be written. */
   readonly offset: bigint;
   /** Length in bytes; `undefined` means "to the end of the export". */
   readonly length?: bigint;
 }
 
-/** The server under test, as the runner sees it. */
+/**
+ * The server under test, as the runner sees it: how to open a connection (the caller's transport, which
+ * bounds every wait), the export, and where writing cases may write.
+ *
+ * @example
+ * ```ts
+ * import type { ServerTarget } from "@nbd/codec";
+ * const target: ServerTarget = { exportName: "disk", connect: () => Promise.reject(new Error("no server here")) };
+ * console.log(target.exportName); // "disk"
+ * ```
+ */
 export interface ServerTarget {
   /** Opens a new connection (the transport applies the per-case time bound). */
   connect(): Promise<ConformConnection>;
@@ -1696,7 +1716,16 @@ export const SERVER_CASES: readonly ServerCase[] = [
 // ---------------------------------------------------------------------------------------------------------
 // The runner.
 
-/** Options of {@link runServerCases}. */
+/**
+ * Options of {@link runServerCases}.
+ *
+ * @example
+ * ```ts
+ * import type { RunServerOptions } from "@nbd/codec";
+ * const o: RunServerOptions = { only: ["read", "opt.unknown"], onResult: (r) => console.log(r.id, r.outcome) };
+ * console.log(o.only); // [ "read", "opt.unknown" ]
+ * ```
+ */
 export interface RunServerOptions {
   /** Run only cases whose id starts with one of these (default: all). */
   readonly only?: readonly string[];
@@ -1846,7 +1875,19 @@ export async function runServerCase(
   }
 }
 
-/** Discovers the server, then runs every case (or those selected) in catalogue order. */
+/**
+ * Checks a live server: learns its features over one connection, then runs every case (or those selected)
+ * in catalogue order, each on fresh connections of `target`. Throws {@link ConformSetupError} when the
+ * server cannot be reached or refuses the export.
+ *
+ * @example
+ * ```ts
+ * import { ConformSetupError, runServerCases } from "@nbd/codec";
+ * const target = { exportName: "disk", connect: () => Promise.reject(new Error("refused")) };
+ * const results = await runServerCases(target).catch((e) => (e instanceof ConformSetupError ? [] : Promise.reject(e)));
+ * console.log(results.length); // 0
+ * ```
+ */
 export async function runServerCases(
   target: ServerTarget,
   options: RunServerOptions = {},
@@ -1863,3 +1904,17 @@ export async function runServerCases(
   }
   return out;
 }
+
+/**
+ * The catalogue of `conform server` as data (id, area, title, spec section and quote, level, whether it
+ * writes), in the order the cases run.
+ *
+ * @example
+ * ```ts
+ * import { SERVER_CASE_CATALOGUE } from "@nbd/codec";
+ * console.log(SERVER_CASE_CATALOGUE.some((c) => c.id === "read.coverage")); // true
+ * ```
+ */
+export const SERVER_CASE_CATALOGUE: readonly ConformCase[] = SERVER_CASES.map(({ run: _run, ...c }) =>
+  Object.freeze(c)
+);
