@@ -61,6 +61,8 @@ export interface ConformPeerOptions {
   readonly reorder?: boolean;
   /** Offer a second metadata context, `x-conform:second`. */
   readonly secondContext?: boolean;
+  /** Maximum payload advertised in NBD_INFO_BLOCK_SIZE (default 32 MiB). */
+  readonly maxPayload?: number;
   /** READs that reach past this offset fail with NBD_EIO and a message (error chunks with messages). */
   readonly failReadsFrom?: number;
   /** Case ids of `conform server` whose rule this server breaks. */
@@ -102,6 +104,9 @@ export class ConformPeerServer {
   #allocated: boolean[];
   readonly #size: number;
   readonly #faults: ReadonlySet<string>;
+  get #maxPayload(): number {
+    return this.options.maxPayload ?? 32 << 20;
+  }
 
   constructor(options: ConformPeerOptions = {}) {
     this.options = options;
@@ -451,7 +456,7 @@ export class ConformPeerServer {
             info: 3,
             minimum: this.#f("info.block-size") ? 3 : minBlock,
             preferred: Math.max(4096, minBlock),
-            maximum: 32 << 20,
+            maximum: this.#maxPayload,
           },
         });
       }
@@ -645,6 +650,13 @@ export class ConformPeerServer {
       );
       return this.#fail(req, ErrorValue.EINVAL, "unaligned request");
     }
+    if (
+      this.#f("tx.effect-over-max") && req.length > BigInt(this.#maxPayload) &&
+      (req.command === Command.BLOCK_STATUS || req.command === Command.CACHE)
+    ) {
+      this.#close();
+      return;
+    }
     const ranged = req.command === Command.READ || req.command === Command.WRITE ||
       req.command === Command.TRIM ||
       req.command === Command.CACHE || req.command === Command.WRITE_ZEROES ||
@@ -655,8 +667,11 @@ export class ConformPeerServer {
         `${nameOf("command", req.command)} ${req.offset}+${req.length} beyond the export size ${size}`,
       );
     }
-    if (req.command === Command.WRITE && req.length > BigInt(32 << 20)) {
-      this.#finding("payload-max", `WRITE of ${req.length} bytes, above the maximum payload 33554432`);
+    if (req.command === Command.WRITE && req.length > BigInt(this.#maxPayload)) {
+      this.#finding(
+        "payload-max",
+        `WRITE of ${req.length} bytes, above the maximum payload ${this.#maxPayload}`,
+      );
     }
     if (req.command === Command.DISC) this.ended = "NBD_CMD_DISC";
     switch (req.command) {
@@ -669,6 +684,9 @@ export class ConformPeerServer {
         }
         if (req.flags & CommandFlag.DF && !(f & TransmissionFlag.SEND_DF)) {
           this.#finding("df-unadvertised", "READ with DF, which was not advertised");
+          if (!this.#f("tx.df-unadvertised")) {
+            return this.#fail(req, ErrorValue.EINVAL, "DF was not advertised");
+          }
         }
         if (end > size && !this.#f("read.beyond-end")) {
           return this.#fail(req, ErrorValue.EINVAL, `read beyond the end of the export (${size} bytes)`);

@@ -1234,6 +1234,65 @@ export const SERVER_CASES: readonly ServerCase[] = [
     },
   }),
   def({
+    id: "tx.df-unadvertised",
+    area: "transmission",
+    title: "DF without structured replies (SEND_DF clear) gets EINVAL",
+    section: S_ERR,
+    quote:
+      "It also SHOULD return NBD_EINVAL if it receives a request with a flag not explicitly documented as applicable to the given request.",
+    level: "SHOULD",
+    async run(ctx) {
+      const [p, n] = await ctx.go({ structured: false });
+      if (n.flags & TransmissionFlag.SEND_DF) {
+        skip("SEND_DF advertised without structured replies (see info.df-needs-structured)");
+      }
+      const r = await p.roundTrip({
+        command: Command.READ,
+        flags: CommandFlag.DF,
+        offset: 0n,
+        length: ioLength(n, 512, ctx.facts.minBlock),
+      });
+      const d = expectError(r, ErrorValue.EINVAL, "READ with DF, which was not advertised");
+      await stillAlive(p, n, ctx.facts.minBlock);
+      return d;
+    },
+  }),
+  def({
+    id: "tx.effect-over-max",
+    area: "transmission",
+    title: "An effect length above the maximum payload is answered, not a disconnect",
+    section: "Size constraints",
+    quote:
+      "the client MAY request an effect length larger than the maximum payload size; the server SHOULD NOT disconnect, but MAY reply with an NBD_EOVERFLOW or NBD_EINVAL error",
+    level: "SHOULD",
+    async run(ctx) {
+      const useBs = ctx.facts.metaContexts && ctx.facts.contexts.includes("base:allocation");
+      const [p, n] = await ctx.go(
+        useBs
+          ? { structured: "required", contexts: ["base:allocation"], info: [Info.BLOCK_SIZE] }
+          : { structured: ctx.facts.structured, info: [Info.BLOCK_SIZE] },
+      );
+      const cache = (n.flags & TransmissionFlag.SEND_CACHE) !== 0;
+      if (!useBs && !cache) skip("neither NBD_CMD_BLOCK_STATUS nor NBD_CMD_CACHE available");
+      const max = BigInt(n.blockSize?.maximum ?? 32 << 20);
+      const mb = BigInt(ctx.facts.minBlock);
+      const length = (max + mb) / mb * mb;
+      if (length > n.size) skip(`the export (${n.size} bytes) is not larger than the maximum payload ${max}`);
+      const r = await p.roundTrip({
+        command: useBs ? Command.BLOCK_STATUS : Command.CACHE,
+        offset: 0n,
+        length,
+      });
+      if (r.error !== 0 && r.error !== ErrorValue.EOVERFLOW && r.error !== ErrorValue.EINVAL) {
+        fail(`failed with ${errName(r.error)}, not NBD_EOVERFLOW or NBD_EINVAL`);
+      }
+      await stillAlive(p, n, ctx.facts.minBlock);
+      return `${useBs ? "BLOCK_STATUS" : "CACHE"} of ${length} bytes: ${
+        r.error ? errName(r.error) : "success"
+      }`;
+    },
+  }),
+  def({
     id: "tx.fua-any-command",
     area: "transmission",
     title: "FUA is accepted on READ and FLUSH once SEND_FUA is advertised",

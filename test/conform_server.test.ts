@@ -41,10 +41,13 @@ const GOOD: ConformPeerOptions = { secondContext: true };
 /** Cases that only apply to a read-only export, or to one with a minimum block size. */
 const READ_ONLY_CASES = new Set(["tx.read-only-write"]);
 const MIN_BLOCK_CASES = new Set(["tx.unaligned"]);
+/** Cases that need an export larger than the maximum payload. */
+const SMALL_MAX_CASES = new Set(["tx.effect-over-max"]);
 
 function base(id: string): ConformPeerOptions {
   if (READ_ONLY_CASES.has(id)) return { ...GOOD, readOnly: true };
   if (MIN_BLOCK_CASES.has(id)) return { ...GOOD, minBlock: 512 };
+  if (SMALL_MAX_CASES.has(id)) return { ...GOOD, maxPayload: 65536 };
   return GOOD;
 }
 
