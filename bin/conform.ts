@@ -18,15 +18,10 @@ import {
   formatConformTable,
 } from "../codec/conform.ts";
 import { runServerCases, SERVER_CASES, type ServerTarget, type WriteRange } from "../codec/conform_server.ts";
+import { type ConformIo, ConformUsageError } from "./_conform_io.ts";
+import { runConformClient } from "./conform_client.ts";
 
-/** Where conform writes (the CLI's io has this shape). */
-export interface ConformIo {
-  stdout(text: string): void | Promise<void>;
-  stderr(text: string): void;
-}
-
-/** Bad arguments: exit status 2. */
-export class ConformUsageError extends Error {}
+export { type ConformIo, ConformUsageError };
 
 export const CONFORM_USAGE = `Usage:
   nbd-codec conform server URI [--allow-writes RANGE] [--json] [--junit FILE] [--timeout MS]
@@ -339,7 +334,6 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
     return await report(results, SERVER_CASES, "conform-server", o, io);
   }
   if (sub === "client") {
-    const { runConformClient } = await import("./conform_client.ts");
     return await runConformClient({ port, profile, command, expectOutput, common: o }, io, report);
   }
   throw new ConformUsageError(`unknown conform command ${sub} (server, client or list)`);

@@ -18,7 +18,7 @@ import {
   type ClientConnectionLog,
   evaluateClient,
 } from "../codec/conform_client.ts";
-import { type ConformIo, ConformUsageError } from "./conform.ts";
+import { type ConformIo, ConformUsageError } from "./_conform_io.ts";
 
 /** Options of `conform client`. */
 export interface ClientRunOptions {
