@@ -82,3 +82,24 @@ export {
 } from "./codec/client_session.ts";
 // The server session (sans-I/O: handshake, request validation, reply builders).
 export * from "./codec/server_session.ts";
+// Conformance (`nbd-codec conform`): run the server cases over your own transport, format the results.
+export {
+  type ConformCase,
+  type ConformConnection,
+  conformExitCode,
+  type ConformLevel,
+  type ConformOutcome,
+  type ConformResult,
+  ConformSetupError,
+  ConformTimeoutError,
+  formatConformJson,
+  formatConformJunit,
+  formatConformTable,
+} from "./codec/conform.ts";
+export {
+  runServerCases,
+  type RunServerOptions,
+  SERVER_CASE_CATALOGUE,
+  type ServerTarget,
+  type WriteRange,
+} from "./codec/conform_server.ts";

@@ -20,6 +20,7 @@ import {
   writeHotFrameText,
 } from "../codec/format.ts";
 import { CaptureDissector, NBD_PORT } from "./dissect.ts";
+import { conformMain } from "./conform.ts";
 
 /** Where the command line writes. */
 export interface CliIo {
@@ -63,6 +64,7 @@ const FLUSH_SIZE = 64 * 1024;
 const USAGE = `Usage:
   nbd-codec dissect [CAPTURE | -] [--port N] [--json] [--strict]
   nbd-codec dissect --c2s CLIENT.bin --s2c SERVER.bin [--json] [--strict]
+  nbd-codec conform server URI | client --port N | list   (see nbd-codec conform --help)
   nbd-codec --help
 
 Decodes every NBD (Network Block Device) frame of a capture and prints each one with its fields.
@@ -553,6 +555,7 @@ export async function main(args: readonly string[], io: CliIo, env: CliEnvironme
       return 0;
     }
     if (command === "vectors") return await (await import("./vectors.ts")).vectorsCommand(rest, io, env);
+    if (command === "conform") return await conformMain(rest, io);
     if (command !== "dissect") throw new UsageError(`unknown command ${command}`);
     const parsed = parseDissect(rest);
     if (parsed === "help") {
