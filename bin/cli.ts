@@ -19,7 +19,7 @@ import {
   NO_ROOM,
   writeHotFrameText,
 } from "../codec/format.ts";
-import { CaptureDissector, NBD_PORT } from "./dissect.ts";
+import { CaptureDissector, NBD_PORT } from "../codec/dissector.ts";
 
 /** Where the command line writes. */
 export interface CliIo {

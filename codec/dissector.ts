@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { type CapturePacket, CaptureReader, type TraceFinding } from "../codec/capture.ts";
-import { ConversationDecoder } from "../codec/conversation.ts";
-import type { ConversationEvent, Direction } from "../codec/events.ts";
-import type { NegotiatedState } from "../codec/stream.ts";
-import { type TcpConnection, type TcpEvent, TcpReassembler } from "../codec/tcp.ts";
+import { type CapturePacket, CaptureReader, type TraceFinding } from "./capture.ts";
+import { ConversationDecoder } from "./conversation.ts";
+import type { ConversationEvent, Direction } from "./events.ts";
+import type { NegotiatedState } from "./stream.ts";
+import { type TcpConnection, type TcpEvent, TcpReassembler } from "./tcp.ts";
 
 /** The IANA port of NBD. */
 export const NBD_PORT = 10809;
