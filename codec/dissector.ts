@@ -1,19 +1,30 @@
 /**
- * The dissector pipeline behind `nbd-codec dissect`: capture chunks in, conversation events out. Finds
- * the NBD connections of a capture (by server port, else by their first bytes), feeds each one's two byte
- * streams to its own {@link ConversationDecoder}, and hands every event to the caller as soon as it is
- * decoded. Memory stays bounded: one capture chunk, the reassembler's limits, and each live decoder's
- * buffered frame.
+ * The trace dissector behind `nbd-codec dissect` and `stats`: capture chunks in, NBD events out, each with
+ * its packets, time, endpoints and, for replies, its request's packet and the response time. Finds the NBD
+ * connections of a capture (by server port, else by their first bytes), feeds each one's two byte streams
+ * to its own {@link ConversationDecoder}, and hands every event to the caller as soon as the packet that
+ * completes it is read. Memory stays bounded: one capture chunk, the reassembler's limits, each live
+ * decoder's buffered frame, and the packets that frame spans.
  *
  * @module
  */
 import { type CapturePacket, CaptureReader, type TraceFinding } from "./capture.ts";
 import { ConversationDecoder } from "./conversation.ts";
 import type { ConversationEvent, Direction } from "./events.ts";
+import type { Request } from "./request.ts";
 import type { NegotiatedState } from "./stream.ts";
-import { type TcpConnection, type TcpEvent, TcpReassembler } from "./tcp.ts";
+import { type TcpConnection, type TcpEndpoint, type TcpEvent, TcpReassembler } from "./tcp.ts";
+import type { TraceEvent } from "./trace_event.ts";
 
-/** The IANA port of NBD. */
+/**
+ * The IANA port of NBD.
+ *
+ * @example
+ * ```ts
+ * import { NBD_PORT } from "@nbd/codec/trace";
+ * console.log(NBD_PORT); // 10809
+ * ```
+ */
 export const NBD_PORT = 10809;
 
 /** Bytes of each direction kept while a connection on another port is not yet recognised. */
@@ -25,25 +36,93 @@ const REQUEST_MAGIC = 0x25609513;
 const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
 /** NBD_CMD_DISC: the client decoder drops whatever follows it. */
 const DISC = 2;
+/** NBD_REPLY_FLAG_DONE: the last chunk of a structured reply. */
+const DONE = 1;
 
-/** Where the pipeline sends what it finds. */
+/** A trace event being built from a conversation event (the dissector adds its fields in place). */
+type Building = { -readonly [K in keyof TraceEvent]: TraceEvent[K] } & ConversationEvent;
+
+/**
+ * An NBD connection of a capture, as the dissector saw it when it ended: its endpoints, what was negotiated
+ * and the times of its first and last data packets.
+ *
+ * @example
+ * ```ts
+ * import type { TraceConnection } from "@nbd/codec/trace";
+ * const show = (c: TraceConnection) => `${c.connection}: ${c.client.address}:${c.client.port}`;
+ * console.log(typeof show);
+ * ```
+ */
+export interface TraceConnection {
+  /** The connection's number, as on its events. */
+  readonly connection: number;
+  /** The client's address and port. */
+  readonly client: TcpEndpoint;
+  /** The server's address and port. */
+  readonly server: TcpEndpoint;
+  /** What the conversation decoder learned from the traffic. */
+  readonly state: NegotiatedState;
+  /** Number of the first packet that carried NBD bytes, when one did. */
+  readonly firstPacket?: number;
+  /** Its timestamp, seconds and nanoseconds. */
+  readonly firstSeconds?: number;
+  /** See {@link TraceConnection.firstSeconds}. */
+  readonly firstNanoseconds?: number;
+  /** Number of the last packet that carried NBD bytes. */
+  readonly lastPacket?: number;
+  /** Its timestamp, seconds. */
+  readonly lastSeconds?: number;
+  /** See {@link TraceConnection.lastSeconds}. */
+  readonly lastNanoseconds?: number;
+}
+
+/**
+ * Where the dissector sends what it finds.
+ *
+ * @example
+ * ```ts
+ * import type { DissectSink } from "@nbd/codec/trace";
+ * const sink: DissectSink = { event: (e) => console.log(e.packet), traceFinding: () => {} };
+ * console.log(typeof sink.event);
+ * ```
+ */
 export interface DissectSink {
-  /** A decoded frame or notice of an NBD connection, in conversation order. */
-  event(e: ConversationEvent): void;
+  /**
+   * A decoded frame or notice of an NBD connection, in conversation order, with its packets and times. The
+   * event (and the payload views it holds) is only valid during the call when the caller reuses chunks.
+   */
+  event(e: TraceEvent): void;
   /**
    * A finding of the capture file or of the TCP layer: `connection` is the NBD connection number when the
    * finding belongs to one, `undefined` for the capture as a whole.
    */
   traceFinding(f: TraceFinding, connection: number | undefined): void;
+  /** An NBD connection ended (both directions closed, or the capture ended): its summary. Optional. */
+  connectionEnd?(c: TraceConnection): void;
 }
 
-/** Options of {@link CaptureDissector}. */
+/**
+ * Options of {@link CaptureDissector}.
+ *
+ * @example
+ * ```ts
+ * import type { CaptureDissectorOptions } from "@nbd/codec/trace";
+ * const o: CaptureDissectorOptions = { port: 10810 };
+ * console.log(o.port); // 10810
+ * ```
+ */
 export interface CaptureDissectorOptions {
   /** The NBD server port (default 10809); connections on other ports are recognised by their first bytes. */
   readonly port?: number;
 }
 
-type Op = { readonly dir: Direction; readonly bytes: Uint8Array } | {
+type Op = {
+  readonly dir: Direction;
+  readonly bytes: Uint8Array;
+  readonly packet: number;
+  readonly seconds: number;
+  readonly nanoseconds: number;
+} | {
   readonly dir: Direction;
   readonly gap: number;
 };
@@ -123,6 +202,87 @@ class Retained {
   }
 }
 
+/**
+ * Which packets carried the bytes of one decoder direction that a coming event may still cover: runs of
+ * stream bytes in order, each with its packet's number and time. An event's first packet is the run holding
+ * its first byte, its last packet the run holding its last byte; runs before an event's first byte are
+ * dropped (events of a direction come in stream order), so this holds only the packets of the frame being
+ * completed.
+ */
+class Packets {
+  /** Stream offset of each run's first byte. */
+  readonly starts: number[] = [];
+  readonly numbers: number[] = [];
+  readonly seconds: number[] = [];
+  readonly nanos: number[] = [];
+  first = 0;
+  /** Stream offset of the next byte given to the decoder (gaps included). */
+  next = 0;
+  #off = false;
+
+  /** The decoder keeps no more bytes of this direction (see {@link Retained.opaque}). */
+  opaque(): void {
+    this.#off = true;
+    this.starts.length = 0;
+    this.numbers.length = 0;
+    this.seconds.length = 0;
+    this.nanos.length = 0;
+    this.first = 0;
+  }
+
+  add(length: number, packet: number, seconds: number, nanoseconds: number): void {
+    const at = this.next;
+    this.next = at + length;
+    if (this.#off) return;
+    const n = this.numbers.length;
+    if (n > this.first && this.numbers[n - 1] === packet) return;
+    this.starts.push(at);
+    this.numbers.push(packet);
+    this.seconds.push(seconds);
+    this.nanos.push(nanoseconds);
+  }
+
+  gap(length: number): void {
+    this.next += length;
+  }
+
+  /** The index of the run holding stream offset `at` (or the nearest before it), -1 when there is none. */
+  find(at: number): number {
+    const starts = this.starts;
+    const n = starts.length;
+    let i = this.first;
+    if (i >= n) return -1;
+    while (i + 1 < n && starts[i + 1]! <= at) i++;
+    if (i > 64 && i * 2 > n) {
+      starts.splice(0, i);
+      this.numbers.splice(0, i);
+      this.seconds.splice(0, i);
+      this.nanos.splice(0, i);
+      i = 0;
+    }
+    this.first = i;
+    return i;
+  }
+
+  /** The index of the run holding `at`, searching forward from run `from`. */
+  findFrom(from: number, at: number): number {
+    const starts = this.starts;
+    let i = from;
+    while (i + 1 < starts.length && starts[i + 1]! <= at) i++;
+    return i;
+  }
+}
+
+/** The packet and time of a request, until its reply ends. */
+interface Sent {
+  readonly packet: number;
+  readonly seconds: number;
+  readonly nanoseconds: number;
+}
+
+/** Requests waiting for their reply are kept up to this many per connection (oldest dropped first). */
+const MAX_SENT = 65536;
+
 interface Live {
   readonly kind: "nbd";
   readonly number: number;
@@ -132,6 +292,18 @@ interface Live {
   closed: Set<Direction>;
   /** What each decoder direction may still hold views of. */
   readonly retained: { readonly c2s: Retained; readonly s2c: Retained };
+  /** The packets of each decoder direction an event may still cover. */
+  readonly packets: { readonly c2s: Packets; readonly s2c: Packets };
+  /** Requests waiting for their reply, by the request frame the conversation decoder links replies to. */
+  readonly sent: Map<Request, Sent>;
+  readonly client: TcpEndpoint;
+  readonly server: TcpEndpoint;
+  firstPacket: number;
+  firstSeconds: number;
+  firstNanos: number;
+  lastPacket: number;
+  lastSeconds: number;
+  lastNanos: number;
 }
 
 /** Connections not (or no longer) followed have no state at all. */
@@ -220,7 +392,8 @@ export class CaptureDissector {
       isServerPort: (p) => p === port,
       recentAsViews: true,
       // In-order data straight to the decoders, without an event object per packet.
-      onData: (connection, direction, _offset, bytes) => this.#data(connection, direction, bytes),
+      onData: (connection, direction, _offset, bytes, p) =>
+        this.#data(connection, direction, bytes, p.index + 1, p.seconds, p.nanoseconds),
     });
   }
 
@@ -317,20 +490,65 @@ export class CaptureDissector {
   }
 
   #emit(events: ConversationEvent[], live: Live): void {
-    const r = live.retained;
     const sink = this.#sink;
     for (let i = 0; i < events.length; i++) {
-      const e = events[i]!;
-      const dir = e.direction === "c2s" ? r.c2s : r.s2c;
+      const e = events[i]! as Building;
+      const c2s = e.direction === "c2s";
+      const dir = c2s ? live.retained.c2s : live.retained.s2c;
+      const packets = c2s ? live.packets.c2s : live.packets.s2c;
+      let start: number;
+      let end: number;
       if (e.event === "frame") {
-        dir.consumed(e.frameOffset + e.frameLength);
-        if (e.frame.type === "request" && e.frame.command === DISC) dir.opaque();
+        start = e.frameOffset;
+        end = start + e.frameLength;
       } else {
-        dir.consumed(e.streamOffset + e.length);
-        if (e.notice !== "truncated") dir.opaque();
+        start = e.streamOffset;
+        end = start + e.length;
+      }
+      dir.consumed(end);
+      // The packets first: the event's runs are dropped when the direction turns opaque below.
+      const a = packets.find(start);
+      if (a >= 0) {
+        const b = end - 1 > start ? packets.findFrom(a, end - 1) : a;
+        e.packet = packets.numbers[b]!;
+        e.firstPacket = packets.numbers[a]!;
+        e.seconds = packets.seconds[b]!;
+        e.nanoseconds = packets.nanos[b]!;
+      }
+      e.client = live.client;
+      e.server = live.server;
+      if (e.event === "frame") {
+        const f = e.frame;
+        if (f.type === "request") {
+          if (f.command === DISC) {
+            dir.opaque();
+            packets.opaque();
+          } else if (a >= 0) this.#sent(live, f, e);
+        } else if (e.request !== undefined && (f.type === "simple-reply" || f.type === "reply-chunk")) {
+          const sent = live.sent.get(e.request);
+          if (sent !== undefined) {
+            e.requestPacket = sent.packet;
+            e.requestSeconds = sent.seconds;
+            e.requestNanoseconds = sent.nanoseconds;
+            if (a >= 0) {
+              e.responseNanoseconds = (e.seconds! - sent.seconds) * 1e9 + (e.nanoseconds! - sent.nanoseconds);
+            }
+            if (f.type === "simple-reply" || (f.flags & DONE) !== 0) live.sent.delete(e.request);
+          }
+        }
+      } else if (e.notice !== "truncated") {
+        dir.opaque();
+        packets.opaque();
       }
       sink.event(e);
     }
+  }
+
+  /** Remembers a request's packet and time for its reply. */
+  #sent(live: Live, request: Request, e: Building): void {
+    const sent = live.sent;
+    sent.set(request, { packet: e.packet!, seconds: e.seconds!, nanoseconds: e.nanoseconds! });
+    if (sent.size > MAX_SENT) sent.delete(sent.keys().next().value!);
   }
 
   #tcpEvent(ev: TcpEvent): void {
@@ -339,13 +557,15 @@ export class CaptureDissector {
         this.#open(ev.connection);
         return;
       case "data":
-        this.#data(ev.connection, ev.direction, ev.bytes);
+        this.#data(ev.connection, ev.direction, ev.bytes, ev.packet + 1, ev.seconds, ev.nanoseconds);
         return;
       case "gap": {
         const st = this.#conns.get(ev.connection);
         if (st === undefined) return;
         if (st.kind === "nbd") {
-          this.#emit(st.decoder.gap(st.swap ? flip(ev.direction) : ev.direction, ev.length), st);
+          const dir = st.swap ? flip(ev.direction) : ev.direction;
+          st.packets[dir].gap(ev.length);
+          this.#emit(st.decoder.gap(dir, ev.length), st);
           return;
         }
         this.#pendingOp(ev.connection, st, { dir: ev.direction, gap: ev.length });
@@ -381,7 +601,15 @@ export class CaptureDissector {
     }
   }
 
-  #data(connection: number, direction: Direction, bytes: Uint8Array): void {
+  /** In-order bytes of a connection, from packet number `packet` (1-based) taken at `seconds`.`nanos`. */
+  #data(
+    connection: number,
+    direction: Direction,
+    bytes: Uint8Array,
+    packet: number,
+    seconds: number,
+    nanos: number,
+  ): void {
     // Consecutive packets mostly belong to one connection: its state without a map lookup.
     let st: ConnState | undefined;
     if (connection === this.#lastId) st = this.#last;
@@ -394,16 +622,31 @@ export class CaptureDissector {
     if (st.kind === "nbd") {
       const dir = st.swap ? flip(direction) : direction;
       st.retained[dir].add(this.#seq, bytes.length);
+      st.packets[dir].add(bytes.length, packet, seconds, nanos);
+      if (st.firstPacket === 0) {
+        st.firstPacket = packet;
+        st.firstSeconds = seconds;
+        st.firstNanos = nanos;
+      }
+      st.lastPacket = packet;
+      st.lastSeconds = seconds;
+      st.lastNanos = nanos;
       this.#emit(st.decoder.push(dir, bytes), st);
       return;
     }
-    this.#pendingOp(connection, st, { dir: direction, bytes: bytes.slice() });
+    this.#pendingOp(connection, st, {
+      dir: direction,
+      bytes: bytes.slice(),
+      packet,
+      seconds,
+      nanoseconds: nanos,
+    });
   }
 
   #open(info: TcpConnection): void {
     const port = this.#port;
-    if (info.server.port === port) this.#start(info.id, false, undefined, []);
-    else if (info.client.port === port) this.#start(info.id, true, undefined, []);
+    if (info.server.port === port) this.#start(info, false, undefined, []);
+    else if (info.client.port === port) this.#start(info, true, undefined, []);
     else {
       this.#conns.set(info.id, {
         kind: "pending",
@@ -417,7 +660,8 @@ export class CaptureDissector {
     }
   }
 
-  #start(id: number, swap: boolean, state: Partial<NegotiatedState> | undefined, ops: Op[]): Live {
+  #start(info: TcpConnection, swap: boolean, state: Partial<NegotiatedState> | undefined, ops: Op[]): Live {
+    const id = info.id;
     const decoder = new ConversationDecoder({
       strict: false,
       payloadViews: true,
@@ -431,6 +675,16 @@ export class CaptureDissector {
       swap,
       closed: new Set(),
       retained: { c2s: new Retained(), s2c: new Retained() },
+      packets: { c2s: new Packets(), s2c: new Packets() },
+      sent: new Map(),
+      client: swap ? info.server : info.client,
+      server: swap ? info.client : info.server,
+      firstPacket: 0,
+      firstSeconds: 0,
+      firstNanos: 0,
+      lastPacket: 0,
+      lastSeconds: 0,
+      lastNanos: 0,
     };
     this.#conns.set(id, live);
     this.#lastId = -1;
@@ -439,8 +693,20 @@ export class CaptureDissector {
       if ("bytes" in op) {
         // Copies (see #pendingOp): they hold no chunk, but the decoder's stream offsets count them.
         live.retained[dir].add(0, op.bytes.length);
+        live.packets[dir].add(op.bytes.length, op.packet, op.seconds, op.nanoseconds);
+        if (live.firstPacket === 0) {
+          live.firstPacket = op.packet;
+          live.firstSeconds = op.seconds;
+          live.firstNanos = op.nanoseconds;
+        }
+        live.lastPacket = op.packet;
+        live.lastSeconds = op.seconds;
+        live.lastNanos = op.nanoseconds;
         this.#emit(decoder.push(dir, op.bytes), live);
-      } else this.#emit(decoder.gap(dir, op.gap), live);
+      } else {
+        live.packets[dir].gap(op.gap);
+        this.#emit(decoder.gap(dir, op.gap), live);
+      }
     }
     return live;
   }
@@ -462,7 +728,7 @@ export class CaptureDissector {
     else if (c === "server" || s === "client") swap = true;
     if (swap !== undefined) {
       const clientHead = swap ? st.head.s2c : st.head.c2s;
-      const live = this.#start(id, swap, stateFromClientHead(clientHead), st.ops);
+      const live = this.#start(st.info, swap, stateFromClientHead(clientHead), st.ops);
       for (const d of st.closed) live.closed.add(swap ? flip(d) : d);
       return;
     }
@@ -474,7 +740,91 @@ export class CaptureDissector {
 
   #finish(id: number, st: Live): void {
     this.#emit(st.decoder.end(), st);
+    const end = this.#sink.connectionEnd;
+    if (end !== undefined) {
+      const c: TraceConnection = {
+        connection: st.number,
+        client: st.client,
+        server: st.server,
+        state: st.decoder.state,
+        ...(st.firstPacket === 0 ? {} : {
+          firstPacket: st.firstPacket,
+          firstSeconds: st.firstSeconds,
+          firstNanoseconds: st.firstNanos,
+          lastPacket: st.lastPacket,
+          lastSeconds: st.lastSeconds,
+          lastNanoseconds: st.lastNanos,
+        }),
+      };
+      end.call(this.#sink, c);
+    }
     this.#conns.delete(id);
     this.#lastId = -1;
   }
+}
+
+/**
+ * A trace finding with the NBD connection it belongs to (`undefined` for the capture as a whole).
+ *
+ * @example
+ * ```ts
+ * import type { ConnectionFinding } from "@nbd/codec/trace";
+ * const f: ConnectionFinding = { connection: undefined, finding: { code: "truncated", offset: 24,
+ *   rule: "capture-truncated", message: "the capture ends inside a record" } };
+ * console.log(f.finding.rule); // "capture-truncated"
+ * ```
+ */
+export interface ConnectionFinding {
+  /** The NBD connection's number, or `undefined`. */
+  readonly connection: number | undefined;
+  /** The finding. */
+  readonly finding: TraceFinding;
+}
+
+/**
+ * Everything {@link dissectCapture} found in a capture.
+ *
+ * @example
+ * ```ts
+ * import type { DissectedCapture } from "@nbd/codec/trace";
+ * const count = (d: DissectedCapture) => d.events.length;
+ * console.log(typeof count);
+ * ```
+ */
+export interface DissectedCapture {
+  /** Every NBD event, in conversation order, with packets and times. */
+  readonly events: readonly TraceEvent[];
+  /** Findings about the capture file and the TCP streams. */
+  readonly findings: readonly ConnectionFinding[];
+  /** Every NBD connection, in the order they ended. */
+  readonly connections: readonly TraceConnection[];
+}
+
+/**
+ * Decodes a whole capture (pcap or pcapng) held in memory: every NBD frame of every connection, each with
+ * its packet numbers, time, endpoints and, for replies, its request's packet and the response time. The
+ * events' payloads are views of `bytes`. Throws `NbdDecodeError` when `bytes` is not a capture; a capture
+ * cut inside a record gives a finding.
+ *
+ * @example
+ * ```ts
+ * import { dissectCapture } from "@nbd/codec/trace";
+ * // A pcap file with no packets (Ethernet); read a real one with Deno.readFile or fs.readFileSync.
+ * const empty = "d4c3b2a1020004000000000000000000ffff000001000000";
+ * const { events, connections } = dissectCapture(Uint8Array.from(empty.match(/../g)!, (h) => parseInt(h, 16)));
+ * console.log(events.length, connections.length); // 0 0
+ * ```
+ */
+export function dissectCapture(bytes: Uint8Array, options?: CaptureDissectorOptions): DissectedCapture {
+  const events: TraceEvent[] = [];
+  const findings: ConnectionFinding[] = [];
+  const connections: TraceConnection[] = [];
+  const d = new CaptureDissector({
+    event: (e) => events.push(e),
+    traceFinding: (finding, connection) => findings.push({ connection, finding }),
+    connectionEnd: (c) => connections.push(c),
+  }, options);
+  d.push(bytes);
+  d.end();
+  return { events, findings, connections };
 }
