@@ -54,4 +54,5 @@ export {
   formatEventText,
   type JsonObject,
   type JsonValue,
+  type TextOptions,
 } from "./codec/format.ts";

@@ -24,3 +24,6 @@ export * from "./codec/capture.ts";
 export * from "./codec/tcp.ts";
 export * from "./codec/trace_event.ts";
 export * from "./codec/dissector.ts";
+export * from "./codec/trace_filter.ts";
+export * from "./codec/trace_stats.ts";
+export { formatEndpoint, formatEventSummary, formatNanoseconds, type TextOptions } from "./codec/format.ts";

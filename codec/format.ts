@@ -1400,7 +1400,7 @@ function summaryFields(e: ConversationFrame): string {
  *
  * @example
  * ```ts
- * import { formatEventSummary } from "@nbd/codec";
+ * import { formatEventSummary } from "@nbd/codec/trace";
  * console.log(formatEventSummary({
  *   event: "frame", connection: 0, direction: "c2s", frameOffset: 104, frameLength: 28, findings: [],
  *   frame: { type: "request", extended: false, flags: 0, command: 0, cookie: 7n, offset: 4096n, length: 4096n },
