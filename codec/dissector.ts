@@ -374,6 +374,7 @@ export class CaptureDissector {
   #last: ConnState | undefined = undefined;
   /** Sequence number of the chunk being pushed (0 before the first). */
   #seq = 0;
+  #origin: { readonly seconds: number; readonly nanoseconds: number } | undefined = undefined;
 
   /**
    * @param sink receives events and trace findings
@@ -442,7 +443,15 @@ export class CaptureDissector {
     return this.#reader.unconsumed;
   }
 
+  /** The capture's first packet's time, once there is one: what relative times count from. */
+  get origin(): { readonly seconds: number; readonly nanoseconds: number } | undefined {
+    return this.#origin;
+  }
+
   #packet(packet: CapturePacket): void {
+    if (this.#origin === undefined) {
+      this.#origin = { seconds: packet.seconds, nanoseconds: packet.nanoseconds };
+    }
     const events = this.#tcp.push(packet);
     for (let i = 0; i < events.length; i++) this.#tcpEvent(events[i]!);
   }
