@@ -694,7 +694,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       out.add((json === undefined ? formatEventJsonLine(e) : JSON.stringify(json)) + "\n");
       return;
     }
-    if (e.packet !== undefined) timeOptions(e);
+    if (e.packet !== undefined && (hot === undefined || a.time === "delta")) timeOptions(e);
     if (a.summary) out.add(formatEventSummary(e, textOptions) + "\n");
     else {
       if (e.client !== undefined && introduced[e.connection] !== true) {

@@ -210,23 +210,21 @@ class Retained {
  * completed.
  */
 class Packets {
-  /** Stream offset of each run's first byte. */
-  readonly starts: number[] = [];
-  readonly numbers: number[] = [];
-  readonly seconds: number[] = [];
-  readonly nanos: number[] = [];
+  /** Per run, four numbers: stream offset of its first byte, packet number, seconds, nanoseconds. */
+  runs: Float64Array = new Float64Array(64);
+  /** Runs in use, from index `first`. */
+  count = 0;
   first = 0;
   /** Stream offset of the next byte given to the decoder (gaps included). */
   next = 0;
+  /** Stream offset up to which events have covered the bytes. */
+  consumed = 0;
   #off = false;
 
   /** The decoder keeps no more bytes of this direction (see {@link Retained.opaque}). */
   opaque(): void {
     this.#off = true;
-    this.starts.length = 0;
-    this.numbers.length = 0;
-    this.seconds.length = 0;
-    this.nanos.length = 0;
+    this.count = 0;
     this.first = 0;
   }
 
@@ -234,12 +232,33 @@ class Packets {
     const at = this.next;
     this.next = at + length;
     if (this.#off) return;
-    const n = this.numbers.length;
-    if (n > this.first && this.numbers[n - 1] === packet) return;
-    this.starts.push(at);
-    this.numbers.push(packet);
-    this.seconds.push(seconds);
-    this.nanos.push(nanoseconds);
+    let n = this.count;
+    // Every byte before these was covered by an event: no earlier run is needed any more (the usual case,
+    // a frame or more per packet, keeps one run).
+    if (this.consumed >= at) {
+      n = 0;
+      this.first = 0;
+    } else if (n > this.first && this.runs[(n - 1) * 4 + 1] === packet) return;
+    let runs = this.runs;
+    if ((n + 1) * 4 > runs.length) {
+      const f = this.first;
+      if (f * 2 >= n) {
+        // Move the live runs to the front.
+        runs.copyWithin(0, f * 4, n * 4);
+        n -= f;
+        this.first = 0;
+      } else {
+        const bigger = new Float64Array(runs.length * 2);
+        bigger.set(runs.subarray(0, n * 4));
+        this.runs = runs = bigger;
+      }
+    }
+    const o = n * 4;
+    runs[o] = at;
+    runs[o + 1] = packet;
+    runs[o + 2] = seconds;
+    runs[o + 3] = nanoseconds;
+    this.count = n + 1;
   }
 
   gap(length: number): void {
@@ -248,36 +267,35 @@ class Packets {
 
   /** The index of the run holding stream offset `at` (or the nearest before it), -1 when there is none. */
   find(at: number): number {
-    const starts = this.starts;
-    const n = starts.length;
+    const runs = this.runs;
+    const n = this.count;
     let i = this.first;
     if (i >= n) return -1;
-    while (i + 1 < n && starts[i + 1]! <= at) i++;
-    if (i > 64 && i * 2 > n) {
-      starts.splice(0, i);
-      this.numbers.splice(0, i);
-      this.seconds.splice(0, i);
-      this.nanos.splice(0, i);
-      i = 0;
-    }
+    while (i + 1 < n && runs[(i + 1) * 4]! <= at) i++;
     this.first = i;
     return i;
   }
 
   /** The index of the run holding `at`, searching forward from run `from`. */
   findFrom(from: number, at: number): number {
-    const starts = this.starts;
+    const runs = this.runs;
+    const n = this.count;
     let i = from;
-    while (i + 1 < starts.length && starts[i + 1]! <= at) i++;
+    while (i + 1 < n && runs[(i + 1) * 4]! <= at) i++;
     return i;
   }
-}
 
-/** The packet and time of a request, until its reply ends. */
-interface Sent {
-  readonly packet: number;
-  readonly seconds: number;
-  readonly nanoseconds: number;
+  number(i: number): number {
+    return this.runs[i * 4 + 1]!;
+  }
+
+  seconds(i: number): number {
+    return this.runs[i * 4 + 2]!;
+  }
+
+  nanoseconds(i: number): number {
+    return this.runs[i * 4 + 3]!;
+  }
 }
 
 /** Requests waiting for their reply are kept up to this many per connection (oldest dropped first). */
@@ -294,8 +312,14 @@ interface Live {
   readonly retained: { readonly c2s: Retained; readonly s2c: Retained };
   /** The packets of each decoder direction an event may still cover. */
   readonly packets: { readonly c2s: Packets; readonly s2c: Packets };
-  /** Requests waiting for their reply, by the request frame the conversation decoder links replies to. */
-  readonly sent: Map<Request, Sent>;
+  /**
+   * Requests waiting for their reply (their events, which hold their packet and time), by the request
+   * frame the conversation decoder links replies to; the newest one is in `lastRequest`/`lastSent` instead,
+   * so that traffic with one request at a time needs no map operation.
+   */
+  readonly sent: Map<Request, Building>;
+  lastRequest: Request | undefined;
+  lastSent: Building | undefined;
   readonly client: TcpEndpoint;
   readonly server: TcpEndpoint;
   firstPacket: number;
@@ -515,14 +539,15 @@ export class CaptureDissector {
         end = start + e.length;
       }
       dir.consumed(end);
+      if (end > packets.consumed) packets.consumed = end;
       // The packets first: the event's runs are dropped when the direction turns opaque below.
       const a = packets.find(start);
       if (a >= 0) {
         const b = end - 1 > start ? packets.findFrom(a, end - 1) : a;
-        e.packet = packets.numbers[b]!;
-        e.firstPacket = packets.numbers[a]!;
-        e.seconds = packets.seconds[b]!;
-        e.nanoseconds = packets.nanos[b]!;
+        e.packet = packets.number(b);
+        e.firstPacket = packets.number(a);
+        e.seconds = packets.seconds(b);
+        e.nanoseconds = packets.nanoseconds(b);
       }
       e.client = live.client;
       e.server = live.server;
@@ -534,15 +559,22 @@ export class CaptureDissector {
             packets.opaque();
           } else if (a >= 0) this.#sent(live, f, e);
         } else if (e.request !== undefined && (f.type === "simple-reply" || f.type === "reply-chunk")) {
-          const sent = live.sent.get(e.request);
+          const r = e.request;
+          const last = r === live.lastRequest;
+          const sent = last ? live.lastSent : live.sent.get(r);
           if (sent !== undefined) {
-            e.requestPacket = sent.packet;
-            e.requestSeconds = sent.seconds;
-            e.requestNanoseconds = sent.nanoseconds;
-            if (a >= 0) {
-              e.responseNanoseconds = (e.seconds! - sent.seconds) * 1e9 + (e.nanoseconds! - sent.nanoseconds);
+            const ss = sent.seconds!;
+            const sn = sent.nanoseconds!;
+            e.requestPacket = sent.packet!;
+            e.requestSeconds = ss;
+            e.requestNanoseconds = sn;
+            if (a >= 0) e.responseNanoseconds = (e.seconds! - ss) * 1e9 + (e.nanoseconds! - sn);
+            if (f.type === "simple-reply" || (f.flags & DONE) !== 0) {
+              if (last) {
+                live.lastRequest = undefined;
+                live.lastSent = undefined;
+              } else live.sent.delete(r);
             }
-            if (f.type === "simple-reply" || (f.flags & DONE) !== 0) live.sent.delete(e.request);
           }
         }
       } else if (e.notice !== "truncated") {
@@ -553,11 +585,16 @@ export class CaptureDissector {
     }
   }
 
-  /** Remembers a request's packet and time for its reply. */
+  /** Remembers a request's event (its packet and time) for its reply. */
   #sent(live: Live, request: Request, e: Building): void {
-    const sent = live.sent;
-    sent.set(request, { packet: e.packet!, seconds: e.seconds!, nanoseconds: e.nanoseconds! });
-    if (sent.size > MAX_SENT) sent.delete(sent.keys().next().value!);
+    const previous = live.lastRequest;
+    if (previous !== undefined) {
+      const sent = live.sent;
+      sent.set(previous, live.lastSent!);
+      if (sent.size > MAX_SENT) sent.delete(sent.keys().next().value!);
+    }
+    live.lastRequest = request;
+    live.lastSent = e;
   }
 
   #tcpEvent(ev: TcpEvent): void {
@@ -686,6 +723,8 @@ export class CaptureDissector {
       retained: { c2s: new Retained(), s2c: new Retained() },
       packets: { c2s: new Packets(), s2c: new Packets() },
       sent: new Map(),
+      lastRequest: undefined,
+      lastSent: undefined,
       client: swap ? info.server : info.client,
       server: swap ? info.client : info.server,
       firstPacket: 0,

@@ -1125,11 +1125,14 @@ function putNumber(b: Uint8Array, p: number, v: number): number {
 
 /** Nine digits of `v` (0..999999999), zero-padded. */
 function putNine(b: Uint8Array, p: number, v: number): number {
-  for (let q = p + 8; q >= p; q--) {
-    const r = v % 10;
-    b[q] = 48 + r;
-    v = (v - r) / 10;
+  // Four pairs from the right (p+7..p+8, p+5..p+6, p+3..p+4, p+1..p+2), then the first digit.
+  for (let q = p + 7; q > p; q -= 2) {
+    const r = v % 100;
+    v = (v - r) / 100;
+    b[q] = TWO_DIGITS[r * 2]!;
+    b[q + 1] = TWO_DIGITS[r * 2 + 1]!;
   }
+  b[p] = 48 + v;
   return p + 9;
 }
 
@@ -1140,6 +1143,13 @@ function putNanos(b: Uint8Array, p: number, ns: number): number {
   p = putNumber(b, p, (ns - r) / 1e9);
   b[p] = 46; // "."
   return putNine(b, p + 1, r);
+}
+
+/** A duration below one second, in nanoseconds (0..999999999), as {@link formatNanoseconds} writes it. */
+function putNanosSmall(b: Uint8Array, p: number, ns: number): number {
+  b[p] = 48; // "0"
+  b[p + 1] = 46; // "."
+  return putNine(b, p + 2, ns);
 }
 
 /** The capture's part of the header line, as {@link traceHead} writes it. */
@@ -1302,7 +1312,13 @@ export function writeHotFrameText(
   const t = (event as TraceInfo).responseNanoseconds;
   if (t !== undefined) {
     p = put(b, p, B_TIME_SINCE);
-    p = putNanos(b, p, t);
+    // Small integers (seconds and nanoseconds apart) when the response time is what the two timestamps
+    // say, as the dissector gives it: cheaper than dividing a large double.
+    const e = event as TraceInfo;
+    const ds = (e.seconds ?? 0) - (e.requestSeconds ?? 0);
+    const dn = (e.nanoseconds ?? 0) - (e.requestNanoseconds ?? 0);
+    if (ds === 0 && dn >= 0 && dn === t) p = putNanosSmall(b, p, dn);
+    else p = putNanos(b, p, t);
     p = put(b, p, B_SECONDS_END);
     b[p - 1] = 93; // "]" in place of ")"
   } else b[p++] = 93;
