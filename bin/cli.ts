@@ -461,7 +461,12 @@ function traceFindingJson(f: TraceFinding, connection: number | undefined): Json
   const o: JsonObject = { kind: "capture" };
   if (connection !== undefined) o.connection = connection;
   if (f.direction !== undefined) o.direction = f.direction;
-  if (f.packet !== undefined) o.packet = f.packet;
+  // `packet` is the 0-based index it always was (the schema only gains keys); `packetNumber` counts from 1,
+  // as frames' `packet` and Wireshark do.
+  if (f.packet !== undefined) {
+    o.packet = f.packet;
+    o.packetNumber = f.packet + 1;
+  }
   if (f.streamOffset !== undefined) o.streamOffset = f.streamOffset;
   o.findings = [{ code: f.code, offset: f.offset, rule: f.rule, message: f.message }];
   return o;
@@ -471,7 +476,7 @@ function traceFindingText(f: TraceFinding, connection: number | undefined): stri
   const where = [
     connection === undefined ? "capture" : `connection ${connection}`,
     ...(f.direction === undefined ? [] : [f.direction]),
-    ...(f.packet === undefined ? [] : [`packet ${f.packet}`]),
+    ...(f.packet === undefined ? [] : [`packet ${f.packet + 1}`]),
   ].join(", ");
   return `Capture finding: ${where}\n    [Finding] ${f.code} at ${f.offset}: ${f.message} (rule ${f.rule})`;
 }

@@ -703,6 +703,11 @@ describe("nbd-codec dissect on synthetic captures", () => {
       .toEqual([
         ["c2s", 26, "tcp-retransmission-mismatch"],
       ]);
+    // `packet` keeps its 0-based meaning (the schema only gains keys); `packetNumber` and the text count from 1.
+    const f = found[0]!;
+    expect(f.packetNumber).toBe((f.packet as number) + 1);
+    const text = await run("dissect", differs);
+    expect(text.stdout).toContain(`Capture finding: connection 0, c2s, packet ${f.packetNumber}\n`);
   });
 
   test("a clean conversation on port 10809 passes --strict", async () => {
