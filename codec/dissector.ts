@@ -384,7 +384,22 @@ function flip(d: Direction): Direction {
 
 /**
  * Streams a pcap or pcapng capture through the capture reader, the TCP reassembler and one conversation
- * decoder per NBD connection. Push the file in chunks of any size, then call {@link end}.
+ * decoder per NBD connection. Push the file in chunks of any size, then call {@link end}. Each event reaches
+ * the sink as soon as the packet that completes it is processed, with its packets, time, endpoints and, for
+ * replies, its request's packet and the response time (see `TraceInfo`).
+ *
+ * @example
+ * ```ts
+ * import { CaptureDissector, type TraceEvent } from "@nbd/codec/trace";
+ * const events: TraceEvent[] = [];
+ * const d = new CaptureDissector({ event: (e) => events.push(e), traceFinding: () => {} });
+ * // An empty pcap (Ethernet), pushed in two pieces as a pipe might deliver it.
+ * const file = Uint8Array.from("d4c3b2a1020004000000000000000000ffff000001000000".match(/../g)!, (h) => parseInt(h, 16));
+ * d.push(file.subarray(0, 10));
+ * d.push(file.subarray(10));
+ * d.end();
+ * console.log(d.format, events.length); // "pcap" 0
+ * ```
  */
 export class CaptureDissector {
   readonly #reader: CaptureReader;
@@ -401,7 +416,9 @@ export class CaptureDissector {
   #origin: { readonly seconds: number; readonly nanoseconds: number } | undefined = undefined;
 
   /**
-   * @param sink receives events and trace findings
+   * Creates a dissector that sends what it finds to `sink`.
+   *
+   * @param sink receives events, trace findings and (optionally) each connection's summary
    * @param options the server port
    */
   constructor(sink: DissectSink, options?: CaptureDissectorOptions) {

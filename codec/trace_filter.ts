@@ -42,6 +42,8 @@ export class FilterSyntaxError extends SyntaxError {
   readonly column: number;
 
   /**
+   * Creates the error.
+   *
    * @param message what is wrong
    * @param column 1-based column
    */
