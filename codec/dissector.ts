@@ -298,6 +298,13 @@ class Packets {
   }
 }
 
+/** The packet and time of a request that waits for its reply (not its event: that holds payload views). */
+interface Sent {
+  readonly packet: number;
+  readonly seconds: number;
+  readonly nanoseconds: number;
+}
+
 /** Requests waiting for their reply are kept up to this many per connection (oldest dropped first). */
 const MAX_SENT = 65536;
 
@@ -313,13 +320,16 @@ interface Live {
   /** The packets of each decoder direction an event may still cover. */
   readonly packets: { readonly c2s: Packets; readonly s2c: Packets };
   /**
-   * Requests waiting for their reply (their events, which hold their packet and time), by the request
-   * frame the conversation decoder links replies to; the newest one is in `lastRequest`/`lastSent` instead,
-   * so that traffic with one request at a time needs no map operation.
+   * Requests waiting for their reply (their packet and time), by the request frame the conversation decoder
+   * links replies to; the newest one is in `lastRequest` and the three numbers after it instead, so that
+   * traffic with one request at a time needs no map operation and no allocation. (Not the request's event:
+   * it may hold views of read chunks, which would then stay alive.)
    */
-  readonly sent: Map<Request, Building>;
+  readonly sent: Map<Request, Sent>;
   lastRequest: Request | undefined;
-  lastSent: Building | undefined;
+  lastPacketOfRequest: number;
+  lastSecondsOfRequest: number;
+  lastNanosOfRequest: number;
   readonly client: TcpEndpoint;
   readonly server: TcpEndpoint;
   firstPacket: number;
@@ -577,20 +587,30 @@ export class CaptureDissector {
           } else if (a >= 0) this.#sent(live, f, e);
         } else if (e.request !== undefined && (f.type === "simple-reply" || f.type === "reply-chunk")) {
           const r = e.request;
+          let rp = 0;
+          let ss = 0;
+          let sn = 0;
           const last = r === live.lastRequest;
-          const sent = last ? live.lastSent : live.sent.get(r);
-          if (sent !== undefined) {
-            const ss = sent.seconds!;
-            const sn = sent.nanoseconds!;
-            e.requestPacket = sent.packet!;
+          if (last) {
+            rp = live.lastPacketOfRequest;
+            ss = live.lastSecondsOfRequest;
+            sn = live.lastNanosOfRequest;
+          } else {
+            const sent = live.sent.get(r);
+            if (sent !== undefined) {
+              rp = sent.packet;
+              ss = sent.seconds;
+              sn = sent.nanoseconds;
+            }
+          }
+          if (rp !== 0) {
+            e.requestPacket = rp;
             e.requestSeconds = ss;
             e.requestNanoseconds = sn;
             if (a >= 0) e.responseNanoseconds = (e.seconds! - ss) * 1e9 + (e.nanoseconds! - sn);
             if (f.type === "simple-reply" || (f.flags & DONE) !== 0) {
-              if (last) {
-                live.lastRequest = undefined;
-                live.lastSent = undefined;
-              } else live.sent.delete(r);
+              if (last) live.lastRequest = undefined;
+              else live.sent.delete(r);
             }
           }
         }
@@ -602,16 +622,22 @@ export class CaptureDissector {
     }
   }
 
-  /** Remembers a request's event (its packet and time) for its reply. */
+  /** Remembers a request's packet and time for its reply. */
   #sent(live: Live, request: Request, e: Building): void {
     const previous = live.lastRequest;
     if (previous !== undefined) {
       const sent = live.sent;
-      sent.set(previous, live.lastSent!);
+      sent.set(previous, {
+        packet: live.lastPacketOfRequest,
+        seconds: live.lastSecondsOfRequest,
+        nanoseconds: live.lastNanosOfRequest,
+      });
       if (sent.size > MAX_SENT) sent.delete(sent.keys().next().value!);
     }
     live.lastRequest = request;
-    live.lastSent = e;
+    live.lastPacketOfRequest = e.packet!;
+    live.lastSecondsOfRequest = e.seconds!;
+    live.lastNanosOfRequest = e.nanoseconds!;
   }
 
   #tcpEvent(ev: TcpEvent): void {
@@ -741,7 +767,9 @@ export class CaptureDissector {
       packets: { c2s: new Packets(), s2c: new Packets() },
       sent: new Map(),
       lastRequest: undefined,
-      lastSent: undefined,
+      lastPacketOfRequest: 0,
+      lastSecondsOfRequest: 0,
+      lastNanosOfRequest: 0,
       client: swap ? info.server : info.client,
       server: swap ? info.client : info.server,
       firstPacket: 0,
