@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import { ByteOutput, main } from "../bin/cli.ts";
@@ -1009,7 +1010,7 @@ describe("nbd-codec as a process", () => {
     const c = await spawnCli(["dissect", "-", "--summary"], "pipe");
     c.child.stdin!.write(bytes.subarray(0, ends[23]!));
     await c.waitFor(/^24 /m);
-    c.child.kill("SIGINT");
+    process.kill(c.child.pid!, "SIGINT");
     expect(await c.exited).toBe(0);
     const lines = c.out().trimEnd().split("\n");
     expect(lines.at(-1)).toMatch(/^24 .*NBD_SIMPLE_REPLY cookie=1/);
@@ -1020,7 +1021,7 @@ describe("nbd-codec as a process", () => {
     const c = await spawnCli(["dissect", "-", "--json"], "pipe");
     c.child.stdin!.write(bytes.subarray(0, ends[5]!));
     await c.waitFor(/"packet":6,/);
-    c.child.kill("SIGTERM");
+    process.kill(c.child.pid!, "SIGTERM");
     expect(await c.exited).toBe(0);
     c.child.stdin!.destroy();
   }, 120_000);
