@@ -1185,7 +1185,8 @@ function putTraceHead(
     ds--;
     dn += 1e9;
   }
-  if (ds < 0 || dn < 0 || !Number.isSafeInteger(ds) || !Number.isSafeInteger(dn)) {
+  // Nine digits only for what a capture gives (nanoseconds below 1e9); anything else as the text formatter.
+  if (ds < 0 || dn < 0 || dn >= 1e9 || !Number.isSafeInteger(ds) || !Number.isSafeInteger(dn)) {
     p = put(b, p, ENCODER.encode(sinceText(s, ns, os, ons)));
   } else {
     p = putNumber(b, p, ds);
@@ -1317,7 +1318,7 @@ export function writeHotFrameText(
     const e = event as TraceInfo;
     const ds = (e.seconds ?? 0) - (e.requestSeconds ?? 0);
     const dn = (e.nanoseconds ?? 0) - (e.requestNanoseconds ?? 0);
-    if (ds === 0 && dn >= 0 && dn === t) p = putNanosSmall(b, p, dn);
+    if (ds === 0 && dn >= 0 && dn < 1e9 && dn === t) p = putNanosSmall(b, p, dn);
     else p = putNanos(b, p, t);
     p = put(b, p, B_SECONDS_END);
     b[p - 1] = 93; // "]" in place of ")"

@@ -74,7 +74,12 @@ const seconds = fc.oneof(
   fc.integer({ min: 1_700_000_000, max: 1_700_000_003 }),
   fc.integer({ min: 0, max: 2 ** 33 }),
 );
-const nanos = fc.oneof(fc.integer({ min: 0, max: 999_999_999 }), fc.constantFrom(0, 1, 999_999_999));
+const nanos = fc.oneof(
+  fc.integer({ min: 0, max: 999_999_999 }),
+  fc.constantFrom(0, 1, 999_999_999),
+  // Not from a capture, but formatted all the same.
+  fc.constantFrom(1_000_000_000, 2_500_000_123),
+);
 const packetNumber = fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 2 ** 32 }));
 const traceInfo: fc.Arbitrary<TraceInfo> = fc
   .record({ packet: packetNumber, back: fc.integer({ min: 0, max: 3 }), s: seconds, ns: nanos })
