@@ -59,6 +59,7 @@ export {
   formatEventText,
   type JsonObject,
   type JsonValue,
+  type TextOptions,
 } from "./codec/format.ts";
 export * from "./codec/json.ts";
 export * from "./codec/vectors.ts";

@@ -13,13 +13,21 @@ import { decodeConversation } from "../codec/conversation.ts";
 import { isNbdDecodeError } from "../codec/errors.ts";
 import type { ConversationEvent } from "../codec/events.ts";
 import {
+  formatEndpoint,
+  formatEventJson,
   formatEventJsonLine,
+  formatEventSummary,
   formatEventText,
+  type HotTime,
   type JsonObject,
   NO_ROOM,
+  type TextOptions,
   writeHotFrameText,
 } from "../codec/format.ts";
-import { CaptureDissector, NBD_PORT } from "./dissect.ts";
+import { CaptureDissector, NBD_PORT } from "../codec/dissector.ts";
+import { compileFilter, type EventFilter, FilterSyntaxError } from "../codec/trace_filter.ts";
+import { statsJson, statsText, TraceStats } from "../codec/trace_stats.ts";
+import type { TraceEvent } from "../codec/trace_event.ts";
 import { conformMain } from "./conform.ts";
 
 /** Where the command line writes. */
@@ -41,6 +49,13 @@ export interface CliIo {
 export interface CliEnvironment {
   /** The package's root directory (holding `vectors/captures/`), to find the bundled capture. */
   readonly root?: string | undefined;
+  /**
+   * Standard input is a pipe, a socket or a file (not a terminal): without a capture argument, `dissect`
+   * and `stats` read it. Default false (in-process callers: the bundled sample).
+   */
+  readonly stdinIsInput?: boolean;
+  /** Aborted on SIGINT or SIGTERM: the run stops reading, writes what was decoded and returns 0. */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -62,8 +77,12 @@ const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
 const FLUSH_SIZE = 64 * 1024;
 
 const USAGE = `Usage:
-  nbd-codec dissect [CAPTURE | -] [--port N] [--json] [--strict]
-  nbd-codec dissect --c2s CLIENT.bin --s2c SERVER.bin [--json] [--strict]
+  nbd-codec dissect [CAPTURE | -] [--port N] [--json | --summary] [--time MODE] [--filter EXPR]
+                    [--count N] [--strict]
+  nbd-codec dissect --c2s CLIENT.bin --s2c SERVER.bin [--json | --summary] [--filter EXPR] [--count N]
+                    [--strict]
+  nbd-codec stats [CAPTURE | -] [--port N] [--json]
+  nbd-codec vectors [--out DIR] | --check FILE [--json]
   nbd-codec conform server URI | client --port N | list   (see nbd-codec conform --help)
   nbd-codec --help
 
@@ -72,20 +91,34 @@ Decodes every NBD (Network Block Device) frame of a capture and prints each one 
 Commands:
   dissect           Decode CAPTURE, a pcap or pcapng file: every NBD connection, found by its TCP port
                     (10809, or --port) or by its first bytes (a server greeting starting with NBDMAGIC, a
-                    client's IHAVEOPT or request magic). "-" reads the capture from standard input
-                    (tcpdump -w - ... | nbd-codec dissect -). Without CAPTURE, the sample capture bundled
-                    in vectors/captures/ (qemu 10, extended headers).
+                    client's IHAVEOPT or request magic). Each frame shows its packet number, time and, for
+                    replies, its request's packet and the time since it. "-" reads the capture from
+                    standard input (tcpdump -U -w - ... | nbd-codec dissect -), and so does no CAPTURE when
+                    standard input is not a terminal: each packet's frames are written as soon as it is
+                    read, and Ctrl-C (SIGINT) or SIGTERM ends the run after writing what was decoded.
+                    Without CAPTURE or input, the sample capture bundled in vectors/captures/ (qemu 10,
+                    extended headers).
+  stats             Per NBD connection of CAPTURE: endpoints, duration, what was negotiated, commands,
+                    errors, bytes read and written, the most requests in flight, response times per command
+                    (count, min, median, p90, p99, max) and findings by rule.
 
 Options:
   --port N          The NBD server port (default 10809).
   --c2s FILE        Client-to-server bytes of one connection (raw stream); needs --s2c, excludes CAPTURE.
   --s2c FILE        Server-to-client bytes of the same connection.
   --json            Print one JSON object per frame (JSON Lines) instead of text; see docs/dissect.md.
+                    With stats: one JSON object for the whole report.
+  --summary         One line per frame: packet, time, endpoints, command or kind and main fields.
+  --time MODE       How times are shown: relative (default: seconds since the capture's first packet),
+                    absolute (UTC date and time), delta (seconds since the previous frame shown).
+  --filter EXPR     Show only frames whose JSON fields match EXPR, e.g.
+                    'command == NBD_CMD_WRITE and responseTime > 0.001'; see docs/dissect.md.
+  --count N         Stop after N frames shown.
   --strict          Exit with status 1 when any spec violation was found (all frames are still printed).
   -h, --help        Show this help.
 
-Exit status: 0 decoding completed (findings are allowed), 1 --strict met a violation, 2 bad arguments or
-unreadable input.
+Exit status: 0 decoding completed (findings are allowed; also after SIGINT or SIGTERM), 1 --strict met a
+violation, 2 bad arguments (a bad --filter expression too) or unreadable input.
 `;
 
 class UsageError extends Error {}
@@ -98,9 +131,16 @@ interface DissectArgs {
   port: number;
   json: boolean;
   strict: boolean;
+  summary: boolean;
+  time: "relative" | "absolute" | "delta";
+  filter: EventFilter | undefined;
+  count: number | undefined;
 }
 
-function parseDissect(args: readonly string[]): DissectArgs | "help" {
+/** A --filter expression that does not parse: the message shows the expression and points at the error. */
+class FilterError extends Error {}
+
+function parseDissect(args: readonly string[], command: "dissect" | "stats"): DissectArgs | "help" {
   const out: DissectArgs = {
     capture: undefined,
     c2s: undefined,
@@ -108,7 +148,15 @@ function parseDissect(args: readonly string[]): DissectArgs | "help" {
     port: NBD_PORT,
     json: false,
     strict: false,
+    summary: false,
+    time: "relative",
+    filter: undefined,
+    count: undefined,
   };
+  const dissectOnly = (a: string): void => {
+    if (command !== "dissect") throw new UsageError(`${a} applies to dissect, not to ${command}`);
+  };
+  let timeGiven = false;
   let portGiven = false;
   for (let i = 0; i < args.length; i++) {
     let a = args[i]!;
@@ -137,8 +185,47 @@ function parseDissect(args: readonly string[]): DissectArgs | "help" {
         break;
       case "--strict":
         noValue();
+        dissectOnly(a);
         out.strict = true;
         break;
+      case "--summary":
+        noValue();
+        dissectOnly(a);
+        out.summary = true;
+        break;
+      case "--time": {
+        dissectOnly(a);
+        const v = takeValue();
+        if (v !== "relative" && v !== "absolute" && v !== "delta") {
+          throw new UsageError(`--time ${v} is not one of relative, absolute, delta`);
+        }
+        out.time = v;
+        timeGiven = true;
+        break;
+      }
+      case "--count": {
+        dissectOnly(a);
+        const v = takeValue();
+        const n = Number(v);
+        if (!/^[0-9]+$/.test(v) || n < 1 || !Number.isSafeInteger(n)) {
+          throw new UsageError(`--count ${v} is not a positive number`);
+        }
+        out.count = n;
+        break;
+      }
+      case "--filter": {
+        dissectOnly(a);
+        const v = takeValue();
+        try {
+          out.filter = compileFilter(v);
+        } catch (e) {
+          if (!(e instanceof FilterSyntaxError)) throw e;
+          throw new FilterError(
+            `--filter: ${e.message} at column ${e.column}\n    ${v}\n    ${" ".repeat(e.column - 1)}^`,
+          );
+        }
+        break;
+      }
       case "--port": {
         const v = takeValue();
         const n = Number(v);
@@ -150,9 +237,11 @@ function parseDissect(args: readonly string[]): DissectArgs | "help" {
         break;
       }
       case "--c2s":
+        dissectOnly(a);
         out.c2s = takeValue();
         break;
       case "--s2c":
+        dissectOnly(a);
         out.s2c = takeValue();
         break;
       default:
@@ -172,6 +261,10 @@ function parseDissect(args: readonly string[]): DissectArgs | "help" {
   if (out.c2s !== undefined && portGiven) {
     throw new UsageError("--port applies to captures, not to --c2s/--s2c");
   }
+  if (out.c2s !== undefined && timeGiven) {
+    throw new UsageError("--time applies to captures, not to --c2s/--s2c (raw streams have no times)");
+  }
+  if (out.json && out.summary) throw new UsageError("give either --json or --summary, not both");
   return out;
 }
 
@@ -234,7 +327,7 @@ interface Output {
   /** Adds text to write. */
   add(text: string): void;
   /** Adds the text of a request or simple reply and a blank line when it can write it as bytes. */
-  addHot(e: ConversationEvent, n: number): boolean;
+  addHot(e: ConversationEvent, n: number, time: HotTime | undefined): boolean;
   /** Whether a flush is due (about {@link FLUSH_SIZE} or more waits). */
   readonly full: boolean;
   /** Writes everything added so far. */
@@ -336,11 +429,11 @@ export class ByteOutput implements Output {
    * without building a string (in a fresh buffer when the current one may lack room); false for events the
    * byte writer leaves to {@link formatEventText}.
    */
-  addHot(e: ConversationEvent, n: number): boolean {
-    let p = writeHotFrameText(e, n, this.#buffer, this.#used);
+  addHot(e: ConversationEvent, n: number, time?: HotTime): boolean {
+    let p = writeHotFrameText(e, n, this.#buffer, this.#used, time);
     if (p === NO_ROOM && this.#used > 0) {
       this.#next();
-      p = writeHotFrameText(e, n, this.#buffer, 0);
+      p = writeHotFrameText(e, n, this.#buffer, 0, time);
     }
     if (p < 0) return false;
     this.#used = p;
@@ -371,7 +464,12 @@ function traceFindingJson(f: TraceFinding, connection: number | undefined): Json
   const o: JsonObject = { kind: "capture" };
   if (connection !== undefined) o.connection = connection;
   if (f.direction !== undefined) o.direction = f.direction;
-  if (f.packet !== undefined) o.packet = f.packet;
+  // `packet` is the 0-based index it always was (the schema only gains keys); `packetNumber` counts from 1,
+  // as frames' `packet` and Wireshark do.
+  if (f.packet !== undefined) {
+    o.packet = f.packet;
+    o.packetNumber = f.packet + 1;
+  }
   if (f.streamOffset !== undefined) o.streamOffset = f.streamOffset;
   o.findings = [{ code: f.code, offset: f.offset, rule: f.rule, message: f.message }];
   return o;
@@ -381,9 +479,170 @@ function traceFindingText(f: TraceFinding, connection: number | undefined): stri
   const where = [
     connection === undefined ? "capture" : `connection ${connection}`,
     ...(f.direction === undefined ? [] : [f.direction]),
-    ...(f.packet === undefined ? [] : [`packet ${f.packet}`]),
+    ...(f.packet === undefined ? [] : [`packet ${f.packet + 1}`]),
   ].join(", ");
   return `Capture finding: ${where}\n    [Finding] ${f.code} at ${f.offset}: ${f.message} (rule ${f.rule})`;
+}
+
+/** Resolves when `signal` aborts (never without one). */
+function aborted(signal: AbortSignal | undefined): Promise<"aborted"> {
+  return new Promise((resolve) => {
+    if (signal === undefined) return;
+    if (signal.aborted) resolve("aborted");
+    else signal.addEventListener("abort", () => resolve("aborted"), { once: true });
+  });
+}
+
+/** One read of `fd` on the thread pool, so that signals are handled while it waits. */
+function readAsync(fd: number, buffer: Uint8Array, offset: number, length: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buffer, offset, length, null, (err, n) => (err === null ? resolve(n) : reject(err)));
+  });
+}
+
+/** Reads between which a capture file's loop lets the event loop run (to see a signal). */
+const YIELD_EVERY = 8;
+
+/**
+ * Reads a capture (file or standard input) through `dissector`, calling `afterRead` after each read
+ * (output is flushed there). Stops early when `stop()` says so (then without ending the dissector) or when
+ * `signal` aborts (then the dissector is ended: incomplete frames become notices).
+ */
+async function readCapture(
+  file: string,
+  stdin: boolean,
+  dissector: CaptureDissector,
+  io: CliIo,
+  signal: AbortSignal | undefined,
+  stop: () => boolean,
+  afterRead: (live: boolean) => Promise<void>,
+): Promise<void> {
+  const name = stdin ? "standard input" : file;
+  let fd: number;
+  let size: number;
+  try {
+    fd = stdin ? 0 : fs.openSync(file, "r");
+    size = stdin ? 0 : fs.fstatSync(fd).size;
+  } catch (e) {
+    throw new InputError(`cannot read ${file}: ${describeError(e)}`);
+  }
+  const interrupted = aborted(signal);
+  try {
+    const progress = size > PROGRESS_THRESHOLD;
+    let done = 0;
+    let reads = 0;
+    let nextReport = 0.1;
+    // The dissector keeps views of the chunks it is given (see CaptureDissector.push): a chunk is read
+    // into again only once the dissector says no view of it remains (oldestRetainedChunk), which saves
+    // allocating, zeroing and collecting a fresh buffer per read.
+    // A record cut by the end of a read is not copied by the capture reader (pushComplete): its first
+    // bytes (`tail` of them, at the end of `last`) are moved to the front of the next chunk instead.
+    const free: Uint8Array[] = [];
+    const kept: Uint8Array[] = [];
+    const keptSeq: number[] = [];
+    let last: Uint8Array | undefined;
+    let tail = 0;
+    let end = true;
+    for (;;) {
+      if (stop()) {
+        end = false;
+        break;
+      }
+      if (signal?.aborted) break;
+      const reused = free.pop();
+      if (reused !== undefined) dissector.release(reused);
+      const chunk = reused ?? new Uint8Array(CHUNK_SIZE);
+      if (tail > 0) {
+        // `last` is kept or free but not yet overwritten (it may be `chunk` itself: set() copies as
+        // memmove). From here on the tail lives at the front of `chunk`.
+        chunk.set(last!.subarray(last!.length - tail), 0);
+        last = chunk.subarray(0, tail);
+      }
+      let got: number;
+      try {
+        if (stdin) {
+          // Standard input is live: read on the thread pool, so that SIGINT and SIGTERM are seen while
+          // waiting (the chunk being read into is abandoned then).
+          const r = await Promise.race([readAsync(fd, chunk, tail, CHUNK_SIZE - tail), interrupted]);
+          if (r === "aborted") break;
+          got = r;
+        } else {
+          got = fs.readSync(fd, chunk, tail, CHUNK_SIZE - tail, null);
+          if (++reads % YIELD_EVERY === 0 && signal !== undefined) {
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+        }
+      } catch (e) {
+        // A non-blocking pipe on standard input: wait for more (the tail is copied again).
+        if ((e as { code?: unknown }).code === "EAGAIN") {
+          free.push(chunk);
+          await Promise.race([new Promise((resolve) => setTimeout(resolve, 10)), interrupted]);
+          continue;
+        }
+        throw new InputError(`cannot read ${name}: ${describeError(e)}`);
+      }
+      const length = tail + got;
+      try {
+        if (got === 0) {
+          // The capture ends inside a record: the reader keeps it, and end() reports it.
+          if (tail > 0) dissector.push(chunk.subarray(0, tail));
+          break;
+        }
+        const filled = length === CHUNK_SIZE ? chunk : chunk.subarray(0, length);
+        dissector.pushComplete(filled);
+        tail = dissector.unconsumed;
+        if (tail > CHUNK_SIZE / 4) {
+          // A record too large to move around cheaply: the reader copies it while it arrives.
+          dissector.push(filled.subarray(length - tail));
+          tail = 0;
+        }
+        last = filled;
+      } catch (e) {
+        if (isNbdDecodeError(e)) throw new InputError(`${name} is not a readable capture: ${e.message}`);
+        throw e;
+      }
+      kept.push(chunk);
+      // The chunk's bytes went in with this push number (and the one before, after a second push).
+      keptSeq.push(dissector.pushes);
+      const oldest = dissector.oldestRetainedChunk;
+      while (kept.length > 0 && (keptSeq[0]! < oldest || kept.length > MAX_KEPT_CHUNKS)) {
+        const c = kept.shift()!;
+        if (keptSeq.shift()! < oldest) free.push(c);
+      }
+      done += got;
+      await afterRead(stdin);
+      if (progress && done >= nextReport * size) {
+        io.stderr(
+          `nbd-codec: ${Math.floor((100 * done) / size)}% of ${file} (${Math.round(done / 1e6)} of ${
+            Math.round(size / 1e6)
+          } MB)\n`,
+        );
+        while (nextReport * size <= done) nextReport += 0.1;
+      }
+    }
+    if (end) {
+      try {
+        dissector.end();
+      } catch (e) {
+        if (isNbdDecodeError(e)) throw new InputError(`${name} is not a readable capture: ${e.message}`);
+        throw e;
+      }
+    }
+  } finally {
+    if (!stdin) fs.closeSync(fd);
+  }
+}
+
+/** The capture to read: the argument, else standard input when it is not a terminal, else the sample. */
+function captureOf(a: DissectArgs, env: CliEnvironment): { file: string; stdin: boolean } {
+  if (a.capture === "-") return { file: "-", stdin: true };
+  if (a.capture !== undefined) return { file: a.capture, stdin: false };
+  if (env.stdinIsInput === true) return { file: "-", stdin: true };
+  const file = bundledCapture(env.root);
+  if (file === undefined) {
+    throw new InputError("no capture given and no bundled capture found in vectors/captures/");
+  }
+  return { file, stdin: false };
 }
 
 async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<number> {
@@ -391,11 +650,71 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
   const out: Output = write === undefined ? new TextOutput(io) : new ByteOutput((b) => write.call(io, b));
   const violations = new Violations();
   let n = 0;
-  const onEvent = (e: ConversationEvent): void => {
+  let shown = 0;
+  const count = a.count ?? Infinity;
+  const filter = a.filter;
+  const text = !a.json && !a.summary;
+  /** Connections whose endpoints were shown (text mode). */
+  const introduced: boolean[] = [];
+  const dissector = new CaptureDissector(
+    { event: (e) => onEvent(e), traceFinding: (f, c) => onTrace(f, c) },
+    {
+      port: a.port,
+    },
+  );
+  // Time display: relative to the capture's first packet (known before any event), to the previous frame
+  // shown (delta), or absolute.
+  let hot: HotTime | undefined;
+  let textOptions: TextOptions | undefined;
+  const timeOptions = (e: TraceEvent): void => {
+    if (a.time === "absolute") {
+      if (hot === undefined) {
+        hot = { originSeconds: 0, originNanoseconds: 0, absolute: true };
+        textOptions = { time: "absolute" };
+      }
+    } else if (a.time === "delta") {
+      if (e.seconds === undefined) return;
+      if (hot === undefined) {
+        hot = { originSeconds: e.seconds, originNanoseconds: e.nanoseconds!, absolute: false };
+      }
+      textOptions = hot;
+    } else if (hot === undefined) {
+      const origin = dissector.origin;
+      hot = {
+        originSeconds: origin?.seconds ?? 0,
+        originNanoseconds: origin?.nanoseconds ?? 0,
+        absolute: false,
+      };
+      textOptions = hot;
+    }
+  };
+  const onEvent = (e: TraceEvent): void => {
     violations.event(e);
     n++;
-    if (a.json) out.add(formatEventJsonLine(e) + "\n");
-    else if (!out.addHot(e, n)) out.add(formatEventText(e, n) + "\n\n");
+    if (shown >= count) return;
+    let json: JsonObject | undefined;
+    if (filter !== undefined) {
+      json = formatEventJson(e);
+      if (!filter(json)) return;
+    }
+    shown++;
+    if (a.json) {
+      out.add((json === undefined ? formatEventJsonLine(e) : JSON.stringify(json)) + "\n");
+      return;
+    }
+    if (e.packet !== undefined && (hot === undefined || a.time === "delta")) timeOptions(e);
+    if (a.summary) out.add(formatEventSummary(e, textOptions) + "\n");
+    else {
+      if (e.client !== undefined && introduced[e.connection] !== true) {
+        introduced[e.connection] = true;
+        out.add(`Connection ${e.connection}: ${formatEndpoint(e.client)} → ${formatEndpoint(e.server!)}\n\n`);
+      }
+      if (!out.addHot(e, n, hot)) out.add(formatEventText(e, n, textOptions) + "\n\n");
+    }
+    if (a.time === "delta" && e.seconds !== undefined) {
+      hot = { originSeconds: e.seconds, originNanoseconds: e.nanoseconds!, absolute: false };
+      textOptions = hot;
+    }
   };
   const onTrace = (f: TraceFinding, connection: number | undefined): void => {
     violations.note(
@@ -403,6 +722,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       f.rule,
       f.code,
     );
+    if (filter !== undefined || shown >= count || a.summary) return;
     out.add(
       a.json
         ? JSON.stringify(traceFindingJson(f, connection)) + "\n"
@@ -421,109 +741,29 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     }
     for (const e of decodeConversation(c2s, s2c, { strict: false, payloadViews: true })) {
       onEvent(e);
+      if (shown >= count) break;
       if (out.full) await out.flush();
     }
   } else {
-    const file = a.capture ?? bundledCapture(env.root);
-    if (file === undefined) {
-      throw new InputError("no capture given and no bundled capture found in vectors/captures/");
-    }
-    const stdin = file === "-";
-    let fd: number;
-    let size: number;
-    try {
-      fd = stdin ? 0 : fs.openSync(file, "r");
-      size = stdin ? 0 : fs.fstatSync(fd).size;
-    } catch (e) {
-      throw new InputError(`cannot read ${file}: ${describeError(e)}`);
-    }
-    try {
-      const dissector = new CaptureDissector({ event: onEvent, traceFinding: onTrace }, { port: a.port });
-      const progress = size > PROGRESS_THRESHOLD;
-      let done = 0;
-      let nextReport = 0.1;
-      // The dissector keeps views of the chunks it is given (see CaptureDissector.push): a chunk is read
-      // into again only once the dissector says no view of it remains (oldestRetainedChunk), which saves
-      // allocating, zeroing and collecting a fresh buffer per read.
-      // A record cut by the end of a read is not copied by the capture reader (pushComplete): its first
-      // bytes (`tail` of them, at the end of `last`) are moved to the front of the next chunk instead.
-      const free: Uint8Array[] = [];
-      const kept: Uint8Array[] = [];
-      const keptSeq: number[] = [];
-      let last: Uint8Array | undefined;
-      let tail = 0;
-      for (;;) {
-        const reused = free.pop();
-        if (reused !== undefined) dissector.release(reused);
-        const chunk = reused ?? new Uint8Array(CHUNK_SIZE);
-        if (tail > 0) {
-          // `last` is kept or free but not yet overwritten (it may be `chunk` itself: set() copies as
-          // memmove). From here on the tail lives at the front of `chunk`.
-          chunk.set(last!.subarray(last!.length - tail), 0);
-          last = chunk.subarray(0, tail);
-        }
-        let got: number;
-        try {
-          got = fs.readSync(fd, chunk, tail, CHUNK_SIZE - tail, null);
-        } catch (e) {
-          // A non-blocking pipe on standard input: wait for more (the tail is copied again).
-          if ((e as { code?: unknown }).code === "EAGAIN") {
-            free.push(chunk);
-            await new Promise((resolve) => setTimeout(resolve, 10));
-            continue;
-          }
-          throw new InputError(`cannot read ${file}: ${describeError(e)}`);
-        }
-        const length = tail + got;
-        try {
-          if (got === 0) {
-            // The capture ends inside a record: the reader keeps it, and end() reports it.
-            if (tail > 0) dissector.push(chunk.subarray(0, tail));
-            break;
-          }
-          const filled = length === CHUNK_SIZE ? chunk : chunk.subarray(0, length);
-          dissector.pushComplete(filled);
-          tail = dissector.unconsumed;
-          if (tail > CHUNK_SIZE / 4) {
-            // A record too large to move around cheaply: the reader copies it while it arrives.
-            dissector.push(filled.subarray(length - tail));
-            tail = 0;
-          }
-          last = filled;
-        } catch (e) {
-          if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
-          throw e;
-        }
-        kept.push(chunk);
-        // The chunk's bytes went in with this push number (and the one before, after a second push).
-        keptSeq.push(dissector.pushes);
-        const oldest = dissector.oldestRetainedChunk;
-        while (kept.length > 0 && (keptSeq[0]! < oldest || kept.length > MAX_KEPT_CHUNKS)) {
-          const c = kept.shift()!;
-          if (keptSeq.shift()! < oldest) free.push(c);
-        }
-        done += got;
-        if (out.full) await out.flush();
-        if (progress && done >= nextReport * size) {
-          io.stderr(
-            `nbd-codec: ${Math.floor((100 * done) / size)}% of ${file} (${Math.round(done / 1e6)} of ${
-              Math.round(size / 1e6)
-            } MB)\n`,
-          );
-          while (nextReport * size <= done) nextReport += 0.1;
-        }
-      }
-      try {
-        dissector.end();
-      } catch (e) {
-        if (isNbdDecodeError(e)) throw new InputError(`${file} is not a readable capture: ${e.message}`);
-        throw e;
-      }
-      if (dissector.connections === 0 && !a.json) {
-        out.add(`No NBD connection found in ${file} (port ${a.port}, or NBD first bytes).\n`);
-      }
-    } finally {
-      if (!stdin) fs.closeSync(fd);
+    const { file, stdin } = captureOf(a, env);
+    await readCapture(
+      file,
+      stdin,
+      dissector,
+      io,
+      env.signal,
+      () => shown >= count,
+      async (live) => {
+        // Live input: every packet's frames are out before the next read.
+        if (live || out.full) await out.flush();
+      },
+    );
+    if (dissector.connections === 0 && text) {
+      out.add(
+        `No NBD connection found in ${
+          stdin ? "standard input" : file
+        } (port ${a.port}, or NBD first bytes).\n`,
+      );
     }
   }
   await out.flush();
@@ -535,6 +775,16 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     );
     return 1;
   }
+  return 0;
+}
+
+async function stats(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<number> {
+  const { file, stdin } = captureOf(a, env);
+  const collected = new TraceStats();
+  const dissector = new CaptureDissector(collected, { port: a.port });
+  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {});
+  const report = collected.report();
+  await io.stdout(a.json ? JSON.stringify(statsJson(report)) + "\n" : statsText(report));
   return 0;
 }
 
@@ -556,19 +806,19 @@ export async function main(args: readonly string[], io: CliIo, env: CliEnvironme
     }
     if (command === "vectors") return await (await import("./vectors.ts")).vectorsCommand(rest, io, env);
     if (command === "conform") return await conformMain(rest, io);
-    if (command !== "dissect") throw new UsageError(`unknown command ${command}`);
-    const parsed = parseDissect(rest);
+    if (command !== "dissect" && command !== "stats") throw new UsageError(`unknown command ${command}`);
+    const parsed = parseDissect(rest, command);
     if (parsed === "help") {
       await io.stdout(USAGE);
       return 0;
     }
-    return await dissect(parsed, io, env);
+    return command === "stats" ? await stats(parsed, io, env) : await dissect(parsed, io, env);
   } catch (e) {
     if (e instanceof UsageError) {
       io.stderr(`nbd-codec: ${e.message} (try nbd-codec --help)\n`);
       return 2;
     }
-    if (e instanceof InputError) {
+    if (e instanceof InputError || e instanceof FilterError) {
       io.stderr(`nbd-codec: ${e.message}\n`);
       return 2;
     }

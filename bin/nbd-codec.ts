@@ -48,14 +48,40 @@ async function writeAll(fd: number, bytes: Uint8Array): Promise<void> {
   }
 }
 
+/**
+ * Standard input is something to read (a pipe, a socket or a file), not a terminal or a device such as
+ * /dev/null: then `dissect` and `stats` read it when given no capture.
+ */
+function stdinIsInput(): boolean {
+  try {
+    const s = fs.fstatSync(0);
+    return s.isFIFO() || s.isSocket() || s.isFile();
+  } catch {
+    return false;
+  }
+}
+
+// SIGINT and SIGTERM end a run after it wrote what it decoded (exit 0); a second one ends it at once.
+const interrupt = new AbortController();
+const onSignal = (signal: NodeJS.Signals): void => {
+  if (interrupt.signal.aborted) process.exit(signal === "SIGINT" ? 130 : 143);
+  interrupt.abort();
+};
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+
 main(process.argv.slice(2), {
   stdout: (text) => writeAll(1, UTF8.encode(text)),
   // Synchronous unless the pipe is full: the CLI reuses the buffer once this settles.
   stdoutBytes: (bytes) => writeAll(1, bytes),
   stderr: (text) => void writeAll(2, UTF8.encode(text)).catch(() => {}),
-}, { root: packageRoot() }).then(
+}, { root: packageRoot(), stdinIsInput: stdinIsInput(), signal: interrupt.signal }).then(
   (code) => {
     process.exitCode = code;
+    // A read of standard input may still wait on the thread pool; the run is over.
+    if (interrupt.signal.aborted) process.exit(code);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   },
   (e: unknown) => {
     process.stderr.write(

@@ -11,6 +11,9 @@
  *   `"NBD_REPLY_TYPE_UNKNOWN(3)"`, `"NBD_UNKNOWN(99)"` for an error value.
  * - Flags are arrays of names, lowest bit first; a bit without a name is written in hex (`"0x4000"`).
  * - Data bytes are never printed, only their length (`dataLength`).
+ * - Events of a capture (see `nbd-codec/trace`) also have `packet`, `firstPacket`, `time`, `client`,
+ *   `server`, and for replies `requestPacket`, `requestTime`, `responseTime`: times are decimal strings of
+ *   seconds with 9 digits (exact nanoseconds), endpoints `address:port` (`[address]:port` for IPv6).
  *
  * @module
  */
@@ -22,6 +25,8 @@ import type { OptionRequest } from "./option.ts";
 import type { InfoPayload, OptionReplyFrame } from "./option_reply.ts";
 import type { Request } from "./request.ts";
 import type { ReplyChunk, SimpleReply } from "./reply.ts";
+import type { TcpEndpoint } from "./tcp.ts";
+import type { TraceEvent, TraceInfo } from "./trace_event.ts";
 
 /**
  * A JSON value as the formatters produce it: no `bigint`, no `undefined`, no bytes.
@@ -252,7 +257,10 @@ function simpleReplyJson(o: JsonObject, e: ConversationFrame, f: SimpleReply): v
   if (f.error !== 0) o.error = codeName("error", f.error);
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) o.dataLength = data;
-  if (e.request !== undefined) o.requestCommand = codeName("command", e.request.command);
+  if (e.request !== undefined) {
+    // `command` too (as Wireshark's nbd.type on replies), so that a filter on the command sees replies.
+    o.command = o.requestCommand = codeName("command", e.request.command);
+  }
 }
 
 function chunkJson(o: JsonObject, e: ConversationFrame, f: ReplyChunk): void {
@@ -263,7 +271,10 @@ function chunkJson(o: JsonObject, e: ConversationFrame, f: ReplyChunk): void {
   if (f.offset !== undefined) o.headerOffset = String(f.offset);
   const payloadLength = e.frameLength - chunkHeaderLength(f);
   o.payloadLength = String(payloadLength);
-  if (e.request !== undefined) o.requestCommand = codeName("command", e.request.command);
+  if (e.request !== undefined) {
+    // `command` too (as Wireshark's nbd.type on replies), so that a filter on the command sees replies.
+    o.command = o.requestCommand = codeName("command", e.request.command);
+  }
   const p = f.payload;
   switch (p.kind) {
     case "none":
@@ -304,7 +315,24 @@ function chunkJson(o: JsonObject, e: ConversationFrame, f: ReplyChunk): void {
   }
 }
 
-function frameJson(e: ConversationFrame): JsonObject {
+/** Adds an event's capture keys (none for raw streams). */
+function traceJson(o: JsonObject, e: TraceInfo): void {
+  const packet = e.packet;
+  if (packet !== undefined) {
+    o.packet = packet;
+    o.firstPacket = e.firstPacket ?? packet;
+    o.time = epochText(e.seconds ?? 0, e.nanoseconds ?? 0);
+  }
+  if (e.client !== undefined) o.client = endpointText(e.client);
+  if (e.server !== undefined) o.server = endpointText(e.server);
+  if (e.requestPacket !== undefined) {
+    o.requestPacket = e.requestPacket;
+    o.requestTime = epochText(e.requestSeconds ?? 0, e.requestNanoseconds ?? 0);
+    if (e.responseNanoseconds !== undefined) o.responseTime = nanosText(e.responseNanoseconds);
+  }
+}
+
+function frameJson(e: ConversationFrame & TraceInfo): JsonObject {
   const f = e.frame;
   const o: JsonObject = {
     connection: e.connection,
@@ -313,6 +341,7 @@ function frameJson(e: ConversationFrame): JsonObject {
     frameLength: e.frameLength,
     kind: f.type,
   };
+  traceJson(o, e);
   switch (f.type) {
     case "oldstyle-greeting":
       o.size = String(f.size);
@@ -350,23 +379,28 @@ function frameJson(e: ConversationFrame): JsonObject {
   return o;
 }
 
-function noticeJson(e: ConversationNotice): JsonObject {
-  return {
+function noticeJson(e: ConversationNotice & TraceInfo): JsonObject {
+  const o: JsonObject = {
     connection: e.connection,
     direction: e.direction,
     kind: e.notice,
     streamOffset: e.streamOffset,
     length: e.length,
-    findings: findingsJson(e.findings),
   };
+  traceJson(o, e);
+  o.findings = findingsJson(e.findings);
+  return o;
 }
 
 /**
  * One conversation event as a JSON object (see the module doc and `docs/dissect.md` for every key):
  * `connection`, `direction`, `frameOffset`, `frameLength`, `kind` (the frame type), the decoded fields
  * with spec names for codes, and `findings`. A notice becomes `{ connection, direction, kind: "tls" |
- * "undecodable" | "truncated", streamOffset, length, findings }`. The object holds only strings,
- * numbers, booleans and arrays/objects of them, so `JSON.stringify` takes it as it is.
+ * "undecodable" | "truncated", streamOffset, length, findings }`. Events of a capture (`TraceEvent`) also
+ * get `packet`, `firstPacket`, `time`, `client`, `server` and, for replies and chunks, `requestPacket`,
+ * `requestTime` and `responseTime` (times as decimal strings of seconds with 9 digits), before `findings`.
+ * The object holds only strings, numbers, booleans and arrays/objects of them, so `JSON.stringify` takes it
+ * as it is.
  *
  * @example
  * ```ts
@@ -379,7 +413,7 @@ function noticeJson(e: ConversationNotice): JsonObject {
  * console.log(o.command, o.flags, o.cookie); // "NBD_CMD_WRITE" ["NBD_CMD_FLAG_FUA"] "18446744073709551615"
  * ```
  */
-export function formatEventJson(event: ConversationEvent): JsonObject {
+export function formatEventJson(event: ConversationEvent | TraceEvent): JsonObject {
   return event.event === "frame" ? frameJson(event) : noticeJson(event);
 }
 
@@ -395,8 +429,137 @@ export function formatEventJson(event: ConversationEvent): JsonObject {
  * })); // {"connection":1,"direction":"s2c","kind":"tls","streamOffset":120,"length":0,"findings":[]}
  * ```
  */
-export function formatEventJsonLine(event: ConversationEvent): string {
+export function formatEventJsonLine(event: ConversationEvent | TraceEvent): string {
   return JSON.stringify(formatEventJson(event));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Times and endpoints
+// ---------------------------------------------------------------------------------------------------------
+
+/** Nine digits of nanoseconds, zero-padded. */
+function nine(ns: number): string {
+  const t = String(ns);
+  return t.length >= 9 ? t : "000000000".slice(t.length) + t;
+}
+
+/**
+ * A duration in nanoseconds (an integer) as a decimal string of seconds with 9 digits: `211000` gives
+ * `"0.000211000"`, `-1500000000` gives `"-1.500000000"`. Exact for every safe integer.
+ *
+ * @example
+ * ```ts
+ * import { formatNanoseconds } from "@nbd/codec/trace";
+ * console.log(formatNanoseconds(211000)); // "0.000211000"
+ * ```
+ */
+export function formatNanoseconds(ns: number): string {
+  if (!Number.isSafeInteger(ns)) throw new RangeError(`Cannot format ${ns} ns: not a safe integer`);
+  const neg = ns < 0;
+  const a = neg ? -ns : ns;
+  const r = a % 1e9;
+  return (neg ? "-" : "") + String((a - r) / 1e9) + "." + nine(r);
+}
+
+const nanosText = formatNanoseconds;
+
+/** A timestamp as `seconds.nnnnnnnnn` (seconds since 1970). */
+function epochText(seconds: number, nanoseconds: number): string {
+  return String(seconds) + "." + nine(nanoseconds);
+}
+
+/** `seconds - originSeconds` and `nanoseconds - originNanoseconds` as one exact decimal string. */
+function sinceText(s: number, ns: number, os: number, ons: number): string {
+  let ds = s - os;
+  let dn = ns - ons;
+  if (dn < 0 && ds > 0) {
+    ds--;
+    dn += 1e9;
+  } else if (dn > 0 && ds < 0) {
+    ds++;
+    dn -= 1e9;
+  }
+  if (ds < 0 || dn < 0) return "-" + String(-ds) + "." + nine(-dn);
+  return String(ds) + "." + nine(dn);
+}
+
+/** One cached endpoint text per slot: a connection's client and server repeat on every event. */
+let endpointOf: TcpEndpoint | undefined = undefined;
+let endpointString = "";
+
+/**
+ * An endpoint as `address:port`, or `[address]:port` for an IPv6 address (as Wireshark and URLs write it).
+ *
+ * @example
+ * ```ts
+ * import { formatEndpoint } from "@nbd/codec/trace";
+ * console.log(formatEndpoint({ address: "::1", port: 10809 })); // "[::1]:10809"
+ * ```
+ */
+export function formatEndpoint(endpoint: TcpEndpoint): string {
+  if (endpoint === endpointOf) return endpointString;
+  const a = endpoint.address;
+  const text = (a.includes(":") ? "[" + a + "]" : a) + ":" + endpoint.port;
+  endpointOf = endpoint;
+  endpointString = text;
+  return text;
+}
+
+const endpointText = formatEndpoint;
+
+/** A timestamp as a UTC date and time with nanoseconds: `2026-12-06T23:45:40.123456789Z`. */
+function utcText(seconds: number, nanoseconds: number): string {
+  const iso = new Date(seconds * 1000).toISOString(); // 2026-12-06T23:45:40.000Z
+  return iso.slice(0, 19) + "." + nine(nanoseconds) + "Z";
+}
+
+/**
+ * How {@link formatEventText} shows the time of an event of a capture.
+ *
+ * @example
+ * ```ts
+ * import type { TextOptions } from "@nbd/codec";
+ * const o: TextOptions = { time: "relative", originSeconds: 1795261489, originNanoseconds: 610000000 };
+ * console.log(o.time); // "relative"
+ * ```
+ */
+export interface TextOptions {
+  /**
+   * `"relative"` (default): seconds since the origin, with 9 digits (`0.000341000 s`); `"absolute"`: the
+   * UTC date and time (`2026-12-06T23:45:40.000341000Z`).
+   */
+  readonly time?: "relative" | "absolute";
+  /**
+   * What relative times count from, seconds since 1970 (the capture's first packet for Wireshark's default
+   * view, the previous frame for deltas). Default 0.
+   */
+  readonly originSeconds?: number;
+  /** Nanoseconds of the origin. Default 0. */
+  readonly originNanoseconds?: number;
+}
+
+/** ` (packet P, T s)` or ` (packets F-P, T s)` for an event of a capture, else "". */
+function traceHead(e: TraceInfo, o: TextOptions | undefined): string {
+  const packet = e.packet;
+  if (packet === undefined) return "";
+  const first = e.firstPacket ?? packet;
+  const s = e.seconds ?? 0;
+  const ns = e.nanoseconds ?? 0;
+  const time = o?.time === "absolute"
+    ? utcText(s, ns)
+    : sinceText(s, ns, o?.originSeconds ?? 0, o?.originNanoseconds ?? 0) + " s";
+  return (first === packet ? " (packet " + packet : " (packets " + first + "-" + packet) + ", " + time + ")";
+}
+
+const T_REQUEST_IN = "\n    [Request in packet ";
+const T_TIME_SINCE = "]\n    [Time since request: ";
+
+/** `\n    [Request in packet N]\n    [Time since request: T s]` for a reply of a capture, else "". */
+function responseText(e: TraceInfo): string {
+  const rp = e.requestPacket;
+  if (rp === undefined) return "";
+  const t = e.responseNanoseconds;
+  return T_REQUEST_IN + rp + (t === undefined ? "]" : T_TIME_SINCE + nanosText(t) + " s]");
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -659,14 +822,14 @@ function simpleReplyHead(error: number): string {
   return head;
 }
 
-function simpleReplyText(e: ConversationFrame, f: SimpleReply): string {
+function simpleReplyText(e: ConversationFrame & TraceInfo, f: SimpleReply): string {
   let text = simpleReplyHead(f.error) + f.cookie;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) text += T_DATA + data + T_BYTES;
   const r = e.request;
   if (r !== undefined) {
     requestNumbers(r);
-    text += requestRefHead(r.command) + offsetText + T_REF_LENGTH + lengthText + "]";
+    text += requestRefHead(r.command) + offsetText + T_REF_LENGTH + lengthText + "]" + responseText(e);
   }
   return text;
 }
@@ -682,7 +845,7 @@ function requestRefHead(command: number): string {
   return ref;
 }
 
-function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {
+function chunkText(out: Block, e: ConversationFrame & TraceInfo, f: ReplyChunk): void {
   line(
     out,
     "Magic",
@@ -734,7 +897,7 @@ function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk): void {
       break;
   }
   const ref = requestRef(e);
-  if (ref !== undefined) out.add(ref);
+  if (ref !== undefined) out.text += "\n" + INDENT + ref + responseText(e);
 }
 
 function findingsText(out: Block, findings: readonly Finding[]): void {
@@ -758,10 +921,12 @@ function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
   return t;
 }
 
-function frameText(e: ConversationFrame, n: number): string {
+function frameText(e: ConversationFrame & TraceInfo, n: number, o: TextOptions | undefined): string {
   const f = e.frame;
-  // `Frame N: connection C, DIR, offset O, L`: the rest of the header line comes with the fields.
-  const head = T_FRAME + n + headMiddle(e.connection, e.direction) + e.frameOffset + T_COMMA + e.frameLength;
+  // `Frame N (packet P, T s): connection C, DIR, offset O, L`: the rest of the header line comes with the
+  // fields.
+  const head = T_FRAME + n + traceHead(e, o) + headMiddle(e.connection, e.direction) + e.frameOffset +
+    T_COMMA + e.frameLength;
   if (f.type === "request" || f.type === "simple-reply") {
     // The hot kinds: built in one string, no Block.
     const text = head + (f.type === "request" ? requestText(e, f) : simpleReplyText(e, f));
@@ -813,9 +978,11 @@ const NOTICE_TEXT: Record<ConversationNotice["notice"], string> = {
   truncated: "the stream ended inside a frame",
 };
 
-function noticeText(e: ConversationNotice, n: number): string {
+function noticeText(e: ConversationNotice & TraceInfo, n: number, o: TextOptions | undefined): string {
   const out = new Block(
-    `Notice ${n}: connection ${e.connection}, ${e.direction}, offset ${e.streamOffset}, ${e.length} bytes: ${e.notice}`,
+    `Notice ${n}${
+      traceHead(e, o)
+    }: connection ${e.connection}, ${e.direction}, offset ${e.streamOffset}, ${e.length} bytes: ${e.notice}`,
   );
   out.add(NOTICE_TEXT[e.notice]);
   findingsText(out, e.findings);
@@ -828,6 +995,12 @@ function noticeText(e: ConversationNotice, n: number): string {
  * `NAME (value)`, flags as `0xHEX (NAMES)`), then one `[Finding]` line per finding. Notices get a
  * `Notice N:` header. `n` is the event's number, counted by the caller (default 1). No trailing newline.
  * Anything but an event (a bare frame, a decode result) is a `TypeError`; `toJson` takes any of them.
+ *
+ * An event of a capture (`TraceEvent`, from `nbd-codec/trace`) also shows its packets and time after the
+ * number (`Frame 16 (packet 27, 0.000341000 s): ...`, `packets 25-27` for a frame that spans packets;
+ * times as `options` says), and a reply or chunk shows `[Request in packet N]` and
+ * `[Time since request: T s]` after its `[Request: ...]` line, as Wireshark's `nbd.response_to` and
+ * `nbd.time` do.
  *
  * @example
  * ```ts
@@ -843,7 +1016,11 @@ function noticeText(e: ConversationNotice, n: number): string {
  * //     ...
  * ```
  */
-export function formatEventText(event: ConversationEvent, n: number = 1): string {
+export function formatEventText(
+  event: ConversationEvent | TraceEvent,
+  n: number = 1,
+  options?: TextOptions,
+): string {
   // A caller's mistake (a bare frame, a decode result) gets a TypeError that says what to pass instead.
   const tag = event === null || typeof event !== "object" ? undefined : (event as { event?: unknown }).event;
   if (tag !== "frame" && tag !== "notice") {
@@ -858,7 +1035,7 @@ export function formatEventText(event: ConversationEvent, n: number = 1): string
         }`,
     );
   }
-  return event.event === "frame" ? frameText(event, n) : noticeText(event, n);
+  return event.event === "frame" ? frameText(event, n, options) : noticeText(event, n, options);
 }
 
 // The text of the hot kinds written as UTF-8 bytes, for `nbd-codec dissect`: a capture of small requests is
@@ -911,6 +1088,11 @@ const B_DATA = ENCODER.encode(T_DATA);
 const B_BYTES = ENCODER.encode(T_BYTES);
 const B_REF_LENGTH = ENCODER.encode(T_REF_LENGTH);
 const B_REF_END = ENCODER.encode("]\n\n");
+const B_PACKET = ENCODER.encode(" (packet ");
+const B_PACKETS = ENCODER.encode(" (packets ");
+const B_SECONDS_END = ENCODER.encode(" s)");
+const B_REQUEST_IN = ENCODER.encode("]" + T_REQUEST_IN);
+const B_TIME_SINCE = ENCODER.encode(T_TIME_SINCE);
 const B_BLANK = ENCODER.encode("\n\n");
 const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 const U64_END = 1n << 64n;
@@ -920,9 +1102,11 @@ export const NOT_HOT = -1;
 export const NO_ROOM = -2;
 /**
  * Bytes a frame needs besides its memoized pieces: at most 62 of literals, and 7 numbers of at most 25
- * characters (a u64 has at most 20 digits; any other number, as String() writes it, at most 25 characters).
+ * characters (a u64 has at most 20 digits; any other number, as String() writes it, at most 25 characters),
+ * and the capture's part: at most 80 bytes of literals, 3 packet numbers and 2 times of at most 60
+ * characters.
  */
-const HOT_FIXED_BYTES = 256;
+const HOT_FIXED_BYTES = 512;
 
 function put(b: Uint8Array, p: number, s: Uint8Array): number {
   b.set(s, p);
@@ -954,17 +1138,101 @@ function putNumber(b: Uint8Array, p: number, v: number): number {
   return p + len;
 }
 
+/** Nine digits of `v` (0..999999999), zero-padded. */
+function putNine(b: Uint8Array, p: number, v: number): number {
+  // Four pairs from the right (p+7..p+8, p+5..p+6, p+3..p+4, p+1..p+2), then the first digit.
+  for (let q = p + 7; q > p; q -= 2) {
+    const r = v % 100;
+    v = (v - r) / 100;
+    b[q] = TWO_DIGITS[r * 2]!;
+    b[q + 1] = TWO_DIGITS[r * 2 + 1]!;
+  }
+  b[p] = 48 + v;
+  return p + 9;
+}
+
+/** A duration in nanoseconds as {@link formatNanoseconds} writes it. */
+function putNanos(b: Uint8Array, p: number, ns: number): number {
+  if (!(ns >= 0 && Number.isSafeInteger(ns))) return put(b, p, ENCODER.encode(nanosText(ns)));
+  const r = ns % 1e9;
+  p = putNumber(b, p, (ns - r) / 1e9);
+  b[p] = 46; // "."
+  return putNine(b, p + 1, r);
+}
+
+/** A duration below one second, in nanoseconds (0..999999999), as {@link formatNanoseconds} writes it. */
+function putNanosSmall(b: Uint8Array, p: number, ns: number): number {
+  b[p] = 48; // "0"
+  b[p + 1] = 46; // "."
+  return putNine(b, p + 2, ns);
+}
+
+/** The capture's part of the header line, as {@link traceHead} writes it. */
+function putTraceHead(
+  b: Uint8Array,
+  p: number,
+  e: TraceInfo,
+  os: number,
+  ons: number,
+  absolute: boolean,
+): number {
+  const packet = e.packet!;
+  const first = e.firstPacket ?? packet;
+  if (first === packet) p = put(b, p, B_PACKET);
+  else {
+    p = put(b, p, B_PACKETS);
+    p = putNumber(b, p, first);
+    b[p++] = 45; // "-"
+  }
+  p = putNumber(b, p, packet);
+  b[p++] = 44; // ","
+  b[p++] = 32;
+  const s = e.seconds ?? 0;
+  const ns = e.nanoseconds ?? 0;
+  if (absolute) {
+    p = put(b, p, ENCODER.encode(utcText(s, ns)));
+    b[p++] = 41; // ")"
+    return p;
+  }
+  let ds = s - os;
+  let dn = ns - ons;
+  if (dn < 0 && ds > 0) {
+    ds--;
+    dn += 1e9;
+  }
+  // Nine digits only for what a capture gives (nanoseconds below 1e9); anything else as the text formatter.
+  if (ds < 0 || dn < 0 || dn >= 1e9 || !Number.isSafeInteger(ds) || !Number.isSafeInteger(dn)) {
+    p = put(b, p, ENCODER.encode(sinceText(s, ns, os, ons)));
+  } else {
+    p = putNumber(b, p, ds);
+    b[p++] = 46; // "."
+    p = putNine(b, p, dn);
+  }
+  return put(b, p, B_SECONDS_END);
+}
+
 /** `Frame N: connection C, DIR, offset O, L bytes: KIND` and the fields up to the cookie's value. */
 function putHead(
   b: Uint8Array,
   p: number,
   n: number,
   middle: Uint8Array,
-  event: ConversationFrame,
+  event: ConversationFrame & TraceInfo,
   head: Uint8Array,
+  time: HotTime | undefined,
 ): number {
   p = put(b, p, B_FRAME);
   p = putNumber(b, p, n);
+  if (event.packet !== undefined) {
+    p = putTraceHead(
+      b,
+      p,
+      event,
+      time?.originSeconds ?? 0,
+      time?.originNanoseconds ?? 0,
+      time?.absolute ?? false,
+    );
+  }
   p = put(b, p, middle);
   p = putNumber(b, p, event.frameOffset);
   p = put(b, p, B_COMMA);
@@ -986,8 +1254,9 @@ function putBigint(b: Uint8Array, p: number, v: bigint): number {
  * Writes `formatEventText(event, n) + "\n\n"` as UTF-8 into `b` at `p` when the event is a request (other
  * than BLOCK_STATUS) or a simple reply, without findings; returns the position after it. Nothing is written
  * and the result is {@link NOT_HOT} for other events, {@link NO_ROOM} when the text might not fit before
- * `b`'s end (it surely fits in 4 KiB unless a memoized piece is longer). For `nbd-codec dissect`; not
- * exported by the package.
+ * `b`'s end (it surely fits in 4 KiB unless a memoized piece is longer). `time` says how to show the time
+ * of an event of a capture, as {@link TextOptions} does (`absolute` for `time: "absolute"`). For
+ * `nbd-codec dissect`; not exported by the package.
  *
  * @example
  * ```ts
@@ -1001,7 +1270,13 @@ function putBigint(b: Uint8Array, p: number, v: bigint): number {
  * // Frame 1: connection 0, s2c, offset 0, 16 bytes: simple-reply
  * ```
  */
-export function writeHotFrameText(event: ConversationEvent, n: number, b: Uint8Array, p: number): number {
+export function writeHotFrameText(
+  event: ConversationEvent | TraceEvent,
+  n: number,
+  b: Uint8Array,
+  p: number,
+  time?: HotTime,
+): number {
   if (event.event !== "frame" || event.findings.length !== 0) return NOT_HOT;
   const f = event.frame;
   if (f.type === "request") {
@@ -1012,7 +1287,7 @@ export function writeHotFrameText(event: ConversationEvent, n: number, b: Uint8A
     const middle = REQUEST_MIDDLE.of(headMiddle(event.connection, event.direction));
     const head = REQUEST_HEAD_BYTES.of(requestHead(f));
     if (b.length - p < middle.length + head.length + HOT_FIXED_BYTES) return NO_ROOM;
-    p = putHead(b, p, n, middle, event, head);
+    p = putHead(b, p, n, middle, event, head, time);
     p = putBigint(b, p, f.cookie);
     p = put(b, p, B_OFFSET);
     p = putBigint(b, p, f.offset);
@@ -1033,7 +1308,7 @@ export function writeHotFrameText(event: ConversationEvent, n: number, b: Uint8A
   const head = REPLY_HEAD_BYTES.of(simpleReplyHead(f.error));
   const ref = r === undefined ? undefined : REF_HEAD_BYTES.of(requestRefHead(r.command));
   if (b.length - p < middle.length + head.length + (ref?.length ?? 0) + HOT_FIXED_BYTES) return NO_ROOM;
-  p = putHead(b, p, n, middle, event, head);
+  p = putHead(b, p, n, middle, event, head, time);
   p = putBigint(b, p, f.cookie);
   const data = event.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) {
@@ -1046,5 +1321,156 @@ export function writeHotFrameText(event: ConversationEvent, n: number, b: Uint8A
   p = putBigint(b, p, r.offset);
   p = put(b, p, B_REF_LENGTH);
   p = putBigint(b, p, r.length);
-  return put(b, p, B_REF_END);
+  const rp = (event as TraceInfo).requestPacket;
+  if (rp === undefined) return put(b, p, B_REF_END);
+  p = put(b, p, B_REQUEST_IN);
+  p = putNumber(b, p, rp);
+  const t = (event as TraceInfo).responseNanoseconds;
+  if (t !== undefined) {
+    p = put(b, p, B_TIME_SINCE);
+    // Small integers (seconds and nanoseconds apart) when the response time is what the two timestamps
+    // say, as the dissector gives it: cheaper than dividing a large double.
+    const e = event as TraceInfo;
+    const ds = (e.seconds ?? 0) - (e.requestSeconds ?? 0);
+    const dn = (e.nanoseconds ?? 0) - (e.requestNanoseconds ?? 0);
+    if (ds === 0 && dn >= 0 && dn < 1e9 && dn === t) p = putNanosSmall(b, p, dn);
+    else p = putNanos(b, p, t);
+    p = put(b, p, B_SECONDS_END);
+    b[p - 1] = 93; // "]" in place of ")"
+  } else b[p++] = 93;
+  return put(b, p, B_BLANK);
+}
+
+/**
+ * How {@link writeHotFrameText} shows times: {@link TextOptions}'s origin, and `absolute` for UTC dates.
+ *
+ * @example
+ * ```ts
+ * import type { HotTime } from "./format.ts";
+ * const t: HotTime = { originSeconds: 0, originNanoseconds: 0, absolute: false };
+ * console.log(t.absolute); // false
+ * ```
+ */
+export interface HotTime {
+  /** Seconds of the origin of relative times. */
+  readonly originSeconds: number;
+  /** Nanoseconds of the origin. */
+  readonly originNanoseconds: number;
+  /** UTC dates instead of relative times. */
+  readonly absolute: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Summary lines
+// ---------------------------------------------------------------------------------------------------------
+
+/** ` name=value` pairs of a frame's main fields, as a summary line shows them after its kind. */
+function summaryFields(e: ConversationFrame): string {
+  const f = e.frame;
+  switch (f.type) {
+    case "oldstyle-greeting":
+      return `oldstyle greeting size=${f.size} flags=${f.transmissionFlags}`;
+    case "newstyle-greeting":
+      return `newstyle greeting flags=${names("handshakeFlag", f.handshakeFlags).join("|") || "0"}`;
+    case "client-flags":
+      return `client flags=${names("clientFlag", f.flags).join("|") || "0"}`;
+    case "option-request": {
+      const d = f.data;
+      const name = d.kind === "export-name" || d.kind === "info-request" || d.kind === "meta-context-query"
+        ? ` name=${quote(d.name)}`
+        : "";
+      const queries = d.kind === "meta-context-query" && d.queries.length > 0
+        ? ` queries=${d.queries.map(quote).join(",")}`
+        : "";
+      return codeName("option", f.option) + name + queries;
+    }
+    case "option-reply": {
+      const d = f.data;
+      let more = "";
+      if (d.kind === "info") {
+        more = " " + codeName("info", d.info.info);
+        if (d.info.kind === "export") more += ` size=${d.info.size}`;
+      } else if (d.kind === "meta-context") more = ` id=${d.id} context=${quote(d.name)}`;
+      else if (d.kind === "server") more = ` name=${quote(d.name)}`;
+      else if (d.kind === "error" && d.message !== "") more = ` message=${quote(d.message)}`;
+      return `${codeName("optionReply", f.reply)} to ${codeName("option", f.option)}${more}`;
+    }
+    case "export-name-reply":
+      return `export size=${f.size} flags=${names("transmissionFlag", f.transmissionFlags).join("|") || "0"}`;
+    case "request": {
+      const flags = names("commandFlag", f.flags);
+      const payload = e.frameLength - requestHeaderLength(f);
+      return codeName("command", f.command) + ` cookie=${f.cookie} offset=${f.offset} length=${f.length}` +
+        (flags.length > 0 ? ` flags=${flags.join("|")}` : "") +
+        (payload > 0 && f.blockStatus === undefined ? ` data=${payload}` : "");
+    }
+    case "simple-reply": {
+      const data = e.frameLength - SIMPLE_REPLY_HEADER;
+      return `NBD_SIMPLE_REPLY cookie=${f.cookie} error=${f.error === 0 ? "0" : codeName("error", f.error)}` +
+        (data > 0 ? ` data=${data}` : "");
+    }
+    case "reply-chunk": {
+      const p = f.payload;
+      let more = "";
+      if (p.kind === "offset-data") {
+        more = ` offset=${p.offset} data=${e.frameLength - chunkHeaderLength(f) - 8}`;
+      } else if (p.kind === "offset-hole") more = ` offset=${p.offset} hole=${p.holeSize}`;
+      else if (p.kind === "block-status") more = ` extents=${p.descriptors.count}`;
+      else if (p.kind === "error") more = ` error=${codeName("error", p.error)}`;
+      return codeName("replyType", f.chunkType) + ` cookie=${f.cookie}` + more +
+        ((f.flags & 1) !== 0 ? " DONE" : "");
+    }
+  }
+}
+
+/**
+ * One event as one line, as tshark prints a packet without `-V`: the packet number (`-` without a
+ * capture), the time (as {@link TextOptions} says; `-` without one), who sends to whom (`address:port →
+ * address:port`, or `client → server` for raw streams), then the frame's kind and main fields as
+ * `name=value`. A reply or chunk ends with `[NBD_CMD_READ in 27, 0.000211000 s]` (its request's command,
+ * packet and the response time), and an event with findings with `[findings: RULE, ...]`.
+ *
+ * @example
+ * ```ts
+ * import { formatEventSummary } from "@nbd/codec/trace";
+ * console.log(formatEventSummary({
+ *   event: "frame", connection: 0, direction: "c2s", frameOffset: 104, frameLength: 28, findings: [],
+ *   frame: { type: "request", extended: false, flags: 0, command: 0, cookie: 7n, offset: 4096n, length: 4096n },
+ *   packet: 27, firstPacket: 27, seconds: 10, nanoseconds: 341000,
+ *   client: { address: "127.0.0.1", port: 41234 }, server: { address: "127.0.0.1", port: 10809 },
+ * }, { originSeconds: 10 }));
+ * // 27 0.000341000 127.0.0.1:41234 → 127.0.0.1:10809 NBD_CMD_READ cookie=7 offset=4096 length=4096
+ * ```
+ */
+export function formatEventSummary(event: ConversationEvent | TraceEvent, options?: TextOptions): string {
+  const e = event as (ConversationEvent & TraceInfo);
+  let text: string;
+  if (e.packet === undefined) text = "- -";
+  else {
+    const s = e.seconds ?? 0;
+    const ns = e.nanoseconds ?? 0;
+    text = e.packet + " " +
+      (options?.time === "absolute"
+        ? utcText(s, ns)
+        : sinceText(s, ns, options?.originSeconds ?? 0, options?.originNanoseconds ?? 0));
+  }
+  const c2s = e.direction === "c2s";
+  if (e.client !== undefined && e.server !== undefined) {
+    const a = endpointText(c2s ? e.client : e.server);
+    const b = endpointText(c2s ? e.server : e.client);
+    text += " " + a + " → " + b;
+  } else text += c2s ? " client → server" : " server → client";
+  if (e.event === "notice") text += ` notice ${e.notice} offset=${e.streamOffset} length=${e.length}`;
+  else {
+    text += " " + summaryFields(e);
+    const r = e.request;
+    if (r !== undefined) {
+      const rp = e.requestPacket;
+      const t = e.responseNanoseconds;
+      text += " [" + codeName("command", r.command) + (rp === undefined ? "" : " in " + rp) +
+        (t === undefined ? "" : ", " + nanosText(t) + " s") + "]";
+    }
+  }
+  if (e.findings.length > 0) text += " [findings: " + e.findings.map((f) => f.rule).join(", ") + "]";
+  return text;
 }

@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import { ByteOutput, main } from "../bin/cli.ts";
@@ -285,9 +286,12 @@ describe("nbd-codec dissect on the bundled qemu capture", () => {
     const r = await run("dissect");
     expect(r.code).toBe(0);
     expect(r.stderr).toBe("");
-    expect(r.stdout).toMatch(/^Frame 1: connection 0, s2c, offset 0, 18 bytes: newstyle-greeting\n/);
+    // tshark -r qemu10-ext-io.pcap: packet 4, 0.000162 s after packet 1, carries the 18-byte greeting.
+    expect(r.stdout).toMatch(
+      /^Connection 0: 127\.0\.0\.1:58156 → 127\.0\.0\.1:43703\n\nFrame 1 \(packet 4, 0\.000162000 s\): connection 0, s2c, offset 0, 18 bytes: newstyle-greeting\n/,
+    );
     expect(r.stdout).toContain("    Type: NBD_REPLY_TYPE_BLOCK_STATUS_EXT (6)");
-    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(30);
+    expect(r.stdout.match(/^Frame \d+ /gm)).toHaveLength(30);
   });
 
   test("--json prints one object per frame that agrees with the capture's independent walk", async () => {
@@ -314,6 +318,22 @@ describe("nbd-codec dissect on the bundled qemu capture", () => {
     const r = await run("dissect", "--c2s", QEMU + ".c2s.bin", "--s2c", QEMU + ".s2c.bin", "--json");
     expect(r.code).toBe(0);
     const raw = jsonLines(r.stdout);
+    // The capture's keys (packets, times, endpoints) are absent from raw streams, not zero.
+    const CAPTURE_KEYS = [
+      "packet",
+      "firstPacket",
+      "time",
+      "client",
+      "server",
+      "requestPacket",
+      "requestTime",
+      "responseTime",
+    ];
+    for (const o of raw) for (const k of CAPTURE_KEYS) expect(o, k).not.toHaveProperty(k);
+    for (const o of pcap) {
+      expect(typeof o.packet).toBe("number");
+      for (const k of CAPTURE_KEYS) delete o[k];
+    }
     const key = (o: Record<string, unknown>) => `${o.direction} ${o.frameOffset}`;
     const sort = (xs: Record<string, unknown>[]) => [...xs].sort((a, b) => key(a) < key(b) ? -1 : 1);
     expect(sort(raw)).toEqual(sort(pcap));
@@ -322,7 +342,7 @@ describe("nbd-codec dissect on the bundled qemu capture", () => {
   test("--strict exits 1 on the capture's spec violation, after printing every frame", async () => {
     const r = await run("dissect", QEMU + ".pcap", "--strict");
     expect(r.code).toBe(1);
-    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(30);
+    expect(r.stdout.match(/^Frame \d+ /gm)).toHaveLength(30);
     expect(r.stderr).toMatch(/^nbd-codec: --strict: \d+ spec violations?; first: /);
     expect(r.stderr.trimEnd().split("\n")).toHaveLength(1);
   });
@@ -684,6 +704,11 @@ describe("nbd-codec dissect on synthetic captures", () => {
       .toEqual([
         ["c2s", 26, "tcp-retransmission-mismatch"],
       ]);
+    // `packet` keeps its 0-based meaning (the schema only gains keys); `packetNumber` and the text count from 1.
+    const f = found[0]!;
+    expect(f.packetNumber).toBe((f.packet as number) + 1);
+    const text = await run("dissect", differs);
+    expect(text.stdout).toContain(`Capture finding: connection 0, c2s, packet ${f.packetNumber}\n`);
   });
 
   test("a clean conversation on port 10809 passes --strict", async () => {
@@ -730,7 +755,7 @@ describe("nbd-codec dissect on synthetic captures", () => {
     const file = writeTemp("port.pcap", pcapFile(connection(40000, 7000, nbdSegments())));
     const r = await run("dissect", file, "--port", "7000");
     expect(r.code).toBe(0);
-    expect(r.stdout.match(/^Frame \d+:/gm)).toHaveLength(8);
+    expect(r.stdout.match(/^Frame \d+ /gm)).toHaveLength(8);
     expect(r.stdout).toContain("    Type: NBD_CMD_DISC (2)");
   });
 
@@ -750,4 +775,260 @@ describe("nbd-codec dissect on synthetic captures", () => {
     const got = jsonLines(r.stdout);
     expect(got.at(-1)).toMatchObject({ kind: "truncated", direction: "s2c", connection: 0 });
   });
+});
+
+// ---- packets, times, summaries, filters and statistics (issue 14) ----
+// Reference values from tshark 4.0.17 on the same files: `tshark -r qemu10-ext-io.pcap -T fields -e
+// frame.number -e frame.time_epoch` (packet 4 at 1795261474.653935, packet 1 at .653773, packet 6 at .654000,
+// packet 8 at .654018), and test/fixtures/trace/tshark/libnbd-nbdkit-simple.tsv (reply in packet 24 to the
+// request in packet 23, nbd.time 0.000211).
+const SIMPLE = path.join(CAPTURES, "libnbd-nbdkit-simple.pcap");
+
+describe("nbd-codec dissect: packets and times", () => {
+  test("a reply shows its request's packet and the time since it, as Wireshark's nbd.response_to and nbd.time", async () => {
+    for (const r of [await run("dissect", SIMPLE), await runBytes("dissect", SIMPLE)]) {
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(
+        "Frame 15 (packet 24, 0.001137000 s): connection 0, s2c, offset 210, 4112 bytes: simple-reply\n" +
+          "    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)\n    Error: 0 (success)\n    Cookie: 1\n" +
+          "    Data: 4096 bytes\n    [Request: NBD_CMD_READ, offset 0, length 4096]\n" +
+          "    [Request in packet 23]\n    [Time since request: 0.000211000 s]\n\n",
+      );
+      // The endpoints once, before the connection's first frame.
+      expect(r.stdout.match(/^Connection 0: 127\.0\.0\.1:51176 → 127\.0\.0\.1:51009$/gm)).toHaveLength(1);
+    }
+  });
+
+  test("--time absolute shows UTC dates, --time delta the time since the previous frame shown", async () => {
+    const abs = await run("dissect", QEMU + ".pcap", "--time", "absolute");
+    expect(abs.stdout).toContain("Frame 1 (packet 4, 2026-11-21T11:44:34.653935000Z): connection 0, s2c,");
+    const delta = await run("dissect", QEMU + ".pcap", "--time=delta", "--summary");
+    expect(delta.stdout.split("\n").slice(0, 3).map((l) => l.split(" ").slice(0, 2).join(" "))).toEqual([
+      "4 0.000000000",
+      "6 0.000065000",
+      "8 0.000018000",
+    ]);
+    const bad = await run("dissect", "--time", "soon");
+    expect([bad.code, bad.stderr]).toEqual([
+      2,
+      "nbd-codec: --time soon is not one of relative, absolute, delta (try nbd-codec --help)\n",
+    ]);
+    const raw = await run(
+      "dissect",
+      "--c2s",
+      QEMU + ".c2s.bin",
+      "--s2c",
+      QEMU + ".s2c.bin",
+      "--time",
+      "delta",
+    );
+    expect(raw.code).toBe(2);
+  });
+
+  test("--json has the capture's keys: packets, times as 9-digit decimal strings, endpoints, response time", async () => {
+    const lines = jsonLines((await run("dissect", SIMPLE, "--json")).stdout);
+    const reply = lines.find((o) => o.packet === 24)!;
+    expect(reply).toMatchObject({
+      kind: "simple-reply",
+      packet: 24,
+      firstPacket: 24,
+      time: "1795261489.611323000",
+      client: "127.0.0.1:51176",
+      server: "127.0.0.1:51009",
+      requestPacket: 23,
+      requestTime: "1795261489.611112000",
+      responseTime: "0.000211000",
+      command: "NBD_CMD_READ",
+      requestCommand: "NBD_CMD_READ",
+    });
+  });
+
+  test("--summary prints one line per frame: packet, time, endpoints, kind and fields", async () => {
+    const r = await run("dissect", SIMPLE, "--summary");
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split("\n");
+    expect(lines).toHaveLength(30);
+    expect(lines[0]).toBe(
+      "4 0.000308000 127.0.0.1:51009 → 127.0.0.1:51176 newstyle greeting flags=NBD_FLAG_FIXED_NEWSTYLE|NBD_FLAG_NO_ZEROES",
+    );
+    expect(lines).toContain(
+      "23 0.000926000 127.0.0.1:51176 → 127.0.0.1:51009 NBD_CMD_READ cookie=1 offset=0 length=4096",
+    );
+    expect(lines).toContain(
+      "24 0.001137000 127.0.0.1:51009 → 127.0.0.1:51176 NBD_SIMPLE_REPLY cookie=1 error=0 data=4096 [NBD_CMD_READ in 23, 0.000211000 s]",
+    );
+    const raw = await run("dissect", "--c2s", QEMU + ".c2s.bin", "--s2c", QEMU + ".s2c.bin", "--summary");
+    expect(raw.stdout.split("\n")[0]).toMatch(/^- - server → client newstyle greeting /);
+    expect((await run("dissect", "--json", "--summary")).code).toBe(2);
+  });
+
+  test("--filter selects frames by their JSON fields; --count stops after N frames", async () => {
+    const r = await run(
+      "dissect",
+      SIMPLE,
+      "--summary",
+      "--filter",
+      "command == READ and responseTime > 0.0001",
+    );
+    expect(r.stdout).toBe(
+      "24 0.001137000 127.0.0.1:51009 → 127.0.0.1:51176 NBD_SIMPLE_REPLY cookie=1 error=0 data=4096 [NBD_CMD_READ in 23, 0.000211000 s]\n",
+    );
+    const requests = jsonLines(
+      (await run("dissect", SIMPLE, "--json", "--filter", "kind == request")).stdout,
+    );
+    expect(requests.map((o) => o.packet)).toEqual([23, 25, 27, 29, 31, 33, 35, 37, 39]);
+    const two = jsonLines(
+      (await run("dissect", SIMPLE, "--json", "--filter", "kind == request", "--count", "2")).stdout,
+    );
+    expect(two.map((o) => o.packet)).toEqual([23, 25]);
+    const text = await run("dissect", SIMPLE, "--count", "1");
+    expect(text.stdout.match(/^Frame \d+ /gm)).toHaveLength(1);
+    expect((await run("dissect", SIMPLE, "--count", "0")).code).toBe(2);
+  });
+
+  test("a bad --filter expression exits 2 with a message that points at the error", async () => {
+    const r = await run("dissect", SIMPLE, "--filter", "command == and x");
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toBe(
+      "nbd-codec: --filter: expected a value after '==', found 'and' at column 12\n" +
+        "    command == and x\n" +
+        "               ^\n",
+    );
+  });
+});
+
+describe("nbd-codec stats", () => {
+  test("text: per connection its endpoints, negotiation, counts and response-time table", async () => {
+    const r = await run("stats", QEMU + ".pcap");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("Connection 0: 127.0.0.1:58156 → 127.0.0.1:43703\n");
+    expect(r.stdout).toContain("    Negotiated: newstyle, NO_ZEROES, extended headers\n");
+    expect(r.stdout).toMatch(/\n {8}NBD_CMD_WRITE +1 +1 +0 +0\.001578000 +0\.001578000 /);
+    expect(r.stdout).toContain("    Findings: write-payload-len ×1\n");
+  });
+
+  test("--json: one object with every connection", async () => {
+    const r = await run("stats", SIMPLE, "--json");
+    const o = JSON.parse(r.stdout);
+    expect(o.connections).toHaveLength(1);
+    const read = o.connections[0].commands.find((c: { command: string }) => c.command === "NBD_CMD_READ");
+    expect(read).toEqual({
+      command: "NBD_CMD_READ",
+      requests: 3,
+      replies: 3,
+      errors: 1,
+      responseTimes: {
+        count: 3,
+        min: "0.000044000",
+        median: "0.000095000",
+        p90: "0.000211000",
+        p99: "0.000211000",
+        max: "0.000211000",
+      },
+    });
+    expect((await run("stats", SIMPLE, "--summary")).stderr).toContain("--summary applies to dissect");
+  });
+});
+
+// ---- the process itself: standard input, live output, signals ----
+
+const DENO = path.join(ROOT, "node_modules", ".bin", "deno");
+const ENTRY = path.join(ROOT, "bin", "nbd-codec.ts");
+
+interface Child {
+  readonly child: import("node:child_process").ChildProcess;
+  out(): string;
+  /** Resolves when standard output matches `re` (rejects after 60 s). */
+  waitFor(re: RegExp): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+async function spawnCli(args: string[], stdin: "pipe" | "ignore"): Promise<Child> {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(DENO, ["run", "-A", ENTRY, ...args], { stdio: [stdin, "pipe", "pipe"] });
+  let out = "";
+  const waiters: { re: RegExp; resolve: () => void }[] = [];
+  child.stdout!.on("data", (d: Uint8Array) => {
+    out += new TextDecoder().decode(d);
+    for (const w of [...waiters]) {
+      if (w.re.test(out)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    out: () => out,
+    waitFor: (re) =>
+      new Promise((resolve, reject) => {
+        if (re.test(out)) return resolve();
+        waiters.push({ re, resolve });
+        setTimeout(() => reject(new Error(`no ${re} in ${JSON.stringify(out)}`)), 60_000);
+      }),
+    exited,
+  };
+}
+
+/** Byte offsets just past each record of a little-endian pcap. */
+function recordEnds(b: Uint8Array): number[] {
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const ends: number[] = [];
+  for (let at = 24; at < b.length;) {
+    at += 16 + dv.getUint32(at + 8, true);
+    ends.push(at);
+  }
+  return ends;
+}
+
+describe("nbd-codec as a process", () => {
+  const bytes = new Uint8Array(fs.readFileSync(SIMPLE));
+  const ends = recordEnds(bytes);
+
+  test(
+    "a capture piped in pieces, with pauses: each packet's frames come out before the input ends",
+    async () => {
+      const c = await spawnCli(["dissect", "--summary"], "pipe");
+      // Up to packet 10 and a few bytes of packet 11: the frames of packets 4 to 10 must come out while the
+      // process waits for more.
+      c.child.stdin!.write(bytes.subarray(0, ends[9]! + 5));
+      await c.waitFor(/^10 .*NBD_REP_ACK to NBD_OPT_LIST\n/m);
+      expect(c.out()).not.toMatch(/^12 /m);
+      c.child.stdin!.write(bytes.subarray(ends[9]! + 5, ends[23]!));
+      await c.waitFor(/^24 .*\[NBD_CMD_READ in 23, 0\.000211000 s\]\n/m);
+      expect(c.out()).not.toMatch(/^25 /m);
+      c.child.stdin!.end(bytes.subarray(ends[23]!));
+      expect(await c.exited).toBe(0);
+      expect(c.out().trimEnd().split("\n")).toHaveLength(30);
+    },
+    120_000,
+  );
+
+  test("SIGINT ends a live run after writing what was decoded, exit 0", async () => {
+    const c = await spawnCli(["dissect", "-", "--summary"], "pipe");
+    c.child.stdin!.write(bytes.subarray(0, ends[23]!));
+    await c.waitFor(/^24 /m);
+    process.kill(c.child.pid!, "SIGINT");
+    expect(await c.exited).toBe(0);
+    const lines = c.out().trimEnd().split("\n");
+    expect(lines.at(-1)).toMatch(/^24 .*NBD_SIMPLE_REPLY cookie=1/);
+    c.child.stdin!.destroy();
+  }, 120_000);
+
+  test("SIGTERM too", async () => {
+    const c = await spawnCli(["dissect", "-", "--json"], "pipe");
+    c.child.stdin!.write(bytes.subarray(0, ends[5]!));
+    await c.waitFor(/"packet":6,/);
+    process.kill(c.child.pid!, "SIGTERM");
+    expect(await c.exited).toBe(0);
+    c.child.stdin!.destroy();
+  }, 120_000);
+
+  test("without a capture and with standard input not readable (/dev/null), the bundled sample", async () => {
+    const c = await spawnCli(["dissect", "--summary", "--count", "1"], "ignore");
+    expect(await c.exited).toBe(0);
+    expect(c.out()).toMatch(/^4 0\.000162000 127\.0\.0\.1:43703 → 127\.0\.0\.1:58156 newstyle greeting/);
+  }, 120_000);
 });

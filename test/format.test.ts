@@ -682,6 +682,7 @@ describe("replies", () => {
       headerOffset: "65536",
       payloadLength: "40",
       requestCommand: "NBD_CMD_BLOCK_STATUS",
+      command: "NBD_CMD_BLOCK_STATUS",
       contextId: 0,
       context: "base:allocation",
       descriptorCount: 2,

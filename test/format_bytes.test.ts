@@ -4,7 +4,8 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { type ConversationEvent, formatEventText, type Request } from "../mod.ts";
-import { NO_ROOM, NOT_HOT, writeHotFrameText } from "../codec/format.ts";
+import { type HotTime, NO_ROOM, NOT_HOT, writeHotFrameText } from "../codec/format.ts";
+import type { TraceEvent, TraceInfo } from "../trace.ts";
 
 const decoder = new TextDecoder();
 const U64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
@@ -68,9 +69,49 @@ const replyEvent: fc.Arbitrary<ConversationEvent> = fc.record(
   { requiredKeys: ["event", "connection", "direction", "frameOffset", "frameLength", "findings", "frame"] },
 );
 
-function written(e: ConversationEvent, n: number, size = 4096): string | number {
+/** What a capture adds: packets, times (sometimes across a second, sometimes odd), request links. */
+const seconds = fc.oneof(
+  fc.integer({ min: 1_700_000_000, max: 1_700_000_003 }),
+  fc.integer({ min: 0, max: 2 ** 33 }),
+);
+const nanos = fc.oneof(
+  fc.integer({ min: 0, max: 999_999_999 }),
+  fc.constantFrom(0, 1, 999_999_999),
+  // Not from a capture, but formatted all the same.
+  fc.constantFrom(1_000_000_000, 2_500_000_123),
+);
+const packetNumber = fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 2 ** 32 }));
+const traceInfo: fc.Arbitrary<TraceInfo> = fc
+  .record({ packet: packetNumber, back: fc.integer({ min: 0, max: 3 }), s: seconds, ns: nanos })
+  .chain(({ packet, back, s, ns }) =>
+    fc.record({
+      packet: fc.constant(packet),
+      firstPacket: fc.constant(Math.max(1, packet - back)),
+      seconds: fc.constant(s),
+      nanoseconds: fc.constant(ns),
+      client: fc.constant({ address: "10.0.0.1", port: 40000 }),
+      server: fc.constant({ address: "::1", port: 10809 }),
+    })
+  );
+const responseInfo = fc
+  .record({ rs: seconds, rns: nanos, rp: packetNumber })
+  .map(({ rs, rns, rp }) => ({ requestPacket: rp, requestSeconds: rs, requestNanoseconds: rns }));
+const time: fc.Arbitrary<HotTime> = fc.record({
+  originSeconds: fc.oneof(fc.constant(0), seconds),
+  originNanoseconds: nanos,
+  absolute: fc.boolean(),
+});
+
+function withTrace(e: ConversationEvent, t: TraceInfo, r: Partial<TraceInfo> | undefined): TraceEvent {
+  const out: TraceEvent = { ...e, ...t };
+  if (r === undefined || e.event !== "frame" || e.request === undefined) return out;
+  const ns = (t.seconds! - r.requestSeconds!) * 1e9 + (t.nanoseconds! - r.requestNanoseconds!);
+  return { ...out, ...r, ...(Number.isSafeInteger(ns) ? { responseNanoseconds: ns } : {}) };
+}
+
+function written(e: ConversationEvent, n: number, size = 4096, t?: HotTime): string | number {
   const b = new Uint8Array(size);
-  const end = writeHotFrameText(e, n, b, 3);
+  const end = writeHotFrameText(e, n, b, 3, t);
   return end < 0 ? end : decoder.decode(b.subarray(3, end));
 }
 
@@ -90,6 +131,70 @@ describe("writeHotFrameText", () => {
         expect(written(e, n)).toBe(formatEventText(e, n) + "\n\n");
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  test("with a capture's packets, times and request links, the bytes are still formatEventText's text", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(requestEvent, replyEvent),
+        traceInfo,
+        fc.option(responseInfo, { nil: undefined }),
+        time,
+        fc.integer({ min: 1, max: 2 ** 40 }),
+        (e, t, r, hot, n) => {
+          const ev = withTrace(e, t, r);
+          const options = hot.absolute
+            ? { time: "absolute" as const }
+            : { originSeconds: hot.originSeconds, originNanoseconds: hot.originNanoseconds };
+          expect(written(ev, n, 4096, hot)).toBe(formatEventText(ev, n, options) + "\n\n");
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
+  test("the exact text of a READ reply of a capture, two packets after its request", () => {
+    const read: Request = {
+      type: "request",
+      extended: false,
+      flags: 0,
+      command: 0,
+      cookie: 7n,
+      offset: 0n,
+      length: 512n,
+    };
+    const e: TraceEvent = {
+      event: "frame",
+      connection: 0,
+      direction: "s2c",
+      frameOffset: 16,
+      frameLength: 528,
+      findings: [],
+      frame: { type: "simple-reply", error: 0, cookie: 7n },
+      request: read,
+      packet: 9,
+      firstPacket: 8,
+      seconds: 101,
+      nanoseconds: 300_500,
+      requestPacket: 7,
+      requestSeconds: 101,
+      requestNanoseconds: 100,
+      responseNanoseconds: 300_400,
+    };
+    const text =
+      "Frame 6 (packets 8-9, 1.000300500 s): connection 0, s2c, offset 16, 528 bytes: simple-reply\n" +
+      "    Magic: 0x67446698 (NBD_SIMPLE_REPLY_MAGIC)\n" +
+      "    Error: 0 (success)\n" +
+      "    Cookie: 7\n" +
+      "    Data: 512 bytes\n" +
+      "    [Request: NBD_CMD_READ, offset 0, length 512]\n" +
+      "    [Request in packet 7]\n" +
+      "    [Time since request: 0.000300400 s]\n\n";
+    expect(written(e, 6, 4096, { originSeconds: 100, originNanoseconds: 0, absolute: false })).toBe(text);
+    expect(formatEventText(e, 6, { originSeconds: 100 }) + "\n\n").toBe(text);
+    expect(written(e, 6, 4096, { originSeconds: 0, originNanoseconds: 0, absolute: true })).toContain(
+      "Frame 6 (packets 8-9, 1970-01-01T00:01:41.000300500Z): connection 0",
     );
   });
 

@@ -10,8 +10,10 @@
  * `/usr/bin/time -v`'s "Maximum resident set size". Output of both tools goes to /dev/null.
  *
  * Goals (bench/RESULTS.md, "Dissect"): at least 5x tshark's throughput (`dissect-speedup-CAPTURE`, text
- * output, one goal per capture) and under 200 MB peak RSS on the generated 1 GB capture
- * (`dissect-peak-rss-1g`).
+ * output with packet numbers and times, one goal per capture), under 200 MB peak RSS on the generated 1 GB
+ * capture (`dissect-peak-rss-1g`), and `nbd-codec stats` on each 1 GB capture at least as fast as `dissect
+ * --json` (`stats-vs-json-CAPTURE`, the ratio of their wall times in the same round) in under 200 MB
+ * (`stats-peak-rss-CAPTURE`), with `tshark -q -z conv,tcp` reported beside.
  *
  * Usage: npm run bench:dissect (builds first) [-- --json] [-- --runs N] [-- --only a,b] [-- --write]
  * or deno run -A bench/dissect/run.ts [same options]. `--json` prints one JSON object per goal (`id`,
@@ -109,9 +111,23 @@ const OURS = "nbd-codec dissect";
 const OURS_JSON = "nbd-codec dissect --json";
 const OURS_DENO = "nbd-codec dissect (Deno)";
 const OURS_INHERITED = "nbd-codec dissect (environment as given)";
+const OURS_STATS = "nbd-codec stats";
+const TSHARK_CONV = "tshark -q -z conv,tcp";
 const TSHARK = "tshark -V -O nbd";
-/** The commands measured in each round, in order: the gated one first, tshark last. */
-const TOOLS: readonly string[] = [OURS, OURS_JSON, OURS_DENO, ...(INHERITED ? [OURS_INHERITED] : []), TSHARK];
+/**
+ * The commands measured in each round, in order: the gated one first, tshark last. `stats` (gated against
+ * `dissect --json` on the 1 GB captures) and tshark's TCP conversation table, the nearest thing tshark has
+ * to it, are measured beside.
+ */
+const TOOLS: readonly string[] = [
+  OURS,
+  OURS_JSON,
+  OURS_DENO,
+  ...(INHERITED ? [OURS_INHERITED] : []),
+  OURS_STATS,
+  TSHARK_CONV,
+  TSHARK,
+];
 type Tool = string;
 
 function argv(tool: Tool, file: string): string[] {
@@ -122,6 +138,10 @@ function argv(tool: Tool, file: string): string[] {
       return [node, CLI, "dissect", file];
     case OURS_JSON:
       return [node, CLI, "dissect", file, "--json"];
+    case OURS_STATS:
+      return [node, CLI, "stats", file];
+    case TSHARK_CONV:
+      return ["tshark", "-r", file, "-q", "-z", "conv,tcp"];
     case OURS_DENO:
       return [
         process.env.DENO ?? "deno",
@@ -194,6 +214,8 @@ interface Row {
   /** tshark's time over ours, per round (wall and CPU); 1 for tshark itself. */
   readonly speedup: Stat;
   readonly cpuSpeedup: Stat;
+  /** `dissect --json`'s wall time over this tool's, per round. */
+  readonly vsJson: Stat;
 }
 
 /** Median (min–max) with `digits` decimals, or more for small values (a tiny capture's MB/s). */
@@ -232,6 +254,7 @@ function measure(c: CaptureSpec, runs: number): Row[] {
       rssMb: stat(s.map((x) => x.rssKb / 1024)),
       speedup: stat(s.map((x, i) => ref[i]!.seconds / x.seconds)),
       cpuSpeedup: stat(s.map((x, i) => ref[i]!.cpuSeconds / Math.max(x.cpuSeconds, 0.001))),
+      vsJson: stat(s.map((x, i) => samples.get(OURS_JSON)![i]!.seconds / x.seconds)),
     };
     process.stderr.write(
       `${c.name} ${tool}: ${fmt(row.mbps, 0)} MB/s wall, ${fmt(row.cpuMbps, 0)} MB/s CPU, ${
@@ -287,6 +310,39 @@ function goals(rows: readonly Row[]): Goal[] {
         tsharkRssMB: r3(tshark.rssMb),
       },
     });
+    const stats = rows.find((r) => r.capture === c.name && r.tool === OURS_STATS);
+    const conv = rows.find((r) => r.capture === c.name && r.tool === TSHARK_CONV);
+    if (stats !== undefined && c.name.endsWith("-1g")) {
+      out.push({
+        id: `stats-vs-json-${c.name}`,
+        title:
+          `nbd-codec stats vs nbd-codec dissect --json on ${c.name}.pcap: wall time ratio (json over stats)`,
+        measured: stats.vsJson[0],
+        range: [stats.vsJson[1], stats.vsJson[2]],
+        target: 1,
+        unit: "x",
+        pass: stats.vsJson[0] >= 1,
+        detail: {
+          statsMBps: r3(stats.mbps),
+          jsonMBps: r3(json.mbps),
+          ...(conv === undefined ? {} : { tsharkConvMBps: r3(conv.mbps), tsharkConvRssMB: r3(conv.rssMb) }),
+          statsRssMB: r3(stats.rssMb),
+        },
+      });
+      out.push({
+        id: `stats-peak-rss-${c.name}`,
+        title: `nbd-codec stats peak RSS on ${c.name}.pcap`,
+        measured: stats.rssMb[0],
+        range: [stats.rssMb[1], stats.rssMb[2]],
+        target: RSS_TARGET_MB,
+        unit: "MB",
+        pass: stats.rssMb[0] < RSS_TARGET_MB,
+        detail: {
+          statsRssMB: r3(stats.rssMb),
+          ...(conv === undefined ? {} : { tsharkConvRssMB: r3(conv.rssMb) }),
+        },
+      });
+    }
     if (c.name === "loopback-1g") {
       const worst = Math.max(ours.rssMb[0], json.rssMb[0]);
       out.push({
@@ -324,15 +380,15 @@ function table(rows: readonly Row[], gs: readonly Goal[], runs: number, load: re
     `${REMOVED_ENV.join(", ")} removed from the measured commands' environment` +
     (INHERITED ? ' except in the "(environment as given)" row' : "") + ".",
     "",
-    "| capture | tool | MB/s (wall) | MB/s (CPU) | peak RSS (MB) | speed-up vs tshark (wall) | speed-up (CPU) |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    "| capture | tool | MB/s (wall) | MB/s (CPU) | peak RSS (MB) | speed-up vs tshark -V (wall) | speed-up (CPU) | vs dissect --json (wall) |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
     const isRef = r.tool === TSHARK;
     lines.push(
       `| ${r.capture} | ${r.tool} | ${fmt(r.mbps, 0)} | ${fmt(r.cpuMbps, 0)} | ${fmt(r.rssMb, 0)} | ${
         isRef ? "1.0x" : fmt(r.speedup, 1) + "x"
-      } | ${isRef ? "1.0x" : fmt(r.cpuSpeedup, 1) + "x"} |`,
+      } | ${isRef ? "1.0x" : fmt(r.cpuSpeedup, 1) + "x"} | ${fmt(r.vsJson, 2)}x |`,
     );
   }
   lines.push("", "| goal | target | measured (range) | result |", "| --- | ---: | ---: | --- |");
