@@ -71,7 +71,12 @@ export interface ConformPeerOptions {
 
 /** A spec violation by the client, seen by the server. */
 export interface ClientFinding {
-  readonly rule: string;
+  /**
+   * What the client broke: a check of `conform client` (`client-flags`, `request-range`, ...), or the rule id
+   * of a decoder finding (codec/rules.ts) passed through. Named `check`, not `rule`: the conform checks are
+   * their own namespace, not entries of the rule catalogue.
+   */
+  readonly check: string;
   readonly message: string;
 }
 
@@ -199,12 +204,12 @@ export class ConformPeerServer {
     this.#clientFlags = f;
     if (f & ClientFlag.C_NO_ZEROES && this.options.noZeroes === false) {
       this.findings.push({
-        rule: "client-flags",
+        check: "client-flags",
         message: "NBD_FLAG_C_NO_ZEROES set, but the server did not offer NBD_FLAG_NO_ZEROES",
       });
     }
     if (f & ~0x3 && !this.#f("hs.unknown-client-flag")) {
-      this.findings.push({ rule: "client-flags", message: `unknown client flags 0x${f.toString(16)}` });
+      this.findings.push({ check: "client-flags", message: `unknown client flags 0x${f.toString(16)}` });
       this.ended = "server (bad client flags)";
       this.#close();
       return;
@@ -259,14 +264,14 @@ export class ConformPeerServer {
     if (this.#in.length < 16) return;
     const dv = new DataView(this.#in.buffer, this.#in.byteOffset);
     if (dv.getBigUint64(0) !== Magic.IHAVEOPT) {
-      this.findings.push({ rule: "option-magic", message: "option request without IHAVEOPT" });
+      this.findings.push({ check: "option-magic", message: "option request without IHAVEOPT" });
       this.#close();
       return;
     }
     const option = dv.getUint32(8);
     const len = dv.getUint32(12);
     if (len > 1 << 20) {
-      this.findings.push({ rule: "option-length", message: `option data of ${len} bytes` });
+      this.findings.push({ check: "option-length", message: `option data of ${len} bytes` });
       this.#close();
       return;
     }
@@ -541,13 +546,13 @@ export class ConformPeerServer {
     try {
       r = decodeRequest(this.#in, { strict: false, extendedHeaders: this.#ext, maxPayloadLength: 64 << 20 });
     } catch (e) {
-      this.findings.push({ rule: "request", message: e instanceof Error ? e.message : String(e) });
+      this.findings.push({ check: "request", message: e instanceof Error ? e.message : String(e) });
       this.#close();
       return;
     }
     if (!r.done) return;
     this.#in = this.#in.subarray(r.byteLength);
-    for (const f of r.findings) this.findings.push({ rule: f.rule, message: f.message });
+    for (const f of r.findings) this.findings.push({ check: f.rule, message: f.message });
     const req = r.frame;
     this.seen.push(nameOf("command", req.command) ?? `command ${req.command}`);
     this.#requests++;
@@ -622,8 +627,8 @@ export class ConformPeerServer {
     this.#chunk(req, ReplyFlag.DONE, ReplyType.ERROR, { kind: "error", error: value, message });
   }
 
-  #finding(rule: string, message: string): void {
-    this.findings.push({ rule, message });
+  #finding(check: string, message: string): void {
+    this.findings.push({ check, message });
   }
 
   #command(req: Request): void {

@@ -192,7 +192,7 @@ export function evaluateClient(o: ClientObservation): ConformResult[] {
     }
     const known = new Set(CLIENT_CASES.flatMap((x) => x.rules));
     const hit = all.filter((f) =>
-      c.rules.includes(f.rule) || (c.rules.includes("*decoder*") && !known.has(f.rule))
+      c.rules.includes(f.check) || (c.rules.includes("*decoder*") && !known.has(f.check))
     );
     if (hit.length) return r(violatedOutcome(c.level), `${hit.length}x ${hit[0]!.message}`);
     return r("pass", "");
