@@ -51,7 +51,15 @@ function blockModule(code: string): string {
   const mapped = code
     .replace(/from "(?:jsr:)?(?:nbd-codec|@nbd\/codec)\/trace"/g, 'from "../trace.ts"')
     .replace(/from "(?:jsr:)?(?:nbd-codec|@nbd\/codec)"/g, 'from "../mod.ts"');
-  return `${README_GLOBALS}\n${mapped}\nexport {};\n`;
+  // A global the block declares itself (a complete example opens its own socket) is left out.
+  const defines = (name: string) => new RegExp(`\\b(?:const|let|var|function)\\s+${name}\\b`).test(code);
+  const globals = README_GLOBALS.split("\n")
+    .filter((line) => {
+      const m = /^declare (?:const|function) (\w+)/.exec(line);
+      return m === null || !defines(m[1]!);
+    })
+    .join("\n");
+  return `${globals}\n${mapped}\nexport {};\n`;
 }
 
 {
