@@ -10,6 +10,7 @@ import {
   flagNames,
   IGNORED_BY_RECEIVER,
   isRuleId,
+  LOCAL_ERROR_RULES,
   RULES,
 } from "../mod.ts";
 import { renderRulesDoc } from "../scripts/rules-table.ts";
@@ -76,7 +77,11 @@ const NOT_NAMED_BY_A_TEST: ReadonlySet<string> = new Set([
   "ipv6-payload-length",
 ]);
 
-const sites = ruleSites();
+const allSites = ruleSites();
+/** Sites of peer-byte rules: the catalogue's. */
+const sites = allSites.filter((s) => !s.local);
+/** Sites of NbdLocalError ids (a rule parameter typed `LocalErrorRule`): the local program's mistakes. */
+const localSites = allSites.filter((s) => s.local);
 
 describe("the rule catalogue", () => {
   test("every rule id named anywhere in codec/ is in RULES, as a literal", () => {
@@ -173,6 +178,32 @@ describe("the rule catalogue", () => {
       }
     }
     expect(bad).toEqual([]);
+  });
+});
+
+describe("NbdLocalError ids (LOCAL_ERROR_RULES): the local program's mistakes, not peer-byte rules", () => {
+  test("every local id is kebab-case and listed once", () => {
+    for (const id of LOCAL_ERROR_RULES) expect(id, id).toMatch(/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/);
+    expect(new Set(LOCAL_ERROR_RULES).size).toBe(LOCAL_ERROR_RULES.length);
+  });
+
+  test("the scan finds the local errors of both sessions and of the request checks, as local", () => {
+    const local = new Set<string>(LOCAL_ERROR_RULES);
+    expect(localSites.filter((s) => !local.has(s.rule)).map((s) => `${s.rule} (${s.file}:${s.line})`))
+      .toEqual([]);
+    const via = new Set(localSites.map((s) => `${s.file} ${s.via}`));
+    for (
+      const v of ["session.ts NbdLocalError", "server_session.ts NbdLocalError", "_client_request.ts refuse"]
+    ) {
+      expect(via.has(v), v).toBe(true);
+    }
+    // Only what builds an NbdLocalError is set aside: no NbdRemoteError, finding or decoder error is local.
+    expect(localSites.filter((s) => s.via !== "NbdLocalError" && s.via !== "refuse")).toEqual([]);
+  });
+
+  test("every local id is raised somewhere in codec/ (no id only on paper)", () => {
+    const raised = new Set(localSites.map((s) => s.rule));
+    expect(LOCAL_ERROR_RULES.filter((id) => !raised.has(id))).toEqual([]);
   });
 });
 
