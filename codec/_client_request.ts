@@ -7,7 +7,7 @@
  * @module
  */
 import { Command, CommandFlag, TransmissionFlag } from "./constants.ts";
-import { NbdLocalError } from "./session.ts";
+import { type LocalErrorRule, NbdLocalError } from "./session.ts";
 
 /** What the checks need to know about the negotiation. */
 export interface RequestContext {
@@ -72,7 +72,7 @@ function cmdName(command: number): string {
   return `NBD_CMD_${COMMAND_NAMES[command] ?? command}`;
 }
 
-function refuse(code: NbdLocalError["code"], rule: string, message: string): never {
+function refuse(code: NbdLocalError["code"], rule: LocalErrorRule, message: string): never {
   throw new NbdLocalError(code, rule, message);
 }
 

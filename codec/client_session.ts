@@ -872,14 +872,10 @@ export class ClientSession {
       for (const f of ev.findings) this.#finding(f);
       if (ev.notice === "tls") return;
       if (ev.notice === "undecodable") {
-        const f = ev.findings[0];
+        // An undecodable notice always carries the finding that ended the direction (its rule is the decoder's).
+        const f = ev.findings[0]!;
         this.#close("undecodable");
-        throw new NbdRemoteError(
-          f?.code ?? "bad-value",
-          ev.streamOffset,
-          f?.rule ?? "undecodable",
-          f?.message ?? "the server sent bytes that are not NBD",
-        );
+        throw new NbdRemoteError(f.code, ev.streamOffset, f.rule, f.message);
       }
       return;
     }
@@ -1048,14 +1044,10 @@ export class ClientSession {
         : r === OptionReply.META_CONTEXT
         ? option === Option.LIST_META_CONTEXT || option === Option.SET_META_CONTEXT
         : false;
-      if (!allowed) {
-        this.#remote(
-          "unexpected-frame",
-          ev.frameOffset + 12,
-          "option-reply-type",
-          `reply type 0x${r.toString(16)} to ${optionName(option)}; the spec does not allow it there`,
-        );
-      } else op.replies.push(rep);
+      // Only the replies the option allows are collected. A known reply type the option does not allow is
+      // the frame decoder's finding (option-reply-type-for-option, reported with the event); an unknown
+      // non-error type (a newer server's) is shown in the event, without a finding, as the decoder decides.
+      if (allowed) op.replies.push(rep);
       return;
     }
     this.#options.shift();

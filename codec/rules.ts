@@ -1,5 +1,7 @@
 /**
- * The rule catalogue: every rule a decoder of this package can report, written once as data.
+ * The rule catalogue: every rule a decoder or a session of this package can report about a peer's bytes,
+ * written once as data. (A session's `NbdLocalError` ids, the local program's mistakes, are apart: see
+ * `LOCAL_ERROR_RULES` in `session.ts`.)
  *
  * Each rule id maps to the spec clauses it comes from (section and a short quote of the spec's own words), the
  * level of the requirement, the {@link NbdDecodeErrorCode} it is reported with, and what strict and lenient
@@ -85,8 +87,11 @@ export interface Rule {
   readonly code: NbdDecodeErrorCode;
   /** How strong the requirement is. */
   readonly level: RuleLevel;
-  /** Which decoders check it: one frame, a stream or conversation (needs earlier frames), or a capture. */
-  readonly scope: "frame" | "stream" | "capture";
+  /**
+   * Which decoders check it: one frame, a stream or conversation (needs earlier frames), a client or server
+   * session (needs the requests, options and negotiation it holds), or a capture.
+   */
+  readonly scope: "frame" | "stream" | "session" | "capture";
   /**
    * The clauses it rests on. Two or more when the rule is the consequence of clauses that together forbid a
    * frame (a flag that needs a negotiation the handshake style cannot have, say).
@@ -1136,6 +1141,302 @@ export const RULES = {
     }],
     strict: "throw",
     lenient: "finding",
+  },
+
+  // ---- sessions: the client session on the server's bytes (codec/client_session.ts, codec/_client_reply.ts) --
+  "reply-before-transmission": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Simple reply message",
+        quote: "S: 64 bits, cookie (MUST match the request)",
+        ext: true,
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "meta-context-duplicate-id": {
+    code: "duplicate",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Option types",
+        quote: "one for each selected metadata context, each with a unique metadata context ID",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "info-export-missing": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Option reply types",
+        quote:
+          "The server MUST send an `NBD_INFO_EXPORT` information type at some point before sending an `NBD_REP_ACK`",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "chunk-type-command": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote: "Valid as a reply to `NBD_CMD_READ`.",
+      },
+      {
+        section: "Structured reply types",
+        quote:
+          "Valid as a reply to `NBD_CMD_READ`, `NBD_CMD_WRITE`, `NBD_CMD_TRIM`, `NBD_CMD_CACHE`, `NBD_CMD_WRITE_ZEROES`, and `NBD_CMD_BLOCK_STATUS`.",
+      },
+      {
+        section: "Structured reply types",
+        quote:
+          "If the client receives an unknown or unexpected type, other than an *error chunk*, it MUST initiate a hard disconnect.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "read-chunk-range": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote:
+          "The data MUST lie within the bounds of the original offset and length of the client's request",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "read-chunk-overlap": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Request types",
+        quote: "The server MUST NOT send content chunks that overlap with any earlier content or error chunk",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "read-df-fragmented": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Request types",
+        quote: "If this flag is set, the server MUST send at most one content chunk",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "read-incomplete": {
+    code: "bad-length",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Request types",
+        quote:
+          "When no error is detected, the server MUST send enough data chunks to cover the entire region described by the offset and length of the client's request.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "error-offset-range": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote: "which MUST lie within the original offset and length of the request",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-context-unrequested": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Request types",
+        quote:
+          "informs the server to limit its replies to the metacontext id(s) in the client's request payload",
+        ext: true,
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-context-duplicate": {
+    code: "duplicate",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote:
+          "A successful block status request MUST have exactly one status chunk per negotiated metadata context ID.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-context-missing": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote:
+          "A successful block status request MUST have exactly one status chunk per negotiated metadata context ID.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-req-one": {
+    code: "bad-length",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote: "then every reply chunk MUST contain exactly one descriptor",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-req-one-length": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote: "that descriptor MUST NOT exceed the *length* of the original request",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "block-status-overrun": {
+    code: "bad-value",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Structured reply types",
+        quote:
+          "the sum of the *length* fields of the first N-1 extents (if any) MUST be less than the requested length",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+
+  // ---- sessions: the server session on the client's bytes (codec/server_session.ts) ------------------------
+  "client-flags-unknown": {
+    code: "reserved-bits",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Newstyle negotiation",
+        quote: "the server MUST close the TCP connection if it does not recognize the client's flags",
+      },
+    ],
+    strict: "throw",
+    lenient: "throw",
+  },
+  "option-not-fixed": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Newstyle negotiation",
+        quote:
+          "In non-fixed newstyle only one option can be set (`NBD_OPT_EXPORT_NAME`), and it is not optional.",
+      },
+    ],
+    strict: "throw",
+    lenient: "throw",
+  },
+  "export-name-refused": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Newstyle negotiation",
+        quote: "If the server is unwilling to allow the export, it MUST terminate the session.",
+      },
+    ],
+    strict: "throw",
+    lenient: "throw",
+  },
+  "after-disc": {
+    code: "unexpected-frame",
+    level: "MUST",
+    scope: "session",
+    clauses: [
+      {
+        section: "Request types",
+        quote: "A client MUST NOT send anything to the server after sending an `NBD_CMD_DISC` command.",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "cookie-in-flight": {
+    code: "duplicate",
+    level: "SHOULD",
+    scope: "session",
+    clauses: [
+      {
+        section: "Transmission",
+        quote: "Clients SHOULD use a cookie that is distinct from all other currently pending transactions",
+      },
+    ],
+    strict: "throw",
+    lenient: "finding",
+  },
+  "max-option-length": {
+    code: "limit-exceeded",
+    level: "LIMIT",
+    scope: "session",
+    clauses: [{
+      section: "ServerSession option maxOptionLength",
+      quote:
+        "option data above the server session's limit (default 64 KiB) without fixed newstyle, where no reply can refuse it",
+    }],
+    strict: "throw",
+    lenient: "throw",
   },
 
   // ---- captures (codec/capture.ts) and TCP/IP (codec/tcp.ts) ---------------------------------------------

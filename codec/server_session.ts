@@ -667,7 +667,7 @@ export class ServerSession {
     const base = q.viewBase;
     if (head.getUint32(base) !== 0x49484156 || head.getUint32(base + 4) !== 0x454f5054) {
       this.#fatal(
-        new NbdRemoteError("bad-magic", at, "option-magic", "option request without the IHAVEOPT magic"),
+        new NbdRemoteError("bad-magic", at, "magic", "option request without the IHAVEOPT magic"),
       );
       return false;
     }
@@ -677,7 +677,12 @@ export class ServerSession {
     if (length > max) {
       if (!this.#fixed) {
         this.#fatal(
-          new NbdRemoteError("limit-exceeded", at + 12, "option-length", `option data of ${length} bytes`),
+          new NbdRemoteError(
+            "limit-exceeded",
+            at + 12,
+            "max-option-length",
+            `option data of ${length} bytes`,
+          ),
         );
         return false;
       }
@@ -1015,7 +1020,7 @@ export class ServerSession {
         new NbdRemoteError(
           "bad-magic",
           at,
-          "request-magic",
+          "magic",
           `request magic 0x${magic.toString(16)}: the stream is lost`,
         ),
       );

@@ -44,6 +44,113 @@ export type NbdLocalErrorCode =
   | "limit-exceeded";
 
 /**
+ * Every rule id an {@link NbdLocalError} can carry: the local program's mistakes, refused before any byte is
+ * produced. A namespace of its own, apart from the peer-byte rules of the catalogue (`RULES`, {@link RuleId}):
+ * these are not rules about what a peer sent. An id that is also a catalogue id (`after-disc`,
+ * `cookie-in-flight`, `read-chunk-range`, ...) names the same spec clause, seen from the side about to break it.
+ * The list is closed: a new id is a new entry here (`test/rules.test.ts` checks that every id is kebab-case,
+ * listed once and raised somewhere in `codec/`).
+ *
+ * @example
+ * ```ts
+ * import { LOCAL_ERROR_RULES } from "@nbd/codec";
+ * console.log(LOCAL_ERROR_RULES.includes("reply-cookie")); // true
+ * ```
+ */
+export const LOCAL_ERROR_RULES = [
+  // Shared by both sessions: arguments and limits.
+  "limit-value",
+  "u64-range",
+  "u64-number",
+  "u32-range",
+  // The client session: calls out of place, bad arguments.
+  "option-phase",
+  "option-fixed-newstyle",
+  "tls-phase",
+  "read-buffer",
+  "command-value",
+  "read-length",
+  "write-data",
+  "transmission-phase",
+  "after-disc",
+  "cookie-in-flight",
+  "flags-value",
+  "payload-len-compact",
+  "length-32",
+  "max-payload-length",
+  // The client session: a request the negotiated export does not allow (codec/_client_request.ts).
+  "command-unknown",
+  "command-not-advertised",
+  "command-flags",
+  "flag-fua",
+  "flag-df",
+  "flag-fast-zero",
+  "read-only",
+  "block-status-negotiation",
+  "block-status-contexts",
+  "block-status-payload",
+  "block-status-payload-empty",
+  "block-status-payload-context",
+  "block-status-payload-duplicate",
+  "request-zero-fields",
+  "request-zero-length",
+  "request-range",
+  "block-size-alignment",
+  "max-payload",
+  // The server session: configuration and calls out of place.
+  "exports",
+  "export",
+  "block-size",
+  "start-once",
+  "oldstyle-tls",
+  "oldstyle-export",
+  "chunk",
+  "receive-before-start",
+  "receive-during-tls",
+  "tls-established",
+  // The server session: a reply the request or the negotiation does not allow.
+  "reply-cookie",
+  "error-zero",
+  "error-value",
+  "enotsup",
+  "ok-needs-data",
+  "read-reply",
+  "read-data",
+  "read-chunk",
+  "read-chunk-simple",
+  "read-chunk-empty",
+  "read-chunk-range",
+  "read-df",
+  "read-chunk-overlap",
+  "read-coverage",
+  "read-error",
+  "read-error-simple",
+  "read-error-range",
+  "done-simple",
+  "done-incomplete",
+  "done-contexts",
+  "block-status-reply",
+  "block-status-context",
+  "block-status-extents",
+  "extent-zero",
+  "extent-32",
+  "extent-range",
+  "extent-end",
+] as const;
+
+/**
+ * A rule id of an {@link NbdLocalError}: one of {@link LOCAL_ERROR_RULES}.
+ *
+ * @example
+ * ```ts
+ * import type { LocalErrorRule } from "@nbd/codec";
+ * const rule: LocalErrorRule = "after-disc";
+ * console.log(rule);
+ * ```
+ */
+export type LocalErrorRule = typeof LOCAL_ERROR_RULES[number];
+
+/**
  * Thrown by a session when the local program asks for something the protocol forbids. It is always thrown
  * before any byte is produced: the session's state is unchanged and the connection can go on.
  *
@@ -62,17 +169,17 @@ export type NbdLocalErrorCode =
 export class NbdLocalError extends Error {
   /** What kind of mistake it is. */
   readonly code: NbdLocalErrorCode;
-  /** Stable kebab-case identifier of the rule, e.g. `"read-chunk-range"`. */
-  readonly rule: string;
+  /** Stable kebab-case identifier of the local rule, e.g. `"read-chunk-range"` (see {@link LOCAL_ERROR_RULES}). */
+  readonly rule: LocalErrorRule;
 
   /**
    * Creates the error; sessions do this, callers rarely need to.
    *
    * @param code what kind of mistake it is
-   * @param rule stable identifier of the rule
+   * @param rule stable identifier of the local rule
    * @param message a sentence saying what was asked and what the protocol requires
    */
-  constructor(code: NbdLocalErrorCode, rule: string, message: string) {
+  constructor(code: NbdLocalErrorCode, rule: LocalErrorRule, message: string) {
     super(message);
     this.name = "NbdLocalError";
     this.code = code;
@@ -86,7 +193,7 @@ export class NbdLocalError extends Error {
  * @example
  * ```ts
  * import { isNbdLocalError, NbdLocalError } from "@nbd/codec";
- * console.log(isNbdLocalError(new NbdLocalError("bad-state", "r", "m"))); // true
+ * console.log(isNbdLocalError(new NbdLocalError("bad-state", "after-disc", "m"))); // true
  * console.log(isNbdLocalError(new Error("x"))); // false
  * ```
  */

@@ -24,6 +24,14 @@ const SCOPES: readonly { scope: Rule["scope"]; title: string; intro: string }[] 
     intro: "Checked by the stream and conversation decoders, which know the frames before this one.",
   },
   {
+    scope: "session",
+    title: "Session rules",
+    intro:
+      "Checked by `ClientSession` on the server's bytes and by `ServerSession` on the client's bytes, which hold " +
+      "the requests, options and negotiation the frames answer. (A session's `NbdLocalError`, the local " +
+      "program's own mistake, carries an id of `LOCAL_ERROR_RULES` instead: not a rule about peer bytes.)",
+  },
+  {
     scope: "capture",
     title: "Capture and TCP/IP rules",
     intro:

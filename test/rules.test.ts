@@ -10,6 +10,7 @@ import {
   flagNames,
   IGNORED_BY_RECEIVER,
   isRuleId,
+  LOCAL_ERROR_RULES,
   RULES,
 } from "../mod.ts";
 import { renderRulesDoc } from "../scripts/rules-table.ts";
@@ -37,6 +38,30 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "stream-truncated": "a stream ending inside a frame: no whole frame to store",
   "capture-gap": "bytes missing from a capture, between frames",
   "max-buffered-bytes": "a limit of the stream decoders' buffer, not of one frame",
+  // Session rules need what a session holds: the requests in flight, the option awaiting its replies, the
+  // negotiation. test/client_session.test.ts and test/server_session.test.ts break them with byte streams.
+  "reply-before-transmission": "a session rule: needs the handshake phase (no request sent yet)",
+  "meta-context-duplicate-id": "a session rule: needs every reply to one NBD_OPT_SET_META_CONTEXT",
+  "info-export-missing": "a session rule: needs every reply to one NBD_OPT_GO or NBD_OPT_INFO",
+  "chunk-type-command": "a session rule: needs the command of the request the chunk answers",
+  "read-chunk-range": "a session rule: needs the READ request's offset and length",
+  "read-chunk-overlap": "a session rule: needs the earlier chunks of the same reply",
+  "read-df-fragmented": "a session rule: needs the READ request's flags and the earlier chunks",
+  "read-incomplete": "a session rule: needs the READ request and every chunk of its reply",
+  "error-offset-range": "a session rule: needs the request's offset and length",
+  "block-status-context-unrequested": "a session rule: needs the request's payload of context ids",
+  "block-status-context-duplicate": "a session rule: needs the earlier chunks of the same reply",
+  "block-status-context-missing":
+    "a session rule: needs the negotiated contexts and every chunk of the reply",
+  "block-status-req-one": "a session rule: needs the request's flags",
+  "block-status-req-one-length": "a session rule: needs the request's flags and length",
+  "block-status-overrun": "a session rule: needs the request's length",
+  "client-flags-unknown": "a session rule: needs the handshake flags the server session offered",
+  "option-not-fixed": "a session rule: needs the client flags sent earlier",
+  "export-name-refused": "a session rule: needs the server session's exports and policy",
+  "after-disc": "a session rule: needs the NBD_CMD_DISC sent earlier",
+  "cookie-in-flight": "a session rule: needs the requests in flight",
+  "max-option-length": "a limit of the server session, not of one frame",
   // Capture and TCP/IP rules are about pcap/pcapng files and IP packets, not NBD frames: test/capture.test.ts
   // and test/tcp.test.ts break them with hand-built files and packets (some by code only: NOT_NAMED_BY_A_TEST).
   "capture-magic": "a capture file rule",
@@ -76,7 +101,11 @@ const NOT_NAMED_BY_A_TEST: ReadonlySet<string> = new Set([
   "ipv6-payload-length",
 ]);
 
-const sites = ruleSites();
+const allSites = ruleSites();
+/** Sites of peer-byte rules: the catalogue's. */
+const sites = allSites.filter((s) => !s.local);
+/** Sites of NbdLocalError ids (a rule parameter typed `LocalErrorRule`): the local program's mistakes. */
+const localSites = allSites.filter((s) => s.local);
 
 describe("the rule catalogue", () => {
   test("every rule id named anywhere in codec/ is in RULES, as a literal", () => {
@@ -173,6 +202,32 @@ describe("the rule catalogue", () => {
       }
     }
     expect(bad).toEqual([]);
+  });
+});
+
+describe("NbdLocalError ids (LOCAL_ERROR_RULES): the local program's mistakes, not peer-byte rules", () => {
+  test("every local id is kebab-case and listed once", () => {
+    for (const id of LOCAL_ERROR_RULES) expect(id, id).toMatch(/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/);
+    expect(new Set(LOCAL_ERROR_RULES).size).toBe(LOCAL_ERROR_RULES.length);
+  });
+
+  test("the scan finds the local errors of both sessions and of the request checks, as local", () => {
+    const local = new Set<string>(LOCAL_ERROR_RULES);
+    expect(localSites.filter((s) => !local.has(s.rule)).map((s) => `${s.rule} (${s.file}:${s.line})`))
+      .toEqual([]);
+    const via = new Set(localSites.map((s) => `${s.file} ${s.via}`));
+    for (
+      const v of ["session.ts NbdLocalError", "server_session.ts NbdLocalError", "_client_request.ts refuse"]
+    ) {
+      expect(via.has(v), v).toBe(true);
+    }
+    // Only what builds an NbdLocalError is set aside: no NbdRemoteError, finding or decoder error is local.
+    expect(localSites.filter((s) => s.via !== "NbdLocalError" && s.via !== "refuse")).toEqual([]);
+  });
+
+  test("every local id is raised somewhere in codec/ (no id only on paper)", () => {
+    const raised = new Set(localSites.map((s) => s.rule));
+    expect(LOCAL_ERROR_RULES.filter((id) => !raised.has(id))).toEqual([]);
   });
 });
 

@@ -265,6 +265,13 @@ describe("handshake", () => {
     expect(s.state.transmissionFlags & TransmissionFlag.READ_ONLY).toBe(TransmissionFlag.READ_ONLY);
   });
 
+  test("option data above maxOptionLength without fixed newstyle closes (no reply can refuse it)", () => {
+    const s = optionsPhase({ exports: [DISK], maxOptionLength: 16 }, ClientFlag.C_NO_ZEROES);
+    const step = s.receive(opt(Option.EXPORT_NAME, { kind: "export-name", name: "x".repeat(17) }));
+    expect(closeRule(step.events)).toBe("max-option-length");
+    expect(s.state.phase).toBe("closed");
+  });
+
   test("option data above maxOptionLength is skipped and answered ERR_TOO_BIG; the stream stays in sync", () => {
     const s = optionsPhase({ exports: [DISK], maxOptionLength: 16 });
     const big = opt(Option.LIST, { kind: "raw", raw: new Uint8Array(40) });
@@ -674,6 +681,10 @@ describe("request validation", () => {
     s.receive(req(Command.READ, 1n, 0n, 512n));
     const step = s.receive(req(Command.READ, 1n, 512n, 512n));
     expect(types(step)).toEqual(["finding", "refused"]);
+    expect(step.events[0]?.type === "finding" && step.events[0].finding).toMatchObject({
+      rule: "cookie-in-flight",
+      code: "duplicate",
+    });
     expect(s.state.inFlight).toBe(1);
     expect(s.replyRead(1n, new Uint8Array(512))[1]?.length).toBe(512);
   });
@@ -711,7 +722,7 @@ describe("request validation", () => {
 
   test("a bad request magic closes the session", () => {
     const { s } = transmission();
-    expect(closeRule(s.receive(new Uint8Array(28)).events)).toBe("request-magic");
+    expect(closeRule(s.receive(new Uint8Array(28)).events)).toBe("magic");
   });
 
   test("DISC: a disconnect event, replies to requests in flight still allowed, bytes after it reported", () => {
@@ -720,7 +731,8 @@ describe("request validation", () => {
     expect(types(step)).toEqual(["request", "disconnect"]);
     expect(s.state.phase).toBe("closing");
     expect(s.replyRead(1n, new Uint8Array(512)).length).toBe(2);
-    expect(types(s.receive(req(Command.READ, 3n, 0n, 512n)))).toEqual(["finding"]);
+    const after = s.receive(req(Command.READ, 3n, 0n, 512n)).events;
+    expect(after.map((e) => e.type === "finding" && e.finding.rule)).toEqual(["after-disc"]);
   });
 });
 
