@@ -15,9 +15,13 @@ import type { Request } from "./request.ts";
 /** How replies are framed on a connection: what the handshake negotiated. */
 export type ReplyMode = "simple" | "structured" | "extended";
 
-/** One broken rule. */
+/**
+ * One broken rule of the reply checker: a conform check id (`read-within`, `bs-style`, ...) or
+ * `frame:<rule>` for a decoder finding. Named `check`, not `rule`: conform's checks are their own namespace,
+ * not entries of the rule catalogue (codec/rules.ts).
+ */
 export interface ReplyViolation {
-  readonly rule: string;
+  readonly check: string;
   readonly message: string;
 }
 
@@ -51,8 +55,8 @@ export function checkReply(
   findings: readonly Finding[],
 ): ReplyCheck {
   const v: ReplyViolation[] = [];
-  const bad = (rule: string, message: string): void => {
-    v.push({ rule, message });
+  const bad = (check: string, message: string): void => {
+    v.push({ check, message });
   };
   for (const f of findings) bad(`frame:${f.rule}`, f.message);
   const isRead = request.command === Command.READ;

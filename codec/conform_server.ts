@@ -130,7 +130,7 @@ function errName(e: number): string {
 /** Throws when the reply broke any of `rules` (a rule id, or a prefix ending in `:`/`*`). */
 function rules(r: ReplyResult, ...ids: string[]): void {
   const hit = r.violations.filter((v) =>
-    ids.some((id) => id.endsWith("*") ? v.rule.startsWith(id.slice(0, -1)) : v.rule === id)
+    ids.some((id) => id.endsWith("*") ? v.check.startsWith(id.slice(0, -1)) : v.check === id)
   );
   if (hit.length > 0) fail(hit.map((v) => v.message).join("; "));
 }

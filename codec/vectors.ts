@@ -223,7 +223,7 @@ const DECODER_OF_TYPE: Record<string, string> = {
  * @example
  * ```ts
  * import type { VectorOutcome } from "@nbd/codec";
- * const o: VectorOutcome = { outcome: "error", code: "bad-magic", offset: 0, rule: "request-magic" };
+ * const o: VectorOutcome = { outcome: "error", code: "bad-magic", offset: 0, rule: "magic" };
  * console.log(o.outcome);
  * ```
  */
