@@ -101,6 +101,8 @@ export class ConformPeerServer {
   #closeAfterFlush = false;
   #clientFlags = 0;
   #requests = 0;
+  /** Requests decoded from the current {@link receive} call (the ones in flight together). */
+  #inBatch = 0;
   #held: Uint8Array[] = [];
   #sr = false;
   #ext = false;
@@ -163,6 +165,7 @@ export class ConformPeerServer {
     n.set(bytes, this.#in.length);
     this.#in = n;
     const batch: Uint8Array[][] = [];
+    this.#inBatch = 0;
     for (;;) {
       const before = this.#in.length;
       const phase: Phase = this.#phase;
@@ -557,6 +560,8 @@ export class ConformPeerServer {
     this.seen.push(nameOf("command", req.command) ?? `command ${req.command}`);
     this.#requests++;
     if (this.#f("tx.in-flight") && this.#requests === 10) return;
+    // A fixed queue of 32 that silently drops what does not fit.
+    if (this.#f("tx.in-flight-many") && ++this.#inBatch > 32) return;
     if (this.#f("tx.disc-outstanding")) {
       // Answers READs late (when another command comes), and forgets them on DISC.
       if (req.command === Command.DISC) this.#held = [];
@@ -693,7 +698,9 @@ export class ConformPeerServer {
             return this.#fail(req, ErrorValue.EINVAL, "DF was not advertised");
           }
         }
-        if (end > size && !this.#f("read.beyond-end")) {
+        if (
+          end > size && !this.#f("read.beyond-end") && !(this.#f("tx.length-max-end") && end >= 1n << 32n)
+        ) {
           return this.#fail(req, ErrorValue.EINVAL, `read beyond the end of the export (${size} bytes)`);
         }
         if (this.options.failReadsFrom !== undefined && Number(end) > this.options.failReadsFrom) {
@@ -702,6 +709,14 @@ export class ConformPeerServer {
             ErrorValue.EIO,
             `simulated read error past offset ${this.options.failReadsFrom} (conform profile)`,
           );
+        }
+        if (this.#f("read.over-max") && req.length > BigInt(this.#maxPayload)) {
+          this.#close();
+          return;
+        }
+        if (this.#f("tx.length-max-end") && req.length === 0xffff_ffffn) {
+          // The 32-bit overflow: (offset + length) mod 2^32 passes the range check; the read stops at the end.
+          return this.#read({ ...req, length: size - req.offset });
         }
         if (req.length === 0n && this.#f("read.zero-length")) {
           this.#close();
@@ -890,6 +905,23 @@ export class ConformPeerServer {
       return this.#fail(req, ErrorValue.EINVAL, "no metadata context selected");
     }
     const size = BigInt(this.#size);
+    if (this.#f("bs.length-max") && req.length >= 0xffff_f000n) {
+      // The 32-bit overflow real servers shipped: the length rounded up to the block size is 2^32, stored in
+      // a 32-bit descriptor as 0 (compact), or reported in full past the request (extended).
+      const rounded = (req.length + BigInt(BLOCK) - 1n) / BigInt(BLOCK) * BigInt(BLOCK);
+      const extended = this.#ext;
+      for (const id of this.#contexts.keys()) {
+        const descriptors = createBlockStatusDescriptors(id, extended, [{
+          length: extended ? rounded : Number(rounded & 0xffff_ffffn),
+          status: 0,
+        }]);
+        this.#chunk(req, 0, extended ? ReplyType.BLOCK_STATUS_EXT : ReplyType.BLOCK_STATUS, {
+          kind: "block-status",
+          descriptors,
+        });
+      }
+      return this.#chunk(req, ReplyFlag.DONE, ReplyType.NONE, { kind: "none" });
+    }
     if (req.offset + req.length > size && !this.#f("bs.beyond-end")) {
       return this.#fail(req, ErrorValue.EINVAL, "block status beyond the end");
     }

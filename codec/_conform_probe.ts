@@ -349,6 +349,25 @@ export class Probe {
 
   /** Sends a request (extended header in extended mode); returns its cookie. */
   async request(init: RequestInit): Promise<bigint> {
+    const [cookie, bytes] = this.#prepare(init);
+    await this.send(bytes);
+    return cookie;
+  }
+
+  /** Sends many requests in one write (so the server sees them all in flight at once); returns their cookies. */
+  async requestAll(inits: readonly RequestInit[]): Promise<bigint[]> {
+    const parts = inits.map((i) => this.#prepare(i));
+    const bytes = new Uint8Array(parts.reduce((n, [, b]) => n + b.length, 0));
+    let at = 0;
+    for (const [, b] of parts) {
+      bytes.set(b, at);
+      at += b.length;
+    }
+    await this.send(bytes);
+    return parts.map(([c]) => c);
+  }
+
+  #prepare(init: RequestInit): [bigint, Uint8Array] {
     const cookie = init.cookie ?? this.nextCookie();
     const extended = this.mode === "extended";
     const isWrite = init.command === Command.WRITE;
@@ -376,8 +395,7 @@ export class Probe {
       // A request our encoder refuses on purpose (unknown flags with a payload, ...): build it by hand.
       bytes = rawRequest(req);
     }
-    await this.send(bytes);
-    return cookie;
+    return [cookie, bytes];
   }
 
   /** Reads frames until the reply to `cookie` is complete, then checks it. */

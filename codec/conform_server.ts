@@ -230,6 +230,8 @@ const S_STRUCT = "Transmission / Structured reply chunk message";
 const S_READ = "Request types / NBD_CMD_READ";
 const S_BS = "Request types / NBD_CMD_BLOCK_STATUS";
 const S_ERR = "Error values";
+const Q_REQ_ONE =
+  "If the client used the NBD_CMD_FLAG_REQ_ONE flag in the request, then every reply chunk MUST contain exactly one descriptor, and that descriptor MUST NOT exceed the length of the original request.";
 
 /** Every case `conform server` runs, in order. */
 export const SERVER_CASES: readonly ServerCase[] = [
@@ -1105,6 +1107,44 @@ export const SERVER_CASES: readonly ServerCase[] = [
       return r.error ? errName(r.error) : "success";
     },
   }),
+  def({
+    id: "read.over-max",
+    area: "read",
+    title: "A structured READ above the maximum payload (up to 2^25) is split or refused, not a disconnect",
+    section: S_READ,
+    quote:
+      "A server MAY support read requests larger than the maximum payload size by splitting the response across multiple chunks ... however, the server is also permitted to reject large read requests up front with NBD_EOVERFLOW",
+    level: "SHOULD",
+    async run(ctx) {
+      // Why SHOULD and only up to 2^25: the READ clause allows splitting or EOVERFLOW, and "any payload not
+      // exceeding 2^25 (33,554,432) bytes SHOULD NOT be considered a denial of service attack, even if that
+      // length is larger than the advertised maximum payload size" (Size constraints). Above 2^25 a hard
+      // disconnect is allowed, so there is nothing to check.
+      const [p, n] = await ctx.go({ structured: "required", info: [Info.BLOCK_SIZE] });
+      const max = n.blockSize?.maximum;
+      if (max === undefined) skip("no maximum payload advertised");
+      const mb = BigInt(ctx.facts.minBlock);
+      const length = (BigInt(max) + mb) / mb * mb;
+      if (length > 1n << 25n) {
+        skip(
+          `the maximum payload ${max} leaves no READ above it of at most 2^25 bytes (a disconnect is allowed)`,
+        );
+      }
+      if (length > n.size) skip(`the export (${n.size} bytes) is not larger than the maximum payload ${max}`);
+      const r = await p.roundTrip({ command: Command.READ, offset: 0n, length });
+      if (r.error === 0) {
+        rules(r, "read-*", "frame:*");
+      } else if (r.error !== ErrorValue.EOVERFLOW && r.error !== ErrorValue.EINVAL) {
+        fail(`READ of ${length} bytes failed with ${errName(r.error)}, not NBD_EOVERFLOW or NBD_EINVAL`);
+      } else {
+        rules(r, "frame:*");
+      }
+      await stillAlive(p, n, ctx.facts.minBlock);
+      return `READ of ${length} bytes (maximum payload ${max}): ${
+        r.error ? errName(r.error) : `${r.frames.length} chunks`
+      }`;
+    },
+  }),
   // -- transmission: general ------------------------------------------------------------------------------
   def({
     id: "tx.cookies",
@@ -1142,6 +1182,45 @@ export const SERVER_CASES: readonly ServerCase[] = [
         const r = await p.reply(c);
         if (r.error) fail(`READ failed: ${errName(r.error)}`);
       }
+    },
+  }),
+  def({
+    id: "tx.in-flight-many",
+    area: "transmission",
+    title: "128 requests sent in one write are each answered once, with the data of their own range",
+    section: "Transmission",
+    quote:
+      "Replies need not be sent in the same order as requests (i.e., requests may be handled by the server asynchronously) ... the server MUST use the same value for cookie as was sent by the client in the corresponding request",
+    level: "MUST",
+    async run(ctx) {
+      // More than 32 at once: servers with a fixed request queue (qemu-nbd takes 16 at a time) must stop
+      // reading, not drop or mix up requests. The probe takes replies in any order; a second reply for a
+      // cookie, or one for a cookie never sent, is a violation; a missing one runs into the time bound.
+      const count = 128;
+      const [p, n] = await ctx.go({ structured: ctx.facts.structured });
+      const len = ioLength(n, 512, ctx.facts.minBlock);
+      const slots = n.size / len < BigInt(count) ? n.size / len : BigInt(count);
+      const whole = await p.roundTrip({ command: Command.READ, offset: 0n, length: slots * len });
+      if (whole.error) fail(`READ of the first ${slots * len} bytes failed: ${errName(whole.error)}`);
+      const inits = [];
+      for (let i = 0; i < count; i++) {
+        // Every other request reads a different slot from the end, so equal data cannot hide a swap.
+        const slot = BigInt(i) % slots;
+        const at = i % 2 === 0 ? slot : slots - 1n - slot;
+        inits.push({ command: Command.READ, offset: at * len, length: len });
+      }
+      const cookies = await p.requestAll(inits);
+      for (let i = 0; i < count; i++) {
+        const r = await p.reply(cookies[i]!);
+        if (r.error) fail(`READ ${i} of ${count} failed: ${errName(r.error)}`);
+        const at = Number(inits[i]!.offset);
+        if (!sameBytes(r.data, whole.data!.subarray(at, at + Number(len)))) {
+          fail(`the reply to READ ${i} (cookie 0x${cookies[i]!.toString(16)}) has the data of another range`);
+        }
+      }
+      // A late duplicate of any of them shows up before the reply to this one.
+      await p.roundTrip({ command: Command.READ, offset: 0n, length: len });
+      return `${count} READs of ${len} bytes`;
     },
   }),
   def({
@@ -1290,6 +1369,27 @@ export const SERVER_CASES: readonly ServerCase[] = [
       return `${useBs ? "BLOCK_STATUS" : "CACHE"} of ${length} bytes: ${
         r.error ? errName(r.error) : "success"
       }`;
+    },
+  }),
+  def({
+    id: "tx.length-max-end",
+    area: "transmission",
+    title: "A compact READ of length 0xffffffff near the end of the export gets EINVAL (no 32-bit wrap)",
+    section: "Size constraints",
+    quote:
+      "The server SHOULD report an NBD_EINVAL error if the client's request is not aligned to advertised minimum block size boundaries or would exceed the export size.",
+    level: "SHOULD",
+    async run(ctx) {
+      // A server that adds offset and length in 32 bits sees (size - 4096 + 0xffffffff) mod 2^32, inside the
+      // export, and starts a 4 GiB read. Structured replies when available, so a buggy success is chunked.
+      const [p, n] = await ctx.go({ structured: ctx.facts.structured, extended: false });
+      const mb = BigInt(ctx.facts.minBlock);
+      const back = 4096n > n.size ? n.size : 4096n;
+      const offset = (n.size - back) / mb * mb;
+      const r = await p.roundTrip({ command: Command.READ, offset, length: 0xffff_ffffn });
+      const d = expectError(r, ErrorValue.EINVAL, `READ of 0xffffffff bytes at ${offset}`);
+      await stillAlive(p, n, ctx.facts.minBlock);
+      return d;
     },
   }),
   def({
@@ -1604,8 +1704,7 @@ export const SERVER_CASES: readonly ServerCase[] = [
     area: "block-status",
     title: "REQ_ONE gets exactly one descriptor, not longer than the request",
     section: "Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS",
-    quote:
-      "If the client used the NBD_CMD_FLAG_REQ_ONE flag in the request, then every reply chunk MUST contain exactly one descriptor, and that descriptor MUST NOT exceed the length of the original request.",
+    quote: Q_REQ_ONE,
     level: "MUST",
     async run(ctx) {
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
@@ -1649,6 +1748,39 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
       const r = await p.roundTrip({ command: Command.BLOCK_STATUS, offset: n.size, length: 4096n });
       return expectError(r, ErrorValue.EINVAL, "BLOCK_STATUS beyond the end");
+    },
+  }),
+  def({
+    id: "bs.length-max",
+    area: "block-status",
+    title: "BLOCK_STATUS of length 2^32-1: descriptors stay inside the request (no 32-bit overflow)",
+    section: "Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS",
+    quote: Q_REQ_ONE,
+    level: "MUST",
+    async run(ctx) {
+      // The bug real servers shipped: rounding 0xffffffff up to the block size gives 2^32, which a 32-bit
+      // descriptor field stores as 0 (or a 64-bit one reports beyond the request). Inside the export when it
+      // is at least 4 GiB; on a smaller export the request reaches past the end, where an error is fine
+      // (bs.beyond-end judges which) but a success must still keep the descriptor rules.
+      const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
+      const mb = BigInt(ctx.facts.minBlock);
+      const length = 0xffff_ffffn;
+      const inside = n.size >= length;
+      const offset = inside ? (n.size - length) / mb * mb : 0n;
+      const notes: string[] = [];
+      for (const flags of [CommandFlag.REQ_ONE, 0]) {
+        const r = await p.roundTrip({ command: Command.BLOCK_STATUS, flags, offset, length });
+        const what = flags ? "with REQ_ONE" : "without REQ_ONE";
+        if (r.error) {
+          if (inside) fail(`BLOCK_STATUS ${what} inside the export failed: ${errName(r.error)}`);
+          notes.push(`${what}: ${errName(r.error)}`);
+          continue;
+        }
+        rules(r, "bs-nonzero", "bs-at-least-one", "bs-sum", "bs-req-one", "frame:*");
+        notes.push(`${what}: ${[...r.extents.values()].map((e) => `${e.length} extents`).join(", ")}`);
+      }
+      await stillAlive(p, n, ctx.facts.minBlock);
+      return `${inside ? "inside the export" : "past the end (export under 4 GiB)"}; ${notes.join("; ")}`;
     },
   }),
   def({

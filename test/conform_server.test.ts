@@ -42,7 +42,7 @@ const GOOD: ConformPeerOptions = { secondContext: true };
 const READ_ONLY_CASES = new Set(["tx.read-only-write"]);
 const MIN_BLOCK_CASES = new Set(["tx.unaligned"]);
 /** Cases that need an export larger than the maximum payload. */
-const SMALL_MAX_CASES = new Set(["tx.effect-over-max"]);
+const SMALL_MAX_CASES = new Set(["tx.effect-over-max", "read.over-max"]);
 
 function base(id: string): ConformPeerOptions {
   if (READ_ONLY_CASES.has(id)) return { ...GOOD, readOnly: true };
