@@ -104,3 +104,15 @@ export {
   type ServerTarget,
   type WriteRange,
 } from "./codec/conform_server.ts";
+// `nbd-codec conform client` as a library: serve a connection sans I/O, judge what the client did.
+export {
+  CLIENT_CASE_CATALOGUE,
+  CLIENT_PROFILE_CATALOGUE,
+  type ClientConformConnection,
+  type ClientConnectionLog,
+  type ClientObservation,
+  type ClientProfileInfo,
+  createClientConnection,
+  evaluateClient,
+} from "./codec/conform_client.ts";
+export type { ClientFinding } from "./codec/_conform_peer.ts";

@@ -10,12 +10,12 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import process from "node:process";
-import { ConformPeerServer } from "../codec/_conform_peer.ts";
 import type { ConformCase, ConformResult } from "../codec/conform.ts";
 import {
   CLIENT_CASES,
-  CLIENT_PROFILES,
-  type ClientConnectionLog,
+  CLIENT_PROFILE_CATALOGUE,
+  type ClientConformConnection,
+  createClientConnection,
   evaluateClient,
 } from "../codec/conform_client.ts";
 import { type ConformIo, ConformUsageError } from "./_conform_io.ts";
@@ -48,21 +48,23 @@ const COMMAND_TIMEOUT_MS = 120_000;
 /** Runs `conform client`; returns the exit status. */
 export async function runConformClient(o: ClientRunOptions, io: ConformIo, report: Report): Promise<number> {
   const name = o.profile ?? "default";
-  const profile = CLIENT_PROFILES[name];
+  const profile = CLIENT_PROFILE_CATALOGUE.find((p) => p.name === name);
   if (profile === undefined) {
-    throw new ConformUsageError(`unknown profile ${name} (${Object.keys(CLIENT_PROFILES).join(", ")})`);
+    throw new ConformUsageError(
+      `unknown profile ${name} (${CLIENT_PROFILE_CATALOGUE.map((p) => p.name).join(", ")})`,
+    );
   }
   if (o.port === undefined) {
     throw new ConformUsageError("conform client needs --port N (0 picks a free port)");
   }
-  const servers: ConformPeerServer[] = [];
+  const servers: ClientConformConnection[] = [];
   let reference: Uint8Array | undefined;
   let open = 0;
   let resolveIdle: () => void = () => {};
   const idle = new Promise<void>((r) => (resolveIdle = r));
   const server = net.createServer((socket) => {
     open++;
-    const s = new ConformPeerServer(profile.options);
+    const s = createClientConnection(name);
     servers.push(s);
     reference ??= s.exportBytes();
     socket.setNoDelay(true);
@@ -116,11 +118,7 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
   } finally {
     server.close();
   }
-  const logs: ClientConnectionLog[] = servers.map((s) => ({
-    findings: s.findings,
-    seen: s.seen,
-    ended: s.ended,
-  }));
+  const logs = servers.map((s) => s.log());
   let dataMatches: boolean | undefined;
   if (o.expectOutput !== undefined && reference !== undefined) {
     let got: Uint8Array;
@@ -134,7 +132,7 @@ export async function runConformClient(o: ClientRunOptions, io: ConformIo, repor
   const results = evaluateClient({
     connections: logs,
     ...(exitCode !== undefined ? { exitCode } : {}),
-    ...(profile.options.failReadsFrom !== undefined ? { expectFailure: true } : {}),
+    ...(profile.expectFailure ? { expectFailure: true } : {}),
     ...(dataMatches !== undefined ? { dataMatches } : {}),
   }).filter((r) => o.common.only === undefined || o.common.only.some((x) => r.id.startsWith(x)));
   return await report(results, CLIENT_CASES, "conform-client", o.common, io);

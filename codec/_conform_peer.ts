@@ -69,7 +69,16 @@ export interface ConformPeerOptions {
   readonly faults?: ReadonlySet<string>;
 }
 
-/** A spec violation by the client, seen by the server. */
+/**
+ * A spec violation by the client, seen by the server.
+ *
+ * @example
+ * ```ts
+ * import type { ClientFinding } from "@nbd/codec";
+ * const f: ClientFinding = { check: "request-range", message: "NBD_CMD_READ 0+4096 beyond the export size 0" };
+ * console.log(f.check); // "request-range"
+ * ```
+ */
 export interface ClientFinding {
   /**
    * What the client broke: a check of `conform client` (`client-flags`, `request-range`, ...), or the rule id
@@ -77,6 +86,7 @@ export interface ClientFinding {
    * their own namespace, not entries of the rule catalogue.
    */
   readonly check: string;
+  /** What happened, for a human. */
   readonly message: string;
 }
 

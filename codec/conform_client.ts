@@ -7,10 +7,20 @@
  */
 import type { ConformCase, ConformResult } from "./conform.ts";
 import { violatedOutcome } from "./conform.ts";
-import type { ClientFinding, ConformPeerOptions } from "./_conform_peer.ts";
+import { type ClientFinding, type ConformPeerOptions, ConformPeerServer } from "./_conform_peer.ts";
 
-/** What the server saw of one connection. */
+/**
+ * What the server saw of one connection.
+ *
+ * @example
+ * ```ts
+ * import type { ClientConnectionLog } from "@nbd/codec";
+ * const log: ClientConnectionLog = { findings: [], seen: ["NBD_OPT_GO", "NBD_CMD_DISC"], ended: "NBD_CMD_DISC" };
+ * console.log(log.seen.length); // 2
+ * ```
+ */
 export interface ClientConnectionLog {
+  /** The client's spec violations, in order. */
   readonly findings: readonly ClientFinding[];
   /** Options and commands, in order. */
   readonly seen: readonly string[];
@@ -18,8 +28,18 @@ export interface ClientConnectionLog {
   readonly ended: string | undefined;
 }
 
-/** Everything `conform client` observed. */
+/**
+ * Everything `conform client` observed.
+ *
+ * @example
+ * ```ts
+ * import type { ClientObservation } from "@nbd/codec";
+ * const o: ClientObservation = { connections: [], exitCode: 0 };
+ * console.log(o.exitCode); // 0
+ * ```
+ */
 export interface ClientObservation {
+  /** One log per connection the client made. */
   readonly connections: readonly ClientConnectionLog[];
   /** The command's exit status (undefined when no command was given). */
   readonly exitCode?: number | null;
@@ -155,7 +175,16 @@ export const CLIENT_CASES: readonly ClientCase[] = [
   }),
 ];
 
-/** Judges an observation: one result per case. */
+/**
+ * Judges an observation: one result per case of {@link CLIENT_CASE_CATALOGUE}, in its order.
+ *
+ * @example
+ * ```ts
+ * import { evaluateClient } from "@nbd/codec";
+ * const results = evaluateClient({ connections: [{ findings: [], seen: ["NBD_OPT_ABORT"], ended: "NBD_OPT_ABORT" }] });
+ * console.log(results.every((r) => r.outcome === "pass" || r.outcome === "skip")); // true
+ * ```
+ */
 export function evaluateClient(o: ClientObservation): ConformResult[] {
   const all = o.connections.flatMap((c) => c.findings);
   return CLIENT_CASES.map((c): ConformResult => {
@@ -232,3 +261,104 @@ export const CLIENT_PROFILES: Readonly<
     about: "LIST shows 201 exports",
   },
 };
+
+/**
+ * The case catalogue of `conform client` as data (id, area, title, spec section and quote, level), in the
+ * order {@link evaluateClient} reports them.
+ *
+ * @example
+ * ```ts
+ * import { CLIENT_CASE_CATALOGUE } from "@nbd/codec";
+ * console.log(CLIENT_CASE_CATALOGUE.some((c) => c.id === "client.soft-disconnect")); // true
+ * ```
+ */
+export const CLIENT_CASE_CATALOGUE: readonly ConformCase[] = CLIENT_CASES.map(({ rules: _rules, ...c }) =>
+  Object.freeze(c)
+);
+
+/** A profile of `conform client`: legal but unusual server behaviour a robust client must handle. */
+export interface ClientProfileInfo {
+  /** The name `--profile` and {@link createClientConnection} take. */
+  readonly name: string;
+  /** What the server does differently. */
+  readonly about: string;
+  /** Whether a correct client is expected to fail (the profile makes reads fail). */
+  readonly expectFailure: boolean;
+}
+
+/**
+ * The profiles of `conform client`, in the order `--help` lists them.
+ *
+ * @example
+ * ```ts
+ * import { CLIENT_PROFILE_CATALOGUE } from "@nbd/codec";
+ * console.log(CLIENT_PROFILE_CATALOGUE.map((p) => p.name).includes("reorder")); // true
+ * ```
+ */
+export const CLIENT_PROFILE_CATALOGUE: readonly ClientProfileInfo[] = Object.entries(CLIENT_PROFILES).map((
+  [name, p],
+) => Object.freeze({ name, about: p.about, expectFailure: p.options.failReadsFrom !== undefined }));
+
+/**
+ * One client connection served by `conform client`, sans I/O: feed it what the client sent, write what
+ * {@link ClientConformConnection.take} returns, close once {@link ClientConformConnection.closing} is true
+ * and its bytes are written. Its {@link ClientConformConnection.log} goes into {@link evaluateClient}.
+ *
+ * @example
+ * ```ts
+ * import { createClientConnection } from "@nbd/codec";
+ * const c = createClientConnection("default");
+ * const greeting = c.take()[0]!;
+ * console.log(greeting.length, c.closing); // 18 false
+ * ```
+ */
+export interface ClientConformConnection {
+  /** Feeds bytes the client sent (any split). */
+  receive(bytes: Uint8Array): void;
+  /** The bytes to send to the client now, in order (empty when there is nothing to send). */
+  take(): Uint8Array[];
+  /** True once the server ends the session: send what {@link take} returns, then close. */
+  readonly closing: boolean;
+  /** What this connection saw so far: the client's violations, the options and commands, how it ended. */
+  log(): ClientConnectionLog;
+  /** The export's contents (the same for every connection of a profile), to compare with what a client read. */
+  exportBytes(): Uint8Array;
+}
+
+/**
+ * Starts one connection of the `conform client` server under the named profile (see
+ * {@link CLIENT_PROFILE_CATALOGUE}): the greeting is ready in `take()`. Throws `RangeError` for an unknown
+ * profile.
+ *
+ * @example
+ * ```ts
+ * import { createClientConnection, evaluateClient } from "@nbd/codec";
+ * const c = createClientConnection("reorder");
+ * c.take(); // the greeting
+ * // A client that sends its flags, asks for unknown option 99, then just closes (no NBD_OPT_ABORT):
+ * c.receive(new Uint8Array([0, 0, 0, 1, 0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 99, 0, 0, 0, 0]));
+ * c.take();
+ * const results = evaluateClient({ connections: [c.log()] });
+ * console.log(results.find((r) => r.id === "client.soft-disconnect")?.outcome); // "fail"
+ * ```
+ */
+export function createClientConnection(profile = "default"): ClientConformConnection {
+  const p = CLIENT_PROFILES[profile];
+  if (p === undefined) {
+    throw new RangeError(
+      `Cannot create a conform client connection: unknown profile ${JSON.stringify(profile)} (${
+        Object.keys(CLIENT_PROFILES).join(", ")
+      })`,
+    );
+  }
+  const s = new ConformPeerServer(p.options);
+  return {
+    receive: (bytes) => s.receive(bytes),
+    take: () => s.take(),
+    get closing() {
+      return s.closing;
+    },
+    log: () => ({ findings: [...s.findings], seen: [...s.seen], ended: s.ended }),
+    exportBytes: () => s.exportBytes(),
+  };
+}

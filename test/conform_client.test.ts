@@ -7,6 +7,7 @@ import {
   type ClientObservation,
   evaluateClient,
 } from "../codec/conform_client.ts";
+import { CLIENT_CASE_CATALOGUE, CLIENT_PROFILE_CATALOGUE, createClientConnection } from "../mod.ts";
 import {
   Command,
   CommandFlag,
@@ -173,5 +174,73 @@ describe("conform client", () => {
     expect(dv.getUint16(6)).toBe(0x8001);
     expect(dv.getUint32(20)).toBe(5);
     expect(new TextDecoder().decode(all.subarray(26))).toMatch(/simulated read error/);
+  });
+});
+
+describe("conform client as a library (mod.ts)", () => {
+  const hello = (): Uint8Array[] => [
+    encodeClientFlags({ type: "client-flags", flags: 3 }),
+    opt(Option.STRUCTURED_REPLY),
+    opt(Option.GO, { kind: "info-request", name: "disk", info: [] }),
+    req({ command: Command.READ, offset: 0n, length: 8192n }),
+    req({ command: Command.READ, offset: 1n << 20n, length: 512n }),
+    req({ command: Command.DISC, length: 0n }),
+  ];
+  const hex = (parts: Uint8Array[]): string =>
+    parts.map((p) => Array.from(p, (b) => b.toString(16).padStart(2, "0")).join("")).join("");
+
+  it("createClientConnection() serves a session whose log evaluateClient() judges, and closes after DISC", () => {
+    const c = createClientConnection();
+    const greeting = c.take();
+    expect(hex(greeting)).toBe("4e42444d41474943" + "49484156454f5054" + "0003");
+    for (const b of hello()) c.receive(b);
+    const out = c.take();
+    expect(out.length).toBeGreaterThan(0);
+    expect(c.closing).toBe(true);
+    const log = c.log();
+    expect(log.ended).toBe("NBD_CMD_DISC");
+    expect(log.seen).toEqual([
+      "NBD_OPT_STRUCTURED_REPLY",
+      "NBD_OPT_GO",
+      "NBD_CMD_READ",
+      "NBD_CMD_READ",
+      "NBD_CMD_DISC",
+    ]);
+    expect(log.findings.map((f) => f.check)).toEqual(["request-range"]);
+    const r = evaluateClient({ connections: [log] });
+    expect(r.find((x) => x.id === "client.request-range")?.outcome).toBe("fail");
+    expect(r.find((x) => x.id === "client.soft-disconnect")?.outcome).toBe("pass");
+    expect(c.exportBytes().length).toBe(1 << 20);
+  });
+
+  it("createClientConnection() gives the same bytes for any split of the client's bytes", () => {
+    const whole = createClientConnection("split-reads");
+    const out1 = [...whole.take()];
+    for (const b of hello()) {
+      whole.receive(b);
+      out1.push(...whole.take());
+    }
+    const bytewise = createClientConnection("split-reads");
+    const out2 = [...bytewise.take()];
+    for (const b of hello()) {
+      for (let i = 0; i < b.length; i++) {
+        bytewise.receive(b.subarray(i, i + 1));
+        out2.push(...bytewise.take());
+      }
+    }
+    expect(hex(out2)).toBe(hex(out1));
+    expect(bytewise.log()).toEqual(whole.log());
+  });
+
+  it("createClientConnection() refuses an unknown profile with a RangeError naming the known ones", () => {
+    expect(() => createClientConnection("nope")).toThrow(RangeError);
+    expect(() => createClientConnection("nope")).toThrow(/reorder/);
+  });
+
+  it("the catalogues list every case and profile, in order, as data", () => {
+    expect(CLIENT_CASE_CATALOGUE.map((c) => c.id)).toEqual(CLIENT_CASES.map((c) => c.id));
+    expect(CLIENT_CASE_CATALOGUE.every((c) => !("rules" in c) && Object.isFrozen(c))).toBe(true);
+    expect(CLIENT_PROFILE_CATALOGUE.map((p) => p.name)).toEqual(Object.keys(CLIENT_PROFILES));
+    expect(CLIENT_PROFILE_CATALOGUE.filter((p) => p.expectFailure).map((p) => p.name)).toEqual(["errors"]);
   });
 });
