@@ -1753,7 +1753,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
   def({
     id: "bs.length-max",
     area: "block-status",
-    title: "BLOCK_STATUS of length 2^32-1: descriptors stay inside the request (no 32-bit overflow)",
+    title:
+      "BLOCK_STATUS of length 2^32-1 (aligned down): descriptors stay inside the request, no 32-bit overflow",
     section: "Structured reply types / NBD_REPLY_TYPE_BLOCK_STATUS",
     quote: Q_REQ_ONE,
     level: "MUST",
@@ -1764,7 +1765,8 @@ export const SERVER_CASES: readonly ServerCase[] = [
       // (bs.beyond-end judges which) but a success must still keep the descriptor rules.
       const [p, n] = await ctx.go({ structured: "required", contexts: ["base:allocation"] });
       const mb = BigInt(ctx.facts.minBlock);
-      const length = 0xffff_ffffn;
+      // 2^32-1, or the largest multiple of the minimum block size below 2^32 (the client MUST align).
+      const length = 0xffff_ffffn / mb * mb;
       const inside = n.size >= length;
       const offset = inside ? (n.size - length) / mb * mb : 0n;
       const notes: string[] = [];

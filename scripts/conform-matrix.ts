@@ -156,6 +156,31 @@ const PEERS: readonly Peer[] = [
     },
   },
   {
+    // Constraints none of the others advertise, on an export above 4 GiB: a minimum block size above 1
+    // (tx.unaligned), a maximum payload below 2^25 (read.over-max) and room for a request of nearly 2^32
+    // bytes inside the export (bs.length-max).
+    id: "nbdkit-bs",
+    label: "nbdkit 1.32 memory 8G, blocks 512/1M",
+    async start(_dir, port) {
+      const c = spawnPeer("nbdkit", [
+        "-f",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "--filter=blocksize-policy",
+        "memory",
+        String(8 * 1024 * 1024 * 1024),
+        "blocksize-minimum=512",
+        "blocksize-preferred=4096",
+        "blocksize-maximum=1048576",
+        "blocksize-error-policy=error",
+      ]);
+      await waitPort(port, c);
+      return () => stopChild(c);
+    },
+  },
+  {
     id: "nbd-server",
     label: "nbd-server 3.24",
     async start(dir, port) {

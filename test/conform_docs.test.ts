@@ -20,7 +20,7 @@ describe("docs/conformance.md", () => {
     const m = parseMatrix(DOC);
     expect([...m.keys()]).toEqual(SERVER_CASES.map((c) => c.id));
     for (const [id, peers] of m) {
-      expect(peers.size, id).toBe(6);
+      expect(peers.size, id).toBe(7);
       for (const [peer, outcomes] of peers) {
         for (const o of outcomes) expect(["pass", "fail", "warn", "skip"], `${id} ${peer}`).toContain(o);
       }
