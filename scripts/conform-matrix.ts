@@ -83,6 +83,19 @@ function image(dir: string): string {
   return img;
 }
 
+/** nbdkit on 127.0.0.1: `nbdkit -f [flags] -i 127.0.0.1 -p PORT PLUGIN-AND-PARAMS`. */
+function nbdkitPeer(id: string, label: string, flags: string[], plugin: string[]): Peer {
+  return {
+    id,
+    label,
+    async start(_dir, port) {
+      const c = spawnPeer("nbdkit", ["-f", ...flags, "-i", "127.0.0.1", "-p", String(port), ...plugin]);
+      await waitPort(port, c);
+      return () => stopChild(c);
+    },
+  };
+}
+
 const PEERS: readonly Peer[] = [
   {
     id: "qemu-nbd",
@@ -128,58 +141,19 @@ const PEERS: readonly Peer[] = [
       return () => stopChild(c);
     },
   },
-  {
-    id: "nbdkit",
-    label: "nbdkit 1.32 memory",
-    async start(_dir, port) {
-      const c = spawnPeer("nbdkit", ["-f", "-i", "127.0.0.1", "-p", String(port), "memory", String(SIZE)]);
-      await waitPort(port, c);
-      return () => stopChild(c);
-    },
-  },
-  {
-    id: "nbdkit-ro",
-    label: "nbdkit 1.32 memory -r",
-    async start(_dir, port) {
-      const c = spawnPeer("nbdkit", [
-        "-f",
-        "-r",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "memory",
-        String(SIZE),
-      ]);
-      await waitPort(port, c);
-      return () => stopChild(c);
-    },
-  },
-  {
-    // Constraints none of the others advertise, on an export above 4 GiB: a minimum block size above 1
-    // (tx.unaligned), a maximum payload below 2^25 (read.over-max) and room for a request of nearly 2^32
-    // bytes inside the export (bs.length-max).
-    id: "nbdkit-bs",
-    label: "nbdkit 1.32 memory 8G, blocks 512/1M",
-    async start(_dir, port) {
-      const c = spawnPeer("nbdkit", [
-        "-f",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "--filter=blocksize-policy",
-        "memory",
-        String(8 * 1024 * 1024 * 1024),
-        "blocksize-minimum=512",
-        "blocksize-preferred=4096",
-        "blocksize-maximum=1048576",
-        "blocksize-error-policy=error",
-      ]);
-      await waitPort(port, c);
-      return () => stopChild(c);
-    },
-  },
+  nbdkitPeer("nbdkit", "nbdkit 1.32 memory", [], ["memory", String(SIZE)]),
+  nbdkitPeer("nbdkit-ro", "nbdkit 1.32 memory -r", ["-r"], ["memory", String(SIZE)]),
+  // Constraints none of the others advertise, on an export above 4 GiB: a minimum block size above 1
+  // (tx.unaligned), a maximum payload below 2^25 (read.over-max) and room for a request of nearly 2^32
+  // bytes inside the export (bs.length-max).
+  nbdkitPeer("nbdkit-bs", "nbdkit 1.32 memory 8G, blocks 512/1M", ["--filter=blocksize-policy"], [
+    "memory",
+    String(8 * 1024 * 1024 * 1024),
+    "blocksize-minimum=512",
+    "blocksize-preferred=4096",
+    "blocksize-maximum=1048576",
+    "blocksize-error-policy=error",
+  ]),
   {
     id: "nbd-server",
     label: "nbd-server 3.24",
