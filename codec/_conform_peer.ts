@@ -63,6 +63,8 @@ export interface ConformPeerOptions {
   readonly secondContext?: boolean;
   /** Maximum payload advertised in NBD_INFO_BLOCK_SIZE (default 32 MiB). */
   readonly maxPayload?: number;
+  /** Answer BLOCK_STATUS past the end with the descriptors of the part inside (as qemu-nbd does) instead of EINVAL. */
+  readonly clipBlockStatus?: boolean;
   /** READs that reach past this offset fail with NBD_EIO and a message (error chunks with messages). */
   readonly failReadsFrom?: number;
   /** Case ids of `conform server` whose rule this server breaks. */
@@ -932,7 +934,7 @@ export class ConformPeerServer {
       }
       return this.#chunk(req, ReplyFlag.DONE, ReplyType.NONE, { kind: "none" });
     }
-    if (req.offset + req.length > size && !this.#f("bs.beyond-end")) {
+    if (req.offset + req.length > size && !this.#f("bs.beyond-end") && !this.options.clipBlockStatus) {
       return this.#fail(req, ErrorValue.EINVAL, "block status beyond the end");
     }
     const at = Number(req.offset);
