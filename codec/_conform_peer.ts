@@ -63,7 +63,7 @@ export interface ConformPeerOptions {
   readonly secondContext?: boolean;
   /** Maximum payload advertised in NBD_INFO_BLOCK_SIZE (default 32 MiB). */
   readonly maxPayload?: number;
-  /** Answer BLOCK_STATUS past the end with the descriptors of the part inside (as qemu-nbd does) instead of EINVAL. */
+  /** Answer BLOCK_STATUS past the end with the descriptors of the part inside instead of EINVAL. */
   readonly clipBlockStatus?: boolean;
   /** READs that reach past this offset fail with NBD_EIO and a message (error chunks with messages). */
   readonly failReadsFrom?: number;

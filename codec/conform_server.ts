@@ -1772,7 +1772,7 @@ export const SERVER_CASES: readonly ServerCase[] = [
       const offset = inside ? (ctx.facts.size - length) / mb * mb : 0n;
       const notes: string[] = [];
       let checked = 0;
-      for (const extended of ctx.facts.extended ? [false, "required" as const] : [false]) {
+      for (const extended of ctx.facts.extended ? ["required" as const, false] : [false]) {
         const [p, n] = await ctx.go({ structured: "required", extended, contexts: ["base:allocation"] });
         for (const flags of [CommandFlag.REQ_ONE, 0]) {
           const r = await p.roundTrip({ command: Command.BLOCK_STATUS, flags, offset, length });

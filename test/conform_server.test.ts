@@ -166,3 +166,21 @@ describe("conform server against servers that break one rule each", () => {
     });
   }
 });
+
+describe("conform server at the 2^32-1 boundaries", () => {
+  it("bs.length-max catches the rounded-up 2^32 both as a 64-bit descriptor past a REQ_ONE request and as a 32-bit 0", async () => {
+    const ext = await outcome("bs.length-max", {
+      ...base("bs.length-max"),
+      faults: new Set(["bs.length-max"]),
+    });
+    expect(ext.outcome).toBe("fail");
+    expect(ext.detail).toMatch(/REQ_ONE descriptor of 4294967296 bytes exceeds the request's 4294967295/);
+    const compact = await outcome("bs.length-max", {
+      ...base("bs.length-max"),
+      extended: false,
+      faults: new Set(["bs.length-max"]),
+    });
+    expect(compact.outcome).toBe("fail");
+    expect(compact.detail).toMatch(/length 0/);
+  });
+});
