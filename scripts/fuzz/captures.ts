@@ -6,6 +6,8 @@ import process from "node:process";
 import {
   type CapturePacket,
   CaptureReader,
+  decodeTcpPacket,
+  formatAddress,
   readCapture,
   TcpReassembler,
   type TcpEvent,
@@ -99,11 +101,13 @@ export function checkCapture(b: Uint8Array, features: Set<string>): void {
       const reader = new CaptureReader({ strict });
       const raw: CapturePacket[] = [];
       const findings: string[] = [];
+      let k = 0;
       for (const c of chunks) {
         for (const p of reader.push(c)) raw.push(p);
         for (const f of reader.takeFindings()) findings.push(findingKey(f));
-        peak = Math.max(peak, arrayBufferBytes() - before);
+        if (++k % 64 === 0 || c.length > 4096) peak = Math.max(peak, arrayBufferBytes() - before);
       }
+      peak = Math.max(peak, arrayBufferBytes() - before);
       reader.end();
       for (const f of reader.takeFindings()) findings.push(findingKey(f));
       return { packets: raw.map(packetKey), raw, findings };
@@ -255,7 +259,11 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
   const ref = placements(packets);
   if (ref === undefined) return;
   const rng = new Rng(inputSeed(b, 5));
-  const order = packets.map((_, i) => i);
+  // FIN and RST segments stay last, in their order: data after a reset is dropped by design, and data
+  // after a FIN beyond its sequence number is bogus. Only data-carrying and bare ACK segments move.
+  const ends = packets.map((p, i) => [i, tcpFlags(p)] as const).filter(([, f]) => f !== undefined && (f & 5) !== 0)
+    .map(([i]) => i);
+  const order = packets.map((_, i) => i).filter((i) => !ends.includes(i));
   const swaps = 1 + rng.below(6);
   for (let k = 0; k < swaps; k++) {
     const i = rng.below(order.length);
@@ -265,7 +273,7 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
   const dropped = new Set<number>();
   if (rng.oneIn(2)) dropped.add(order[0]!); // often the SYN
   if (rng.oneIn(3)) dropped.add(rng.below(order.length));
-  const kept = order.filter((i) => !dropped.has(i));
+  const kept = [...order.filter((i) => !dropped.has(i)), ...ends];
   const tcp = new TcpReassembler({ isServerPort: (p) => p === 10809 });
   const events: TcpEvent[] = [];
   const r = guard("TcpReassembler reordered", b.length, Number.MAX_SAFE_INTEGER, () => {
@@ -293,21 +301,30 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
   }
   // Bytes the kept packets carry, per flow, counted once per sequence number (retransmissions overlap).
   const carried = new Map<string, Set<number>>();
-  /** Where the first data packet seen of each flow starts (in the reference stream). */
-  const firstSeen = new Map<string, number>();
   for (const i of kept) {
     const p = ref.get(i);
-    if (p === undefined) continue;
+    if (p === undefined || p.length === 0) continue;
     let s = carried.get(p.flow);
     if (s === undefined) carried.set(p.flow, s = new Set());
-    if (p.length > 0 && !firstSeen.has(p.flow)) firstSeen.set(p.flow, p.start);
     for (let k = 0; k < p.length; k++) s.add(p.start + k);
+  }
+  // Where each flow's stream starts for the reassembler: at the first segment of the flow it saw (data or
+  // not), unless that is a SYN; bytes before it are the ones issue 15 (1.6) says are dropped silently.
+  const bases = new Map<string, number>();
+  for (const p of ref.values()) bases.set(p.flow, (p.seq - p.start) >>> 0);
+  const firstSeen = new Map<string, number>();
+  for (const i of kept) {
+    const r = decodeTcpPacket(packets[i]!.data, packets[i]!.linkType);
+    if (r.type !== "tcp") continue;
+    const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${formatAddress(r.destinationAddress)}:${r.destinationPort}`;
+    const base = bases.get(flow);
+    if (base === undefined || firstSeen.has(flow)) continue;
+    firstSeen.set(flow, (r.flags & 2) !== 0 ? 0 : ((r.seq - base) | 0));
   }
   for (const [flow, s] of carried) {
     const got = delivered.get(flow) ?? 0;
     features.add(`loss:${got < s.size ? "short" : "full"}:${warned.has(flow)}`);
     if (got < s.size && !warned.has(flow)) {
-      // The bytes lost are those before the first segment the reassembler saw (issue 15, 1.6)?
       const first = firstSeen.get(flow) ?? 0;
       let before = 0;
       for (const x of s) if (x < first) before++;
@@ -325,9 +342,9 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
 /** Each packet's TCP payload: its flow and its place in that flow's stream (relative sequence numbers). */
 function placements(
   packets: readonly CapturePacket[],
-): Map<number, { flow: string; start: number; length: number }> | undefined {
+): Map<number, { flow: string; start: number; length: number; seq: number }> | undefined {
   const tcp = new TcpReassembler({ isServerPort: (p) => p === 10809 });
-  const out = new Map<number, { flow: string; start: number; length: number }>();
+  const out = new Map<number, { flow: string; start: number; length: number; seq: number }>();
   const conns = tcp.connections;
   let bad = false;
   for (const p of packets) {
@@ -340,9 +357,17 @@ function placements(
       const flow = e.direction === "c2s" ? `${client}>${server}` : `${server}>${client}`;
       // A packet delivers its own bytes (in capture order, a clean capture delivers each packet at once).
       if (e.packet !== p.index) bad = true;
-      out.set(p.index, { flow, start: e.streamOffset, length: e.bytes.length });
+      const r = decodeTcpPacket(p.data, p.linkType);
+      if (r.type !== "tcp" || r.payload.length !== e.bytes.length) bad = true;
+      else out.set(p.index, { flow, start: e.streamOffset, length: e.bytes.length, seq: r.seq });
     }
   }
   tcp.end();
   return bad ? undefined : out;
+}
+
+/** The TCP flags of a packet, when it is a TCP segment. */
+function tcpFlags(p: CapturePacket): number | undefined {
+  const r = decodeTcpPacket(p.data, p.linkType);
+  return r.type === "tcp" ? r.flags : undefined;
 }

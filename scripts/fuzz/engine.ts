@@ -105,7 +105,10 @@ export async function fuzzTarget(t: Target, o: CampaignOptions): Promise<TargetS
   const minimizeMs = o.minimizeMs ?? 5000;
 
   const handle = async (input: Uint8Array, v: Violation) => {
-    const sig = signature(v.check, v.message);
+    // A known defect is one finding per check and target (it shows in many shapes); anything else is one
+    // finding per message shape.
+    const k = knownDefect({ target: t.name, check: v.check, message: v.message });
+    const sig = k !== undefined ? `${k.id}|${v.check}` : signature(v.check, v.message);
     const old = bySignature.get(sig);
     if (old !== undefined) {
       old.count++;
@@ -116,7 +119,10 @@ export async function fuzzTarget(t: Target, o: CampaignOptions): Promise<TargetS
     if (again === undefined || again.check !== v.check) {
       if (v.check !== "slow") return;
     }
-    const small = v.check === "slow" ? input : await minimize(t, input, v.check, minimizeMs);
+    // Known defects get a shorter minimization: they are reported, not investigated here.
+    const small = v.check === "slow" || t.minimize === false
+      ? input
+      : await minimize(t, input, v.check, k !== undefined ? minimizeMs / 5 : minimizeMs);
     const final = (await runOne(t, small, new Set())) ?? v;
     const f: FuzzFinding = {
       target: t.name,

@@ -98,7 +98,7 @@ export const FRAME_DECODERS: readonly FrameDecoder[] = [
   { name: "client-flags", decode: decodeClientFlags as Decode, options: limits },
   {
     name: "export-name-reply",
-    decode: decodeExportNameReply as Decode,
+    decode: decodeExportNameReply as unknown as Decode,
     options: (c) => ({ ...limits(c), noZeroes: frameOptions(c).noZeroes }),
   },
   { name: "option-request", decode: decodeOptionRequest as Decode, options: limits },

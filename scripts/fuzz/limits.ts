@@ -16,9 +16,9 @@ import { fromHex, guard, Violation } from "./check.ts";
 import { Rng } from "./mutate.ts";
 
 /** The limit the scenarios set (maxBufferedBytes, maxRecordLength, maxOutOfOrderBytes). */
-export const LIMIT = 1 << 20;
+export const LIMIT: number = 1 << 20;
 /** What may be held beyond the limit: one chunk, bookkeeping, the test's own arrays. */
-export const SLACK = 3 << 20;
+export const SLACK: number = 3 << 20;
 /** Bytes streamed per scenario. */
 const VOLUME = 12 << 20;
 

@@ -9,8 +9,8 @@ import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { hex } from "./check.ts";
-import { type FuzzFinding, fuzzTarget, type TargetStats } from "./engine.ts";
+import { fromHex, hex } from "./check.ts";
+import { type FuzzFinding, fuzzTarget, runOne, type TargetStats } from "./engine.ts";
 import { KNOWN_DEFECTS_ISSUE_15_1 } from "./known.ts";
 import { cliSettings, ROOT, type Target, TARGETS } from "./targets.ts";
 
@@ -25,6 +25,7 @@ interface Args {
   report: string | undefined;
   bundleEvery: number;
   worker: boolean;
+  replay: string[];
 }
 
 const USAGE = `Usage: npm run fuzz -- [options]
@@ -38,6 +39,7 @@ const USAGE = `Usage: npm run fuzz -- [options]
   --save DIR          write each finding as a regression file (JSON) into DIR
   --report FILE       write the campaign's numbers as JSON
   --bundle-every N    the CLI target also runs every Nth input through dist/start.cjs (default 100, 0: never)
+  --replay FILE       run a saved finding (a regression file) again and print what it shows (repeatable)
 `;
 
 function parse(argv: readonly string[]): Args {
@@ -52,6 +54,7 @@ function parse(argv: readonly string[]): Args {
     report: undefined,
     bundleEvery: 100,
     worker: false,
+    replay: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i]!;
@@ -99,6 +102,9 @@ function parse(argv: readonly string[]): Args {
         break;
       case "--bundle-every":
         a.bundleEvery = num();
+        break;
+      case "--replay":
+        a.replay.push(v());
         break;
       case "--worker":
         a.worker = true;
@@ -189,6 +195,18 @@ async function main(): Promise<number> {
   }
   cliSettings.bundleEvery = a.bundleEvery;
   const log = (s: string) => void process.stderr.write(s);
+  if (a.replay.length > 0) {
+    let bad = 0;
+    for (const f of a.replay) {
+      const j = JSON.parse(fs.readFileSync(f, "utf8")) as FindingFile;
+      const t = TARGETS.find((x) => x.name === j.target);
+      if (t === undefined) throw new Error(`${f}: unknown target ${j.target}`);
+      const v = await runOne(t, fromHex(j.hex), new Set());
+      log(`${f}: ${v === undefined ? "passes" : `${v.check}: ${v.message}`}\n`);
+      if (v !== undefined) bad++;
+    }
+    return bad > 0 ? 1 : 0;
+  }
   if (a.worker) {
     const results = await runTargets(a, a.targets, a.targets, log);
     process.stdout.write(JSON.stringify(results));

@@ -259,31 +259,53 @@ function byDirection(events: readonly ConversationEvent[]): { c2s: string[]; s2c
   return out;
 }
 
-/** Pushes the two sides' chunks interleaved as a capture might have them (random turns). */
-function interleave(
-  rng: Rng,
+/**
+ * The order a capture shows the bytes in, as the whole decoding found it: each event's bytes come before
+ * the next event's bytes of the other direction (a reply after its request, a request after the option
+ * reply that made it possible); bytes after the last event of a direction come at the end.
+ */
+function causalSchedule(
+  events: readonly ConversationEvent[],
+  c2s: Uint8Array,
+  s2c: Uint8Array,
+): { dir: Direction; bytes: Uint8Array }[] {
+  const at = { c2s: 0, s2c: 0 };
+  const out: { dir: Direction; bytes: Uint8Array }[] = [];
+  const take = (dir: Direction, end: number) => {
+    const src = dir === "c2s" ? c2s : s2c;
+    const e = Math.min(end, src.length);
+    if (e <= at[dir]) return;
+    const last = out[out.length - 1];
+    const bytes = src.subarray(at[dir], e);
+    if (last !== undefined && last.dir === dir) last.bytes = src.subarray(at[dir] - last.bytes.length, e);
+    else out.push({ dir, bytes });
+    at[dir] = e;
+  };
+  for (const e of events) {
+    take(e.direction, e.event === "frame" ? e.frameOffset + e.frameLength : e.streamOffset + e.length);
+  }
+  take("s2c", s2c.length);
+  take("c2s", c2s.length);
+  return out;
+}
+
+/** Pushes a schedule, each segment in chunks cut by `cut`. */
+function pushSchedule(
   options: StreamOptions,
-  c2s: readonly Uint8Array[],
-  s2c: readonly Uint8Array[],
+  schedule: readonly { dir: Direction; bytes: Uint8Array }[],
+  cut: (b: Uint8Array) => Uint8Array[],
 ): ConversationEvent[] {
   const d = new ConversationDecoder(options);
   const out: ConversationEvent[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < c2s.length || j < s2c.length) {
-    const client = j >= s2c.length || (i < c2s.length && rng.oneIn(2));
-    const events = client ? d.push("c2s", c2s[i++]!) : d.push("s2c", s2c[j++]!);
-    for (const e of events) out.push(e);
-  }
+  for (const s of schedule) for (const c of cut(s.bytes)) for (const e of d.push(s.dir, c)) out.push(e);
   for (const e of d.end()) out.push(e);
   return out;
 }
 
 /**
  * All checks of the conversation decoder on one input. The whole decoding ({@link decodeConversation},
- * which follows causality) is the reference; pushes in random interleavings and splits must give each
- * direction the same events. The server side is pushed first in every turn order's ties, so that the
- * decoder meets server bytes before the client bytes they answer as a capture can show them.
+ * which follows causality) is the reference; the same bytes pushed in that causal order (as a capture has
+ * them), in random splits and byte by byte, must give each direction the same events.
  */
 export function checkConversation(input: Uint8Array, features: Set<string>): void {
   const { cfg, c2s, s2c } = unpackConversation(input);
@@ -303,20 +325,28 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
   const base = byDirection(events);
 
   const views = rng.oneIn(2);
-  const variants: [string, Uint8Array[], Uint8Array[], boolean][] = [
-    [`random split and interleaving (payloadViews ${views})`, split(rng, c2s), split(rng, s2c), views],
-    [`byte by byte (payloadViews ${!views})`, byteByByte(c2s), byteByByte(s2c), !views],
+  const schedule = causalSchedule(events, c2s, s2c);
+  const variants: [string, (b: Uint8Array) => Uint8Array[], boolean][] = [
+    [`pushed in causal order, random split (payloadViews ${views})`, (b) => split(rng, b), views],
+    [`pushed in causal order, byte by byte (payloadViews ${!views})`, byteByByte, !views],
   ];
-  for (const [how, a, b, pv] of variants) {
-    const turns = new Rng(rng.u32());
-    const r = guard(`conversation ${how}`, n, lim, () => interleave(new Rng(turns.u32()), { ...opts, payloadViews: pv }, a, b));
+  for (const [how, cut, pv] of variants) {
+    const chunks = schedule.map((s) => ({ dir: s.dir, chunks: cut(s.bytes) }));
+    const replay = (payloadViews: boolean) => {
+      const d = new ConversationDecoder({ ...opts, payloadViews });
+      const out: ConversationEvent[] = [];
+      for (const s of chunks) for (const c of s.chunks) for (const e of d.push(s.dir, c)) out.push(e);
+      for (const e of d.end()) out.push(e);
+      return out;
+    };
+    const r = guard(`conversation ${how}`, n, lim, () => replay(pv));
     if (!r.ok) throw new Violation("lenient-threw", `conversation ${how}: threw ${showError(errorKey(r.error))}`);
     const got = byDirection(r.value);
     for (const dir of ["c2s", "s2c"] as const) {
       if (got[dir].join("\n") === base[dir].join("\n")) continue;
-      const again = byDirection(interleave(new Rng(turns.u32()), { ...opts, payloadViews: false }, a, b));
+      const plain = byDirection(replay(false));
       const kind = classifyDifference(base[dir], got[dir]);
-      const cause = pv && again[dir].join("\n") === base[dir].join("\n")
+      const cause = pv && plain[dir].join("\n") === base[dir].join("\n")
         ? "split-mismatch-payload-views"
         : kind === undefined
         ? "conversation-mismatch"
@@ -327,14 +357,7 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
 
   // Strict: the same outcome whole and pushed.
   const sw = guard("conversation strict whole", n, lim, () => decodeConversation(c2s, s2c, { ...opts, strict: true }));
-  const ca = split(rng, c2s);
-  const sb = split(rng, s2c);
-  const ss = guard(
-    "conversation strict pushed",
-    n,
-    lim,
-    () => interleave(new Rng(rng.u32()), { ...opts, strict: true }, ca, sb),
-  );
+  const ss = guard("conversation strict pushed", n, lim, () => pushSchedule({ ...opts, strict: true }, schedule, (b) => split(rng, b)));
   if (sw.ok !== ss.ok) {
     throw new Violation(
       "strict-split-mismatch",

@@ -19,6 +19,8 @@ export interface Target {
   readonly maxLength: number;
   /** Relative share of the campaign's time (the CLI and memory targets are slow per input). */
   readonly weight: number;
+  /** False when shrinking the input is meaningless (the input's hash drives the check). */
+  readonly minimize?: boolean;
   seeds(): Uint8Array[];
   mutate(rng: Rng, input: Uint8Array, corpus: readonly Uint8Array[]): Uint8Array;
   run(input: Uint8Array, features: Set<string>): void | Promise<void>;
@@ -79,13 +81,18 @@ function pcapPrefix(b: Uint8Array, max: number): Uint8Array | undefined {
   return at > 24 ? b.slice(0, at) : undefined;
 }
 
-/** Captures as seeds: each whole, and each cut to its first 16 KiB of records. */
-function captureSeeds(): Uint8Array[] {
+/**
+ * Captures as seeds: each cut to its first 4 KiB and 16 KiB of records (small inputs mutate fast), and
+ * whole when `whole` (or when it is pcapng, which is not cut).
+ */
+function captureSeeds(whole: boolean): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const c of captureFiles()) {
-    out.push(c);
+    const small = pcapPrefix(c, 4 * 1024);
     const p = pcapPrefix(c, 16 * 1024);
+    if (small !== undefined) out.push(small);
     if (p !== undefined) out.push(p);
+    if (whole || p === undefined) out.push(c);
   }
   return out;
 }
@@ -150,7 +157,10 @@ function streamTarget(side: "client" | "server"): Target {
     maxLength: STREAM_MAX,
     weight: 2,
     seeds() {
-      const own = streamFiles(side === "client" ? "c2s" : "s2c").map((b) => withCfg(0, cut(b, STREAM_MAX - 1)));
+      const own = streamFiles(side === "client" ? "c2s" : "s2c").flatMap((b) => [
+        withCfg(0, cut(b, 2048)),
+        withCfg(0, cut(b, 16 * 1024)),
+      ]);
       const frames = side === "client"
         ? [
           withCfg(1, vectorStream(/^request$/, (c) => c.extendedHeaders !== true)),
@@ -186,7 +196,11 @@ const conversationTarget: Target = {
   seeds() {
     const c = streamFiles("c2s");
     const s = streamFiles("s2c");
-    return c.map((x, i) => packConversation(0, cut(x, STREAM_MAX), cut(s[i]!, STREAM_MAX)));
+    // The handshake and first requests of each capture (whole captures are slow to replay byte by byte).
+    return c.flatMap((x, i) => [
+      packConversation(0, cut(x, 2048), cut(s[i]!, 2048)),
+      packConversation(0, cut(x, 12 * 1024), cut(s[i]!, 12 * 1024)),
+    ]);
   },
   mutate(rng, input, corpus) {
     const cfg = rng.oneIn(10) ? rng.below(16) : input[0] ?? 0;
@@ -208,9 +222,9 @@ const conversationTarget: Target = {
 
 const captureTarget: Target = {
   name: "capture",
-  maxLength: 320 * 1024,
+  maxLength: 64 * 1024,
   weight: 2,
-  seeds: captureSeeds,
+  seeds: () => captureSeeds(false),
   mutate(rng, input, corpus) {
     return mutateCapture(rng, input, corpus, this.maxLength);
   },
@@ -223,7 +237,8 @@ const tcpLossTarget: Target = {
   name: "tcp-reorder",
   maxLength: 320 * 1024,
   weight: 1,
-  seeds: () => captureSeeds().filter((c) => c[0] === 0xd4 || c[0] === 0xa1),
+  minimize: false,
+  seeds: () => captureSeeds(true).filter((c) => c[0] === 0xd4 || c[0] === 0xa1),
   // The packets' bytes stay as they are: only which packets are kept and their order change (by the
   // input's hash), so the mutation is a harmless edit of the file header's unused fields.
   mutate(rng, input) {
@@ -243,7 +258,7 @@ const cliTarget: Target = {
   name: "cli",
   maxLength: 320 * 1024,
   weight: 1,
-  seeds: captureSeeds,
+  seeds: () => captureSeeds(true),
   mutate(rng, input, corpus) {
     return mutateCapture(rng, input, corpus, this.maxLength);
   },
@@ -256,6 +271,7 @@ const limitsTarget: Target = {
   name: "limits",
   maxLength: 8,
   weight: 1,
+  minimize: false,
   seeds: () => Array.from({ length: 8 }, (_, i) => Uint8Array.of(i, i * 7, i * 13, 1)),
   mutate(rng) {
     return Uint8Array.from({ length: 8 }, () => rng.below(256));
