@@ -70,9 +70,10 @@ function sameRead(a: Outcome<ReadResult>, b: Outcome<ReadResult>): string | unde
   return undefined;
 }
 
-/** Bytes of ArrayBuffers alive now (external memory: typed arrays' storage). */
+/** Bytes of memory outside the JS heap alive now: typed arrays' storage. */
 export function arrayBufferBytes(): number {
-  return process.memoryUsage().arrayBuffers;
+  // `external` counts typed arrays' storage on Node and Deno alike (Deno reports `arrayBuffers` as 0).
+  return process.memoryUsage().external;
 }
 
 /** The most a reader may allocate beyond the input it was given (a record spanning chunks is copied). */

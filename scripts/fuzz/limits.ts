@@ -43,7 +43,7 @@ export function canMeasure(): boolean {
 function retained(): number {
   gc!();
   const m = process.memoryUsage();
-  return m.heapUsed + m.arrayBuffers;
+  return m.heapUsed + m.external;
 }
 
 function u32be(v: number): string {
