@@ -9,8 +9,8 @@ import {
   decodeTcpPacket,
   formatAddress,
   readCapture,
-  TcpReassembler,
   type TcpEvent,
+  TcpReassembler,
   type TraceFinding,
 } from "../../trace.ts";
 import { errorKey, guard, hex, inputSeed, type Outcome, sameError, showError, Violation } from "./check.ts";
@@ -62,7 +62,9 @@ function sameRead(a: Outcome<ReadResult>, b: Outcome<ReadResult>): string | unde
   if (a.ok && b.ok) {
     const x = a.value;
     const y = b.value;
-    if (x.packets.join("\n") !== y.packets.join("\n")) return `packets differ (${x.packets.length} vs ${y.packets.length})`;
+    if (x.packets.join("\n") !== y.packets.join("\n")) {
+      return `packets differ (${x.packets.length} vs ${y.packets.length})`;
+    }
     if (x.findings.join("\n") !== y.findings.join("\n")) {
       return `findings differ:\n  ${x.findings.join("; ")}\n  ${y.findings.join("; ")}`;
     }
@@ -120,14 +122,19 @@ export function checkCapture(b: Uint8Array, features: Set<string>): void {
       );
     }
     const d1 = sameRead(whole, parts);
-    if (d1 !== undefined) throw new Violation("capture-split-mismatch", `CaptureReader strict=${strict}: whole vs split: ${d1}`);
+    if (d1 !== undefined) {
+      throw new Violation("capture-split-mismatch", `CaptureReader strict=${strict}: whole vs split: ${d1}`);
+    }
     if (n <= 4096) {
       const one: Uint8Array[] = [];
       for (let i = 0; i < n; i++) one.push(b.subarray(i, i + 1));
       const bb = guard(`CaptureReader strict=${strict} byte by byte`, n, n, () => readChunks(one, strict));
       const d2 = sameRead(whole, bb);
       if (d2 !== undefined) {
-        throw new Violation("capture-split-mismatch", `CaptureReader strict=${strict}: whole vs byte by byte: ${d2}`);
+        throw new Violation(
+          "capture-split-mismatch",
+          `CaptureReader strict=${strict}: whole vs byte by byte: ${d2}`,
+        );
       }
     }
     if (!strict && whole.ok) {
@@ -163,7 +170,10 @@ function merged(keys: readonly TcpEvent[]): string[] {
   };
   for (const e of keys) {
     if (e.type === "data") {
-      if (run !== undefined && run.c === e.connection && run.d === e.direction && run.off + run.bytes.length / 2 === e.streamOffset) {
+      if (
+        run !== undefined && run.c === e.connection && run.d === e.direction &&
+        run.off + run.bytes.length / 2 === e.streamOffset
+      ) {
         run.bytes += hex(e.bytes);
         continue;
       }
@@ -208,7 +218,9 @@ function checkTcp(packets: readonly CapturePacket[], features: Set<string>, n: n
       );
     }
     const len = e.type === "data" ? e.bytes.length : e.length;
-    if (!(len > 0) && e.type === "gap") throw new Violation("tcp-discontiguous", `TcpReassembler: empty gap at ${at}`);
+    if (!(len > 0) && e.type === "gap") {
+      throw new Violation("tcp-discontiguous", `TcpReassembler: empty gap at ${at}`);
+    }
     next.set(k, at + len);
   }
   const fast = guard("TcpReassembler onData", n, Number.MAX_SAFE_INTEGER, () => {
@@ -231,14 +243,18 @@ function checkTcp(packets: readonly CapturePacket[], features: Set<string>, n: n
     for (const e of tcp.end()) out.push(e);
     return out;
   });
-  if (!fast.ok) throw new Violation("tcp-threw", `TcpReassembler (onData) threw ${showError(errorKey(fast.error))}`);
+  if (!fast.ok) {
+    throw new Violation("tcp-threw", `TcpReassembler (onData) threw ${showError(errorKey(fast.error))}`);
+  }
   const a = merged(events);
   const b = merged(fast.value);
   if (a.join("\n") !== b.join("\n")) {
     const i = a.findIndex((x, j) => x !== b[j]);
     throw new Violation(
       "tcp-fast-path-mismatch",
-      `TcpReassembler with onData differs at event ${i}:\n  A ${a[i]?.slice(0, 300)}\n  B ${b[i]?.slice(0, 300)}`,
+      `TcpReassembler with onData differs at event ${i}:\n  A ${a[i]?.slice(0, 300)}\n  B ${
+        b[i]?.slice(0, 300)
+      }`,
     );
   }
 }
@@ -262,7 +278,9 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
   const rng = new Rng(inputSeed(b, 5));
   // FIN and RST segments stay last, in their order: data after a reset is dropped by design, and data
   // after a FIN beyond its sequence number is bogus. Only data-carrying and bare ACK segments move.
-  const ends = packets.map((p, i) => [i, tcpFlags(p)] as const).filter(([, f]) => f !== undefined && (f & 5) !== 0)
+  const ends = packets.map((p, i) => [i, tcpFlags(p)] as const).filter(([, f]) =>
+    f !== undefined && (f & 5) !== 0
+  )
     .map(([i]) => i);
   const order = packets.map((_, i) => i).filter((i) => !ends.includes(i));
   const swaps = 1 + rng.below(6);
@@ -294,9 +312,15 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
     return d === "c2s" ? `${client}>${server}` : `${server}>${client}`;
   };
   for (const e of events) {
-    if (e.type === "data") delivered.set(key(e.connection, e.direction), (delivered.get(key(e.connection, e.direction)) ?? 0) + e.bytes.length);
-    else if (e.type === "gap") warned.add(key(e.connection, e.direction));
-    else if (e.type === "finding" && e.finding.connection !== undefined && e.finding.direction !== undefined) {
+    if (e.type === "data") {
+      delivered.set(
+        key(e.connection, e.direction),
+        (delivered.get(key(e.connection, e.direction)) ?? 0) + e.bytes.length,
+      );
+    } else if (e.type === "gap") warned.add(key(e.connection, e.direction));
+    else if (
+      e.type === "finding" && e.finding.connection !== undefined && e.finding.direction !== undefined
+    ) {
       warned.add(key(e.finding.connection, e.finding.direction));
     }
   }
@@ -317,7 +341,9 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
   for (const i of kept) {
     const r = decodeTcpPacket(packets[i]!.data, packets[i]!.linkType);
     if (r.type !== "tcp") continue;
-    const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${formatAddress(r.destinationAddress)}:${r.destinationPort}`;
+    const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${
+      formatAddress(r.destinationAddress)
+    }:${r.destinationPort}`;
     const base = bases.get(flow);
     if (base === undefined || firstSeen.has(flow)) continue;
     firstSeen.set(flow, (r.flags & 2) !== 0 ? 0 : ((r.seq - base) | 0));
@@ -332,7 +358,9 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
       const prefix = before > 0 && got >= s.size - before;
       throw new Violation(
         prefix ? "tcp-silent-loss-prefix" : "tcp-silent-loss",
-        `TcpReassembler: flow ${flow} carried ${s.size} bytes in the packets kept (order ${kept.join(",")}), ${got} delivered${
+        `TcpReassembler: flow ${flow} carried ${s.size} bytes in the packets kept (order ${
+          kept.join(",")
+        }), ${got} delivered${
           prefix ? ` (the ${before} bytes before the first segment seen are missing)` : ""
         }, no gap or finding`,
       );

@@ -44,11 +44,16 @@ export function guard<T>(label: string, inputLength: number, limit: number, fn: 
       const err = e as Error;
       throw new Violation(
         "foreign-exception",
-        `${label}: ${err?.name ?? typeof e}: ${err?.message ?? String(e)}\n${err?.stack?.split("\n").slice(1, 4).join("\n") ?? ""}`,
+        `${label}: ${err?.name ?? typeof e}: ${err?.message ?? String(e)}\n${
+          err?.stack?.split("\n").slice(1, 4).join("\n") ?? ""
+        }`,
       );
     }
     if (!Number.isInteger(e.offset) || e.offset < 0 || e.offset > limit) {
-      throw new Violation("error-offset", `${label}: ${e.code} ${e.rule} at offset ${e.offset}, outside [0, ${limit}]`);
+      throw new Violation(
+        "error-offset",
+        `${label}: ${e.code} ${e.rule} at offset ${e.offset}, outside [0, ${limit}]`,
+      );
     }
     out = { ok: false, error: e };
   }
@@ -190,7 +195,9 @@ export function inputSeed(b: Uint8Array, salt: number): number {
 export function classifyDifference(a: readonly string[], b: readonly string[]): string | undefined {
   const i = a.findIndex((x, j) => x !== b[j]);
   const at = i < 0 ? Math.min(a.length, b.length) : i;
-  const parse = (s: string | undefined) => (s === undefined ? undefined : JSON.parse(s) as Record<string, unknown>);
+  const parse = (
+    s: string | undefined,
+  ) => (s === undefined ? undefined : JSON.parse(s) as Record<string, unknown>);
   const x = parse(a[at]);
   const y = parse(b[at]);
   if (x?.event === "notice" && y?.event === "notice") {

@@ -49,7 +49,10 @@ function checkMessages(label: string, stderr: readonly string[]): void {
   for (const m of stderr) {
     const lines = m.split("\n").filter((l) => l !== "");
     if (lines.length !== 1 || !m.startsWith("nbd-codec: ") || /\n\s+at /.test(m)) {
-      throw new Violation("cli-message", `${label}: standard error is not a one-line message: ${JSON.stringify(m.slice(0, 400))}`);
+      throw new Violation(
+        "cli-message",
+        `${label}: standard error is not a one-line message: ${JSON.stringify(m.slice(0, 400))}`,
+      );
     }
   }
 }
@@ -70,16 +73,26 @@ export async function checkCli(b: Uint8Array, features: Set<string>, bundleEvery
     r = await inProcess(args);
   } catch (e) {
     const err = e as Error;
-    throw new Violation("cli-threw", `main(${args.slice(2).join(" ")}) threw ${err?.name}: ${err?.message}\n${err?.stack?.split("\n").slice(1, 4).join("\n")}`);
+    throw new Violation(
+      "cli-threw",
+      `main(${args.slice(2).join(" ")}) threw ${err?.name}: ${err?.message}\n${
+        err?.stack?.split("\n").slice(1, 4).join("\n")
+      }`,
+    );
   }
   const ms = performance.now() - t0;
   if (ms > 1000 && b.length < SLOW_INPUT_BYTES) {
-    throw new Violation("slow", `dissect ${args.slice(2).join(" ")}: ${Math.round(ms)} ms for ${b.length} bytes`);
+    throw new Violation(
+      "slow",
+      `dissect ${args.slice(2).join(" ")}: ${Math.round(ms)} ms for ${b.length} bytes`,
+    );
   }
   if (![0, 1, 2].includes(r.status)) throw new Violation("cli-status", `dissect exited ${r.status}`);
   checkMessages("dissect", r.stderr);
   features.add(`cli:status:${r.status}`);
-  if (r.status === 2) features.add(`cli:2:${r.stderr[0]?.replace(/^.*?: /, "").replace(/[0-9]+/g, "N").slice(0, 60)}`);
+  if (r.status === 2) {
+    features.add(`cli:2:${r.stderr[0]?.replace(/^.*?: /, "").replace(/[0-9]+/g, "N").slice(0, 60)}`);
+  }
   runs++;
   if (bundleEvery > 0 && runs % bundleEvery === 0 && fs.existsSync(BUNDLE)) {
     const c = spawnSync(process.execPath.includes("deno") ? "node" : process.execPath, [BUNDLE, ...args], {
@@ -87,9 +100,14 @@ export async function checkCli(b: Uint8Array, features: Set<string>, bundleEvery
       timeout: 30_000,
       maxBuffer: 256 << 20,
     });
-    if (c.error !== undefined) throw new Violation("cli-bundle", `the bundle did not run: ${c.error.message}`);
+    if (c.error !== undefined) {
+      throw new Violation("cli-bundle", `the bundle did not run: ${c.error.message}`);
+    }
     if (c.status !== r.status) {
-      throw new Violation("cli-bundle", `the bundle exits ${c.status} (${c.stderr.slice(0, 300)}), main returns ${r.status}`);
+      throw new Violation(
+        "cli-bundle",
+        `the bundle exits ${c.status} (${c.stderr.slice(0, 300)}), main returns ${r.status}`,
+      );
     }
     checkMessages("the bundle", c.stderr === "" ? [] : c.stderr.split(/(?<=\n)/));
     if (c.stdout !== r.stdout) {

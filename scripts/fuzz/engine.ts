@@ -51,7 +51,11 @@ export function signature(check: string, message: string): string {
 }
 
 /** Runs one input; returns the Violation it raises (a harness exception is a finding too), or undefined. */
-export async function runOne(t: Target, input: Uint8Array, features: Set<string>): Promise<Violation | undefined> {
+export async function runOne(
+  t: Target,
+  input: Uint8Array,
+  features: Set<string>,
+): Promise<Violation | undefined> {
   try {
     await t.run(input, features);
     return undefined;

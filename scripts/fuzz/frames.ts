@@ -1,8 +1,8 @@
 // Fuzz targets of the frame decoders, strict and lenient. An input is one configuration byte (which
 // negotiated context the decoder is given) followed by the bytes to decode.
 import {
-  type Decoded,
   decodeClientFlags,
+  type Decoded,
   decodeExportNameReply,
   decodeGreeting,
   decodeOptionReply,
@@ -22,7 +22,17 @@ import {
   type Finding,
   type Frame,
 } from "../../mod.ts";
-import { concatBytes, deepEqual, errorKey, guard, hex, type Outcome, sameError, showError, Violation } from "./check.ts";
+import {
+  concatBytes,
+  deepEqual,
+  errorKey,
+  guard,
+  hex,
+  type Outcome,
+  sameError,
+  showError,
+  Violation,
+} from "./check.ts";
 
 /** Options of NBD_OPT_* a reply may answer (index into it from the configuration byte). */
 export const PENDING_OPTIONS: readonly (number | undefined)[] = [
@@ -68,7 +78,9 @@ export function configOf(context: Record<string, unknown>): number {
   if (context.extendedHeaders === false) cfg |= 1;
   if (context.extendedHeaders === true) cfg |= 2;
   if (context.noZeroes === true) cfg |= 1;
-  if (context.pendingOption !== undefined) cfg |= PENDING_OPTIONS.indexOf(context.pendingOption as number) << 2;
+  if (context.pendingOption !== undefined) {
+    cfg |= PENDING_OPTIONS.indexOf(context.pendingOption as number) << 2;
+  }
   if (context.readLength !== undefined) cfg |= READ_LENGTHS.indexOf(context.readLength as number) << 2;
   if (context.maxPayloadLength !== undefined || context.maxStringLength !== undefined) cfg |= 0x80;
   return cfg;
@@ -123,7 +135,11 @@ export const FRAME_DECODERS: readonly FrameDecoder[] = [
       return r === undefined ? { ...limits(c), ...style(c) } : { ...limits(c), ...style(c), readLength: r };
     },
   },
-  { name: "reply-chunk", decode: decodeReplyChunk as Decode, options: (c) => ({ ...limits(c), ...style(c) }) },
+  {
+    name: "reply-chunk",
+    decode: decodeReplyChunk as Decode,
+    options: (c) => ({ ...limits(c), ...style(c) }),
+  },
   {
     name: "reply",
     decode: decodeReply as Decode,
@@ -187,9 +203,9 @@ export function checkRoundTrip(label: string, frame: Frame, original: Uint8Array
   if (enc.length !== original.length || !enc.every((x, i) => x === original[i])) {
     throw new Violation(
       "roundtrip-bytes",
-      `${label}: ${frame.type} decoded without findings encodes to other bytes:\n  in  ${hex(original, 200)}\n  out ${
-        hex(enc, 200)
-      }`,
+      `${label}: ${frame.type} decoded without findings encodes to other bytes:\n  in  ${
+        hex(original, 200)
+      }\n  out ${hex(enc, 200)}`,
     );
   }
 }
@@ -285,7 +301,12 @@ export function checkFrameDecoder(d: FrameDecoder, input: Uint8Array, features: 
   shifted.fill(0xa5);
   shifted.set(b, pad);
   const at = shifted.subarray(0, pad + n);
-  const ls = guard(`${d.name} at offset`, n, pad + n, () => d.decode(at, { ...o, strict: false, offset: pad }));
+  const ls = guard(
+    `${d.name} at offset`,
+    n,
+    pad + n,
+    () => d.decode(at, { ...o, strict: false, offset: pad }),
+  );
   if (!sameShifted(lenient, ls, pad)) {
     throw new Violation("offset-option", `${d.name}: decoding at offset ${pad} gives another result`);
   }
@@ -295,8 +316,12 @@ export function checkFrameDecoder(d: FrameDecoder, input: Uint8Array, features: 
   const frameBytes = b.subarray(0, r.byteLength);
   // Bytes after the frame change nothing.
   const more = concatBytes([frameBytes, Uint8Array.of(0x25, 0x60, 0x95, 0x13, 0, 0, 0, 0)]);
-  const lm = guard(`${d.name} with trailing bytes`, more.length, more.length, () =>
-    d.decode(more, { ...o, strict: false }));
+  const lm = guard(
+    `${d.name} with trailing bytes`,
+    more.length,
+    more.length,
+    () => d.decode(more, { ...o, strict: false }),
+  );
   if (!lm.ok || !sameResult(lm.value, r)) {
     throw new Violation("self-delimiting", `${d.name}: bytes after the frame change its decoding`);
   }
@@ -304,17 +329,27 @@ export function checkFrameDecoder(d: FrameDecoder, input: Uint8Array, features: 
   const cuts = new Set<number>([r.byteLength - 1, (r.byteLength * (1 + (b[r.byteLength - 1]! & 3))) >> 2]);
   for (const c of cuts) {
     if (c < 0 || c >= r.byteLength) continue;
-    const p = guard(`${d.name} prefix ${c}`, c, c, () => d.decode(frameBytes.subarray(0, c), { ...o, strict: false }));
+    const p = guard(
+      `${d.name} prefix ${c}`,
+      c,
+      c,
+      () => d.decode(frameBytes.subarray(0, c), { ...o, strict: false }),
+    );
     if (!p.ok) {
       // A violation inside the prefix can be reported as soon as its bytes are there: only then.
       if (p.error.offset < c && r.findings.some((f) => sameError(f, errorKey(p.error)))) continue;
       throw new Violation(
         "prefix",
-        `${d.name}: the ${c}-byte prefix of a ${r.byteLength}-byte frame throws ${showError(errorKey(p.error))}`,
+        `${d.name}: the ${c}-byte prefix of a ${r.byteLength}-byte frame throws ${
+          showError(errorKey(p.error))
+        }`,
       );
     }
     if (p.value.done) {
-      throw new Violation("prefix", `${d.name}: the ${c}-byte prefix of a ${r.byteLength}-byte frame decodes`);
+      throw new Violation(
+        "prefix",
+        `${d.name}: the ${c}-byte prefix of a ${r.byteLength}-byte frame decodes`,
+      );
     }
     if (p.value.needed < 1 || p.value.needed > r.byteLength - c) {
       throw new Violation(
@@ -353,8 +388,11 @@ function note(features: Set<string>, mode: string, o: Outcome<Decoded<Frame>>): 
     return;
   }
   const f = r.frame as unknown as Record<string, unknown>;
-  const kind = (f.data as { kind?: string } | undefined)?.kind ?? (f.payload as { kind?: string } | undefined)?.kind;
-  features.add(`${mode}:frame:${r.frame.type}:${bucket(f.command ?? f.option ?? f.reply ?? f.chunkType)}:${kind}`);
+  const kind = (f.data as { kind?: string } | undefined)?.kind ??
+    (f.payload as { kind?: string } | undefined)?.kind;
+  features.add(
+    `${mode}:frame:${r.frame.type}:${bucket(f.command ?? f.option ?? f.reply ?? f.chunkType)}:${kind}`,
+  );
   for (const x of r.findings) features.add(`${mode}:finding:${x.rule}`);
 }
 

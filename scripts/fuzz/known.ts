@@ -24,43 +24,58 @@ export interface KnownDefect {
   readonly defect: string;
   /** Whether a finding is this defect. */
   readonly matches: (f: FindingInfo) => boolean;
+  /** Its minimized reproductions, files of test/regressions/. */
+  readonly reproductions: readonly string[];
 }
 
 export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
   {
     id: "15.1.1",
-    defect: "The conversation decoder holds one direction without limit (maxBufferedBytes not applied while " +
+    defect:
+      "The conversation decoder holds one direction without limit (maxBufferedBytes not applied while " +
       "the other side has shown nothing the bytes can be matched with).",
-    matches: (f) => f.target === "limits" && f.check === "memory-limit" && f.message.startsWith("conversation:"),
+    matches: (f) =>
+      f.target === "limits" && f.check === "memory-limit" && f.message.startsWith("conversation:"),
+    reproductions: ["known-15.1.1-limits-memory-limit.json"],
   },
   {
     id: "15.1.2",
-    defect: "Findings depend on how the bytes are split with payloadViews: an OFFSET_DATA chunk whose bytes " +
+    defect:
+      "Findings depend on how the bytes are split with payloadViews: an OFFSET_DATA chunk whose bytes " +
       "arrive in two pushes skips its header checks (reply-flags-reserved, reply-header-style).",
     matches: (f) => f.check === "split-mismatch-payload-views",
+    reproductions: ["known-15.1.2-stream-server-split-mismatch-payload-views.json"],
   },
   {
     id: "15.1.3",
     defect: "Strict errors carry a split-dependent offset (counted from the frame's start when the frame " +
       "spans pushes).",
     matches: (f) => f.check === "strict-split-offset",
+    reproductions: ["known-15.1.3-stream-client-strict-split-offset.json"],
   },
   {
     id: "15.1.4",
     defect: "The length of undecodable and tls notices depends on the split (whatever was buffered).",
-    matches: (f) => f.check === "split-mismatch-notice-length" || f.check === "conversation-mismatch-notice-length",
+    matches: (f) =>
+      f.check === "split-mismatch-notice-length" || f.check === "conversation-mismatch-notice-length",
+    reproductions: [
+      "known-15.1.4-stream-client-split-mismatch-notice-length.json",
+      "known-15.1.4-conversation-conversation-mismatch-notice-length.json",
+    ],
   },
   {
     id: "15.1.5",
     defect: "decodeConversation and ConversationDecoder.push disagree after a STARTTLS ACK nobody asked " +
       "for (tls against truncated).",
     matches: (f) => f.target === "conversation" && f.check === "conversation-mismatch-tls",
+    reproductions: ["known-15.1.5-conversation-conversation-mismatch-tls.json"],
   },
   {
     id: "15.1.6",
     defect: "TCP bytes dropped without a gap notice: a capture without the SYN, first segments reordered, " +
       "loses the bytes before the first segment seen.",
     matches: (f) => f.check === "tcp-silent-loss-prefix",
+    reproductions: ["known-15.1.6-tcp-reorder-tcp-silent-loss-prefix.json"],
   },
   {
     id: "15.1.7",
@@ -69,6 +84,7 @@ export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
     matches: (f) =>
       f.check === "capture-allocation" ||
       (f.target === "limits" && f.check === "memory-limit" && /^pcap(ng)? record/.test(f.message)),
+    reproductions: ["known-15.1.7-capture-capture-allocation.json"],
   },
 ];
 

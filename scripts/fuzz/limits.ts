@@ -79,7 +79,8 @@ const SCENARIOS: readonly ((rng: Rng) => string)[] = [
       server = false;
       state = { phase: "options", style: "newstyle", handshakeFlags: 3, clientFlags: 3 };
     } else if (kind === 3) { // extended reply chunk OFFSET_DATA
-      head = "6e8a278c" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + u64be(l64) + "0000000000000000";
+      head = "6e8a278c" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + u64be(l64) +
+        "0000000000000000";
       server = true;
       state = { phase: "transmission", style: "newstyle", extendedHeaders: true, structuredReplies: true };
     } else { // structured reply chunk OFFSET_DATA
@@ -90,7 +91,9 @@ const SCENARIOS: readonly ((rng: Rng) => string)[] = [
     const payloadViews = rng.oneIn(2);
     const opts = { maxBufferedBytes: LIMIT, payloadViews, state };
     const d = server ? new ServerStreamDecoder(opts) : new ClientStreamDecoder(opts);
-    const what = `${server ? "server" : "client"} stream, frame kind ${kind}, lengths ${l32}/${l64}, payloadViews ${payloadViews}`;
+    const what = `${
+      server ? "server" : "client"
+    } stream, frame kind ${kind}, lengths ${l32}/${l64}, payloadViews ${payloadViews}`;
     feed(what, rng, (c) => void d.push(c), fromHex(head));
     d.end();
     return what;
@@ -113,7 +116,9 @@ const SCENARIOS: readonly ((rng: Rng) => string)[] = [
       feed(what, rng, (c) => void d.push("s2c", c), new Uint8Array(0), reply);
     } else {
       // The client talks, the server says nothing (its greeting lost).
-      const req = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00001000");
+      const req = fromHex(
+        "25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00001000",
+      );
       what = "conversation: client requests, server silent";
       feed(what, rng, (c) => void d.push("c2s", c), fromHex("00000003"), req);
     }
@@ -151,7 +156,12 @@ const SCENARIOS: readonly ((rng: Rng) => string)[] = [
     let peak = 0;
     for (let sent = 0; sent < VOLUME; sent += 1400) {
       const data = new Uint8Array(40 + 1400);
-      data.set(fromHex("450005c800010000400600007f0000017f000001" + "c0002a39" + u32be(seq) + "00000000" + "5018ffff00000000"));
+      data.set(
+        fromHex(
+          "450005c800010000400600007f0000017f000001" + "c0002a39" + u32be(seq) + "00000000" +
+            "5018ffff00000000",
+        ),
+      );
       data.fill(0x41, 40);
       const p: CapturePacket = {
         index: index++,
@@ -176,7 +186,10 @@ const SCENARIOS: readonly ((rng: Rng) => string)[] = [
 
 function limitHolds(what: string, held: number): void {
   if (held > LIMIT + SLACK) {
-    throw new Violation("memory-limit", `${what}: ${(held / 2 ** 20).toFixed(1)} MiB held with a limit of ${LIMIT / 2 ** 20} MiB`);
+    throw new Violation(
+      "memory-limit",
+      `${what}: ${(held / 2 ** 20).toFixed(1)} MiB held with a limit of ${LIMIT / 2 ** 20} MiB`,
+    );
   }
 }
 
@@ -198,7 +211,7 @@ function feed(
   let k = 0;
   for (let sent = 0; sent < VOLUME; sent += size) {
     const c = new Uint8Array(size);
-    if (unit !== undefined) for (let i = 0; i < size; i++) c[i] = unit[(sent + i) % unit.length]!;
+    if (unit !== undefined) { for (let i = 0; i < size; i++) c[i] = unit[(sent + i) % unit.length]!; }
     else c.fill(0x41);
     push(c);
     if (++k % Math.max(1, Math.floor((2 << 20) / size)) === 0) peak = Math.max(peak, retained() - base);

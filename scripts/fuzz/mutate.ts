@@ -136,7 +136,12 @@ function lengthFields(b: Uint8Array): number[] {
 }
 
 /** One generic or NBD-aware edit of `input` (a fresh array; the input is never changed). */
-export function mutateBytes(rng: Rng, input: Uint8Array, corpus: readonly Uint8Array[], maxLength: number): Uint8Array {
+export function mutateBytes(
+  rng: Rng,
+  input: Uint8Array,
+  corpus: readonly Uint8Array[],
+  maxLength: number,
+): Uint8Array {
   let b: Uint8Array = Uint8Array.from(input);
   const n = 1 + (rng.oneIn(3) ? rng.below(8) : 0);
   for (let k = 0; k < n; k++) {
@@ -318,7 +323,12 @@ export function mutateCapture(
       put32(out, 16, rng.pick([0, 1, 16, 0xffff, 0x7fffffff, 0xffffffff]), le);
       return out;
     case 1: // captured length larger than the data, or absurd
-      put32(out, r.at + 8, rng.pick([r.length + 1, r.length + 1000, 0x200000, 0x3ffff0, 0x400001, 0x7fffffff, 0xffffffff, 0]), le);
+      put32(
+        out,
+        r.at + 8,
+        rng.pick([r.length + 1, r.length + 1000, 0x200000, 0x3ffff0, 0x400001, 0x7fffffff, 0xffffffff, 0]),
+        le,
+      );
       return out;
     case 2: // original length below or far above the captured one
       put32(out, r.at + 12, rng.pick([0, r.length - 1, r.length + 1, 0xffffffff]) >>> 0, le);
@@ -327,7 +337,12 @@ export function mutateCapture(
       const t = tcpHeaderAt(out, r.at + 16, r.length, linkType);
       if (t < 0) return mutateBytes(rng, input, corpus, maxLength);
       const seq = get32(out, t + 4);
-      put32(out, t + 4, (seq + rng.pick([1, -1, 1000, 0x10000000, 0x7fffffff, 0x80000000, 0xfffffff0])) >>> 0, false);
+      put32(
+        out,
+        t + 4,
+        (seq + rng.pick([1, -1, 1000, 0x10000000, 0x7fffffff, 0x80000000, 0xfffffff0])) >>> 0,
+        false,
+      );
       return out;
     }
     case 4: { // TCP flags

@@ -74,7 +74,9 @@ function parse(argv: readonly string[]): Args {
         a.targets = TARGETS.filter((t) =>
           names.some((n) => n === t.name || (n.endsWith("*") && t.name.startsWith(n.slice(0, -1))))
         );
-        const unknown = names.filter((n) => !TARGETS.some((t) => n === t.name || (n.endsWith("*") && t.name.startsWith(n.slice(0, -1)))));
+        const unknown = names.filter((n) =>
+          !TARGETS.some((t) => n === t.name || (n.endsWith("*") && t.name.startsWith(n.slice(0, -1))))
+        );
         if (unknown.length > 0) throw new Error(`unknown target ${unknown.join(", ")}`);
         break;
       }
@@ -150,24 +152,37 @@ function budgetOf(a: Args, t: Target, targets: readonly Target[]): number | unde
   return (a.totalMs * t.weight) / sum;
 }
 
-async function runTargets(a: Args, targets: readonly Target[], all: readonly Target[], log: (s: string) => void) {
+async function runTargets(
+  a: Args,
+  targets: readonly Target[],
+  all: readonly Target[],
+  log: (s: string) => void,
+) {
   const out: { stats: TargetStats; findings: FindingFile[] }[] = [];
   for (const t of targets) {
     const timeMs = budgetOf(a, t, all);
-    log(`fuzz ${t.name}: ${timeMs === undefined ? "" : `${Math.round(timeMs / 1000)} s`}${
-      a.iterations === undefined ? "" : ` ${a.iterations} inputs`
-    }\n`);
+    log(
+      `fuzz ${t.name}: ${timeMs === undefined ? "" : `${Math.round(timeMs / 1000)} s`}${
+        a.iterations === undefined ? "" : ` ${a.iterations} inputs`
+      }\n`,
+    );
     const stats = await fuzzTarget(t, {
       seed: a.seed + hashName(t.name),
       ...(timeMs === undefined ? {} : { timeMs }),
       ...(a.iterations === undefined ? {} : { iterations: a.iterations }),
       onFinding: (f) =>
-        log(`  ${f.known ? `known ${f.known.id}` : "NEW"} ${f.check}: ${f.message.split("\n")[0]} [${f.input.length} bytes]\n`),
+        log(
+          `  ${f.known ? `known ${f.known.id}` : "NEW"} ${f.check}: ${
+            f.message.split("\n")[0]
+          } [${f.input.length} bytes]\n`,
+        ),
       onProgress: (s) => log(`  ${t.name}: ${s.inputs} inputs, corpus ${s.corpus}, ${s.features} features\n`),
     });
-    log(`  ${t.name}: ${stats.inputs} inputs in ${(stats.ms / 1000).toFixed(1)} s (${
-      Math.round(stats.inputs / (stats.ms / 1000))
-    }/s), corpus ${stats.corpus}, ${stats.features} features, ${stats.findings.length} findings\n`);
+    log(
+      `  ${t.name}: ${stats.inputs} inputs in ${(stats.ms / 1000).toFixed(1)} s (${
+        Math.round(stats.inputs / (stats.ms / 1000))
+      }/s), corpus ${stats.corpus}, ${stats.features} features, ${stats.findings.length} findings\n`,
+    );
     out.push({ stats, findings: stats.findings.map(toFile) });
   }
   return out;
@@ -229,15 +244,31 @@ async function main(): Promise<number> {
   const totalInputs = results.reduce((s, r) => s + r.stats.inputs, 0);
   const findings = results.flatMap((r) => r.findings);
   const fresh = findings.filter((f) => f.known === undefined);
-  log(`\n== fuzz campaign: ${totalInputs} inputs in ${((Date.now() - started) / 1000).toFixed(0)} s, seed ${a.seed}\n`);
+  log(
+    `\n== fuzz campaign: ${totalInputs} inputs in ${
+      ((Date.now() - started) / 1000).toFixed(0)
+    } s, seed ${a.seed}\n`,
+  );
   for (const r of results) {
-    log(`${r.stats.target.padEnd(26)} ${String(r.stats.inputs).padStart(10)} inputs  ${r.findings.length} findings\n`);
+    log(
+      `${r.stats.target.padEnd(26)} ${
+        String(r.stats.inputs).padStart(10)
+      } inputs  ${r.findings.length} findings\n`,
+    );
   }
   for (const f of findings) {
-    log(`${f.known ? `known ${f.known}` : "NEW"} ${f.target} ${f.check} (x${f.count}): ${f.message.split("\n")[0]}\n  input ${f.hex.slice(0, 160)}${f.hex.length > 160 ? "..." : ""}\n`);
+    log(
+      `${f.known ? `known ${f.known}` : "NEW"} ${f.target} ${f.check} (x${f.count}): ${
+        f.message.split("\n")[0]
+      }\n  input ${f.hex.slice(0, 160)}${f.hex.length > 160 ? "..." : ""}\n`,
+    );
   }
   const knownIds = [...new Set(findings.flatMap((f) => f.known ? [f.known] : []))].sort();
-  log(`known defects of issue 15 section 1 seen: ${knownIds.join(", ") || "none"} (of ${KNOWN_DEFECTS_ISSUE_15_1.length} listed)\n`);
+  log(
+    `known defects of issue 15 section 1 seen: ${
+      knownIds.join(", ") || "none"
+    } (of ${KNOWN_DEFECTS_ISSUE_15_1.length} listed)\n`,
+  );
   log(`new findings: ${fresh.length}\n`);
   if (a.save !== undefined) {
     fs.mkdirSync(a.save, { recursive: true });
@@ -262,7 +293,12 @@ async function main(): Promise<number> {
             seconds: Math.round(r.stats.ms / 1000),
             corpus: r.stats.corpus,
             features: r.stats.features,
-            findings: r.findings.map((f) => ({ check: f.check, known: f.known, count: f.count, message: f.message.split("\n")[0] })),
+            findings: r.findings.map((f) => ({
+              check: f.check,
+              known: f.known,
+              count: f.count,
+              message: f.message.split("\n")[0],
+            })),
           })),
         },
         null,
@@ -273,7 +309,10 @@ async function main(): Promise<number> {
   return fresh.length > 0 ? 1 : 0;
 }
 
-function runChild(a: Args, share: readonly Target[]): Promise<{ stats: TargetStats; findings: FindingFile[] }[]> {
+function runChild(
+  a: Args,
+  share: readonly Target[],
+): Promise<{ stats: TargetStats; findings: FindingFile[] }[]> {
   const script = new URL(import.meta.url).pathname;
   const deno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
   const timeArgs = a.timeMs !== undefined

@@ -93,7 +93,9 @@ function noteEvents(features: Set<string>, prefix: string, events: readonly Stre
       const f = e.frame as unknown as Record<string, unknown>;
       const kind = (f.data as { kind?: string } | undefined)?.kind ??
         (f.payload as { kind?: string } | undefined)?.kind;
-      features.add(`${prefix}:${e.frame.type}:${bucket(f.command ?? f.option ?? f.reply ?? f.chunkType)}:${kind}`);
+      features.add(
+        `${prefix}:${e.frame.type}:${bucket(f.command ?? f.option ?? f.reply ?? f.chunkType)}:${kind}`,
+      );
     }
     for (const x of e.findings) features.add(`${prefix}:finding:${x.rule}`);
   }
@@ -106,7 +108,10 @@ function checkLayout(label: string, n: number, events: readonly StreamEvent[]): 
     const off = e.event === "frame" ? e.frameOffset : e.streamOffset;
     const len = e.event === "frame" ? e.frameLength : e.length;
     if (!(off >= at && len >= 0 && off + len <= n)) {
-      throw new Violation("event-layout", `${label}: event at ${off}+${len} (stream ${n} bytes, previous end ${at})`);
+      throw new Violation(
+        "event-layout",
+        `${label}: event at ${off}+${len} (stream ${n} bytes, previous end ${at})`,
+      );
     }
     if (e.event === "frame") at = off + len;
     for (const f of e.findings) {
@@ -118,7 +123,11 @@ function checkLayout(label: string, n: number, events: readonly StreamEvent[]): 
 }
 
 /** All checks of one stream decoder (client or server side) on one input (configuration byte + bytes). */
-export function checkStreamDecoder(side: "client" | "server", input: Uint8Array, features: Set<string>): void {
+export function checkStreamDecoder(
+  side: "client" | "server",
+  input: Uint8Array,
+  features: Set<string>,
+): void {
   if (input.length === 0) return;
   const cfg = input[0]!;
   const b = input.subarray(1);
@@ -203,7 +212,10 @@ function compareStrict(
   if (whole.ok) {
     const got = whole.value.map(normalEvent);
     if (got.join("\n") !== lenient.join("\n")) {
-      throw new Violation("strict-lenient", `${label}: strict accepts, with other events than lenient: ${firstDifference(lenient, got)}`);
+      throw new Violation(
+        "strict-lenient",
+        `${label}: strict accepts, with other events than lenient: ${firstDifference(lenient, got)}`,
+      );
     }
   }
 }
@@ -219,14 +231,16 @@ function checkTruncation(
     e.event === "frame" && (direction === undefined || e.direction === direction) &&
     e.frameOffset! + e.frameLength! <= cut;
   const want = full.filter(keep).map((e) => normalEvent(e as StreamEvent));
-  const got = part.filter((e) => e.event === "frame" && (direction === undefined || e.direction === direction))
+  const got = part.filter((e) =>
+    e.event === "frame" && (direction === undefined || e.direction === direction)
+  )
     .slice(0, want.length).map((e) => normalEvent(e as StreamEvent));
   if (want.join("\n") !== got.join("\n")) {
     throw new Violation(
       "truncation-lost-frame",
-      `${label}: cut at ${cut}${direction ? " of " + direction : ""}, a frame before the cut changed or is gone: ${
-        firstDifference(want, got)
-      }`,
+      `${label}: cut at ${cut}${
+        direction ? " of " + direction : ""
+      }, a frame before the cut changed or is gone: ${firstDifference(want, got)}`,
     );
   }
 }
@@ -315,12 +329,19 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
   const opts = streamOptions(cfg);
   const whole = guard("conversation whole", n, lim, () => decodeConversation(c2s, s2c, opts));
   if (!whole.ok) {
-    throw new Violation("lenient-threw", `conversation: lenient decodeConversation threw ${showError(errorKey(whole.error))}`);
+    throw new Violation(
+      "lenient-threw",
+      `conversation: lenient decodeConversation threw ${showError(errorKey(whole.error))}`,
+    );
   }
   const events = whole.value;
   noteEvents(features, "conv", events);
   for (const dir of ["c2s", "s2c"] as const) {
-    checkLayout(`conversation ${dir}`, dir === "c2s" ? c2s.length : s2c.length, events.filter((e) => e.direction === dir));
+    checkLayout(
+      `conversation ${dir}`,
+      dir === "c2s" ? c2s.length : s2c.length,
+      events.filter((e) => e.direction === dir),
+    );
   }
   const base = byDirection(events);
 
@@ -340,7 +361,9 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
       return out;
     };
     const r = guard(`conversation ${how}`, n, lim, () => replay(pv));
-    if (!r.ok) throw new Violation("lenient-threw", `conversation ${how}: threw ${showError(errorKey(r.error))}`);
+    if (!r.ok) {
+      throw new Violation("lenient-threw", `conversation ${how}: threw ${showError(errorKey(r.error))}`);
+    }
     const got = byDirection(r.value);
     for (const dir of ["c2s", "s2c"] as const) {
       if (got[dir].join("\n") === base[dir].join("\n")) continue;
@@ -351,13 +374,28 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
         : kind === undefined
         ? "conversation-mismatch"
         : `conversation-mismatch-${kind}`;
-      throw new Violation(cause, `conversation ${how}, ${dir} differs from decodeConversation: ${firstDifference(base[dir], got[dir])}`);
+      throw new Violation(
+        cause,
+        `conversation ${how}, ${dir} differs from decodeConversation: ${
+          firstDifference(base[dir], got[dir])
+        }`,
+      );
     }
   }
 
   // Strict: the same outcome whole and pushed.
-  const sw = guard("conversation strict whole", n, lim, () => decodeConversation(c2s, s2c, { ...opts, strict: true }));
-  const ss = guard("conversation strict pushed", n, lim, () => pushSchedule({ ...opts, strict: true }, schedule, (b) => split(rng, b)));
+  const sw = guard(
+    "conversation strict whole",
+    n,
+    lim,
+    () => decodeConversation(c2s, s2c, { ...opts, strict: true }),
+  );
+  const ss = guard(
+    "conversation strict pushed",
+    n,
+    lim,
+    () => pushSchedule({ ...opts, strict: true }, schedule, (b) => split(rng, b)),
+  );
   if (sw.ok !== ss.ok) {
     throw new Violation(
       "strict-split-mismatch",
@@ -372,7 +410,10 @@ export function checkConversation(input: Uint8Array, features: Set<string>): voi
     // Which direction an error is in is not part of it, so two errors of both sides may legitimately race;
     // only a difference of offset for the same code and rule is certain to be the split's doing.
     if (x.code === y.code && x.rule === y.rule) {
-      throw new Violation("strict-split-offset", `conversation: strict throws ${showError(x)} whole, ${showError(y)} pushed`);
+      throw new Violation(
+        "strict-split-offset",
+        `conversation: strict throws ${showError(x)} whole, ${showError(y)} pushed`,
+      );
     }
   }
 

@@ -126,9 +126,13 @@ function frameTarget(name: string): Target {
     weight: 1,
     seeds() {
       // Its own vectors first, then every other frame's bytes (a decoder must also survive them).
-      const own = vectors().filter((v) => v.decoder === name || (name === "reply" && /reply/.test(v.decoder)));
+      const own = vectors().filter((v) =>
+        v.decoder === name || (name === "reply" && /reply/.test(v.decoder))
+      );
       const rest = vectors().filter((v) => !own.includes(v));
-      return [...own, ...rest].map((v) => withCfg(configOf(v.context ?? {}), fromHex(v.hex.slice(0, 2 * 8191))));
+      return [...own, ...rest].map((v) =>
+        withCfg(configOf(v.context ?? {}), fromHex(v.hex.slice(0, 2 * 8191)))
+      );
     },
     mutate(rng, input, corpus) {
       if (rng.oneIn(8)) {
@@ -147,7 +151,9 @@ function frameTarget(name: string): Target {
 
 /** The frames of the vectors of some decoders, concatenated as a stream (valid ones in order). */
 function vectorStream(decoders: RegExp, filter: (ctx: Record<string, unknown>) => boolean): Uint8Array {
-  const hexes = vectors().filter((v) => decoders.test(v.decoder) && filter(v.context ?? {})).map((v) => v.hex);
+  const hexes = vectors().filter((v) => decoders.test(v.decoder) && filter(v.context ?? {})).map((v) =>
+    v.hex
+  );
   return fromHex(hexes.join("").slice(0, 2 * (STREAM_MAX - 1)));
 }
 
@@ -181,7 +187,10 @@ function streamTarget(side: "client" | "server"): Target {
         if (out.length > 0) out[0] = rng.below(16);
         return out;
       }
-      return withCfg(input[0] ?? 0, mutateBytes(rng, input.subarray(1), corpus.map((c) => c.subarray(1)), STREAM_MAX));
+      return withCfg(
+        input[0] ?? 0,
+        mutateBytes(rng, input.subarray(1), corpus.map((c) => c.subarray(1)), STREAM_MAX),
+      );
     },
     run(input, features) {
       checkStreamDecoder(side, input, features);
@@ -204,7 +213,9 @@ const conversationTarget: Target = {
   },
   mutate(rng, input, corpus) {
     const cfg = rng.oneIn(10) ? rng.below(16) : input[0] ?? 0;
-    const len = input.length >= 5 ? ((input[1]! << 24) | (input[2]! << 16) | (input[3]! << 8) | input[4]!) >>> 0 : 0;
+    const len = input.length >= 5
+      ? ((input[1]! << 24) | (input[2]! << 16) | (input[3]! << 8) | input[4]!) >>> 0
+      : 0;
     const rest = input.subarray(Math.min(5, input.length));
     const c = Math.min(len, rest.length);
     let c2s = rest.subarray(0, c);
