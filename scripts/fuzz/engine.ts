@@ -2,7 +2,7 @@
 // input that reaches a behaviour not seen before (a frame kind, a finding's rule, an error's rule, a notice:
 // "features", the decoders' own account of which paths the input took), findings deduplicated by check and
 // message shape, and each new one minimized.
-import { Violation } from "./check.ts";
+import { startInput, Violation } from "./check.ts";
 import { type KnownDefect, knownDefect } from "./known.ts";
 import { Rng } from "./mutate.ts";
 import type { Target } from "./targets.ts";
@@ -57,6 +57,7 @@ export async function runOne(
   features: Set<string>,
 ): Promise<Violation | undefined> {
   try {
+    startInput();
     await t.run(input, features);
     return undefined;
   } catch (e) {
@@ -118,11 +119,9 @@ export async function fuzzTarget(t: Target, o: CampaignOptions): Promise<TargetS
       old.count++;
       return;
     }
-    // Only a finding that shows again on a replay is kept (a slow input on a busy machine may not).
+    // Only a finding that shows again on a replay is kept.
     const again = await runOne(t, input, new Set());
-    if (again === undefined || again.check !== v.check) {
-      if (v.check !== "slow") return;
-    }
+    if (again === undefined || again.check !== v.check) return;
     // Known defects get a shorter minimization: they are reported, not investigated here.
     const small = v.check === "slow" || t.minimize === false
       ? input

@@ -145,6 +145,13 @@ function toFile(f: FuzzFinding): FindingFile {
   };
 }
 
+/** Writes a finding as a regression file into `dir` (named by target, check and input). */
+function save(dir: string, f: FindingFile): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const name = `${f.target.replace(/[^a-z0-9]+/gi, "-")}-${f.check}-${hashName(f.hex).toString(36)}.json`;
+  fs.writeFileSync(path.join(dir, name), JSON.stringify(f, null, 2) + "\n");
+}
+
 function budgetOf(a: Args, t: Target, targets: readonly Target[]): number | undefined {
   if (a.timeMs !== undefined) return a.timeMs;
   if (a.totalMs === undefined) return undefined;
@@ -170,12 +177,14 @@ async function runTargets(
       seed: a.seed + hashName(t.name),
       ...(timeMs === undefined ? {} : { timeMs }),
       ...(a.iterations === undefined ? {} : { iterations: a.iterations }),
-      onFinding: (f) =>
+      onFinding: (f) => {
         log(
           `  ${f.known ? `known ${f.known.id}` : "NEW"} ${f.check}: ${
             f.message.split("\n")[0]
           } [${f.input.length} bytes]\n`,
-        ),
+        );
+        if (a.save !== undefined) save(a.save, toFile(f));
+      },
       onProgress: (s) => log(`  ${t.name}: ${s.inputs} inputs, corpus ${s.corpus}, ${s.features} features\n`),
     });
     log(
@@ -270,13 +279,8 @@ async function main(): Promise<number> {
     } (of ${KNOWN_DEFECTS_ISSUE_15_1.length} listed)\n`,
   );
   log(`new findings: ${fresh.length}\n`);
-  if (a.save !== undefined) {
-    fs.mkdirSync(a.save, { recursive: true });
-    for (const f of findings) {
-      const name = `${f.target.replace(/[^a-z0-9]+/gi, "-")}-${f.check}-${hashName(f.hex).toString(36)}.json`;
-      fs.writeFileSync(path.join(a.save, name), JSON.stringify(f, null, 2) + "\n");
-    }
-  }
+  // Saved again at the end, with their final counts.
+  if (a.save !== undefined) { for (const f of findings) save(a.save, f); }
   if (a.report !== undefined) {
     fs.writeFileSync(
       a.report,
@@ -332,6 +336,7 @@ function runChild(
     String(a.bundleEvery),
     ...timeArgs,
     ...(a.iterations === undefined ? [] : ["--iterations", String(a.iterations)]),
+    ...(a.save === undefined ? [] : ["--save", a.save]),
   ];
   return new Promise((resolve, reject) => {
     const c = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
