@@ -89,6 +89,23 @@ describe("the fuzz checks catch what they are for", () => {
     );
   });
 
+  test("a decoder that allocates from a length field is a frame-allocation finding", () => {
+    const real = FRAME_DECODERS.find((d) => d.name === "client-flags")!;
+    let kept: Uint8Array | undefined;
+    const greedy = {
+      ...real,
+      decode: (b: Uint8Array, o: Record<string, unknown>): Decoded<Frame> => {
+        kept = new Uint8Array(64 << 20);
+        kept[1] = 1;
+        return real.decode(b, o);
+      },
+    };
+    expect(() => checkFrameDecoder(greedy, Uint8Array.of(0, ...bytes), new Set())).toThrow(
+      expect.objectContaining({ check: "frame-allocation" }),
+    );
+    expect(kept?.length).toBe(64 << 20);
+  });
+
   test("the engine finds a planted fault by mutation and minimizes it to the byte that matters", async () => {
     const planted: Target = {
       name: "planted",

@@ -34,6 +34,9 @@ import {
   Violation,
 } from "./check.ts";
 
+/** What decoding one frame may allocate outside the JS heap (typed arrays), at most. */
+const FRAME_ALLOCATION_LIMIT = 16 << 20;
+
 /** Options of NBD_OPT_* a reply may answer (index into it from the configuration byte). */
 export const PENDING_OPTIONS: readonly (number | undefined)[] = [
   undefined,
@@ -238,8 +241,14 @@ export function checkFrameDecoder(d: FrameDecoder, input: Uint8Array, features: 
   const b = input.subarray(1);
   const o = d.options(cfg);
   const n = b.length;
+  const before = process.memoryUsage().external;
   const strict = guard(`${d.name} strict`, n, n, () => d.decode(b, { ...o, strict: true }));
   const lenient = guard(`${d.name} lenient`, n, n, () => d.decode(b, { ...o, strict: false }));
+  // A length field (up to 2^64-1) never makes a frame decoder allocate: payloads are views of the input.
+  const grown = process.memoryUsage().external - before;
+  if (grown > FRAME_ALLOCATION_LIMIT) {
+    throw new Violation("frame-allocation", `${d.name}: decoding ${n} bytes allocated ${grown} bytes`);
+  }
   features.add(`cfg:${cfg & 0x83}`);
   note(features, "s", strict);
   note(features, "l", lenient);
