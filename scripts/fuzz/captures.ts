@@ -125,6 +125,32 @@ export function checkCapture(b: Uint8Array, features: Set<string>): void {
     if (d1 !== undefined) {
       throw new Violation("capture-split-mismatch", `CaptureReader strict=${strict}: whole vs split: ${d1}`);
     }
+    // pushComplete, as the command line reads files: the unconsumed tail passed again with the next chunk.
+    const pc = guard(`CaptureReader strict=${strict} pushComplete`, n, n, () => {
+      const reader = new CaptureReader({ strict });
+      const raw: CapturePacket[] = [];
+      const findings: string[] = [];
+      let tail: Uint8Array = new Uint8Array(0);
+      for (const c of chunks) {
+        const buf = new Uint8Array(tail.length + c.length);
+        buf.set(tail);
+        buf.set(c, tail.length);
+        for (const p of reader.pushComplete(buf)) raw.push(p);
+        for (const f of reader.takeFindings()) findings.push(findingKey(f));
+        tail = buf.subarray(buf.length - reader.unconsumed);
+      }
+      if (tail.length > 0) { for (const p of reader.push(tail)) raw.push(p); }
+      reader.end();
+      for (const f of reader.takeFindings()) findings.push(findingKey(f));
+      return { packets: raw.map(packetKey), raw, findings };
+    });
+    const d3 = sameRead(whole, pc);
+    if (d3 !== undefined) {
+      throw new Violation(
+        "capture-split-mismatch",
+        `CaptureReader strict=${strict}: push vs pushComplete: ${d3}`,
+      );
+    }
     if (n <= 4096) {
       const one: Uint8Array[] = [];
       for (let i = 0; i < n; i++) one.push(b.subarray(i, i + 1));

@@ -91,6 +91,19 @@ export async function checkCli(b: Uint8Array, features: Set<string>, bundleEvery
   }
   if (![0, 1, 2].includes(r.status)) throw new Violation("cli-status", `dissect exited ${r.status}`);
   checkMessages("dissect", r.stderr);
+  if (args.includes("--json")) {
+    for (const line of r.stdout.split("\n")) {
+      if (line === "") continue;
+      try {
+        JSON.parse(line);
+      } catch {
+        throw new Violation(
+          "cli-json",
+          `dissect --json printed a line that is not JSON: ${line.slice(0, 300)}`,
+        );
+      }
+    }
+  }
   features.add(`cli:status:${r.status}`);
   if (r.status === 2) {
     features.add(`cli:2:${r.stderr[0]?.replace(/^.*?: /, "").replace(/[0-9]+/g, "N").slice(0, 60)}`);

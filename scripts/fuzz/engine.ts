@@ -2,7 +2,7 @@
 // input that reaches a behaviour not seen before (a frame kind, a finding's rule, an error's rule, a notice:
 // "features", the decoders' own account of which paths the input took), findings deduplicated by check and
 // message shape, and each new one minimized.
-import { startInput, Violation } from "./check.ts";
+import { startInput, takeDeferred, Violation } from "./check.ts";
 import { type KnownDefect, knownDefect } from "./known.ts";
 import { Rng } from "./mutate.ts";
 import type { Target } from "./targets.ts";
@@ -50,7 +50,10 @@ export function signature(check: string, message: string): string {
   return `${check}|${first.replace(/0x[0-9a-f]+/gi, "H").replace(/[0-9]+/g, "N").slice(0, 160)}`;
 }
 
-/** Runs one input; returns the Violation it raises (a harness exception is a finding too), or undefined. */
+/**
+ * Runs one input; returns the Violation it raises (a harness exception is a finding too), else the known
+ * defect it showed while its other checks passed, or undefined.
+ */
 export async function runOne(
   t: Target,
   input: Uint8Array,
@@ -59,7 +62,7 @@ export async function runOne(
   try {
     startInput();
     await t.run(input, features);
-    return undefined;
+    return takeDeferred();
   } catch (e) {
     if (e instanceof Violation) return e;
     const err = e as Error;

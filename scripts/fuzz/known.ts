@@ -35,7 +35,8 @@ export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
       "The conversation decoder holds one direction without limit (maxBufferedBytes not applied while " +
       "the other side has shown nothing the bytes can be matched with).",
     matches: (f) =>
-      f.target === "limits" && f.check === "memory-limit" && f.message.startsWith("conversation:"),
+      f.target === "limits" && f.check === "memory-limit" && f.message.startsWith("conversation:") &&
+      / silent:/.test(f.message),
     reproductions: ["known-15.1.1-limits-memory-limit.json"],
   },
   {
@@ -43,7 +44,7 @@ export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
     defect:
       "Findings depend on how the bytes are split with payloadViews: an OFFSET_DATA chunk whose bytes " +
       "arrive in two pushes skips its header checks (reply-flags-reserved, reply-header-style).",
-    matches: (f) => f.check === "split-mismatch-payload-views",
+    matches: (f) => f.check === "split-mismatch-payload-views-findings",
     reproductions: ["known-15.1.2-stream-server-split-mismatch-payload-views.json"],
   },
   {
