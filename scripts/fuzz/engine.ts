@@ -166,7 +166,8 @@ export async function fuzzTarget(t: Target, o: CampaignOptions): Promise<TargetS
     if (v !== undefined) await handle(input, v);
     let fresh = false;
     for (const x of features) if (!seen.has(x)) (seen.add(x), fresh = true);
-    if (fresh && v === undefined && corpus.length < 5000) corpus.push(input);
+    // An input that only shows a known defect (deferred) still explores: it may join the corpus.
+    if (fresh && (v === undefined || v.deferred) && corpus.length < 5000) corpus.push(input);
     if (o.onProgress !== undefined && performance.now() - lastProgress > 10_000) {
       lastProgress = performance.now();
       stats.ms = lastProgress - start;
