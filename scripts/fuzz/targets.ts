@@ -6,6 +6,7 @@ import { checkCapture, checkTcpLoss } from "./captures.ts";
 import { fromHex } from "./check.ts";
 import { checkCli } from "./cli.ts";
 import { checkFrameDecoder, configOf, FRAME_DECODERS } from "./frames.ts";
+import { checkHeaders } from "./headers.ts";
 import { checkLimits } from "./limits.ts";
 import { mutateBytes, mutateCapture, type Rng } from "./mutate.ts";
 import { checkConversation, checkStreamDecoder, packConversation } from "./streams.ts";
@@ -262,6 +263,22 @@ const tcpLossTarget: Target = {
   },
 };
 
+const headersTarget: Target = {
+  name: "headers-into",
+  maxLength: 256,
+  weight: 1,
+  seeds: () =>
+    vectors().filter((v) => /request|reply/.test(v.decoder) && !/option/.test(v.decoder))
+      .map((v) => withCfg(v.context?.extendedHeaders === true ? 1 : 0, fromHex(v.hex.slice(0, 2 * 255)))),
+  mutate(rng, input, corpus) {
+    const cfg = rng.oneIn(8) ? rng.below(2) : input[0] ?? 0;
+    return withCfg(cfg, mutateBytes(rng, input.subarray(1), corpus.map((c) => c.subarray(1)), 255));
+  },
+  run(input, features) {
+    checkHeaders(input, features);
+  },
+};
+
 /** Options of the CLI target: `bundleEvery` runs also go through the built bundle (0: never). */
 export const cliSettings: { bundleEvery: number } = { bundleEvery: 0 };
 
@@ -295,6 +312,7 @@ const limitsTarget: Target = {
 /** Every target, by name. */
 export const TARGETS: readonly Target[] = [
   ...FRAME_DECODERS.map((d) => frameTarget(d.name)),
+  headersTarget,
   streamTarget("client"),
   streamTarget("server"),
   conversationTarget,
