@@ -8,6 +8,11 @@ import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
 import { main } from "../../bin/cli.ts";
+import { CaptureDissector } from "../../bin/dissect.ts";
+import { formatEventJsonLine, isNbdDecodeError } from "../../mod.ts";
+import type { TraceFinding } from "../../trace.ts";
+import { Rng } from "./mutate.ts";
+import { split } from "./streams.ts";
 import { inputCpuMs, inputSeed, SLOW_INPUT_BYTES, SLOW_MS, Violation } from "./check.ts";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
@@ -57,6 +62,51 @@ function checkMessages(label: string, stderr: readonly string[]): void {
   }
 }
 
+/** What the dissector reports for a capture pushed in these chunks: every event and finding, in order. */
+function dissect(chunks: readonly Uint8Array[]): string[] {
+  const out: string[] = [];
+  const d = new CaptureDissector({
+    event: (e) => void out.push(formatEventJsonLine(e)),
+    traceFinding: (f: TraceFinding, c) =>
+      void out.push(
+        `finding ${c} ${f.code}/${f.rule}@${f.offset} p${f.packet} ${f.direction} ${f.streamOffset} ${f.length}`,
+      ),
+  });
+  try {
+    for (const c of chunks) d.push(c);
+    d.end();
+  } catch (e) {
+    if (!isNbdDecodeError(e)) throw e;
+    out.push(`error ${e.code}/${e.rule}@${e.offset}`);
+  }
+  return out;
+}
+
+/**
+ * The dissector (bin/dissect.ts: capture reader, TCP reassembly, NBD recognition, conversation decoders)
+ * reports the same events and findings whether the file comes whole, in random chunks or byte by byte.
+ */
+export function checkDissectorSplits(b: Uint8Array, features: Set<string>): void {
+  const rng = new Rng(inputSeed(b, 7));
+  const whole = dissect([b]);
+  features.add(`dissect:events:${Math.min(whole.length, 8)}`);
+  const variants: [string, Uint8Array[]][] = [["random split", split(rng, b).map((c) => c.slice())]];
+  if (b.length <= 4096) variants.push(["byte by byte", Array.from(b, (x) => Uint8Array.of(x))]);
+  for (const [how, chunks] of variants) {
+    const got = dissect(chunks);
+    if (got.join("\n") !== whole.join("\n")) {
+      const i = whole.findIndex((x, j) => x !== got[j]);
+      const at = i < 0 ? Math.min(whole.length, got.length) : i;
+      throw new Violation(
+        "dissect-split-mismatch",
+        `the dissector's output for the capture ${how} differs from whole, at line ${at} of ${whole.length}/${got.length}:\n  A ${
+          whole[at]?.slice(0, 400)
+        }\n  B ${got[at]?.slice(0, 400)}`,
+      );
+    }
+  }
+}
+
 let runs = 0;
 
 /**
@@ -64,6 +114,7 @@ let runs = 0;
  * also goes through the built bundle (0: never).
  */
 export async function checkCli(b: Uint8Array, features: Set<string>, bundleEvery: number): Promise<void> {
+  checkDissectorSplits(b, features);
   const f = scratch();
   fs.writeFileSync(f, b);
   const args = ["dissect", f, ...flagsOf(b)];
