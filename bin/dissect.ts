@@ -270,6 +270,9 @@ export class CaptureDissector {
   }
 
   #packet(packet: CapturePacket): void {
+    // The reader's findings so far (about this record or earlier ones) before this packet's own events: in
+    // capture order, whatever the chunks the file was read in.
+    this.#readerFindings();
     const events = this.#tcp.push(packet);
     for (let i = 0; i < events.length; i++) this.#tcpEvent(events[i]!);
   }
