@@ -370,6 +370,15 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
     const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${
       formatAddress(r.destinationAddress)
     }:${r.destinationPort}`;
+    const back = `${formatAddress(r.destinationAddress)}:${r.destinationPort}>${
+      formatAddress(r.sourceAddress)
+    }:${r.sourcePort}`;
+    // A SYN seen after data (reordered) starts a new connection for the reassembler: both of its streams
+    // start again from the segments seen after it.
+    if ((r.flags & 0x12) === 0x02) {
+      firstSeen.delete(flow);
+      firstSeen.delete(back);
+    }
     const base = bases.get(flow);
     if (base === undefined || firstSeen.has(flow)) continue;
     firstSeen.set(flow, (r.flags & 2) !== 0 ? 0 : ((r.seq - base) | 0));

@@ -76,7 +76,10 @@ export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
     defect: "TCP bytes dropped without a gap notice: a capture without the SYN, first segments reordered, " +
       "loses the bytes before the first segment seen.",
     matches: (f) => f.check === "tcp-silent-loss-prefix",
-    reproductions: ["known-15.1.6-tcp-reorder-tcp-silent-loss-prefix.json"],
+    reproductions: [
+      "known-15.1.6-tcp-reorder-tcp-silent-loss-prefix.json",
+      "known-15.1.6-tcp-reorder-late-syn.json",
+    ],
   },
   {
     id: "15.1.7",
