@@ -360,43 +360,51 @@ export function checkTcpLoss(b: Uint8Array, features: Set<string>): void {
     for (let k = 0; k < p.length; k++) s.add(p.start + k);
   }
   // Where each flow's stream starts for the reassembler: at the first segment of the flow it saw (data or
-  // not), unless that is a SYN; bytes before it are the ones issue 15 (1.6) says are dropped silently.
+  // not), unless that is a SYN; a SYN seen after data (reordered) starts a new connection, whose streams
+  // start again. The payload bytes of a packet that arrives when its flow's stream already starts after them
+  // are the ones issue 15 (1.6) says are dropped silently: counted per flow, as the packets come.
   const bases = new Map<string, number>();
   for (const p of ref.values()) bases.set(p.flow, (p.seq - p.start) >>> 0);
-  const firstSeen = new Map<string, number>();
-  for (const i of kept) {
-    const r = decodeTcpPacket(packets[i]!.data, packets[i]!.linkType);
-    if (r.type !== "tcp") continue;
-    const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${
-      formatAddress(r.destinationAddress)
-    }:${r.destinationPort}`;
-    const back = `${formatAddress(r.destinationAddress)}:${r.destinationPort}>${
-      formatAddress(r.sourceAddress)
-    }:${r.sourcePort}`;
-    // A SYN seen after data (reordered) starts a new connection for the reassembler: both of its streams
-    // start again from the segments seen after it.
-    if ((r.flags & 0x12) === 0x02) {
-      firstSeen.delete(flow);
-      firstSeen.delete(back);
+  // Whether a reordered SYN restarts the streams depends on which side the reassembler took for the client,
+  // so the bytes are counted both ways and the larger count is taken.
+  const before = new Map<string, number>();
+  for (const restart of [true, false]) {
+    const starts = new Map<string, number>();
+    const counted = new Map<string, number>();
+    for (const i of kept) {
+      const r = decodeTcpPacket(packets[i]!.data, packets[i]!.linkType);
+      if (r.type !== "tcp") continue;
+      const flow = `${formatAddress(r.sourceAddress)}:${r.sourcePort}>${
+        formatAddress(r.destinationAddress)
+      }:${r.destinationPort}`;
+      const back = `${formatAddress(r.destinationAddress)}:${r.destinationPort}>${
+        formatAddress(r.sourceAddress)
+      }:${r.sourcePort}`;
+      if (restart && (r.flags & 0x12) === 0x02) {
+        starts.delete(flow);
+        starts.delete(back);
+      }
+      const base = bases.get(flow);
+      if (base === undefined) continue;
+      const at = (r.seq - base) | 0;
+      if (!starts.has(flow)) starts.set(flow, (r.flags & 2) !== 0 ? 0 : at);
+      const n = Math.min(r.payload.length, Math.max(0, starts.get(flow)! - at));
+      if (n > 0) counted.set(flow, (counted.get(flow) ?? 0) + n);
     }
-    const base = bases.get(flow);
-    if (base === undefined || firstSeen.has(flow)) continue;
-    firstSeen.set(flow, (r.flags & 2) !== 0 ? 0 : ((r.seq - base) | 0));
+    for (const [flow, n] of counted) before.set(flow, Math.max(n, before.get(flow) ?? 0));
   }
   for (const [flow, s] of carried) {
     const got = delivered.get(flow) ?? 0;
     features.add(`loss:${got < s.size ? "short" : "full"}:${warned.has(flow)}`);
     if (got < s.size && !warned.has(flow)) {
-      const first = firstSeen.get(flow) ?? 0;
-      let before = 0;
-      for (const x of s) if (x < first) before++;
-      const prefix = before > 0 && got >= s.size - before;
+      const dropped = before.get(flow) ?? 0;
+      const prefix = dropped > 0 && got >= s.size - dropped;
       throw new Violation(
         prefix ? "tcp-silent-loss-prefix" : "tcp-silent-loss",
         `TcpReassembler: flow ${flow} carried ${s.size} bytes in the packets kept (order ${
           kept.join(",")
         }), ${got} delivered${
-          prefix ? ` (the ${before} bytes before the first segment seen are missing)` : ""
+          prefix ? ` (${dropped} bytes came before the first segment seen of their connection)` : ""
         }, no gap or finding`,
       );
     }
