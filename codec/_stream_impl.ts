@@ -659,7 +659,8 @@ export class ClientDecoderImpl extends DirectionDecoder {
       }
       const total = headerLength + payloadLength;
       const isData = command === Command.WRITE;
-      if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "request");
+      // Views of the pushed chunks are held as much as copies: the limit holds with payloadViews too.
+      this.checkBuffer(total, "request");
       if (q.length < total) {
         this.need = total;
         return this.needBytes(total);
@@ -995,7 +996,8 @@ export class ServerDecoderImpl extends DirectionDecoder {
         }
       }
       const total = 16 + Math.max(readLength, 0);
-      if (!this.o.payloadViews) this.checkBuffer(total, "simple reply");
+      // With payloadViews too: the READ length comes from the request, up to 2^64-1, and views hold chunks.
+      this.checkBuffer(total, "simple reply");
       if (q.length < total) {
         this.need = total;
         return this.needBytes(total);
@@ -1078,7 +1080,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       const flags = q.u16At(4);
       const chunkType = q.u16At(6);
       const isData = chunkType === 1 && len > 9;
-      if (!(isData && this.o.payloadViews)) this.checkBuffer(total, "reply chunk");
+      this.checkBuffer(total, "reply chunk");
       if (q.length < total) {
         this.need = total;
         return this.needBytes(total);

@@ -500,6 +500,9 @@ export class CaptureDissector {
   }
 
   #packet(packet: CapturePacket): void {
+    // The reader's findings so far (about this record or earlier ones) before this packet's own events: in
+    // capture order, whatever the chunks the file was read in.
+    this.#readerFindings();
     if (this.#origin === undefined) {
       this.#origin = { seconds: packet.seconds, nanoseconds: packet.nanoseconds };
     }
