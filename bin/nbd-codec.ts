@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import * as v8 from "node:v8";
+import { budgetIsOurs, startCold, warmUp } from "./_budget.ts";
 import { main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
@@ -62,23 +62,8 @@ function stdinIsInput(): boolean {
   }
 }
 
-// V8 optimises a function once it has run some bytecode (its interrupt budget, 66 KB by default). A run
-// over a capture of few, large packets (a 100 MB loopback capture has 4 569) ends before most optimised
-// code pays for its compiling, which then costs a third of the run's CPU time on two cores. Runs start with
-// four times the budget, and go back to the default once the capture turns out to be long (cli.ts,
-// WARM_PACKETS: optimising pays). Not when the user set the budget; a runtime without V8 flags just keeps its default.
-const DEFAULT_BUDGET = "--interrupt-budget=67584";
-const userBudget = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) =>
-  a.includes("interrupt-budget")
-);
-function setBudget(flag: string): void {
-  try {
-    v8.setFlagsFromString(flag);
-  } catch {
-    // Not supported here.
-  }
-}
-if (!userBudget) setBudget("--interrupt-budget=270336");
+// A larger interrupt budget until the capture turns out to be long (see _budget.ts).
+startCold();
 
 // SIGINT and SIGTERM end a run after it wrote what it decoded (exit 0); a second one ends it at once.
 const interrupt = new AbortController();
@@ -98,7 +83,7 @@ main(process.argv.slice(2), {
   root: packageRoot(),
   stdinIsInput: stdinIsInput(),
   signal: interrupt.signal,
-  ...(userBudget ? {} : { warm: () => setBudget(DEFAULT_BUDGET) }),
+  ...(budgetIsOurs ? { warm: warmUp } : {}),
 }).then(
   (code) => {
     process.exitCode = code;

@@ -26,6 +26,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
 import * as vm from "node:vm";
+import { restoreColdBudget, startCold } from "./_budget.ts";
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
@@ -110,6 +111,11 @@ function runCached(bundle: string, dir: string): void {
   const module = { exports: {} };
   run(module.exports, nodeModule.createRequire(bundle), module, bundle, path.dirname(bundle));
 }
+
+// V8 checks a code cache against its flags: the budget the bundle starts with is set before the cache is
+// read, and again before one is written (a long run has gone back to the default by then).
+startCold();
+process.once("exit", restoreColdBudget);
 
 const here = path.dirname(fs.realpathSync(process.argv[1] ?? "."));
 const bundle = path.join(here, "nbd-codec.cjs");
