@@ -56,15 +56,20 @@ export interface CliEnvironment {
   /** Aborted on SIGINT or SIGTERM: the run stops reading, writes what was decoded and returns 0. */
   readonly signal?: AbortSignal;
   /**
-   * Called once when a capture run turns out to be long (see {@link WARM_PACKETS}): long enough that
-   * optimising its code pays for the compiling (the process entry point starts with V8 optimising later
-   * than usual, and goes back to V8's default here).
+   * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
+   * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
+   * such a run turns out to be long (see {@link WARM_PACKETS}), `warm()` (back to V8's default: optimising
+   * pays).
    */
-  readonly warm?: () => void;
+  readonly budget?: {
+    readonly minBytes: number;
+    readonly cold: () => Promise<boolean>;
+    readonly warm: () => void;
+  };
 }
 
 /**
- * A run counts as long (see {@link CliEnvironment.warm}) once it has read {@link WARM_PACKETS} packets and
+ * A run counts as long (see {@link CliEnvironment.budget}) once it has read {@link WARM_PACKETS} packets and
  * the whole capture holds at least {@link LONG_RUN_PACKETS} (estimated from the file's size and the packets
  * per byte so far; standard input: once it has read that many). A 100 MB capture of 64 KiB segments (4 569
  * packets) stays short; one of 4 KiB frames (46 739), or any 1 GB capture, is long.
@@ -534,7 +539,7 @@ async function readCapture(
   signal: AbortSignal | undefined,
   stop: () => boolean,
   afterRead: (live: boolean) => Promise<void>,
-  warm: (() => void) | undefined,
+  budget: CliEnvironment["budget"],
 ): Promise<void> {
   const name = stdin ? "standard input" : file;
   let fd: number;
@@ -546,6 +551,8 @@ async function readCapture(
     throw new InputError(`cannot read ${file}: ${describeError(e)}`);
   }
   const interrupted = aborted(signal);
+  let warm: (() => void) | undefined;
+  if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) warm = budget.warm;
   try {
     const progress = size > PROGRESS_THRESHOLD;
     let done = 0;
@@ -793,7 +800,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
         // Live input: every packet's frames are out before the next read.
         if (live || out.full) await out.flush();
       },
-      env.warm,
+      env.budget,
     );
     if (dissector.connections === 0 && text) {
       out.add(
@@ -819,7 +826,7 @@ async function stats(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<nu
   const { file, stdin } = captureOf(a, env);
   const collected = new TraceStats();
   const dissector = new CaptureDissector(collected, { port: a.port });
-  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {}, env.warm);
+  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {}, env.budget);
   const report = collected.report();
   await io.stdout(a.json ? JSON.stringify(statsJson(report)) + "\n" : statsText(report));
   return 0;

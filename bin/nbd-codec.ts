@@ -9,7 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { budgetIsOurs, startCold, warmUp } from "./_budget.ts";
+import { COLD_MIN_BYTES, startCold, warmUp } from "./_budget.ts";
 import { main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
@@ -62,9 +62,6 @@ function stdinIsInput(): boolean {
   }
 }
 
-// A larger interrupt budget until the capture turns out to be long (see _budget.ts).
-startCold();
-
 // SIGINT and SIGTERM end a run after it wrote what it decoded (exit 0); a second one ends it at once.
 const interrupt = new AbortController();
 const onSignal = (signal: NodeJS.Signals): void => {
@@ -83,7 +80,8 @@ main(process.argv.slice(2), {
   root: packageRoot(),
   stdinIsInput: stdinIsInput(),
   signal: interrupt.signal,
-  ...(budgetIsOurs ? { warm: warmUp } : {}),
+  // A larger V8 interrupt budget for capture files, until the capture turns out to be long (_budget.ts).
+  budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp },
 }).then(
   (code) => {
     process.exitCode = code;

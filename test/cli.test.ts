@@ -1005,15 +1005,29 @@ describe("nbd-codec dissect and stats: long runs", () => {
   const LONG = writeTemp("long.pcap", manyPackets(WARM_PACKETS * 20));
   const MEDIUM = writeTemp("medium.pcap", manyPackets(WARM_PACKETS * 2));
 
-  async function warmCalls(...args: string[]): Promise<number> {
-    let calls = 0;
+  /** How many times the run called cold() and warm(), for files of at least `minBytes`. */
+  async function calls(minBytes: number, ...args: string[]): Promise<[number, number]> {
+    let cold = 0;
+    let warm = 0;
     const code = await main(args, { stdout: () => {}, stderr: () => {} }, {
       root: ROOT,
-      warm: () => calls++,
+      budget: {
+        minBytes,
+        cold: () => Promise.resolve(++cold > 0),
+        warm: () => warm++,
+      },
     });
     expect(code).toBe(0);
-    return calls;
+    return [cold, warm];
   }
+  const warmCalls = async (...args: string[]): Promise<number> => (await calls(0, ...args))[1];
+
+  test("cold() comes before a capture file of minBytes or more, not before a smaller one", async () => {
+    const size = fs.statSync(LONG).size;
+    expect(await calls(size, "dissect", LONG)).toEqual([1, 1]);
+    expect(await calls(size + 1, "dissect", LONG)).toEqual([0, 0]);
+    expect(await calls(size + 1, "stats", LONG)).toEqual([0, 0]);
+  });
 
   test("warm() is called once when the capture holds many packets, for dissect and stats", async () => {
     expect(WARM_PACKETS * 20).toBeGreaterThanOrEqual(LONG_RUN_PACKETS);
