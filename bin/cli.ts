@@ -27,7 +27,7 @@ import {
 import { CaptureDissector, NBD_PORT } from "../codec/dissector.ts";
 import { compileFilter, type EventFilter, FilterSyntaxError } from "../codec/trace_filter.ts";
 import { statsJson, statsText, TraceStats } from "../codec/trace_stats.ts";
-import type { TraceEvent } from "../codec/trace_event.ts";
+import type { TraceEvent, TraceInfo, TraceInfoSlot } from "../codec/trace_event.ts";
 import { conformMain } from "./conform.ts";
 
 /** Where the command line writes. */
@@ -56,7 +56,28 @@ export interface CliEnvironment {
   readonly stdinIsInput?: boolean;
   /** Aborted on SIGINT or SIGTERM: the run stops reading, writes what was decoded and returns 0. */
   readonly signal?: AbortSignal;
+  /**
+   * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
+   * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
+   * such a run turns out to be long (see {@link WARM_PACKETS}), `warm()` (back to V8's default: optimising
+   * pays).
+   */
+  readonly budget?: {
+    readonly minBytes: number;
+    readonly cold: () => Promise<boolean>;
+    readonly warm: () => void;
+  };
 }
+
+/**
+ * A run counts as long (see {@link CliEnvironment.budget}) once it has read {@link WARM_PACKETS} packets and
+ * the whole capture holds at least {@link LONG_RUN_PACKETS} (estimated from the file's size and the packets
+ * per byte so far; standard input: once it has read that many). A 100 MB capture of 64 KiB segments (4 569
+ * packets) stays short; one of 4 KiB frames (46 739), or any 1 GB capture, is long.
+ */
+export const WARM_PACKETS = 1024;
+/** See {@link WARM_PACKETS}. */
+export const LONG_RUN_PACKETS = 16384;
 
 /**
  * The bundled capture `dissect` decodes when given none: qemu-io and qemu-nbd 10 with extended headers,
@@ -327,7 +348,12 @@ interface Output {
   /** Adds text to write. */
   add(text: string): void;
   /** Adds the text of a request or simple reply and a blank line when it can write it as bytes. */
-  addHot(e: ConversationEvent, n: number, time: HotTime | undefined): boolean;
+  addHot(
+    e: ConversationEvent,
+    n: number,
+    time: HotTime | undefined,
+    info: Readonly<TraceInfoSlot> | undefined,
+  ): boolean;
   /** Whether a flush is due (about {@link FLUSH_SIZE} or more waits). */
   readonly full: boolean;
   /** Writes everything added so far. */
@@ -429,11 +455,11 @@ export class ByteOutput implements Output {
    * without building a string (in a fresh buffer when the current one may lack room); false for events the
    * byte writer leaves to {@link formatEventText}.
    */
-  addHot(e: ConversationEvent, n: number, time?: HotTime): boolean {
-    let p = writeHotFrameText(e, n, this.#buffer, this.#used, time);
+  addHot(e: ConversationEvent, n: number, time?: HotTime, info?: Readonly<TraceInfoSlot>): boolean {
+    let p = writeHotFrameText(e, n, this.#buffer, this.#used, time, info);
     if (p === NO_ROOM && this.#used > 0) {
       this.#next();
-      p = writeHotFrameText(e, n, this.#buffer, 0, time);
+      p = writeHotFrameText(e, n, this.#buffer, 0, time, info);
     }
     if (p < 0) return false;
     this.#used = p;
@@ -516,6 +542,7 @@ async function readCapture(
   signal: AbortSignal | undefined,
   stop: () => boolean,
   afterRead: (live: boolean) => Promise<void>,
+  budget: CliEnvironment["budget"],
 ): Promise<void> {
   const name = stdin ? "standard input" : file;
   let fd: number;
@@ -527,6 +554,8 @@ async function readCapture(
     throw new InputError(`cannot read ${file}: ${describeError(e)}`);
   }
   const interrupted = aborted(signal);
+  let warm: (() => void) | undefined;
+  if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) warm = budget.warm;
   try {
     const progress = size > PROGRESS_THRESHOLD;
     let done = 0;
@@ -610,6 +639,14 @@ async function readCapture(
         if (keptSeq.shift()! < oldest) free.push(c);
       }
       done += got;
+      const packets = dissector.packets;
+      if (
+        warm !== undefined && packets >= WARM_PACKETS &&
+        (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS
+      ) {
+        warm();
+        warm = undefined;
+      }
       await afterRead(stdin);
       if (progress && done >= nextReport * size) {
         io.stderr(
@@ -656,17 +693,22 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
   const text = !a.json && !a.summary;
   /** Connections whose endpoints were shown (text mode). */
   const introduced: boolean[] = [];
+  // The default text reads each event's packets and times from the dissector's reused slot (detached):
+  // the events keep the decoder's shapes, and only the few that go to formatEventText get the fields.
+  const detached = text && filter === undefined;
   const dissector = new CaptureDissector(
     { event: (e) => onEvent(e), traceFinding: (f, c) => onTrace(f, c) },
     {
       port: a.port,
+      detached,
     },
   );
+  const info = detached ? dissector.info : undefined;
   // Time display: relative to the capture's first packet (known before any event), to the previous frame
   // shown (delta), or absolute.
   let hot: HotTime | undefined;
   let textOptions: TextOptions | undefined;
-  const timeOptions = (e: TraceEvent): void => {
+  const timeOptions = (e: TraceInfo | Readonly<TraceInfoSlot>): void => {
     if (a.time === "absolute") {
       if (hot === undefined) {
         hot = { originSeconds: 0, originNanoseconds: 0, absolute: true };
@@ -702,17 +744,21 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       out.add((json === undefined ? formatEventJsonLine(e) : JSON.stringify(json)) + "\n");
       return;
     }
-    if (e.packet !== undefined && (hot === undefined || a.time === "delta")) timeOptions(e);
+    const t: TraceInfo | Readonly<TraceInfoSlot> = info ?? e;
+    if (t.packet !== undefined && (hot === undefined || a.time === "delta")) timeOptions(t);
     if (a.summary) out.add(formatEventSummary(e, textOptions) + "\n");
     else {
-      if (e.client !== undefined && introduced[e.connection] !== true) {
+      if (t.client !== undefined && introduced[e.connection] !== true) {
         introduced[e.connection] = true;
-        out.add(`Connection ${e.connection}: ${formatEndpoint(e.client)} → ${formatEndpoint(e.server!)}\n\n`);
+        out.add(`Connection ${e.connection}: ${formatEndpoint(t.client)} → ${formatEndpoint(t.server!)}\n\n`);
       }
-      if (!out.addHot(e, n, hot)) out.add(formatEventText(e, n, textOptions) + "\n\n");
+      if (!out.addHot(e, n, hot, info)) {
+        if (detached) dissector.attach(e);
+        out.add(formatEventText(e, n, textOptions) + "\n\n");
+      }
     }
-    if (a.time === "delta" && e.seconds !== undefined) {
-      hot = { originSeconds: e.seconds, originNanoseconds: e.nanoseconds!, absolute: false };
+    if (a.time === "delta" && t.seconds !== undefined) {
+      hot = { originSeconds: t.seconds, originNanoseconds: t.nanoseconds!, absolute: false };
       textOptions = hot;
     }
   };
@@ -757,6 +803,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
         // Live input: every packet's frames are out before the next read.
         if (live || out.full) await out.flush();
       },
+      env.budget,
     );
     if (dissector.connections === 0 && text) {
       out.add(
@@ -782,7 +829,7 @@ async function stats(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<nu
   const { file, stdin } = captureOf(a, env);
   const collected = new TraceStats();
   const dissector = new CaptureDissector(collected, { port: a.port });
-  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {});
+  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {}, env.budget);
   const report = collected.report();
   await io.stdout(a.json ? JSON.stringify(statsJson(report)) + "\n" : statsText(report));
   return 0;

@@ -9,6 +9,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
+import { COLD_MIN_BYTES, startCold, warmUp } from "./_budget.ts";
 import { main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
@@ -75,7 +76,13 @@ main(process.argv.slice(2), {
   // Synchronous unless the pipe is full: the CLI reuses the buffer once this settles.
   stdoutBytes: (bytes) => writeAll(1, bytes),
   stderr: (text) => void writeAll(2, UTF8.encode(text)).catch(() => {}),
-}, { root: packageRoot(), stdinIsInput: stdinIsInput(), signal: interrupt.signal }).then(
+}, {
+  root: packageRoot(),
+  stdinIsInput: stdinIsInput(),
+  signal: interrupt.signal,
+  // A larger V8 interrupt budget for capture files, until the capture turns out to be long (_budget.ts).
+  budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp },
+}).then(
   (code) => {
     process.exitCode = code;
     // A read of standard input may still wait on the thread pool; the run is over.

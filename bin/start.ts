@@ -26,6 +26,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
 import * as vm from "node:vm";
+import { budgetChanged, DEFAULT_BUDGET } from "./_budget.ts";
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
@@ -110,6 +111,17 @@ function runCached(bundle: string, dir: string): void {
   const module = { exports: {} };
   run(module.exports, nodeModule.createRequire(bundle), module, bundle, path.dirname(bundle));
 }
+
+// V8 checks a code cache against its flags, and reads it with the default interrupt budget: a run that
+// still has a larger one (bin/_budget.ts) goes back to the default before a cache is written.
+process.once("exit", () => {
+  if (budgetChanged()) {
+    (nodeModule.createRequire(path.join(process.cwd(), "start"))("node:v8") as typeof import("node:v8"))
+      .setFlagsFromString(
+        DEFAULT_BUDGET,
+      );
+  }
+});
 
 const here = path.dirname(fs.realpathSync(process.argv[1] ?? "."));
 const bundle = path.join(here, "nbd-codec.cjs");

@@ -14,7 +14,7 @@ import type { ConversationEvent, Direction } from "./events.ts";
 import type { Request } from "./request.ts";
 import type { NegotiatedState } from "./stream.ts";
 import { type TcpConnection, type TcpEndpoint, type TcpEvent, TcpReassembler } from "./tcp.ts";
-import type { TraceEvent } from "./trace_event.ts";
+import type { TraceEvent, TraceInfoSlot } from "./trace_event.ts";
 
 /**
  * The IANA port of NBD.
@@ -114,6 +114,28 @@ export interface DissectSink {
 export interface CaptureDissectorOptions {
   /** The NBD server port (default 10809); connections on other ports are recognised by their first bytes. */
   readonly port?: number;
+  /**
+   * Leave the trace fields (packets, times, endpoints, the request's packet and time, the response time)
+   * off the events: the sink reads them from {@link CaptureDissector.info} during its call instead, and
+   * copies them onto an event only when it needs them there ({@link CaptureDissector.attach}). Saves
+   * growing every event object by up to ten properties when only a few numbers are printed. Default false.
+   */
+  readonly detached?: boolean;
+}
+
+function emptyInfo(): TraceInfoSlot {
+  return {
+    packet: undefined,
+    firstPacket: undefined,
+    seconds: undefined,
+    nanoseconds: undefined,
+    client: undefined,
+    server: undefined,
+    requestPacket: undefined,
+    requestSeconds: undefined,
+    requestNanoseconds: undefined,
+    responseNanoseconds: undefined,
+  };
 }
 
 type Op = {
@@ -424,6 +446,10 @@ export class CaptureDissector {
   /** Sequence number of the chunk being pushed (0 before the first). */
   #seq = 0;
   #origin: { readonly seconds: number; readonly nanoseconds: number } | undefined = undefined;
+  /** Capture packets read so far. */
+  #packets = 0;
+  readonly #detached: boolean;
+  readonly #info: TraceInfoSlot = emptyInfo();
 
   /**
    * Creates a dissector that sends what it finds to `sink`.
@@ -434,6 +460,7 @@ export class CaptureDissector {
   constructor(sink: DissectSink, options?: CaptureDissectorOptions) {
     this.#port = options?.port ?? NBD_PORT;
     this.#sink = sink;
+    this.#detached = options?.detached === true;
     // Each packet goes through the reassembler as soon as its record is read: no array of a whole chunk's
     // packets outlives its scavenge (the young generation then stays small).
     this.#reader = new CaptureReader({ strict: false, onPacket: (p) => this.#packet(p) });
@@ -484,6 +511,11 @@ export class CaptureDissector {
     this.#readerFindings();
   }
 
+  /** How many capture packets (of any protocol) were read so far. */
+  get packets(): number {
+    return this.#packets;
+  }
+
   /** How many chunks were pushed so far: the sequence number of the last one (see {@link oldestRetainedChunk}). */
   get pushes(): number {
     return this.#seq;
@@ -492,6 +524,38 @@ export class CaptureDissector {
   /** Bytes at the end of the last {@link pushComplete} chunk that were not consumed. */
   get unconsumed(): number {
     return this.#reader.unconsumed;
+  }
+
+  /**
+   * With {@link CaptureDissectorOptions.detached}: the trace fields of the event being handed to the sink,
+   * valid during the sink's call (one object, reused for every event).
+   */
+  get info(): Readonly<TraceInfoSlot> {
+    return this.#info;
+  }
+
+  /**
+   * With {@link CaptureDissectorOptions.detached}: copies the trace fields of the event being handed to the
+   * sink onto it (only the fields it has, in the order attached events have them), as if the dissector were
+   * not detached. Call it from the sink, with the event it was given.
+   */
+  attach(e: TraceEvent): void {
+    const i = this.#info;
+    const b = e as Building;
+    if (i.packet !== undefined) {
+      b.packet = i.packet;
+      b.firstPacket = i.firstPacket!;
+      b.seconds = i.seconds!;
+      b.nanoseconds = i.nanoseconds!;
+    }
+    b.client = i.client!;
+    b.server = i.server!;
+    if (i.requestPacket !== undefined) {
+      b.requestPacket = i.requestPacket;
+      b.requestSeconds = i.requestSeconds!;
+      b.requestNanoseconds = i.requestNanoseconds!;
+      if (i.responseNanoseconds !== undefined) b.responseNanoseconds = i.responseNanoseconds;
+    }
   }
 
   /** The capture's first packet's time, once there is one: what relative times count from. */
@@ -503,6 +567,7 @@ export class CaptureDissector {
     // The reader's findings so far (about this record or earlier ones) before this packet's own events: in
     // capture order, whatever the chunks the file was read in.
     this.#readerFindings();
+    this.#packets = packet.index + 1;
     if (this.#origin === undefined) {
       this.#origin = { seconds: packet.seconds, nanoseconds: packet.nanoseconds };
     }
@@ -554,8 +619,12 @@ export class CaptureDissector {
 
   #emit(events: ConversationEvent[], live: Live): void {
     const sink = this.#sink;
+    // Detached: the fields go to the reused slot, and the events keep the decoder's shapes.
+    const detached = this.#detached;
+    const info = this.#info;
     for (let i = 0; i < events.length; i++) {
       const e = events[i]! as Building;
+      const t: TraceInfoSlot | Building = detached ? info : e;
       const c2s = e.direction === "c2s";
       const dir = c2s ? live.retained.c2s : live.retained.s2c;
       const packets = c2s ? live.packets.c2s : live.packets.s2c;
@@ -572,22 +641,39 @@ export class CaptureDissector {
       if (end > packets.consumed) packets.consumed = end;
       // The packets first: the event's runs are dropped when the direction turns opaque below.
       const a = packets.find(start);
+      let packet = 0;
+      let seconds = 0;
+      let nanos = 0;
       if (a >= 0) {
         const b = end - 1 > start ? packets.findFrom(a, end - 1) : a;
-        e.packet = packets.number(b);
-        e.firstPacket = packets.number(a);
-        e.seconds = packets.seconds(b);
-        e.nanoseconds = packets.nanoseconds(b);
+        packet = packets.number(b);
+        seconds = packets.seconds(b);
+        nanos = packets.nanoseconds(b);
+        t.packet = packet;
+        t.firstPacket = packets.number(a);
+        t.seconds = seconds;
+        t.nanoseconds = nanos;
+      } else if (detached) {
+        info.packet = undefined;
+        info.firstPacket = undefined;
+        info.seconds = undefined;
+        info.nanoseconds = undefined;
       }
-      e.client = live.client;
-      e.server = live.server;
+      t.client = live.client;
+      t.server = live.server;
+      if (detached) {
+        info.requestPacket = undefined;
+        info.requestSeconds = undefined;
+        info.requestNanoseconds = undefined;
+        info.responseNanoseconds = undefined;
+      }
       if (e.event === "frame") {
         const f = e.frame;
         if (f.type === "request") {
           if (f.command === DISC) {
             dir.opaque();
             packets.opaque();
-          } else if (a >= 0) this.#sent(live, f, e);
+          } else if (a >= 0) this.#sent(live, f, packet, seconds, nanos);
         } else if (e.request !== undefined && (f.type === "simple-reply" || f.type === "reply-chunk")) {
           const r = e.request;
           let rp = 0;
@@ -607,10 +693,10 @@ export class CaptureDissector {
             }
           }
           if (rp !== 0) {
-            e.requestPacket = rp;
-            e.requestSeconds = ss;
-            e.requestNanoseconds = sn;
-            if (a >= 0) e.responseNanoseconds = (e.seconds! - ss) * 1e9 + (e.nanoseconds! - sn);
+            t.requestPacket = rp;
+            t.requestSeconds = ss;
+            t.requestNanoseconds = sn;
+            if (a >= 0) t.responseNanoseconds = (seconds - ss) * 1e9 + (nanos - sn);
             if (f.type === "simple-reply" || (f.flags & DONE) !== 0) {
               if (last) live.lastRequest = undefined;
               else live.sent.delete(r);
@@ -626,7 +712,7 @@ export class CaptureDissector {
   }
 
   /** Remembers a request's packet and time for its reply. */
-  #sent(live: Live, request: Request, e: Building): void {
+  #sent(live: Live, request: Request, packet: number, seconds: number, nanos: number): void {
     const previous = live.lastRequest;
     if (previous !== undefined) {
       const sent = live.sent;
@@ -638,9 +724,9 @@ export class CaptureDissector {
       if (sent.size > MAX_SENT) sent.delete(sent.keys().next().value!);
     }
     live.lastRequest = request;
-    live.lastPacketOfRequest = e.packet!;
-    live.lastSecondsOfRequest = e.seconds!;
-    live.lastNanosOfRequest = e.nanoseconds!;
+    live.lastPacketOfRequest = packet;
+    live.lastSecondsOfRequest = seconds;
+    live.lastNanosOfRequest = nanos;
   }
 
   #tcpEvent(ev: TcpEvent): void {

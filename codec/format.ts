@@ -26,7 +26,10 @@ import type { InfoPayload, OptionReplyFrame } from "./option_reply.ts";
 import type { Request } from "./request.ts";
 import type { ReplyChunk, SimpleReply } from "./reply.ts";
 import type { TcpEndpoint } from "./tcp.ts";
-import type { TraceEvent, TraceInfo } from "./trace_event.ts";
+import type { TraceEvent, TraceFrame, TraceInfo, TraceInfoSlot } from "./trace_event.ts";
+
+/** Trace fields as an event has them, or as a detached dissector's slot does. */
+type TraceFields = TraceInfo | Readonly<TraceInfoSlot>;
 
 /**
  * A JSON value as the formatters produce it: no `bigint`, no `undefined`, no bytes.
@@ -1122,8 +1125,19 @@ function putNumber(b: Uint8Array, p: number, v: number): number {
     b[p] = 48 + v;
     return p + 1;
   }
+  // The digit count by comparisons (no division: packet numbers and times make this the most called
+  // writer).
   let len = 2;
-  for (let x = v; x >= 100; x = Math.floor(x / 10)) len++;
+  if (v >= 100) {
+    if (v < 1e3) len = 3;
+    else if (v < 1e4) len = 4;
+    else if (v < 1e5) len = 5;
+    else if (v < 1e6) len = 6;
+    else if (v < 1e7) len = 7;
+    else if (v < 1e8) len = 8;
+    else if (v < 1e9) len = 9;
+    else for (let x = v; x >= 100; x = Math.floor(x / 10)) len++;
+  }
   let q = p + len;
   while (v >= 100) {
     const r = v % 100;
@@ -1171,7 +1185,7 @@ function putNanosSmall(b: Uint8Array, p: number, ns: number): number {
 function putTraceHead(
   b: Uint8Array,
   p: number,
-  e: TraceInfo,
+  e: TraceFields,
   os: number,
   ons: number,
   absolute: boolean,
@@ -1217,17 +1231,18 @@ function putHead(
   p: number,
   n: number,
   middle: Uint8Array,
-  event: ConversationFrame & TraceInfo,
+  event: ConversationFrame,
+  t: TraceFields,
   head: Uint8Array,
   time: HotTime | undefined,
 ): number {
   p = put(b, p, B_FRAME);
   p = putNumber(b, p, n);
-  if (event.packet !== undefined) {
+  if (t.packet !== undefined) {
     p = putTraceHead(
       b,
       p,
-      event,
+      t,
       time?.originSeconds ?? 0,
       time?.originNanoseconds ?? 0,
       time?.absolute ?? false,
@@ -1255,7 +1270,8 @@ function putBigint(b: Uint8Array, p: number, v: bigint): number {
  * than BLOCK_STATUS) or a simple reply, without findings; returns the position after it. Nothing is written
  * and the result is {@link NOT_HOT} for other events, {@link NO_ROOM} when the text might not fit before
  * `b`'s end (it surely fits in 4 KiB unless a memoized piece is longer). `time` says how to show the time
- * of an event of a capture, as {@link TextOptions} does (`absolute` for `time: "absolute"`). For
+ * of an event of a capture, as {@link TextOptions} does (`absolute` for `time: "absolute"`); `info`, when
+ * given, holds the event's trace fields instead of the event (a detached dissector's reused slot). For
  * `nbd-codec dissect`; not exported by the package.
  *
  * @example
@@ -1276,8 +1292,10 @@ export function writeHotFrameText(
   b: Uint8Array,
   p: number,
   time?: HotTime,
+  info?: Readonly<TraceInfoSlot>,
 ): number {
   if (event.event !== "frame" || event.findings.length !== 0) return NOT_HOT;
+  const t: TraceFields = info ?? (event as TraceFrame);
   const f = event.frame;
   if (f.type === "request") {
     // Values no decoder gives (hand-built frames) are left to formatEventText.
@@ -1287,7 +1305,7 @@ export function writeHotFrameText(
     const middle = REQUEST_MIDDLE.of(headMiddle(event.connection, event.direction));
     const head = REQUEST_HEAD_BYTES.of(requestHead(f));
     if (b.length - p < middle.length + head.length + HOT_FIXED_BYTES) return NO_ROOM;
-    p = putHead(b, p, n, middle, event, head, time);
+    p = putHead(b, p, n, middle, event, t, head, time);
     p = putBigint(b, p, f.cookie);
     p = put(b, p, B_OFFSET);
     p = putBigint(b, p, f.offset);
@@ -1308,7 +1326,7 @@ export function writeHotFrameText(
   const head = REPLY_HEAD_BYTES.of(simpleReplyHead(f.error));
   const ref = r === undefined ? undefined : REF_HEAD_BYTES.of(requestRefHead(r.command));
   if (b.length - p < middle.length + head.length + (ref?.length ?? 0) + HOT_FIXED_BYTES) return NO_ROOM;
-  p = putHead(b, p, n, middle, event, head, time);
+  p = putHead(b, p, n, middle, event, t, head, time);
   p = putBigint(b, p, f.cookie);
   const data = event.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) {
@@ -1321,20 +1339,19 @@ export function writeHotFrameText(
   p = putBigint(b, p, r.offset);
   p = put(b, p, B_REF_LENGTH);
   p = putBigint(b, p, r.length);
-  const rp = (event as TraceInfo).requestPacket;
+  const rp = t.requestPacket;
   if (rp === undefined) return put(b, p, B_REF_END);
   p = put(b, p, B_REQUEST_IN);
   p = putNumber(b, p, rp);
-  const t = (event as TraceInfo).responseNanoseconds;
-  if (t !== undefined) {
+  const rt = t.responseNanoseconds;
+  if (rt !== undefined) {
     p = put(b, p, B_TIME_SINCE);
     // Small integers (seconds and nanoseconds apart) when the response time is what the two timestamps
     // say, as the dissector gives it: cheaper than dividing a large double.
-    const e = event as TraceInfo;
-    const ds = (e.seconds ?? 0) - (e.requestSeconds ?? 0);
-    const dn = (e.nanoseconds ?? 0) - (e.requestNanoseconds ?? 0);
-    if (ds === 0 && dn >= 0 && dn < 1e9 && dn === t) p = putNanosSmall(b, p, dn);
-    else p = putNanos(b, p, t);
+    const ds = (t.seconds ?? 0) - (t.requestSeconds ?? 0);
+    const dn = (t.nanoseconds ?? 0) - (t.requestNanoseconds ?? 0);
+    if (ds === 0 && dn >= 0 && dn < 1e9 && dn === rt) p = putNanosSmall(b, p, dn);
+    else p = putNanos(b, p, rt);
     p = put(b, p, B_SECONDS_END);
     b[p - 1] = 93; // "]" in place of ")"
   } else b[p++] = 93;

@@ -85,3 +85,21 @@ export type TraceNotice = ConversationNotice & TraceInfo;
  * ```
  */
 export type TraceEvent = TraceFrame | TraceNotice;
+
+/**
+ * The trace fields of the event being handed to the sink, in one reused object (see
+ * `CaptureDissectorOptions.detached`): every key is always present, `undefined` where the event has no
+ * such field.
+ *
+ * @example
+ * ```ts
+ * import { CaptureDissector, type TraceInfoSlot } from "@nbd/codec/trace";
+ * const d: CaptureDissector = new CaptureDissector({
+ *   event: () => console.log(d.info.packet),
+ *   traceFinding: () => {},
+ * }, { detached: true });
+ * const slot: TraceInfoSlot = d.info;
+ * console.log(slot.packet); // undefined
+ * ```
+ */
+export type TraceInfoSlot = { -readonly [K in keyof TraceInfo]-?: TraceInfo[K] | undefined };

@@ -4,7 +4,7 @@ import * as path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
-import { ByteOutput, main } from "../bin/cli.ts";
+import { ByteOutput, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CAPTURES = path.join(ROOT, "vectors", "captures");
@@ -982,6 +982,66 @@ function recordEnds(b: Uint8Array): number[] {
   }
   return ends;
 }
+
+/** A pcap (Ethernet) of `n` 14-byte frames that are not IP: packets to count, nothing to decode. */
+function manyPackets(n: number): Uint8Array {
+  const b = new Uint8Array(24 + n * 30);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, 0xa1b2c3d4, true);
+  dv.setUint16(4, 2, true);
+  dv.setUint16(6, 4, true);
+  dv.setUint32(16, 65535, true);
+  dv.setUint32(20, 1, true);
+  for (let i = 0, o = 24; i < n; i++, o += 30) {
+    dv.setUint32(o, 100 + i, true);
+    dv.setUint32(o + 8, 14, true);
+    dv.setUint32(o + 12, 14, true);
+    dv.setUint16(o + 16 + 12, 0x88b5); // a local experimental EtherType
+  }
+  return b;
+}
+
+describe("nbd-codec dissect and stats: long runs", () => {
+  const LONG = writeTemp("long.pcap", manyPackets(WARM_PACKETS * 20));
+  const MEDIUM = writeTemp("medium.pcap", manyPackets(WARM_PACKETS * 2));
+
+  /** How many times the run called cold() and warm(), for files of at least `minBytes`. */
+  async function calls(minBytes: number, ...args: string[]): Promise<[number, number]> {
+    let cold = 0;
+    let warm = 0;
+    const code = await main(args, { stdout: () => {}, stderr: () => {} }, {
+      root: ROOT,
+      budget: {
+        minBytes,
+        cold: () => Promise.resolve(++cold > 0),
+        warm: () => warm++,
+      },
+    });
+    expect(code).toBe(0);
+    return [cold, warm];
+  }
+  const warmCalls = async (...args: string[]): Promise<number> => (await calls(0, ...args))[1];
+
+  test("cold() comes before a capture file of minBytes or more, not before a smaller one", async () => {
+    const size = fs.statSync(LONG).size;
+    expect(await calls(size, "dissect", LONG)).toEqual([1, 1]);
+    expect(await calls(size + 1, "dissect", LONG)).toEqual([0, 0]);
+    expect(await calls(size + 1, "stats", LONG)).toEqual([0, 0]);
+  });
+
+  test("warm() is called once when the capture holds many packets, for dissect and stats", async () => {
+    expect(WARM_PACKETS * 20).toBeGreaterThanOrEqual(LONG_RUN_PACKETS);
+    expect(await warmCalls("dissect", LONG)).toBe(1);
+    expect(await warmCalls("stats", LONG)).toBe(1);
+  });
+
+  test("warm() is not called for a short capture, nor for one of fewer packets than a long run has", async () => {
+    expect(WARM_PACKETS * 2).toBeLessThan(LONG_RUN_PACKETS);
+    expect(await warmCalls("dissect", MEDIUM)).toBe(0);
+    expect(await warmCalls("dissect", CLEAN)).toBe(0);
+    expect(await warmCalls("stats", CLEAN)).toBe(0);
+  });
+});
 
 describe("nbd-codec as a process", () => {
   const bytes = new Uint8Array(fs.readFileSync(SIMPLE));

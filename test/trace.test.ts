@@ -251,6 +251,62 @@ describe("the dissector on a hand-built capture", () => {
   });
 });
 
+describe("a detached dissector", () => {
+  const TRACE_KEYS = [
+    "packet",
+    "firstPacket",
+    "seconds",
+    "nanoseconds",
+    "client",
+    "server",
+    "requestPacket",
+    "requestSeconds",
+    "requestNanoseconds",
+    "responseNanoseconds",
+  ];
+
+  for (const name of ["nbdkit-ooo-sr.pcap", "qemu10-ext-io.pcap", "libnbd-nbdkit-simple.pcap"]) {
+    test(`${name}: its slot holds each event's trace fields, and attach() makes the event an attached one`, () => {
+      const bytes = capture(name);
+      const attached = dissectCapture(bytes).events;
+      const slots: Record<string, unknown>[] = [];
+      const bare: boolean[] = [];
+      const copies: TraceEvent[] = [];
+      const d: CaptureDissector = new CaptureDissector({
+        event: (e) => {
+          slots.push({ ...d.info });
+          bare.push(TRACE_KEYS.every((k) => !(k in e)));
+          d.attach(e);
+          copies.push(e);
+        },
+        traceFinding: () => {},
+      }, { detached: true });
+      d.push(bytes);
+      d.end();
+      expect(copies.length).toBe(attached.length);
+      expect(bare.every((b) => b)).toBe(true);
+      for (let i = 0; i < attached.length; i++) {
+        const a = attached[i] as unknown as Record<string, unknown>;
+        // Every key of the slot, undefined where the attached event lacks the field.
+        expect(Object.keys(slots[i]!)).toEqual(TRACE_KEYS);
+        for (const k of TRACE_KEYS) expect(slots[i]![k]).toEqual(a[k]);
+        // Same keys in the same order, same values.
+        expect(Object.keys(copies[i]!)).toEqual(Object.keys(a));
+        expect(formatEventJson(copies[i]!)).toEqual(formatEventJson(attached[i]!));
+      }
+      expect(attached.some((e) => e.requestPacket !== undefined)).toBe(true);
+    });
+  }
+
+  test("counts the capture's packets read so far, of any protocol", () => {
+    const bytes = build(PACKETS);
+    const d = new CaptureDissector({ event: () => {}, traceFinding: () => {} });
+    expect(d.packets).toBe(0);
+    d.push(bytes);
+    expect(d.packets).toBe(PACKETS.length);
+  });
+});
+
 describe("raw streams", () => {
   test("events decoded from raw byte streams have no packets, times or endpoints (absent, not zero)", () => {
     const c2s = hex((CLIENT_FLAGS + EXPORT_NAME + READ_1).replace(/\s/g, ""));
