@@ -79,6 +79,8 @@ export class SessionState {
   tlsRequested = false;
   /** The server acknowledged STARTTLS. */
   tlsStarted = false;
+  /** The client side has begun a request: it left the handshake (set by the client side's decoder). */
+  clientSentRequest = false;
 
   constructor(init?: Partial<NegotiatedState>) {
     if (init === undefined) return;
@@ -580,6 +582,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
           // No client flags: an oldstyle connection.
           if (this.session.style === "unknown") this.session.style = "oldstyle";
           this.phase = "transmission";
+          this.session.clientSentRequest = true;
           return this.step(_force);
         }
         const ev = this.take(4, decodeClientFlags);
@@ -601,6 +604,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
           if (first === REQUEST_MAGIC_HI || first === Magic.EXTENDED_REQUEST) {
             // The handshake ended (GO acknowledged): transmission.
             this.phase = "transmission";
+            this.session.clientSentRequest = true;
             return this.step(_force);
           }
         }
@@ -815,10 +819,13 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const s = this.session;
     const pending = s.options[0];
     if (pending === undefined && this.waitForClient && !force) {
-      // A reply magic with no option pending: the handshake ended, whatever the client sends next (its
-      // next option would be answered with an option reply). Decided without the client side, so that it
-      // never depends on whether the server side had to be decoded without it (the buffer limit).
-      if (q.length >= 8 && !s.tlsStarted && isReplyMagic(this.u32At(0))) {
+      // A reply magic with no option pending ends the handshake only if the client ended it: once it sent a
+      // request (decided now, so that it never depends on whether the server side had to be decoded without
+      // the client because of the buffer limit). While its next bytes may be another option, they decide:
+      // an option is answered by an option reply, so the reply magic is then a bad option reply, whichever
+      // of the two sides' bytes came first. Without the client side (its bytes end or are lost, the buffer
+      // limit), the reply magic ends the handshake (below).
+      if (q.length >= 8 && !s.tlsStarted && s.clientSentRequest && isReplyMagic(this.u32At(0))) {
         this.phase = "transmission";
         return this.stepTransmission(force);
       }

@@ -8,6 +8,7 @@ import {
   ConversationDecoder,
   type ConversationEvent,
   decodeConversation,
+  type Direction,
   isNbdDecodeError,
   ServerStreamDecoder,
   type StreamEvent,
@@ -320,8 +321,13 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
     // client, with a finding in one split and none in another.
     const unknownOption = fromHex("00000001" + "49484156454f5054" + "01000007" + "00000000");
     const unsupported = fromHex("0003e889045565a9" + "01000007" + "80000001" + "00000000");
-    const read = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00000200");
-    const reply = fromHex("67446698" + "00000000" + "0000000000000001" + "5a".repeat(512));
+    // Since payload views are held to maxBufferedBytes too, a frame above the limit is refused: the READ
+    // reply fits (80 bytes), two unmatched replies after it take the server side above the limit.
+    const read = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00000040");
+    const reply = fromHex(
+      "67446698" + "00000000" + "0000000000000001" + "5a".repeat(64) +
+        "67446698" + "00000000" + "0000000000000002" + "67446698" + "00000000" + "0000000000000003",
+    );
     const run = (parts: Uint8Array[]) => {
       const d = new ConversationDecoder({ maxBufferedBytes: 100, payloadViews: true });
       const out = [
@@ -334,14 +340,16 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
       return normal([...out, ...d.end()]);
     };
     const whole = run([reply]);
-    const last = whole[whole.length - 1] as {
+    const first = whole.find((e) =>
+      (e as { frameOffset?: number }).frameOffset === 38 && e.direction === "s2c"
+    ) as {
       frame: { type: string };
       findings: unknown[];
       request?: unknown;
     };
-    expect(last.frame.type).toBe("simple-reply");
-    expect(last.findings).toEqual([]);
-    expect(last.request).toBeDefined();
+    expect(first.frame.type).toBe("simple-reply");
+    expect(first.findings).toEqual([]);
+    expect(first.request).toBeDefined();
     expect(run(bytewise(reply))).toEqual(whole);
     expect(run(cuts(reply, [101]))).toEqual(whole);
   });
@@ -437,4 +445,85 @@ test("a capture gap in the server side keeps the frames that waited for the clie
   expect(out[1]?.findings.map((f) => f.rule)).toEqual(["option-reply-unsolicited"]);
   expect(out[2]).toMatchObject({ length: 5 });
   expect(out[2]?.findings[0]).toMatchObject({ rule: "capture-gap", offset: 43 });
+});
+
+describe("a reply magic where an option reply may be expected: what the client sent decides", () => {
+  // Found by the fuzz campaign on the merged code (M.1): with no option pending, the whole decoding took a
+  // server reply magic for the end of the handshake before looking at the client's next bytes (another
+  // option), and decoded it as a transmission chunk; pushed in capture order (that option first), the same
+  // bytes were an undecodable option reply. The handshake ends only when the client ends it (GO, EXPORT_NAME,
+  // or its first request): while its next bytes are an option, the server's next bytes answer that option.
+  const greeting = fromHex("4e42444d41474943" + "49484156454f5054" + "0003");
+  const flagsAndList = fromHex("00000003" + "49484156454f5054" + "00000003" + "00000000");
+  const list = fromHex("49484156454f5054" + "00000003" + "00000000");
+  const listAck = fromHex("0003e889045565a9" + "00000003" + "00000001" + "00000000");
+  // A NONE chunk with DONE for cookie 1, compact (20 bytes) and extended (the first 20 of its 32 bytes).
+  const compact = fromHex("668e33ef" + "0001" + "0000" + "0000000000000001" + "00000000");
+  const extendedStart = fromHex("6e8a278c" + "0001" + "0000" + "0000000000000001" + "00000000");
+  const read = fromHex("25609513" + "0000" + "0000" + "0000000000000001" + "0000000000000000" + "00000200");
+  const cat = (...parts: Uint8Array[]) => fromHex(parts.map(toHex).join(""));
+
+  /** The server side's events: whole, and pushed with the chunk before and after the client's last bytes. */
+  function serverSide(after: Uint8Array, chunk: Uint8Array, cut: (b: Uint8Array) => Uint8Array[]) {
+    const s2c = (es: ConversationEvent[]) => normal(es.filter((e) => e.direction === "s2c"));
+    const whole = s2c(decodeConversation(cat(flagsAndList, after), cat(greeting, listAck, chunk)));
+    const pushed = (chunkFirst: boolean) => {
+      const d = new ConversationDecoder();
+      const out = [...d.push("s2c", greeting), ...d.push("c2s", flagsAndList), ...d.push("s2c", listAck)];
+      const steps: [Direction, Uint8Array][] = [["c2s", after], ["s2c", chunk]];
+      if (chunkFirst) steps.reverse();
+      for (const [dir, b] of steps) for (const p of cut(b)) out.push(...d.push(dir, p));
+      return s2c([...out, ...d.end()]);
+    };
+    return { whole, clientFirst: pushed(false), chunkFirst: pushed(true) };
+  }
+
+  for (const [name, chunk] of [["compact", compact], ["extended", extendedStart]] as const) {
+    test(`another option from the client: the ${name} chunk magic is an undecodable option reply`, () => {
+      for (const cut of [(b: Uint8Array) => [b], bytewise]) {
+        const { whole, clientFirst, chunkFirst } = serverSide(list, chunk, cut);
+        expect(whole.at(-1)).toMatchObject({
+          event: "notice",
+          notice: "undecodable",
+          streamOffset: 38,
+          findings: [{
+            code: "bad-magic",
+            offset: 38,
+            rule: "magic",
+            message: `Cannot decode option reply: magic is 0x${toHex(chunk.subarray(0, 8))}, expected ` +
+              "0x0003e889045565a9",
+          }],
+        });
+        expect(whole).toHaveLength(3);
+        expect(clientFirst).toEqual(whole);
+        expect(chunkFirst).toEqual(whole);
+      }
+    });
+  }
+
+  test("a request from the client: the chunk answers it in transmission", () => {
+    for (const cut of [(b: Uint8Array) => [b], bytewise]) {
+      const { whole, clientFirst, chunkFirst } = serverSide(read, compact, cut);
+      expect(whole.at(-1)).toMatchObject({
+        event: "frame",
+        frameOffset: 38,
+        frameLength: 20,
+        frame: { type: "reply-chunk", cookie: "1", chunkType: 0, flags: 1 },
+        request: { command: Command.READ, cookie: "1", length: "512" },
+      });
+      expect(clientFirst).toEqual(whole);
+      expect(chunkFirst).toEqual(whole);
+    }
+  });
+
+  test("nothing more from the client: the chunk still ends the handshake, unmatched", () => {
+    for (const cut of [(b: Uint8Array) => [b], bytewise]) {
+      const { whole, clientFirst, chunkFirst } = serverSide(new Uint8Array(0), compact, cut);
+      const last = whole.at(-1) as { frame: { type: string }; findings: { rule: string }[] };
+      expect(last.frame.type).toBe("reply-chunk");
+      expect(last.findings.map((f) => f.rule)).toContain("reply-unknown-cookie");
+      expect(clientFirst).toEqual(whole);
+      expect(chunkFirst).toEqual(whole);
+    }
+  });
 });

@@ -29,25 +29,10 @@ export interface KnownDefect {
 }
 
 // All seven of issue 15 section 1 (15.1.1 to 15.1.7) are fixed: their reproductions are ordinary regression
-// files now (test/regressions/issue-15.1.*.json), which must pass. What is listed here was found after they
-// were merged and is not fixed yet.
-export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
-  {
-    id: "M.1",
-    defect:
-      "Found by the first campaign after the merge (2026-12-07), not fixed: in a mutated handshake, a " +
-      "server chunk magic where an option reply is expected is decoded by decodeConversation as a " +
-      "transmission reply chunk (or a truncated frame), but as an undecodable option reply by " +
-      "ConversationDecoder.push fed the same bytes in that causal order.",
-    matches: (f) =>
-      f.target === "conversation" && f.check === "conversation-mismatch" &&
-      /\n {2}B \{[^\n]*Cannot decode option reply[^\n]*"notice":"undecodable"/.test(f.message),
-    reproductions: [
-      "known-M.1-conversation-handshake-end-1.json",
-      "known-M.1-conversation-handshake-end-2.json",
-    ],
-  },
-];
+// files now (test/regressions/issue-15.1.*.json), which must pass. So is M.1, found by the first campaign after
+// they were merged (whole and pushed conversation decoding disagreed on a reply-chunk magic where an option
+// reply may be expected; test/regressions/issue-M.1-*.json). Nothing is known and unfixed.
+export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [];
 
 /** The known defect a finding is, if any. */
 export function knownDefect(f: FindingInfo): KnownDefect | undefined {
