@@ -340,13 +340,14 @@ describe("maxBufferedBytes holds when one side waits for the other", () => {
       return normal([...out, ...d.end()]);
     };
     const whole = run([reply]);
-    const first = whole.find((e) =>
-      (e as { frameOffset?: number }).frameOffset === 38 && e.direction === "s2c"
-    ) as {
+    type Seen = {
+      direction: string;
+      frameOffset?: number;
       frame: { type: string };
       findings: unknown[];
       request?: unknown;
     };
+    const first = (whole as Seen[]).find((e) => e.frameOffset === 38 && e.direction === "s2c")!;
     expect(first.frame.type).toBe("simple-reply");
     expect(first.findings).toEqual([]);
     expect(first.request).toBeDefined();
