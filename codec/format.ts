@@ -457,7 +457,14 @@ function nine(ns: number): string {
  * ```
  */
 export function formatNanoseconds(ns: number): string {
-  if (!Number.isSafeInteger(ns)) throw new RangeError(`Cannot format ${ns} ns: not a safe integer`);
+  if (!Number.isSafeInteger(ns)) {
+    if (!Number.isInteger(ns)) throw new RangeError(`Cannot format ${ns} ns: not an integer`);
+    // Beyond 2^53 ns (104 days; a capture's timestamps may be 136 years apart) every double is an integer:
+    // written exactly as the double it is, through bigint.
+    const b = BigInt(ns);
+    const a = b < 0n ? -b : b;
+    return (b < 0n ? "-" : "") + String(a / 1_000_000_000n) + "." + nine(Number(a % 1_000_000_000n));
+  }
   const neg = ns < 0;
   const a = neg ? -ns : ns;
   const r = a % 1e9;

@@ -9,6 +9,7 @@ import { decodeConversation, formatEventJson } from "../mod.ts";
 import {
   CaptureDissector,
   dissectCapture,
+  formatNanoseconds,
   type TraceConnection,
   type TraceEvent,
   type TraceFrame,
@@ -322,3 +323,14 @@ describe("raw streams", () => {
     }
   });
 });
+
+describe("formatNanoseconds()", () => {
+  test("writes durations beyond 2^53 ns (packets months or years apart) exactly, as the double they are", () => {
+    // 527256831999961000 is a double (every double above 2^53 is an integer); a fuzzed capture made it.
+    expect(formatNanoseconds(527256831999961000)).toBe("527256831.999961024");
+    expect(formatNanoseconds(-(2 ** 60))).toBe("-1152921504.606846976");
+    expect(formatNanoseconds(2 ** 53 - 1)).toBe("9007199.254740991");
+    expect(() => formatNanoseconds(1.5)).toThrow(RangeError);
+  });
+});
+
