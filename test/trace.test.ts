@@ -333,4 +333,3 @@ describe("formatNanoseconds()", () => {
     expect(() => formatNanoseconds(1.5)).toThrow(RangeError);
   });
 });
-
