@@ -18,7 +18,8 @@
  * @module
  */
 import { Command, CommandFlag, Info, Option, OptionReply, ReplyFlag, ReplyType } from "./constants.ts";
-import { isNbdDecodeError, NbdDecodeError } from "./errors.ts";
+import { isNbdDecodeError } from "./errors.ts";
+import { decodeBlockStatusExtents } from "./_block_status_extents.ts";
 import type { Frame } from "./events.ts";
 import type { OptionRequest } from "./option.ts";
 import type { ReplyChunk } from "./reply.ts";
@@ -27,7 +28,6 @@ import type { JsonValue } from "./format.ts";
 import { decodeClientFlags, decodeExportNameReply, decodeGreeting, encodeClientFlags } from "./handshake.ts";
 import { encodeExportNameReply, encodeGreeting } from "./handshake.ts";
 import { bytesToHex, hexToBytes, toJson } from "./json.ts";
-import { checkStatusUpperBits, toExtents } from "./metadata.ts";
 import { decodeOptionRequest, encodeOptionRequest } from "./option.ts";
 import { decodeOptionReply, encodeOptionReply } from "./option_reply.ts";
 import { createBlockStatusDescriptors, decodeReply, decodeReplyChunk, decodeSimpleReply } from "./reply.ts";
@@ -160,37 +160,7 @@ const DECODERS: Record<string, VectorDecoder> = {
   "reply-chunk": decodeReplyChunk,
   "reply": decodeReply,
   // A block-status chunk read through its metadata context: typed extents (vectors/metadata.json).
-  "block-status-extents": (b, o) => {
-    const r = decodeReplyChunk(b, o);
-    if (!r.done) return r;
-    const f = r.frame;
-    if (f.payload.kind !== "block-status") {
-      throw new TypeError("Cannot decode block-status extents: not a block-status chunk");
-    }
-    const d = f.payload.descriptors;
-    const start = typeof o.requestOffset === "string" || typeof o.requestOffset === "number"
-      ? BigInt(o.requestOffset)
-      : 0n;
-    // The rule that needs the context's name, as a stream decoder checks it: strict throws the first finding,
-    // lenient adds them to the chunk's. Descriptors start after the header and the context id.
-    const first = (typeof o.offset === "number" ? o.offset : 0) + (f.extended ? 32 : 16) + 8;
-    const upper = checkStatusUpperBits(String(o.contextName), d, { offset: first });
-    const u = upper[0];
-    if (u !== undefined && o.strict !== false) throw new NbdDecodeError(u.code, u.offset, u.rule, u.message);
-    return {
-      ...r,
-      findings: [...r.findings, ...upper],
-      frame: {
-        type: "block-status-extents",
-        extended: f.extended,
-        flags: f.flags,
-        cookie: f.cookie,
-        ...(f.offset !== undefined ? { offset: f.offset } : {}),
-        contextId: d.contextId,
-        extents: toExtents(String(o.contextName), d, start),
-      },
-    };
-  },
+  "block-status-extents": decodeBlockStatusExtents,
 };
 
 /**
