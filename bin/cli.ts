@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { walkArgs } from "./_args.ts";
 import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -179,23 +180,10 @@ function parseDissect(args: readonly string[], command: "dissect" | "stats"): Di
   };
   let timeGiven = false;
   let portGiven = false;
-  for (let i = 0; i < args.length; i++) {
-    let a = args[i]!;
-    let value: string | undefined;
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    if (eq > 0) {
-      value = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    const takeValue = (): string => {
-      if (value !== undefined) return value;
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
-    const noValue = (): void => {
-      if (value !== undefined) throw new UsageError(`${a} takes no value`);
-    };
+  for (const arg of walkArgs(args, (m) => new UsageError(m))) {
+    const a = arg.name;
+    const takeValue = arg.value;
+    const noValue = arg.noValue;
     switch (a) {
       case "-h":
       case "--help":

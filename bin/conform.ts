@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { walkArgs } from "./_args.ts";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import {
@@ -250,20 +251,9 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
   let profile: string | undefined;
   let command: string[] | undefined;
   let expectOutput: string | undefined;
-  for (let i = 0; i < rest.length; i++) {
-    let a = rest[i]!;
-    let value: string | undefined;
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    if (eq > 0) {
-      value = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    const take = (): string => {
-      if (value !== undefined) return value;
-      const v = rest[++i];
-      if (v === undefined) throw new ConformUsageError(`${a} needs a value`);
-      return v;
-    };
+  for (const arg of walkArgs(rest, (m) => new ConformUsageError(m))) {
+    const a = arg.name;
+    const take = arg.value;
     switch (a) {
       case "-h":
       case "--help":
@@ -305,8 +295,7 @@ async function conformCommand(args: readonly string[], io: ConformIo): Promise<n
         expectOutput = take();
         break;
       case "--":
-        command = rest.slice(i + 1);
-        i = rest.length;
+        command = arg.rest();
         break;
       default:
         if (a.startsWith("-")) throw new ConformUsageError(`unknown option ${a}`);

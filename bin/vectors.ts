@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { walkArgs } from "./_args.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
@@ -68,20 +69,9 @@ interface VectorsArgs {
 
 function parse(args: readonly string[]): VectorsArgs | "help" {
   const out: VectorsArgs = { out: undefined, check: undefined, json: false };
-  for (let i = 0; i < args.length; i++) {
-    let a = args[i]!;
-    let value: string | undefined;
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    if (eq > 0) {
-      value = a.slice(eq + 1);
-      a = a.slice(0, eq);
-    }
-    const take = (): string => {
-      if (value !== undefined) return value;
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
+  for (const arg of walkArgs(args, (m) => new UsageError(m))) {
+    const a = arg.name;
+    const take = arg.value;
     switch (a) {
       case "-h":
       case "--help":
@@ -93,7 +83,7 @@ function parse(args: readonly string[]): VectorsArgs | "help" {
         out.check = take();
         break;
       case "--json":
-        if (value !== undefined) throw new UsageError("--json takes no value");
+        arg.noValue();
         out.json = true;
         break;
       default:
