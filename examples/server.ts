@@ -39,7 +39,7 @@ import {
   TransmissionFlag,
 } from "../mod.ts";
 
-/** Granularity of allocation: a block is either a hole (absent) or 4 KiB of memory. */
+/** Granularity of allocation: each block of 4 KiB is data, allocated zeroes, or a hole. */
 const BLOCK = 4096;
 /** Largest READ/WRITE payload we accept (advertised in NBD_INFO_BLOCK_SIZE): 32 MiB, the spec's default. */
 const MAX_PAYLOAD = 32 * 1024 * 1024;
@@ -54,10 +54,27 @@ const MAX_COMPACT_EXTENT = 0x1_0000_0000 - BLOCK;
 // ---------------------------------------------------------------------------------------------------------
 // The sparse image
 
-interface Block {
+/**
+ * Memory is taken in chunks of 1 MiB, each one ArrayBuffer. A READ within one chunk is answered with a view
+ * of it, no copy and no allocation; and the garbage collector has a few hundred buffers to visit, not one per
+ * block (65536 small buffers for 256 MiB made every major collection cost milliseconds).
+ */
+const CHUNK = 1024 * 1024;
+const PER_CHUNK = CHUNK / BLOCK;
+/** Block states are base:allocation statuses. */
+const DATA = 0;
+const ZEROED = StateFlag.ZERO;
+const HOLE = StateFlag.HOLE | StateFlag.ZERO;
+/** What holes read as: never written. */
+const ZEROES = new Uint8Array(CHUNK);
+
+interface Chunk {
+  /** The bytes; a hole's bytes are always zero. */
   readonly data: Uint8Array;
-  /** Whether every byte of `data` is zero (kept up to date on every change). */
-  zero: boolean;
+  /** The status of each block. */
+  readonly state: Uint8Array;
+  /** How many blocks are not holes: at 0 the chunk is freed. */
+  allocated: number;
 }
 
 function allZero(b: Uint8Array): boolean {
@@ -65,38 +82,15 @@ function allZero(b: Uint8Array): boolean {
   return true;
 }
 
-/** A sparse in-memory disk: blocks of {@link BLOCK} bytes, absent blocks are holes that read as zeroes. */
+/** A sparse in-memory disk: blocks of {@link BLOCK} bytes in chunks of {@link CHUNK}; holes read as zeroes. */
 export class SparseImage {
   readonly size: number;
-  readonly #blocks = new Map<number, Block>();
-
-  /** Allocated block indexes in order, rebuilt on demand after allocations change. */
+  readonly #chunks = new Map<number, Chunk>();
+  /** Allocated chunk indexes in order, rebuilt on demand after allocations change. */
   #sorted: number[] | undefined;
 
   constructor(size: number) {
     this.size = size;
-  }
-
-  #add(i: number, b: Block): void {
-    this.#blocks.set(i, b);
-    this.#sorted = undefined;
-  }
-
-  #remove(i: number): void {
-    if (this.#blocks.delete(i)) this.#sorted = undefined;
-  }
-
-  /** The first allocated block at or after `i` (Infinity when none): holes are skipped in one step. */
-  #nextAllocated(i: number): number {
-    const sorted = this.#sorted ??= [...this.#blocks.keys()].sort((a, b) => a - b);
-    let lo = 0;
-    let hi = sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (sorted[mid]! < i) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo < sorted.length ? sorted[lo]! : Infinity;
   }
 
   /** Number of blocks (the last one may be partial). */
@@ -104,72 +98,109 @@ export class SparseImage {
     return Math.ceil(this.size / BLOCK);
   }
 
-  #blockLength(i: number): number {
-    return Math.min(BLOCK, this.size - i * BLOCK);
+  #chunk(c: number): Chunk {
+    let chunk = this.#chunks.get(c);
+    if (chunk === undefined) {
+      const bytes = Math.min(CHUNK, this.size - c * CHUNK);
+      const state = new Uint8Array(Math.ceil(bytes / BLOCK)).fill(HOLE);
+      chunk = { data: new Uint8Array(bytes), state, allocated: 0 };
+      this.#chunks.set(c, chunk);
+      this.#sorted = undefined;
+    }
+    return chunk;
   }
 
-  isAllocated(i: number): boolean {
-    return this.#blocks.has(i);
+  /** Sets the status of block `j` of chunk `c`; a chunk left with holes only is freed. */
+  #set(c: number, chunk: Chunk, j: number, status: number): void {
+    chunk.allocated += Number(status !== HOLE) - Number(chunk.state[j] !== HOLE);
+    chunk.state[j] = status;
+    if (chunk.allocated === 0) {
+      this.#chunks.delete(c);
+      this.#sorted = undefined;
+    }
+  }
+
+  /** The status of an allocated block (`start` its first byte in the chunk): ZERO when it holds zeroes only. */
+  #zeroes(chunk: Chunk, start: number): number {
+    return allZero(chunk.data.subarray(start, start + BLOCK)) ? ZEROED : DATA;
+  }
+
+  /** The first allocated chunk at or after `c` (Infinity when none): holes are skipped in one step. */
+  #nextAllocated(c: number): number {
+    const sorted = this.#sorted ??= [...this.#chunks.keys()].sort((a, b) => a - b);
+    let lo = 0;
+    let hi = sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (sorted[mid]! < c) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo < sorted.length ? sorted[lo]! : Infinity;
   }
 
   /** The base:allocation status of block `i`: HOLE|ZERO for holes, ZERO for allocated zeroes, 0 for data. */
   statusOf(i: number): number {
-    const b = this.#blocks.get(i);
-    if (b === undefined) return StateFlag.HOLE | StateFlag.ZERO;
-    return b.zero ? StateFlag.ZERO : 0;
+    return this.#chunks.get(Math.floor(i / PER_CHUNK))?.state[i % PER_CHUNK] ?? HOLE;
   }
 
   /** `NBD_INIT_SPARSE`: at least one hole; `NBD_INIT_ZERO`: the whole image reads as zeroes. */
   initFlags(): number {
-    let flags = 0;
-    if (this.#blocks.size < this.blockCount) flags |= InitFlag.SPARSE;
+    let allocated = 0;
     let zero = true;
-    for (const b of this.#blocks.values()) {
-      if (!b.zero) {
-        zero = false;
-        break;
-      }
+    for (const chunk of this.#chunks.values()) {
+      allocated += chunk.allocated;
+      zero &&= !chunk.state.includes(DATA);
     }
-    if (zero) flags |= InitFlag.ZERO;
-    return flags;
+    const holes = allocated < this.blockCount;
+    return (holes ? InitFlag.SPARSE : 0) | (zero ? InitFlag.ZERO : 0);
   }
 
-  read(offset: number, target: Uint8Array): void {
-    let done = 0;
-    while (done < target.length) {
+  /**
+   * The `length` bytes at `offset`: a view of the image when they lie in one chunk (valid until the next
+   * change of those bytes), else a copy.
+   */
+  read(offset: number, length: number): Uint8Array {
+    const c = Math.floor(offset / CHUNK);
+    const at = offset - c * CHUNK;
+    if (at + length <= CHUNK) {
+      return (this.#chunks.get(c)?.data ?? ZEROES).subarray(at, at + length);
+    }
+    const out = new Uint8Array(length);
+    for (let done = 0; done < length;) {
+      const n = Math.min(CHUNK - ((offset + done) % CHUNK), length - done);
+      out.set(this.read(offset + done, n), done);
+      done += n;
+    }
+    return out;
+  }
+
+  /** Calls `fn` for each block (or part of one) in the range, with its chunk when allocated. */
+  #each(
+    offset: number,
+    length: number,
+    fn: (c: number, chunk: Chunk | undefined, j: number, within: number, n: number, done: number) => void,
+  ): void {
+    for (let done = 0; done < length;) {
       const pos = offset + done;
       const i = Math.floor(pos / BLOCK);
       const within = pos - i * BLOCK;
-      const n = Math.min(BLOCK - within, target.length - done);
-      const b = this.#blocks.get(i);
-      if (b === undefined) target.fill(0, done, done + n);
-      else target.set(b.data.subarray(within, within + n), done);
+      const n = Math.min(BLOCK - within, length - done, this.size - pos);
+      const c = Math.floor(i / PER_CHUNK);
+      fn(c, this.#chunks.get(c), i % PER_CHUNK, within, n, done);
       done += n;
     }
   }
 
   write(offset: number, data: Uint8Array): void {
-    let done = 0;
-    while (done < data.length) {
-      const pos = offset + done;
-      const i = Math.floor(pos / BLOCK);
-      const within = pos - i * BLOCK;
-      const n = Math.min(BLOCK - within, data.length - done);
+    this.#each(offset, data.length, (c, chunk, j, within, n, done) => {
       const src = data.subarray(done, done + n);
-      let b = this.#blocks.get(i);
-      if (b === undefined) {
-        // Writing zeroes into a hole keeps it a hole: it already reads as zeroes.
-        if (allZero(src)) {
-          done += n;
-          continue;
-        }
-        b = { data: new Uint8Array(this.#blockLength(i)), zero: true };
-        this.#add(i, b);
-      }
-      b.data.set(src, within);
-      b.zero = allZero(b.data);
-      done += n;
-    }
+      // Writing zeroes into a hole keeps it a hole: it already reads as zeroes.
+      if ((chunk === undefined || chunk.state[j] === HOLE) && allZero(src)) return;
+      chunk ??= this.#chunk(c);
+      const start = j * BLOCK;
+      chunk.data.set(src, start + within);
+      this.#set(c, chunk, j, this.#zeroes(chunk, start));
+    });
   }
 
   /**
@@ -178,31 +209,21 @@ export class SparseImage {
    * left alone otherwise (TRIM only discards what it can).
    */
   zero(offset: number, length: number, punch: boolean, zero: boolean): void {
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const i = Math.floor(pos / BLOCK);
-      const within = pos - i * BLOCK;
-      const blockLength = this.#blockLength(i);
-      const n = Math.min(blockLength - within, length - done);
-      const b = this.#blocks.get(i);
-      if (within === 0 && n === blockLength) {
-        if (punch) this.#remove(i);
-        else if (b === undefined) this.#add(i, { data: new Uint8Array(blockLength), zero: true });
-        else {
-          b.data.fill(0);
-          b.zero = true;
-        }
-      } else if (zero) {
-        if (b !== undefined) {
-          b.data.fill(0, within, within + n);
-          b.zero = allZero(b.data);
-        } else if (!punch) {
-          this.#add(i, { data: new Uint8Array(blockLength), zero: true });
-        }
+    this.#each(offset, length, (c, chunk, j, within, n) => {
+      const start = j * BLOCK;
+      const whole = within === 0 && n === Math.min(BLOCK, this.size - (c * CHUNK + start));
+      if (whole && punch) {
+        if (chunk === undefined) return;
+        chunk.data.fill(0, start, start + n);
+        this.#set(c, chunk, j, HOLE);
+      } else if (whole || zero) {
+        // A hole already reads as zeroes: it stays one unless NO_HOLE asks for allocated zeroes.
+        if ((chunk === undefined || chunk.state[j] === HOLE) && punch) return;
+        chunk ??= this.#chunk(c);
+        chunk.data.fill(0, start + within, start + within + n);
+        this.#set(c, chunk, j, this.#zeroes(chunk, start));
       }
-      done += n;
-    }
+    });
   }
 
   /**
@@ -221,14 +242,16 @@ export class SparseImage {
     while (pos < end && out.length < maxCount) {
       const i = Math.floor(pos / BLOCK);
       const status = this.statusOf(i);
-      const lastBlock = Math.ceil(end / BLOCK);
-      const limit = Math.min(lastBlock, Math.floor((pos + maxExtent) / BLOCK));
-      let j: number;
-      if (!this.#blocks.has(i)) {
-        j = Math.min(this.#nextAllocated(i), limit);
-      } else {
-        j = i + 1;
-        while (j < limit && this.statusOf(j) === status) j++;
+      const limit = Math.min(Math.ceil(end / BLOCK), Math.floor((pos + maxExtent) / BLOCK));
+      let j = i + 1;
+      while (j < limit) {
+        const chunk = this.#chunks.get(Math.floor(j / PER_CHUNK));
+        if (chunk !== undefined) {
+          if (chunk.state[j % PER_CHUNK] !== status) break;
+          j++;
+        } else if (status === HOLE) {
+          j = Math.min(this.#nextAllocated(Math.floor(j / PER_CHUNK)) * PER_CHUNK, limit);
+        } else break;
       }
       const runEnd = Math.min(j * BLOCK, end, this.size);
       out.push({ length: runEnd - pos, status });
@@ -439,9 +462,7 @@ export class NbdServer {
     const chunked = session.state.replyStyle !== "simple" && (req.flags & CommandFlag.DF) === 0;
     const runs = chunked ? this.image.extents(offset, length, MAX_PAYLOAD, Number.MAX_SAFE_INTEGER) : [];
     if (runs.length <= 1 && (runs[0]?.status ?? 0) === 0) {
-      const data = new Uint8Array(length);
-      this.image.read(offset, data);
-      return session.replyRead(req.cookie, data);
+      return session.replyRead(req.cookie, this.image.read(offset, length));
     }
     const out: Uint8Array[] = [];
     let pos = offset;
@@ -451,9 +472,7 @@ export class NbdServer {
       if ((run.status & StateFlag.HOLE) !== 0) {
         out.push(...session.holeChunk(req.cookie, pos, run.length, done));
       } else {
-        const data = new Uint8Array(run.length);
-        this.image.read(pos, data);
-        out.push(...session.readChunk(req.cookie, pos, data, done));
+        out.push(...session.readChunk(req.cookie, pos, this.image.read(pos, run.length), done));
       }
       pos += run.length;
     }
