@@ -38,14 +38,13 @@ import {
   StateFlag,
   TransmissionFlag,
 } from "../mod.ts";
+import { BatchWriter } from "./batch_writer.ts";
 
 /** Granularity of allocation: each block of 4 KiB is data, allocated zeroes, or a hole. */
 const BLOCK = 4096;
 /** Largest READ/WRITE payload we accept (advertised in NBD_INFO_BLOCK_SIZE): 32 MiB, the spec's default. */
 const MAX_PAYLOAD = 32 * 1024 * 1024;
 const BASE_ALLOCATION = "base:allocation";
-/** Replies of one step up to this size are copied into one buffer and written at once. */
-const SMALL_WRITE = 64 * 1024;
 /** Reply bytes queued on a socket above which we stop reading its requests until it drains. */
 const MAX_QUEUED = 8 * 1024 * 1024;
 /** Longest extent in a compact BLOCK_STATUS descriptor: the largest block multiple below 2^32. */
@@ -335,43 +334,17 @@ export class NbdServer {
       extendedHeaders: o.extendedHeaders,
       maxPayloadLength: MAX_PAYLOAD,
     });
-    // The bytes of one step (one socket read: often several requests) go out in one write: small ones
-    // copied into one buffer (a socket write costs microseconds in Node, a 4 KiB copy nanoseconds), large
-    // ones as they are, corked into one writev.
-    let queued: Uint8Array[] = [];
-    let bytes = 0;
-    const send = (parts: readonly Uint8Array[]): void => {
-      for (const p of parts) {
-        queued.push(p);
-        bytes += p.length;
-      }
-    };
-    const flush = (): void => {
-      if (queued.length === 1) socket.write(queued[0]!);
-      else if (bytes <= SMALL_WRITE) {
-        const all = new Uint8Array(bytes);
-        let at = 0;
-        for (const p of queued) {
-          all.set(p, at);
-          at += p.length;
-        }
-        if (bytes > 0) socket.write(all);
-      } else {
-        socket.cork();
-        for (const p of queued) if (p.length > 0) socket.write(p);
-        socket.uncork();
-      }
-      queued = [];
-      bytes = 0;
-      // Stop reading requests only when replies pile up: pausing at Node's 16 KiB high-water mark would
-      // stall the request pipeline after every large READ reply.
-      if (socket.writableLength > MAX_QUEUED) socket.pause();
-    };
+    // The replies of one step (one socket read: often several requests) go out in one write.
+    const out = new BatchWriter(socket);
+    const send = (parts: readonly Uint8Array[]): void => out.add(parts);
     const step = ({ output, events }: ServerStep): void => {
       send(output);
       let end = false;
       for (const e of events) end = this.#event(session, e, send) || end;
-      flush();
+      out.flush();
+      // Stop reading requests only when replies pile up: pausing at Node's 16 KiB high-water mark would
+      // stall the request pipeline after every large READ reply.
+      if (socket.writableLength > MAX_QUEUED) socket.pause();
       if (end) socket.end();
     };
     socket.on("data", (chunk: Uint8Array) => step(session.receive(chunk)));
