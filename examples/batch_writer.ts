@@ -5,9 +5,11 @@
  * machinery, and for a small `Uint8Array` an off-heap copy of it), a 4 KiB copy costs nanoseconds.
  *
  * Small pieces are copied into a slab and written as one view of it; large ones (READ payloads, often views
- * of the storage) are written as they are, all of a batch in one `writev` (cork, write, uncork). The slab is
- * reused once the socket has handed every queued byte to the kernel (`writableLength` back at 0), which is
- * the common case; while replies wait in the socket's queue, a full slab is left to them and a new one taken.
+ * of the storage) are written as they are, all of a batch in one `writev` (cork, write, uncork). A slab is
+ * reused once the socket has handed its bytes to the kernel: at once when nothing is left in the socket's
+ * queue after a flush (`writableLength` 0), else when the write callback of the flush that sent its last
+ * bytes has run (writes complete in order). Fresh zero-filled slabs for every 256 KiB of 4 KiB replies cost
+ * a tenth of the server's time.
  *
  * Node's `net.Socket` fits the {@link BatchSink} interface, under Node and under Deno.
  *
@@ -18,7 +20,7 @@
 export interface BatchSink {
   cork(): void;
   uncork(): void;
-  write(bytes: Uint8Array): boolean;
+  write(bytes: Uint8Array, done?: () => void): boolean;
   /** Bytes given to `write` and not yet handed to the kernel. */
   readonly writableLength: number;
 }
@@ -31,11 +33,16 @@ const SLAB = 256 * 1024;
 /** Collects pieces of output with {@link BatchWriter.add}, writes them with {@link BatchWriter.flush}. */
 export class BatchWriter {
   readonly #sink: BatchSink;
-  #slab = new Uint8Array(SLAB);
+  #slab: Uint8Array = new Uint8Array(SLAB);
   /** The slab's bytes from `#start` to `#end` are queued and not yet in `#parts`. */
   #start = 0;
   #end = 0;
   #parts: Uint8Array[] = [];
+  /** Full slabs, oldest first, each with the number of the flush that writes its last bytes. */
+  readonly #retired: { slab: Uint8Array; flush: number }[] = [];
+  #flushes = 0;
+  /** Every byte of flushes up to this number is in the kernel. */
+  #written = 0;
 
   constructor(sink: BatchSink) {
     this.#sink = sink;
@@ -49,12 +56,7 @@ export class BatchWriter {
         this.#parts.push(p);
         continue;
       }
-      if (this.#end + p.length > SLAB) {
-        // The full slab stays with the socket's queue until written; the garbage collector frees it then.
-        this.#cut();
-        this.#slab = new Uint8Array(SLAB);
-        this.#start = this.#end = 0;
-      }
+      if (this.#end + p.length > SLAB) this.#nextSlab();
       this.#slab.set(p, this.#end);
       this.#end += p.length;
     }
@@ -64,15 +66,35 @@ export class BatchWriter {
   flush(): void {
     this.#cut();
     const parts = this.#parts;
-    if (parts.length === 1) this.#sink.write(parts[0]!);
-    else if (parts.length > 1) {
+    if (parts.length === 0) return;
+    this.#parts = [];
+    const n = ++this.#flushes;
+    const done = (): void => {
+      this.#written = Math.max(this.#written, n);
+    };
+    if (parts.length === 1) this.#sink.write(parts[0]!, done);
+    else {
       this.#sink.cork();
-      for (const p of parts) this.#sink.write(p);
+      parts.forEach((p, i) => this.#sink.write(p, i === parts.length - 1 ? done : undefined));
       this.#sink.uncork();
     }
-    this.#parts = [];
-    // Every byte written is in the kernel: nothing refers to the slab any more.
-    if (this.#sink.writableLength === 0) this.#start = this.#end = 0;
+    if (this.#sink.writableLength === 0) {
+      // Every byte written is in the kernel: every slab is free.
+      this.#written = n;
+      this.#start = this.#end = 0;
+    }
+  }
+
+  /** Retires the full slab; takes the oldest retired one if its bytes are written, else a new one. */
+  #nextSlab(): void {
+    this.#cut();
+    this.#retired.push({ slab: this.#slab, flush: this.#flushes + 1 });
+    const oldest = this.#retired[0]!;
+    if (oldest.flush <= this.#written) {
+      this.#retired.shift();
+      this.#slab = oldest.slab;
+    } else this.#slab = new Uint8Array(SLAB);
+    this.#start = this.#end = 0;
   }
 
   /** Moves the slab's queued bytes into the list of parts. */
