@@ -262,9 +262,9 @@ export class SparseImage {
 
 // ---------------------------------------------------------------------------------------------------------
 // The server: a transport (node:net) and the storage around a ServerSession. The protocol part, from here
-// to the command line, is 223 lines (about 530 before the session; 30 of these batch the socket writes): the
-// session negotiates, validates requests and frames replies; this code wires a socket to it and runs the
-// commands on the image.
+// to the command line, is 197 lines (about 530 before the session): the session negotiates, validates
+// requests and frames replies; this code wires a socket to it and runs the commands on the image. Writing
+// the replies with few system calls is examples/batch_writer.ts.
 
 /** Server settings (the command line's options). */
 export interface ServerOptions {
@@ -430,7 +430,12 @@ export class NbdServer {
     }
   }
 
-  /** A READ: one data chunk (or a simple reply), or data and hole chunks following the image's holes. */
+  /**
+   * A READ: one data chunk (or a simple reply), or data and hole chunks following the image's holes. The
+   * data is a view of the image, not a copy: while it waits in the socket's queue, a WRITE handled meanwhile
+   * changes what is sent. Only a WRITE the client sent before this reply arrived can, and the server MAY
+   * process requests in flight in any order (the spec's "Ordering of messages and writes").
+   */
   #read(session: ServerSession, req: Request, offset: number, length: number): Uint8Array[] {
     const chunked = session.state.replyStyle !== "simple" && (req.flags & CommandFlag.DF) === 0;
     const runs = chunked ? this.image.extents(offset, length, MAX_PAYLOAD, Number.MAX_SAFE_INTEGER) : [];
