@@ -5,16 +5,21 @@
 //   nbdcopy --connections=1 --request-size=4096   --requests=64 URI null:
 //   nbdcopy --connections=1 --request-size=262144 --requests=16 URI null:
 //
-// Each copy runs ROUNDS times, alternating the two servers; the figure of each side is its median time,
-// and the ratio is nbdkit's time over ours (our throughput as a fraction of nbdkit's: 1.0 = as fast).
+// Each copy runs ROUNDS times, the servers taking turns (the order rotates each round); the figure of each
+// side is its median time, and the ratio is nbdkit's time over ours (our throughput as a fraction of
+// nbdkit's: 1.0 = as fast). Beside wall time it prints each server's CPU time per copy (user + system, from
+// /proc), which other tenants of a shared machine disturb less, and the load average before and after.
 //
-//   npm run bench:server [-- --rounds=5 --size-mib=256 --json]
+//   npm run bench:server [-- --rounds=5 --size-mib=256 --json --against=REV]
+//
+// --against=REV adds the example server of git revision REV (e.g. HEAD~3, main) as a third server in the
+// same rounds: an A/B comparison of a change under the same load.
 //
 // Installs nothing: it says which tool is missing and exits 2.
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -26,6 +31,7 @@ const opt = (name, def) =>
 const ROUNDS = opt("rounds", 5);
 const SIZE_MIB = opt("size-mib", 256);
 const json = args.includes("--json");
+const against = args.find((a) => a.startsWith("--against="))?.slice("--against=".length);
 const log = (m) => process.stderr.write(`${m}\n`);
 
 const missing = ["nbdkit", "nbdcopy"].filter((t) => spawnSync("sh", ["-c", `command -v ${t}`]).status !== 0);
@@ -99,28 +105,40 @@ function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 const tmp = mkdtempSync(join(tmpdir(), "nbd-bench-server-"));
 const procs = [];
 try {
   const { build } = await import("esbuild");
-  const bundle = join(tmp, "server.mjs");
-  await build({
-    entryPoints: [join(root, "examples/server.ts")],
-    outfile: bundle,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    logLevel: "error",
-  });
   const size = SIZE_MIB * 1024 * 1024;
-  const ours = await start(
-    process.execPath,
-    [bundle, "--port", "0", "--size", String(size), "--quiet"],
-    /listening 127\.0\.0\.1:(\d+)/,
-  );
-  procs.push(ours.proc);
-  const ourUri = `nbd://127.0.0.1:${ours.match[1]}/disk`;
+  /** Bundles examples/server.ts of the tree at `dir` and starts it on Node. */
+  const startOurs = async (dir, name) => {
+    // The bundle's name ends in server.mjs: that is how the example knows it is the entry script.
+    const bundle = join(tmp, name, "server.mjs");
+    await build({
+      entryPoints: [join(dir, "examples/server.ts")],
+      outfile: bundle,
+      bundle: true,
+      platform: "node",
+      format: "esm",
+      target: "node20",
+      logLevel: "error",
+    });
+    const s = await start(
+      process.execPath,
+      [bundle, "--port", "0", "--size", String(size), "--quiet"],
+      /listening 127\.0\.0\.1:(\d+)/,
+    );
+    procs.push(s.proc);
+    return { name, uri: `nbd://127.0.0.1:${s.match[1]}/disk`, pid: s.proc.pid };
+  };
+  const servers = [await startOurs(root, "ours")];
+  if (against !== undefined) {
+    const dir = join(tmp, "tree");
+    mkdirSync(dir);
+    execFileSync("sh", ["-c", `git -C "$0" archive "$1" | tar -x -C "$2"`, root, against, dir]);
+    servers.push(await startOurs(dir, `ours@${against}`));
+  }
   const kitPort = await freePort();
   const kit = spawn("nbdkit", [
     "-f",
@@ -136,11 +154,12 @@ try {
   });
   procs.push(kit);
   const kitUri = `nbd://127.0.0.1:${kitPort}`;
+  servers.push({ name: "nbdkit", uri: kitUri, pid: kit.pid });
   for (let i = 0; i < 100 && spawnSync("nbdinfo", ["--size", kitUri]).status !== 0; i++) {
     await new Promise((r) => setTimeout(r, 100));
   }
-  log(`filling both with ${SIZE_MIB} MiB from nbdkit's pattern plugin`);
-  for (const uri of [ourUri, kitUri]) {
+  log(`filling each server with ${SIZE_MIB} MiB from nbdkit's pattern plugin`);
+  for (const { uri } of servers) {
     run("nbdkit", ["-U", "-", "pattern", `${size}`, "--run", `nbdcopy "$uri" ${uri}`]);
   }
   const configs = [
@@ -148,52 +167,53 @@ try {
     { name: "256k", args: ["--connections=1", "--request-size=262144", "--requests=16"] },
   ];
   const results = [];
+  const loadBefore = load();
   for (const c of configs) {
-    const times = { ours: [], nbdkit: [] };
-    const cpu = { ours: [], nbdkit: [] };
-    const pids = { ours: ours.proc.pid, nbdkit: kit.pid };
-    // One warm-up each (JIT, page cache), then alternate.
-    run("nbdcopy", [...c.args, ourUri, "null:"]);
-    run("nbdcopy", [...c.args, kitUri, "null:"]);
+    const times = servers.map(() => []);
+    const cpu = servers.map(() => []);
+    // One warm-up each (JIT, page cache), then take turns, the order rotating each round.
+    for (const { uri } of servers) run("nbdcopy", [...c.args, uri, "null:"]);
     for (let r = 0; r < ROUNDS; r++) {
-      const order = r % 2 === 0 ? ["ours", "nbdkit"] : ["nbdkit", "ours"];
-      for (const side of order) {
-        const c0 = cpuMs(pids[side]);
-        times[side].push(run("nbdcopy", [...c.args, side === "ours" ? ourUri : kitUri, "null:"]));
-        cpu[side].push(cpuMs(pids[side]) - c0);
+      for (let k = 0; k < servers.length; k++) {
+        const i = (k + r) % servers.length;
+        const c0 = cpuMs(servers[i].pid);
+        times[i].push(run("nbdcopy", [...c.args, servers[i].uri, "null:"]));
+        cpu[i].push(cpuMs(servers[i].pid) - c0);
       }
     }
-    const oursMs = median(times.ours);
-    const kitMs = median(times.nbdkit);
-    results.push({
-      config: c.name,
-      command: `nbdcopy ${c.args.join(" ")} URI null:`,
-      oursMs: Math.round(oursMs),
-      nbdkitMs: Math.round(kitMs),
-      oursMiBs: Math.round(SIZE_MIB / (oursMs / 1000)),
-      nbdkitMiBs: Math.round(SIZE_MIB / (kitMs / 1000)),
-      ratio: Number((kitMs / oursMs).toFixed(2)),
-      oursCpuMs: median(cpu.ours),
-      nbdkitCpuMs: median(cpu.nbdkit),
-      oursRangeMs: [Math.round(Math.min(...times.ours)), Math.round(Math.max(...times.ours))],
-      nbdkitRangeMs: [Math.round(Math.min(...times.nbdkit)), Math.round(Math.max(...times.nbdkit))],
-      goal: c.name === "4k" ? ">= 1.0" : ">= 0.8",
-    });
+    const kit = servers.length - 1;
+    const kitMs = median(times[kit]);
+    for (let i = 0; i < kit; i++) {
+      const oursMs = median(times[i]);
+      results.push({
+        config: c.name,
+        server: servers[i].name,
+        command: `nbdcopy ${c.args.join(" ")} URI null:`,
+        oursMs: Math.round(oursMs),
+        nbdkitMs: Math.round(kitMs),
+        oursMiBs: Math.round(SIZE_MIB / (oursMs / 1000)),
+        nbdkitMiBs: Math.round(SIZE_MIB / (kitMs / 1000)),
+        ratio: Number((kitMs / oursMs).toFixed(2)),
+        oursCpuMs: median(cpu[i]),
+        nbdkitCpuMs: median(cpu[kit]),
+        oursRangeMs: [Math.round(Math.min(...times[i])), Math.round(Math.max(...times[i]))],
+        nbdkitRangeMs: [Math.round(Math.min(...times[kit])), Math.round(Math.max(...times[kit]))],
+        goal: c.name === "4k" ? ">= 1.0" : ">= 0.8",
+      });
+    }
   }
-  if (json) { for (const r of results) console.log(JSON.stringify(r)); }
+  const loadAfter = load();
+  if (json) { for (const r of results) console.log(JSON.stringify({ ...r, loadBefore, loadAfter })); }
   else {
     console.log(
-      `example server (Node ${process.version}) vs nbdkit memory, ${SIZE_MIB} MiB, ${ROUNDS} rounds, medians`,
+      `example server (Node ${process.version}) vs nbdkit memory, ${SIZE_MIB} MiB, ${ROUNDS} rounds, medians; ` +
+        `load average ${loadBefore} before, ${loadAfter} after`,
     );
     for (const r of results) {
       console.log(
-        `${
-          r.config.padEnd(5)
-        } ours ${r.oursMs} ms (${r.oursMiBs} MiB/s) nbdkit ${r.nbdkitMs} ms (${r.nbdkitMiBs} MiB/s) ` +
-          `ratio ${r.ratio} (goal ${r.goal}) ranges ${r.oursRangeMs.join("-")} / ${
-            r.nbdkitRangeMs.join("-")
-          } ms, ` +
-          `server CPU ${r.oursCpuMs} / ${r.nbdkitCpuMs} ms`,
+        `${r.config.padEnd(5)} ${r.server} ${r.oursMs} ms (${r.oursMiBs} MiB/s) nbdkit ${r.nbdkitMs} ms ` +
+          `(${r.nbdkitMiBs} MiB/s) ratio ${r.ratio} (goal ${r.goal}) ranges ${r.oursRangeMs.join("-")} / ` +
+          `${r.nbdkitRangeMs.join("-")} ms, server CPU ${r.oursCpuMs} / ${r.nbdkitCpuMs} ms`,
       );
     }
   }
