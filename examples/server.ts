@@ -155,8 +155,8 @@ export class SparseImage {
   }
 
   /**
-   * The `length` bytes at `offset`: a view of the image when they lie in one chunk (valid until the next
-   * change of those bytes), else a copy.
+   * The `length` bytes at `offset`: a view of the image when they lie in one chunk (it shows later changes
+   * of those bytes; never write to it: a hole's view is shared), else a copy.
    */
   read(offset: number, length: number): Uint8Array {
     const c = Math.floor(offset / CHUNK);
