@@ -56,7 +56,8 @@ const MAX_COMPACT_EXTENT = 0x1_0000_0000 - BLOCK;
 /**
  * Memory is taken in chunks of 1 MiB, each one ArrayBuffer. A READ within one chunk is answered with a view
  * of it, no copy and no allocation; and the garbage collector has a few hundred buffers to visit, not one per
- * block (65536 small buffers for 256 MiB made every major collection cost milliseconds).
+ * block (65536 small buffers for 256 MiB made every major collection cost milliseconds). The price: a chunk
+ * is allocated whole at the first write into it, so scattered small writes may cost up to 1 MiB each.
  */
 const CHUNK = 1024 * 1024;
 const PER_CHUNK = CHUNK / BLOCK;
