@@ -29,6 +29,8 @@ export interface BatchSink {
 const COPY_LIMIT = 8 * 1024;
 /** Size of a slab. */
 const SLAB = 256 * 1024;
+/** Full slabs kept for reuse at most (more are left to the garbage collector once written). */
+const MAX_RETIRED = 8;
 
 /** Collects pieces of output with {@link BatchWriter.add}, writes them with {@link BatchWriter.flush}. */
 export class BatchWriter {
@@ -89,6 +91,7 @@ export class BatchWriter {
   #nextSlab(): void {
     this.#cut();
     this.#retired.push({ slab: this.#slab, flush: this.#flushes + 1 });
+    if (this.#retired.length > MAX_RETIRED) this.#retired.shift();
     const oldest = this.#retired[0]!;
     if (oldest.flush <= this.#written) {
       this.#retired.shift();
