@@ -121,7 +121,7 @@ export class SparseImage {
   }
 
   /** The status of an allocated block (`start` its first byte in the chunk): ZERO when it holds zeroes only. */
-  #zeroes(chunk: Chunk, start: number): number {
+  #allocatedStatus(chunk: Chunk, start: number): number {
     return allZero(chunk.data.subarray(start, start + BLOCK)) ? ZEROED : DATA;
   }
 
@@ -199,7 +199,7 @@ export class SparseImage {
       chunk ??= this.#chunk(c);
       const start = j * BLOCK;
       chunk.data.set(src, start + within);
-      this.#set(c, chunk, j, this.#zeroes(chunk, start));
+      this.#set(c, chunk, j, this.#allocatedStatus(chunk, start));
     });
   }
 
@@ -221,7 +221,7 @@ export class SparseImage {
         if ((chunk === undefined || chunk.state[j] === HOLE) && punch) return;
         chunk ??= this.#chunk(c);
         chunk.data.fill(0, start + within, start + within + n);
-        this.#set(c, chunk, j, this.#zeroes(chunk, start));
+        this.#set(c, chunk, j, this.#allocatedStatus(chunk, start));
       }
     });
   }
