@@ -7,7 +7,8 @@
 //
 // Each copy runs ROUNDS times, the servers taking turns (the order rotates each round); the figure of each
 // side is its median time, and the ratio is nbdkit's time over ours (our throughput as a fraction of
-// nbdkit's: 1.0 = as fast). Beside wall time it prints each server's CPU time per copy (user + system, from
+// nbdkit's: 1.0 = as fast). The paired ratio is the median of each round's ratio (the two copies of a round
+// run back to back, under much the same load from other tenants). Beside wall time it prints each server's CPU time per copy (user + system, from
 // /proc), which other tenants of a shared machine disturb less, and the load average before and after.
 //
 //   npm run bench:server [-- --rounds=5 --size-mib=256 --json --against=REV]
@@ -194,6 +195,7 @@ try {
         oursMiBs: Math.round(SIZE_MIB / (oursMs / 1000)),
         nbdkitMiBs: Math.round(SIZE_MIB / (kitMs / 1000)),
         ratio: Number((kitMs / oursMs).toFixed(2)),
+        pairedRatio: Number(median(times[i].map((t, r) => times[kit][r] / t)).toFixed(2)),
         oursCpuMs: median(cpu[i]),
         nbdkitCpuMs: median(cpu[kit]),
         oursRangeMs: [Math.round(Math.min(...times[i])), Math.round(Math.max(...times[i]))],
@@ -212,7 +214,9 @@ try {
     for (const r of results) {
       console.log(
         `${r.config.padEnd(5)} ${r.server} ${r.oursMs} ms (${r.oursMiBs} MiB/s) nbdkit ${r.nbdkitMs} ms ` +
-          `(${r.nbdkitMiBs} MiB/s) ratio ${r.ratio} (goal ${r.goal}) ranges ${r.oursRangeMs.join("-")} / ` +
+          `(${r.nbdkitMiBs} MiB/s) ratio ${r.ratio} (goal ${r.goal}, paired ${r.pairedRatio}) ranges ${
+            r.oursRangeMs.join("-")
+          } / ` +
           `${r.nbdkitRangeMs.join("-")} ms, server CPU ${r.oursCpuMs} / ${r.nbdkitCpuMs} ms`,
       );
     }
