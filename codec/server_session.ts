@@ -48,6 +48,8 @@ import {
   toU64,
 } from "./session.ts";
 import { ByteQueue } from "./_queue.ts";
+import { NO_FINDINGS } from "./_report.ts";
+import { plainHeader, plainRequest } from "./_request_plain.ts";
 import {
   ack,
   infoReply,
@@ -394,7 +396,8 @@ export class ServerSession {
   #unadvertised = 0;
   /** Bytes to send, allocated at the first one (most requests produce none). */
   #output: Uint8Array[] | undefined;
-  #events: ServerEvent[] = [];
+  /** Events, allocated at the first one as a one-element array (a push onto `[]` reserves 17 slots). */
+  #events: ServerEvent[] | undefined;
 
   /**
    * Creates the session; nothing is sent until {@link ServerSession.start}.
@@ -556,10 +559,15 @@ export class ServerSession {
   // ------------------------------------------------------------------------------------------- pumping
 
   #step(): ServerStep {
-    const step = { output: this.#output ?? NOTHING, events: this.#events };
+    const step = { output: this.#output ?? NOTHING, events: this.#events ?? [] };
     this.#output = undefined;
-    this.#events = [];
+    this.#events = undefined;
     return step;
+  }
+
+  #event(e: ServerEvent): void {
+    if (this.#events === undefined) this.#events = [e];
+    else this.#events.push(e);
   }
 
   #emit(bytes: Uint8Array): void {
@@ -573,7 +581,7 @@ export class ServerSession {
   #fatal(error: NbdRemoteError): void {
     this.#phase = "closed";
     this.#queue.clear();
-    this.#events.push({ type: "close", error });
+    this.#event({ type: "close", error });
   }
 
   /** A violation the session can survive: a finding, or the end of the session in strict mode. */
@@ -582,7 +590,7 @@ export class ServerSession {
       this.#fatal(new NbdRemoteError(finding.code, finding.offset, finding.rule, finding.message));
       return false;
     }
-    this.#events.push({ type: "finding", finding });
+    this.#event({ type: "finding", finding });
     return true;
   }
 
@@ -710,7 +718,7 @@ export class ServerSession {
   #answer(option: number, reply: number, message?: string): void {
     if (message !== undefined) this.#reply(optionError(option, reply, message));
     else this.#reply(ack(option));
-    this.#events.push(
+    this.#event(
       message === undefined ? { type: "option", option, reply } : { type: "option", option, reply, message },
     );
   }
@@ -734,7 +742,7 @@ export class ServerSession {
     if (option === Option.ABORT) {
       this.#answer(option, OptionReply.ACK);
       this.#phase = "closed";
-      this.#events.push({ type: "abort" });
+      this.#event({ type: "abort" });
       return;
     }
     const tlsRequired = o.tls === "required" && !this.#tls;
@@ -761,7 +769,7 @@ export class ServerSession {
         const q = this.#queue;
         const early = q.length > 0 ? q.peek(q.length).slice() : new Uint8Array(0);
         q.clear();
-        this.#events.push({ type: "starttls", early });
+        this.#event({ type: "starttls", early });
       }
       return;
     }
@@ -934,7 +942,7 @@ export class ServerSession {
       maxPayloadLength: Number.MAX_SAFE_INTEGER,
     };
     this.#phase = "transmission";
-    this.#events.push({ type: "ready", export: this.#exportDecl!, transmissionFlags: flags });
+    this.#event({ type: "ready", export: this.#exportDecl!, transmissionFlags: flags });
   }
 
   #find(name: string): ResolvedExport | undefined {
@@ -1059,14 +1067,40 @@ export class ServerSession {
     }
     const total = hl + payload;
     if (q.length < total) return false;
-    // The received chunk itself when it is exactly this request (the common case): no view to make.
-    const whole = o === 0 && h.length === total && q.contiguous() === total;
-    const r = decodeRequest(whole ? h : q.peek(total), decodeOptions);
-    if (!r.done) return false;
+    let request: Request;
+    let findings: readonly Finding[] = NO_FINDINGS;
+    if (plainHeader(extended, flags, command, this.#extended)) {
+      // No header rule can find anything (the stream decoders' fast path, codec/_request_plain.ts): the frame
+      // straight from the fields read above, as decodeRequest would build it, without decoding the header a
+      // second time (and without a DataView over each new receive buffer).
+      const lengthLo = be32(h, o + hl - 4);
+      const length = extended ? u64Of(be32(h, o + 24), lengthLo) : BigInt(lengthLo);
+      let data: Uint8Array | undefined;
+      // Only a compact WRITE carries a payload here (plainHeader() excludes PAYLOAD_LEN and extended WRITE).
+      if (command === Command.WRITE) {
+        data = q.contiguous() >= total ? q.frontView(hl, payload) : q.peek(total).subarray(hl);
+      }
+      request = plainRequest(
+        extended,
+        flags,
+        command,
+        u64Of(cookieHi, cookieLo),
+        u64Of(offsetHi, offsetLo),
+        length,
+        data,
+      );
+    } else {
+      // The received chunk itself when it is exactly this request (the common case): no view to make.
+      const whole = o === 0 && h.length === total && q.contiguous() === total;
+      const r = decodeRequest(whole ? h : q.peek(total), decodeOptions);
+      if (!r.done) return false;
+      request = r.frame;
+      findings = r.findings;
+    }
     q.skip(total);
-    const request = r.frame;
     let bad: string | undefined;
-    for (const f of r.findings) {
+    for (let i = 0; i < findings.length; i++) {
+      const f = findings[i]!;
       if (f.rule === "write-payload-len") {
         // qemu 10 sends extended WRITE without PAYLOAD_LEN (the payload is there anyway): tolerated, once.
         if (this.#tolerated.has(f.rule)) continue;
@@ -1082,7 +1116,7 @@ export class ServerSession {
     }
     if (command === Command.DISC) {
       this.#phase = "closing";
-      this.#events.push({ type: "disconnect" });
+      this.#event({ type: "disconnect" });
       return true;
     }
     const key = cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie;
@@ -1114,9 +1148,9 @@ export class ServerSession {
       const ids = request.blockStatus?.contextIds ?? [...this.#meta.keys()];
       pending.contextsLeft = [...ids];
       pending.effectLength = request.blockStatus?.effectLength ?? request.length;
-      this.#events.push({ type: "request", request, contexts: ids, effectLength: pending.effectLength });
+      this.#event({ type: "request", request, contexts: ids, effectLength: pending.effectLength });
     } else {
-      this.#events.push({ type: "request", request });
+      this.#event({ type: "request", request });
     }
     return true;
   }
@@ -1193,7 +1227,7 @@ export class ServerSession {
 
   #refuse(p: Pending, error: number, message: string): void {
     (this.#output ??= []).push(this.#errorReply(p, error, message));
-    this.#events.push({ type: "refused", request: p.request, error, message });
+    this.#event({ type: "refused", request: p.request, error, message });
     freePending(p);
   }
 
@@ -1213,6 +1247,7 @@ export class ServerSession {
   #take(cookie: bigint | number): Pending {
     let key: number | bigint;
     if (typeof cookie === "number" && Number.isSafeInteger(cookie) && cookie >= 0) key = cookie;
+    else if (typeof cookie === "bigint" && cookie >= 0n && cookie <= MAX_SAFE) key = Number(cookie);
     else {
       const c = toU64(cookie, "cookie");
       key = c <= MAX_SAFE ? Number(c) : c;
@@ -1780,6 +1815,11 @@ class InFlight {
 
 function commandName(cmd: number): string {
   return nameOf("command", cmd) ?? `command ${cmd}`;
+}
+
+/** The u64 of two u32 halves, through one exact number below 2^53 (real cookies and offsets). */
+function u64Of(hi: number, lo: number): bigint {
+  return hi < 0x20_0000 ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 function be32(b: Uint8Array, o: number): number {

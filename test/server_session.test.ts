@@ -6,7 +6,9 @@ import {
   ClientFlag,
   Command,
   CommandFlag,
+  decodeRequest,
   encodeClientFlags,
+  encodeRequest,
   ErrorValue,
   Info,
   InitFlag,
@@ -15,6 +17,7 @@ import {
   OptionReply,
   ReplyFlag,
   ReplyType,
+  type Request,
   type ServerEvent,
   ServerSession,
   TransmissionFlag,
@@ -734,6 +737,70 @@ describe("request validation", () => {
     const after = s.receive(req(Command.READ, 3n, 0n, 512n)).events;
     expect(after.map((e) => e.type === "finding" && e.finding.rule)).toEqual(["after-disc"]);
   });
+});
+
+describe("request frames", () => {
+  // The session builds a plain request's frame from the header fields it reads (codec/_request_plain.ts's fast
+  // path) and decodes every other one with decodeRequest(): either way the application must see the frame
+  // decodeRequest() gives for the same bytes. Every command (and an unknown one) with every known flag set and
+  // some reserved bits, in both header styles, under both negotiations; cookies and offsets on both sides of
+  // 2^53 (the u64 built through one number, or through two halves).
+  const FLAG_SETS = [...Array.from({ length: 64 }, (_, i) => i), 0x40, 0x8001];
+  const COMMANDS = [0, 1, 3, 4, 5, 6, 7, 8, 9];
+  const streams = (): Uint8Array[] => {
+    const out: Uint8Array[] = [];
+    let i = 0;
+    for (const extended of [false, true]) {
+      for (const command of COMMANDS) {
+        for (const flags of FLAG_SETS) {
+          i++;
+          const big = i % 3 === 0;
+          const withPayload = command === Command.WRITE ||
+            (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0);
+          const r: Request = {
+            type: "request",
+            extended,
+            flags,
+            command,
+            cookie: big ? 0xfedc_ba98_7654_3210n + BigInt(i) : BigInt(i),
+            offset: big ? 0x8000_0000_0000_0000n + 512n * BigInt(i) : 512n * BigInt(i),
+            length: withPayload ? 12n : 4096n + BigInt(i),
+          };
+          // A block-status payload form (8-byte effect length, context id 1) or 12 bytes of data.
+          const payload = hex("0000000000001000" + "00000001");
+          out.push(withPayload ? concat([encodeRequest(r), payload]) : encodeRequest(r));
+        }
+      }
+    }
+    return out;
+  };
+  for (const negotiated of [false, true]) {
+    for (const split of ["one chunk per request", "3-byte chunks"]) {
+      test(`request events carry decodeRequest()'s frame (extended headers ${negotiated ? "" : "not "}negotiated, ${split})`, () => {
+        const { s } = transmission({ strict: false }, {
+          extended: negotiated,
+          contexts: ["base:allocation"],
+        });
+        const frames = streams();
+        const seen: Request[] = [];
+        const take = (events: readonly ServerEvent[]) => {
+          for (const e of events) if (e.type === "request" || e.type === "refused") seen.push(e.request);
+        };
+        if (split === "one chunk per request") { for (const f of frames) take(s.receive(f).events); }
+        else {
+          const all = concat(frames);
+          for (let at = 0; at < all.length; at += 3) take(s.receive(all.slice(at, at + 3)).events);
+        }
+        const expected = frames.map((f) => {
+          const r = decodeRequest(f, { strict: false, extendedHeaders: negotiated });
+          if (!r.done) throw new Error("incomplete");
+          return r.frame;
+        });
+        expect(seen.length).toBe(expected.length);
+        for (let i = 0; i < expected.length; i++) expect(seen[i]).toStrictEqual(expected[i]);
+      });
+    }
+  }
 });
 
 describe("reply builders", () => {
