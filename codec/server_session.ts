@@ -226,6 +226,53 @@ export interface ServerRequestEvent {
 }
 
 /**
+ * How the client's side of the connection ended (see {@link ServerSession.end}):
+ *
+ * - `disconnect`: after NBD_CMD_DISC (clean);
+ * - `abort`: after NBD_OPT_ABORT (clean);
+ * - `closed`: after the session itself ended the connection (a fatal violation, a refused EXPORT_NAME);
+ * - `mid-frame`: inside a frame (part of an option, a request or a WRITE payload was received);
+ * - `eof`: between frames, without NBD_CMD_DISC or NBD_OPT_ABORT (a hard disconnect).
+ *
+ * @example
+ * ```ts
+ * import type { ServerEndReason } from "@nbd/codec";
+ * const r: ServerEndReason = "disconnect";
+ * console.log(r);
+ * ```
+ */
+export type ServerEndReason = "disconnect" | "abort" | "closed" | "mid-frame" | "eof";
+
+/**
+ * The end of the client's side of the connection, from {@link ServerSession.end}.
+ *
+ * @example
+ * ```ts
+ * import { ServerSession } from "@nbd/codec";
+ * const s = new ServerSession({ exports: [{ name: "", size: 512 }] });
+ * s.start();
+ * s.receive(new Uint8Array([0, 0]));
+ * const e = s.end().events[0];
+ * if (e?.type === "end") console.log(e.clean, e.reason, e.partialBytes); // false "mid-frame" 2
+ * ```
+ */
+export interface ServerEndEvent {
+  /** Event tag. */
+  readonly type: "end";
+  /** The client ended as the protocol has it: after NBD_CMD_DISC or NBD_OPT_ABORT. */
+  readonly clean: boolean;
+  /** How it ended. */
+  readonly reason: ServerEndReason;
+  /** Requests handed to the application whose replies are not complete (after DISC, still to be answered). */
+  readonly inFlight: number;
+  /**
+   * Bytes of the frame cut short that the session held, waiting for the rest (0 between frames, and when the
+   * end cut the payload of a refused request or option, which the session discards as it arrives).
+   */
+  readonly partialBytes: number;
+}
+
+/**
  * What happened in a call to the session.
  *
  * - `option`: an option was answered by the session (`reply` is the final reply type), for logs.
@@ -238,6 +285,7 @@ export interface ServerRequestEvent {
  * - `abort`: NBD_OPT_ABORT: send the output, then close.
  * - `close`: the session cannot go on (`error` says why): send the output, then close.
  * - `finding`: a violation by the client that the session tolerated.
+ * - `end`: the client's side ended ({@link ServerSession.end}; {@link ServerEndEvent}).
  *
  * @example
  * ```ts
@@ -255,7 +303,8 @@ export type ServerEvent =
   | { readonly type: "disconnect" }
   | { readonly type: "abort" }
   | { readonly type: "close"; readonly error: NbdRemoteError }
-  | { readonly type: "finding"; readonly finding: Finding };
+  | { readonly type: "finding"; readonly finding: Finding }
+  | ServerEndEvent;
 
 /**
  * The result of a call to the session: bytes to send, in order, and events.
@@ -394,6 +443,10 @@ export class ServerSession {
   #minBlock = 1;
   /** Command flags whose transmission flag was not advertised (FUA, DF, FAST_ZERO). */
   #unadvertised = 0;
+  /** NBD_OPT_ABORT was received. */
+  #aborted = false;
+  /** {@link ServerSession.end} was called. */
+  #ended = false;
   /** Bytes to send, allocated at the first one (most requests produce none). */
   #output: Uint8Array[] | undefined;
   /** Events, allocated at the first one as a one-element array (a push onto `[]` reserves 17 slots). */
@@ -553,6 +606,49 @@ export class ServerSession {
     this.#metaExport = undefined;
     this.#phase = "options";
     this.#pump();
+    return this.#step();
+  }
+
+  /**
+   * The client closed its side of the connection (the transport read the end of the stream): an `end` event
+   * says whether it ended cleanly (after NBD_CMD_DISC or NBD_OPT_ABORT), inside a frame, or with requests
+   * outstanding. The session takes no more bytes; replies to the requests in flight can still be built (after
+   * DISC the server finishes them, then closes). Later calls return nothing.
+   *
+   * @example
+   * ```ts
+   * import { ServerSession } from "@nbd/codec";
+   * const s = new ServerSession({ exports: [{ name: "", size: 512 }] });
+   * s.start();
+   * const e = s.end().events[0];
+   * if (e?.type === "end") console.log(e.clean, e.reason); // false "eof"
+   * ```
+   */
+  end(): ServerStep {
+    if (this.#ended) return this.#step();
+    this.#ended = true;
+    const phase = this.#phase;
+    const partialBytes = this.#queue.length;
+    const reason: ServerEndReason = phase === "closing"
+      ? "disconnect"
+      : this.#aborted
+      ? "abort"
+      : phase === "closed"
+      ? "closed"
+      : partialBytes > 0 || this.#skip > 0
+      ? "mid-frame"
+      : "eof";
+    this.#queue.clear();
+    this.#skip = 0;
+    this.#skipOption = undefined;
+    this.#phase = "closed";
+    this.#event({
+      type: "end",
+      clean: reason === "disconnect" || reason === "abort",
+      reason,
+      inFlight: this.#pending.size,
+      partialBytes,
+    });
     return this.#step();
   }
 
@@ -742,6 +838,7 @@ export class ServerSession {
     if (option === Option.ABORT) {
       this.#answer(option, OptionReply.ACK);
       this.#phase = "closed";
+      this.#aborted = true;
       this.#event({ type: "abort" });
       return;
     }

@@ -1012,6 +1012,103 @@ describe("reply builders", () => {
   });
 });
 
+describe("end of the client's stream", () => {
+  const ended = (events: readonly ServerEvent[]) => {
+    expect(events.length).toBe(1);
+    const e = events[0]!;
+    if (e.type !== "end") throw new Error(`not an end event: ${e.type}`);
+    return { clean: e.clean, reason: e.reason, inFlight: e.inFlight, partialBytes: e.partialBytes };
+  };
+
+  test("end() after NBD_CMD_DISC is clean, and the request still in flight can be answered", () => {
+    const { s } = transmission();
+    s.receive(req(Command.READ, 5n, 0n, 512n));
+    expect(types(s.receive(req(Command.DISC, 6n, 0n, 0n)))).toEqual(["disconnect"]);
+    const step = s.end();
+    expect(step.output).toEqual([]);
+    expect(ended(step.events)).toEqual({ clean: true, reason: "disconnect", inFlight: 1, partialBytes: 0 });
+    expect(s.state.phase).toBe("closed");
+    expect(s.replyRead(5n, new Uint8Array(512)).map((b) => b.length)).toEqual([16, 512]);
+  });
+
+  test("end() after NBD_OPT_ABORT is clean", () => {
+    const s = optionsPhase();
+    expect(types(s.receive(opt(Option.ABORT)))).toEqual(["option", "abort"]);
+    expect(ended(s.end().events)).toEqual({ clean: true, reason: "abort", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() inside a request header is not clean and counts the bytes held", () => {
+    const { s } = transmission();
+    s.receive(req(Command.READ, 5n, 0n, 512n).subarray(0, 10));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 10,
+    });
+  });
+
+  test("end() inside a WRITE payload is not clean", () => {
+    const { s } = transmission();
+    const w = req(Command.WRITE, 5n, 0n, 512n, { data: new Uint8Array(512) });
+    s.receive(w.subarray(0, 28 + 100));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 128,
+    });
+  });
+
+  test("end() inside the payload of a refused WRITE (discarded as it arrives) is not clean", () => {
+    const { s } = transmission({ maxPayloadLength: 4096 });
+    const w = req(Command.WRITE, 5n, 0n, 8192n, { data: new Uint8Array(8192) });
+    expect(types(s.receive(w.subarray(0, 28 + 100)))).toEqual(["refused"]);
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 0,
+    });
+  });
+
+  test("end() inside an option is not clean", () => {
+    const s = optionsPhase();
+    s.receive(go("disk").subarray(0, 20));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 20,
+    });
+  });
+
+  test("end() between requests without NBD_CMD_DISC is not clean and counts the requests in flight", () => {
+    const { s } = transmission();
+    s.receive(concat([req(Command.READ, 5n, 0n, 512n), req(Command.READ, 6n, 512n, 512n)]));
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "eof", inFlight: 2, partialBytes: 0 });
+  });
+
+  test("end() between options without NBD_OPT_ABORT is not clean", () => {
+    const s = optionsPhase();
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "eof", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() after the session closed the connection says so", () => {
+    const { s } = transmission();
+    expect(types(s.receive(hex("deadbeef" + "00".repeat(24))))).toEqual(["close"]);
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "closed", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() reports once; bytes after it are ignored", () => {
+    const { s } = transmission();
+    s.end();
+    expect(s.end().events).toEqual([]);
+    expect(s.receive(req(Command.READ, 5n, 0n, 512n))).toEqual({ output: [], events: [] });
+  });
+});
+
 describe("local errors", () => {
   test("calls out of order are refused with bad-state", () => {
     const s = new ServerSession({ exports: [DISK] });
