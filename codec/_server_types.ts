@@ -17,6 +17,8 @@ export interface ResolvedExport {
     | undefined;
   readonly initFlags: number | undefined;
   readonly contexts: readonly string[];
+  /** Contexts among `contexts` whose status needs 64 bits (extended headers only). */
+  readonly wideContexts: readonly string[];
 }
 
 /** Flags a server decides from the negotiation, never from the export's declaration. */

@@ -94,6 +94,13 @@ export interface ServerExport {
   readonly initFlags?: number | (() => number);
   /** Names of the metadata contexts offered (`base:allocation`, `qemu:dirty-bitmap:x`, ...). */
   readonly contexts?: readonly string[];
+  /**
+   * Names among `contexts` whose status values need 64 bits (sent in NBD_REPLY_TYPE_BLOCK_STATUS_EXT), so
+   * that using them needs extended headers (none in the `base:` namespace). Without extended headers, LIST
+   * still lists them but ends with NBD_REP_ERR_EXT_HEADER_REQD, and SET selecting one fails with it
+   * (spec, extended headers: NBD_OPT_LIST_META_CONTEXT, NBD_OPT_SET_META_CONTEXT).
+   */
+  readonly wideContexts?: readonly string[];
 }
 
 /**
@@ -1009,7 +1016,20 @@ export class ServerSession {
       this.#answer(option, OptionReply.ERR_UNKNOWN, `no export named "${data.name}"`);
       return;
     }
-    for (const name of matchContexts(exp.contexts, data.queries, !set)) {
+    const names = matchContexts(exp.contexts, data.queries, !set);
+    // A context with 64-bit status needs extended headers: SET MUST omit it or fail with EXT_HEADER_REQD (we
+    // fail, so that the client learns why), LIST MAY list it and SHOULD then end with that error (spec,
+    // extended headers). Never for base: contexts, which no export may declare wide.
+    const wide = this.#extended ? undefined : names.find((n) => exp.wideContexts.includes(n));
+    if (set && wide !== undefined) {
+      this.#answer(
+        option,
+        OptionReply.ERR_EXT_HEADER_REQD,
+        `metadata context ${wide} has 64-bit status: negotiate extended headers first`,
+      );
+      return;
+    }
+    for (const name of names) {
       // Ids are the context's place in the export's list, plus one; LIST replies carry 0 (spec: reserved).
       const id = set ? exp.contexts.indexOf(name) + 1 : 0;
       if (set) this.#meta.set(id, name);
@@ -1021,7 +1041,13 @@ export class ServerSession {
       });
     }
     if (set) this.#metaExport = exp.name;
-    this.#answer(option, OptionReply.ACK);
+    if (wide !== undefined) {
+      this.#answer(
+        option,
+        OptionReply.ERR_EXT_HEADER_REQD,
+        `metadata context ${wide} (listed) has 64-bit status: it needs extended headers`,
+      );
+    } else this.#answer(option, OptionReply.ACK);
   }
 
   #enter(exp: ResolvedExport, flags: number): void {
@@ -1078,6 +1104,18 @@ export class ServerSession {
     const flags =
       (toU32(e.transmissionFlags ?? DEFAULT_EXPORT_FLAGS, "transmission flags") & ~NEGOTIATED_FLAGS &
         0xffff) | TransmissionFlag.HAS_FLAGS | (e.readOnly === true ? TransmissionFlag.READ_ONLY : 0);
+    const contexts = e.contexts ?? [];
+    const wide = e.wideContexts ?? [];
+    for (const name of wide) {
+      if (!contexts.includes(name) || name.startsWith("base:")) {
+        throw new NbdLocalError(
+          "bad-argument",
+          "wide-context",
+          `wide context ${name} must be one of the export's contexts, outside the base: namespace ` +
+            "(whose contexts have 32-bit status)",
+        );
+      }
+    }
     const init = typeof e.initFlags === "function" ? e.initFlags() : e.initFlags;
     return {
       decl: e,
@@ -1087,7 +1125,8 @@ export class ServerSession {
       flags,
       blockSize: bs,
       initFlags: init,
-      contexts: e.contexts ?? [],
+      contexts,
+      wideContexts: wide,
     };
   }
 

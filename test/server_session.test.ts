@@ -323,6 +323,62 @@ describe("metadata contexts", () => {
     contexts: ["base:allocation", "qemu:allocation-depth", "qemu:dirty-bitmap:a", "qemu:dirty-bitmap:b"],
   };
 
+  const wideExp = { ...exp, wideContexts: ["qemu:dirty-bitmap:b"] };
+  const listed = (out: readonly Uint8Array[]) =>
+    optionReplies(out).map((r) =>
+      r.data.kind === "meta-context" ? r.data.name : r.reply === OptionReply.ACK ? "ACK" : r.reply
+    );
+
+  test("without extended headers, LIST lists a 64-bit context and ends with ERR_EXT_HEADER_REQD", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:"])).output)).toEqual([
+      "qemu:dirty-bitmap:a",
+      "qemu:dirty-bitmap:b",
+      OptionReply.ERR_EXT_HEADER_REQD,
+    ]);
+    // Never for a list limited to base: (or to 32-bit contexts).
+    expect(listed(s.receive(meta(false, "disk", ["base:"])).output)).toEqual(["base:allocation", "ACK"]);
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:a"])).output)).toEqual([
+      "qemu:dirty-bitmap:a",
+      "ACK",
+    ]);
+  });
+
+  test("without extended headers, SET selecting a 64-bit context fails with ERR_EXT_HEADER_REQD and selects nothing", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    const r = optionReplies(s.receive(meta(true, "disk", ["base:allocation", "qemu:dirty-bitmap:b"])).output);
+    expect(r.map((x) => x.reply)).toEqual([OptionReply.ERR_EXT_HEADER_REQD]);
+    expect(s.state.contexts.size).toBe(0);
+    // A selection of 32-bit contexts only still succeeds.
+    expect(listed(s.receive(meta(true, "disk", ["base:allocation"])).output)).toEqual([
+      "base:allocation",
+      "ACK",
+    ]);
+  });
+
+  test("with extended headers, a 64-bit context is listed and selected like any other", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.EXTENDED_HEADERS));
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:b"])).output)).toEqual([
+      "qemu:dirty-bitmap:b",
+      "ACK",
+    ]);
+    expect(listed(s.receive(meta(true, "disk", ["qemu:dirty-bitmap:b"])).output)).toEqual([
+      "qemu:dirty-bitmap:b",
+      "ACK",
+    ]);
+    expect([...s.state.contexts.values()]).toEqual(["qemu:dirty-bitmap:b"]);
+  });
+
+  test("a 64-bit context must be one of the export's contexts, outside base:", () => {
+    expect(localError(() => new ServerSession({ exports: [{ ...exp, wideContexts: ["base:allocation"] }] })))
+      .toEqual({ code: "bad-argument", rule: "wide-context" });
+    expect(localError(() => new ServerSession({ exports: [{ ...exp, wideContexts: ["qemu:other"] }] })))
+      .toEqual({ code: "bad-argument", rule: "wide-context" });
+  });
+
   test("SET_META_CONTEXT before structured replies gets ERR_INVALID", () => {
     const s = optionsPhase({ exports: [exp] });
     expect(optionReplies(s.receive(meta(true, "disk", ["base:allocation"])).output)[0]?.reply).toBe(
