@@ -104,8 +104,8 @@ export interface ServerSessionOptions extends SessionLimits {
  *   {@link ServerSession.tlsEstablished}.
  * - `transmission`: requests and replies.
  * - `closing`: NBD_CMD_DISC received: replies to requests in flight may still be sent, no new request is taken.
- * - `closed`: the session is over (ABORT, a fatal violation, or a refused EXPORT_NAME): close the transport
- *   after sending the output.
+ * - `closed`: the session is over (ABORT, a fatal violation, a refused EXPORT_NAME, or the client's end of
+ *   stream given to `end()`): close the transport after sending the output.
  *
  * @example
  * ```ts
