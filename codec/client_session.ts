@@ -399,8 +399,10 @@ export class ClientSession {
   #sInFlight: InFlight | undefined;
   #sDone = false;
   #sFrameAt = 0;
-  #output: Uint8Array[] = [];
-  #events: ClientEvent[] = [];
+  /** Bytes to send and events, each allocated at its first element as a one-element array (a push onto `[]`
+   * reserves 17 slots, the largest allocation of a READ's round trip otherwise). */
+  #output: Uint8Array[] | undefined;
+  #events: ClientEvent[] | undefined;
   #findings: Finding[] = [];
   #disconnected = false;
   #ctx: RequestContext | undefined;
@@ -512,8 +514,8 @@ export class ClientSession {
    */
   takeOutput(): Uint8Array[] {
     const out = this.#output;
-    if (out.length === 0) return [];
-    this.#output = [];
+    if (out === undefined) return [];
+    this.#output = undefined;
     return out;
   }
 
@@ -534,8 +536,8 @@ export class ClientSession {
     if (this.#tx) this.#receiveTx(chunk);
     else this.#receiveHandshake(chunk);
     const out = this.#events;
-    if (out.length === 0) return [];
-    this.#events = [];
+    if (out === undefined) return [];
+    this.#events = undefined;
     return out;
   }
 
@@ -561,9 +563,19 @@ export class ClientSession {
       }
       this.#close(this.#disconnected ? "disconnect" : "end");
     }
-    const out = this.#events;
-    this.#events = [];
+    const out = this.#events ?? [];
+    this.#events = undefined;
     return out;
+  }
+
+  #out(bytes: Uint8Array): void {
+    if (this.#output === undefined) this.#output = [bytes];
+    else this.#output.push(bytes);
+  }
+
+  #event(e: ClientEvent): void {
+    if (this.#events === undefined) this.#events = [e];
+    else this.#events.push(e);
   }
 
   #receiveHandshake(chunk: Uint8Array): void {
@@ -894,7 +906,7 @@ export class ClientSession {
           transmissionFlags: frame.transmissionFlags,
         };
         if (op !== undefined) {
-          this.#events.push({
+          this.#event({
             type: "option",
             id: op.id,
             option: Option.EXPORT_NAME,
@@ -937,7 +949,7 @@ export class ClientSession {
       throw new NbdRemoteError(f.code, f.offset, f.rule, f.message);
     }
     this.#findings.push(f);
-    this.#events.push({ type: "finding", finding: f });
+    this.#event({ type: "finding", finding: f });
   }
 
   #remote(code: NbdDecodeErrorCode, offset: number, rule: string, message: string): Finding {
@@ -957,7 +969,7 @@ export class ClientSession {
     this.#custom.clear();
     this.#inFlightCount = 0;
     this.#options = [];
-    this.#events.push({ type: "closed", reason, inFlight });
+    this.#event({ type: "closed", reason, inFlight });
   }
 
   // ------------------------------------------------------------------------------------------ handshake
@@ -970,7 +982,7 @@ export class ClientSession {
   ): void {
     if (g.type === "oldstyle-greeting") {
       this.#handshake = "oldstyle";
-      this.#events.push({ type: "greeting", handshake: "oldstyle", handshakeFlags: 0 });
+      this.#event({ type: "greeting", handshake: "oldstyle", handshakeFlags: 0 });
       this.#enterTransmission({ name: "", size: g.size, transmissionFlags: g.transmissionFlags });
       return;
     }
@@ -983,9 +995,9 @@ export class ClientSession {
     this.#handshakeFlags = hf;
     this.#clientFlags = flags;
     this.#phase = "options";
-    this.#output.push(encodeClientFlags({ type: "client-flags", flags }));
+    this.#out(encodeClientFlags({ type: "client-flags", flags }));
     this.#decoder.noteClientFlags(flags);
-    this.#events.push({ type: "greeting", handshake: this.#handshake, handshakeFlags: hf });
+    this.#event({ type: "greeting", handshake: this.#handshake, handshakeFlags: hf });
     if (!fixed) {
       // Without fixed newstyle only EXPORT_NAME is safe: the server may close on anything else.
       if (this.#go !== undefined) this.#queue(exportNameRequest(this.#go.name), "export-name");
@@ -1028,7 +1040,7 @@ export class ClientSession {
     if (op === undefined || op.sent || this.#phase !== "options") return;
     op.sent = true;
     this.#decoder.noteOption(op.request);
-    this.#output.push(encodeOptionRequest(op.request));
+    this.#out(encodeOptionRequest(op.request));
   }
 
   #onOptionReply(ev: StreamFrame, rep: OptionReplyFrame): void {
@@ -1058,7 +1070,7 @@ export class ClientSession {
 
   #optionFailed(op: PendingOption, reply: number, message: string): void {
     const option = op.request.option;
-    this.#events.push({ type: "option", id: op.id, option, ok: false, reply, message });
+    this.#event({ type: "option", id: op.id, option, ok: false, reply, message });
     // SET_META_CONTEXT replaces the selection even when it fails.
     if (option === Option.SET_META_CONTEXT) this.#setContexts(EMPTY_CONTEXTS);
     if (op.step === undefined) return;
@@ -1088,7 +1100,7 @@ export class ClientSession {
   /** The automatic steps cannot go on: the rest are dropped and the caller is told. */
   #giveUp(option: number, reply: number, message: string): void {
     this.#options = this.#options.filter((o) => o.step === undefined || o.sent);
-    this.#events.push({ type: "negotiation-failed", option, reply, message });
+    this.#event({ type: "negotiation-failed", option, reply, message });
   }
 
   #optionDone(ev: StreamFrame, op: PendingOption): void {
@@ -1134,7 +1146,7 @@ export class ClientSession {
       case Option.GO: {
         const details = this.#exportDetails(ev, op);
         if (details === undefined) {
-          this.#events.push({
+          this.#event({
             type: "option",
             id: op.id,
             option,
@@ -1146,12 +1158,12 @@ export class ClientSession {
         }
         this.#export = details;
         result = { kind: "export", export: details };
-        this.#events.push({ type: "option", id: op.id, option, ok: true, result });
+        this.#event({ type: "option", id: op.id, option, ok: true, result });
         if (option === Option.GO) this.#enterTransmission(details);
         return;
       }
       case Option.ABORT:
-        this.#events.push({ type: "option", id: op.id, option, ok: true, result });
+        this.#event({ type: "option", id: op.id, option, ok: true, result });
         this.#close("abort");
         return;
       case Option.STARTTLS:
@@ -1159,7 +1171,7 @@ export class ClientSession {
         this.#options = [];
         break;
     }
-    this.#events.push({ type: "option", id: op.id, option, ok: true, result });
+    this.#event({ type: "option", id: op.id, option, ok: true, result });
     if (op.step === "ext" || op.step === "sr") this.#afterReplies();
   }
 
@@ -1231,7 +1243,7 @@ export class ClientSession {
       maximumPayload: bs !== undefined && bs.maximum !== 0xffff_ffff ? bs.maximum : DEFAULT_MAX_PAYLOAD,
       contextIds: this.#contextIds,
     };
-    this.#events.push({ type: "ready", export: details });
+    this.#event({ type: "ready", export: details });
   }
 
   // ------------------------------------------------------------------------------------------ options API
@@ -1712,7 +1724,7 @@ export class ClientSession {
       offset: 0n,
       length: 0n,
     };
-    this.#output.push(encodeRequest(req));
+    this.#out(encodeRequest(req));
     this.#disconnected = true;
     return cookie;
   }
@@ -1858,8 +1870,8 @@ export class ClientSession {
       // The constructor, not subarray(): no species lookup on this path.
       header = new Uint8Array(this.#slab.buffer, at, n);
     }
-    this.#output.push(header);
-    if (data !== undefined && data.length > 0) this.#output.push(data);
+    this.#out(header);
+    if (data !== undefined && data.length > 0) this.#out(data);
     if (custom) this.#custom.set(key, inf);
     else this.#slots[key as number] = inf;
     this.#inFlightCount++;
@@ -1890,7 +1902,7 @@ export class ClientSession {
 
   #complete(p: InFlight, at: number): void {
     this.#release(p);
-    this.#events.push({ type: "reply", result: finishReply(p, at, this.#report) });
+    this.#event({ type: "reply", result: finishReply(p, at, this.#report) });
     if (this.#pool.length < 64) this.#pool.push(p);
   }
 }

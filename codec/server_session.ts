@@ -10,15 +10,11 @@
  * @module
  */
 import {
-  ClientFlag,
   Command,
   CommandFlag,
   ErrorValue,
-  HandshakeFlag,
-  Info,
   Magic,
   nameOf,
-  Option,
   OptionReply,
   ReplyFlag,
   ReplyType,
@@ -26,9 +22,6 @@ import {
 } from "./constants.ts";
 import type { Finding } from "./errors.ts";
 import { isNbdDecodeError } from "./errors.ts";
-import { decodeClientFlags, encodeExportNameReply, encodeGreeting } from "./handshake.ts";
-import { decodeOptionRequest, type OptionRequest } from "./option.ts";
-import { encodeOptionReply, type OptionReplyFrame } from "./option_reply.ts";
 import {
   createBlockStatusDescriptors,
   createReplyHeaderFields,
@@ -39,238 +32,33 @@ import {
 } from "./reply.ts";
 import { put32 } from "./_bytes.ts";
 import { decodeRequest, decodeRequestHeader, type Request, type RequestDecodeOptions } from "./request.ts";
-import {
-  NbdLocalError,
-  NbdRemoteError,
-  resolveSessionLimits,
-  type SessionLimits,
-  toU32,
-  toU64,
-} from "./session.ts";
+import { NbdLocalError, NbdRemoteError, resolveSessionLimits, toU32, toU64 } from "./session.ts";
 import { ByteQueue } from "./_queue.ts";
-import {
-  ack,
-  infoReply,
-  matchContexts,
-  NEGOTIATED_FLAGS,
-  optionError,
-  type ResolvedExport,
-  takesNoData,
+import { NO_FINDINGS } from "./_report.ts";
+import { plainHeader, plainRequest } from "./_request_plain.ts";
+import { ServerHandshake } from "./_server_handshake.ts";
+import type {
+  ResolvedExport,
+  ServerEndReason,
+  ServerEvent,
+  ServerExport,
+  ServerPhase,
+  ServerSessionOptions,
+  ServerState,
+  ServerStep,
 } from "./_server_types.ts";
 
-/**
- * One export a server session serves.
- *
- * @example
- * ```ts
- * import type { ServerExport } from "@nbd/codec";
- * const disk: ServerExport = { name: "disk", size: 1 << 20, contexts: ["base:allocation"] };
- * console.log(disk.size); // 1048576
- * ```
- */
-export interface ServerExport {
-  /** The export's name (the canonical one, sent in NBD_INFO_NAME). */
-  readonly name: string;
-  /** A human-readable description (LIST, NBD_INFO_DESCRIPTION). */
-  readonly description?: string;
-  /** Size in bytes: a safe-integer `number` or a `bigint`. */
-  readonly size: number | bigint;
-  /** `true` advertises NBD_FLAG_READ_ONLY: WRITE, TRIM and WRITE_ZEROES are refused with EPERM. */
-  readonly readOnly?: boolean;
-  /**
-   * The transmission flags the export supports (`TransmissionFlag`: SEND_FLUSH, SEND_FUA, SEND_TRIM, ...).
-   * Default: FLUSH, FUA, TRIM, WRITE_ZEROES, FAST_ZERO and CACHE. HAS_FLAGS is always set; SEND_DF and
-   * BLOCK_STATUS_PAYLOAD are set by the session from the negotiation.
-   */
-  readonly transmissionFlags?: number;
-  /**
-   * Block-size constraints: sent in NBD_INFO_BLOCK_SIZE and enforced (offsets and lengths must be multiples
-   * of `minimum`; READ and WRITE lengths at most `maximum`).
-   */
-  readonly blockSize?: { readonly minimum: number; readonly preferred: number; readonly maximum: number };
-  /** NBD_INFO_INIT_FLAGS (`InitFlag`), sent when the client asks; a function is called at each ask. */
-  readonly initFlags?: number | (() => number);
-  /** Names of the metadata contexts offered (`base:allocation`, `qemu:dirty-bitmap:x`, ...). */
-  readonly contexts?: readonly string[];
-}
-
-/**
- * Options of a {@link ServerSession}: what it serves, its policy, and its limits.
- *
- * @example
- * ```ts
- * import { ServerSession, type ServerSessionOptions } from "@nbd/codec";
- * const options: ServerSessionOptions = {
- *   exports: [{ name: "disk", size: 65536 }],
- *   extendedHeaders: false,
- *   tls: "off",
- * };
- * console.log(new ServerSession(options).state.phase); // "start"
- * ```
- */
-export interface ServerSessionOptions extends SessionLimits {
-  /** The exports (listed by NBD_OPT_LIST). */
-  readonly exports?: readonly ServerExport[];
-  /** Looks up an export that is not in `exports` (not listed). */
-  readonly lookup?: (name: string) => ServerExport | undefined;
-  /**
-   * The export the empty name selects: a name, or `null` for none. Default: an export named `""`, else the
-   * first of `exports`.
-   */
-  readonly defaultExport?: string | null;
-  /** `fixed-newstyle` (default), `newstyle` (without NBD_FLAG_FIXED_NEWSTYLE), or `oldstyle`. */
-  readonly handshake?: "fixed-newstyle" | "newstyle" | "oldstyle";
-  /** Advertise NBD_FLAG_NO_ZEROES. Default `true`. */
-  readonly noZeroes?: boolean;
-  /**
-   * `off` (default: STARTTLS answered ERR_POLICY), `offered` (STARTTLS accepted), or `required` (every
-   * option but STARTTLS and ABORT answered ERR_TLS_REQD until TLS is up).
-   */
-  readonly tls?: "off" | "offered" | "required";
-  /** Accept NBD_OPT_STRUCTURED_REPLY. Default `true`. */
-  readonly structuredReplies?: boolean;
-  /** Accept NBD_OPT_EXTENDED_HEADERS. Default `true`. */
-  readonly extendedHeaders?: boolean;
-  /** Advertise NBD_FLAG_BLOCK_STATUS_PAYLOAD (extended headers and a selected context). Default `true`. */
-  readonly blockStatusPayload?: boolean;
-  /** Answer NBD_OPT_GO that did not request NBD_INFO_BLOCK_SIZE with ERR_BLOCK_SIZE_REQD (exports with `blockSize`). */
-  readonly blockSizeRequired?: boolean;
-  /** Options answered ERR_UNSUP as if unknown (`Option` codes; ABORT cannot be refused). */
-  readonly refusedOptions?: readonly number[];
-  /** Longest option data accepted; longer options are skipped and answered ERR_TOO_BIG. Default 64 KiB. */
-  readonly maxOptionLength?: number;
-}
-
-/**
- * Where a server session is.
- *
- * - `start`: {@link ServerSession.start} not called yet.
- * - `client-flags`: waiting for the client's flags (newstyle).
- * - `options`: option haggling.
- * - `tls-handshake`: STARTTLS was accepted: the transport upgrades, then calls
- *   {@link ServerSession.tlsEstablished}.
- * - `transmission`: requests and replies.
- * - `closing`: NBD_CMD_DISC received: replies to requests in flight may still be sent, no new request is taken.
- * - `closed`: the session is over (ABORT, a fatal violation, or a refused EXPORT_NAME): close the transport
- *   after sending the output.
- *
- * @example
- * ```ts
- * import type { ServerPhase } from "@nbd/codec";
- * const p: ServerPhase = "transmission";
- * console.log(p);
- * ```
- */
-export type ServerPhase =
-  | "start"
-  | "client-flags"
-  | "options"
-  | "tls-handshake"
-  | "transmission"
-  | "closing"
-  | "closed";
-
-/**
- * What the session has negotiated so far.
- *
- * @example
- * ```ts
- * import { ServerSession } from "@nbd/codec";
- * const s = new ServerSession({ exports: [{ name: "", size: 512 }] });
- * console.log(s.state.replyStyle); // "simple"
- * ```
- */
-export interface ServerState {
-  /** Where the session is. */
-  readonly phase: ServerPhase;
-  /** `oldstyle`, `newstyle` (not fixed on both sides) or `fixed-newstyle`, once the client's flags came. */
-  readonly handshake: "oldstyle" | "newstyle" | "fixed-newstyle" | undefined;
-  /** The client set NBD_FLAG_C_NO_ZEROES. */
-  readonly noZeroes: boolean;
-  /** TLS is up (after {@link ServerSession.tlsEstablished}). */
-  readonly tls: boolean;
-  /** `simple`, `structured` or `extended`. */
-  readonly replyStyle: "simple" | "structured" | "extended";
-  /** The export chosen by GO, EXPORT_NAME or the oldstyle greeting. */
-  readonly export: ServerExport | undefined;
-  /** Transmission flags sent for the chosen export. */
-  readonly transmissionFlags: number;
-  /** Selected metadata contexts by id (only those valid for the chosen export in transmission). */
-  readonly contexts: ReadonlyMap<number, string>;
-  /** Requests handed to the application whose replies are not complete. */
-  readonly inFlight: number;
-}
-
-/**
- * A request the application must answer. For BLOCK_STATUS, `contexts` lists the context ids to report on
- * (every selected one, or those of the payload form) and `effectLength` the range length.
- *
- * @example
- * ```ts
- * import type { ServerRequestEvent } from "@nbd/codec";
- * const f = (e: ServerRequestEvent) => e.request.command;
- * console.log(typeof f); // "function"
- * ```
- */
-export interface ServerRequestEvent {
-  /** Event tag. */
-  readonly type: "request";
-  /** The request; a WRITE's data is a view of the received chunk (or of a copy when it spanned chunks). */
-  readonly request: Request;
-  /** BLOCK_STATUS: the context ids to answer, each exactly once. */
-  readonly contexts?: readonly number[];
-  /** BLOCK_STATUS: the length of the range (the payload form's effect length, else the header's). */
-  readonly effectLength?: bigint;
-}
-
-/**
- * What happened in a call to the session.
- *
- * - `option`: an option was answered by the session (`reply` is the final reply type), for logs.
- * - `starttls`: STARTTLS was accepted: send the output, upgrade the transport (giving the TLS layer the
- *   `early` bytes, received after STARTTLS), then call `tlsEstablished()`.
- * - `ready`: transmission begins on `export`.
- * - `request`: a valid request for the application ({@link ServerRequestEvent}).
- * - `refused`: a request the session answered itself with `error` (the reply is in the output).
- * - `disconnect`: NBD_CMD_DISC: answer the requests in flight, then close.
- * - `abort`: NBD_OPT_ABORT: send the output, then close.
- * - `close`: the session cannot go on (`error` says why): send the output, then close.
- * - `finding`: a violation by the client that the session tolerated.
- *
- * @example
- * ```ts
- * import type { ServerEvent } from "@nbd/codec";
- * const describe = (e: ServerEvent) => e.type;
- * console.log(describe({ type: "abort" })); // "abort"
- * ```
- */
-export type ServerEvent =
-  | { readonly type: "option"; readonly option: number; readonly reply: number; readonly message?: string }
-  | { readonly type: "starttls"; readonly early: Uint8Array }
-  | { readonly type: "ready"; readonly export: ServerExport; readonly transmissionFlags: number }
-  | ServerRequestEvent
-  | { readonly type: "refused"; readonly request: Request; readonly error: number; readonly message: string }
-  | { readonly type: "disconnect" }
-  | { readonly type: "abort" }
-  | { readonly type: "close"; readonly error: NbdRemoteError }
-  | { readonly type: "finding"; readonly finding: Finding };
-
-/**
- * The result of a call to the session: bytes to send, in order, and events.
- *
- * @example
- * ```ts
- * import { ServerSession } from "@nbd/codec";
- * const step = new ServerSession({ exports: [{ name: "", size: 512 }] }).start();
- * console.log(step.output[0]?.length, step.events.length); // 18 0
- * ```
- */
-export interface ServerStep {
-  /** Bytes to send, in order (headers and the caller's payloads as separate arrays: no copies). */
-  readonly output: readonly Uint8Array[];
-  /** What happened. */
-  readonly events: ServerEvent[];
-}
+export type {
+  ServerEndEvent,
+  ServerEndReason,
+  ServerEvent,
+  ServerExport,
+  ServerPhase,
+  ServerRequestEvent,
+  ServerSessionOptions,
+  ServerState,
+  ServerStep,
+} from "./_server_types.ts";
 
 /**
  * A block-status answer for one context: its extents from the request's offset on.
@@ -311,11 +99,7 @@ interface Pending {
   effectLength: bigint;
 }
 
-const DEFAULT_EXPORT_FLAGS = TransmissionFlag.SEND_FLUSH | TransmissionFlag.SEND_FUA |
-  TransmissionFlag.SEND_TRIM |
-  TransmissionFlag.SEND_WRITE_ZEROES | TransmissionFlag.SEND_FAST_ZERO | TransmissionFlag.SEND_CACHE;
 const KNOWN_ERRORS: ReadonlySet<number> = new Set(Object.values(ErrorValue));
-const OPTION_HEADER = 16;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 /** Command flags that need a transmission flag advertised (spec: each flag's section). */
 const FLAG_NEEDS: readonly (readonly [number, number, string])[] = [
@@ -360,18 +144,13 @@ const TWO32 = 0x1_0000_0000;
  */
 export class ServerSession {
   readonly #limits: ReturnType<typeof resolveSessionLimits>;
-  readonly #options: ServerSessionOptions;
   readonly #queue = new ByteQueue();
   #phase: ServerPhase = "start";
-  #handshake: ServerState["handshake"];
-  #fixed = false;
-  #noZeroes = false;
-  #tls = false;
+  readonly #hs: ServerHandshake;
+  /** Negotiated reply style and selected contexts, fixed when transmission starts. */
   #structured = false;
   #extended = false;
-  /** The last SET_META_CONTEXT: its export (canonical name) and contexts by id. */
-  #metaExport: string | undefined;
-  #meta = new Map<number, string>();
+  #meta: ReadonlyMap<number, string> = new Map();
   #export: ResolvedExport | undefined;
   #exportDecl: ServerExport | undefined;
   #flags = 0;
@@ -392,9 +171,12 @@ export class ServerSession {
   #minBlock = 1;
   /** Command flags whose transmission flag was not advertised (FUA, DF, FAST_ZERO). */
   #unadvertised = 0;
+  /** {@link ServerSession.end} was called. */
+  #ended = false;
   /** Bytes to send, allocated at the first one (most requests produce none). */
   #output: Uint8Array[] | undefined;
-  #events: ServerEvent[] = [];
+  /** Events, allocated at the first one as a one-element array (a push onto `[]` reserves 17 slots). */
+  #events: ServerEvent[] | undefined;
 
   /**
    * Creates the session; nothing is sent until {@link ServerSession.start}.
@@ -403,11 +185,22 @@ export class ServerSession {
    */
   constructor(options: ServerSessionOptions) {
     this.#limits = resolveSessionLimits(options);
-    this.#options = options;
-    if (options.exports !== undefined && !Array.isArray(options.exports)) {
-      throw new NbdLocalError("bad-argument", "exports", "exports must be an array of ServerExport");
-    }
-    for (const e of options.exports ?? []) this.#resolve(e);
+    this.#hs = new ServerHandshake(options, this.#limits, {
+      queue: this.#queue,
+      phase: () => this.#phase,
+      setPhase: (phase) => {
+        this.#phase = phase;
+      },
+      skip: (length, option) => {
+        this.#skip = length;
+        this.#skipOption = option;
+      },
+      emit: (bytes) => this.#emit(bytes),
+      event: (e) => this.#event(e),
+      fatal: (error) => this.#fatal(error),
+      tolerate: (finding) => this.#tolerate(finding),
+      enter: (exp, flags) => this.#enter(exp, flags),
+    });
   }
 
   /**
@@ -422,14 +215,14 @@ export class ServerSession {
   get state(): ServerState {
     return {
       phase: this.#phase,
-      handshake: this.#handshake,
-      noZeroes: this.#noZeroes,
-      tls: this.#tls,
-      replyStyle: this.#extended ? "extended" : this.#structured ? "structured" : "simple",
+      handshake: this.#hs.handshake,
+      noZeroes: this.#hs.noZeroes,
+      tls: this.#hs.tls,
+      replyStyle: this.#hs.extended ? "extended" : this.#hs.structured ? "structured" : "simple",
       export: this.#exportDecl,
       transmissionFlags: this.#flags,
       // Never mutated once a call returns (each SET, GO or STARTTLS makes a new map): no copy needed.
-      contexts: this.#meta,
+      contexts: this.#hs.meta,
       inFlight: this.#pending.size,
     };
   }
@@ -450,40 +243,7 @@ export class ServerSession {
     if (this.#phase !== "start") {
       throw new NbdLocalError("bad-state", "start-once", "start() was already called");
     }
-    const style = this.#options.handshake ?? "fixed-newstyle";
-    if (style === "oldstyle") {
-      if (this.#options.tls === "required") {
-        throw new NbdLocalError(
-          "bad-argument",
-          "oldstyle-tls",
-          "TLS needs fixed newstyle: an oldstyle server cannot require it",
-        );
-      }
-      const exp = this.#find("");
-      if (exp === undefined) {
-        throw new NbdLocalError(
-          "bad-argument",
-          "oldstyle-export",
-          "an oldstyle server needs a default export",
-        );
-      }
-      this.#handshake = "oldstyle";
-      const flags = this.#flagsFor(exp);
-      this.#emit(
-        encodeGreeting({
-          type: "oldstyle-greeting",
-          size: exp.size,
-          handshakeFlags: 0,
-          transmissionFlags: flags,
-        }),
-      );
-      this.#enter(exp, flags);
-      return this.#step();
-    }
-    let flags = style === "fixed-newstyle" ? HandshakeFlag.FIXED_NEWSTYLE : 0;
-    if (this.#options.noZeroes !== false) flags |= HandshakeFlag.NO_ZEROES;
-    this.#emit(encodeGreeting({ type: "newstyle-greeting", handshakeFlags: flags }));
-    this.#phase = "client-flags";
+    this.#hs.start();
     return this.#step();
   }
 
@@ -543,37 +303,77 @@ export class ServerSession {
         "tlsEstablished() is only valid after a starttls event",
       );
     }
-    this.#tls = true;
-    this.#structured = false;
-    this.#extended = false;
-    this.#meta = new Map();
-    this.#metaExport = undefined;
+    this.#hs.tlsEstablished();
     this.#phase = "options";
     this.#pump();
+    return this.#step();
+  }
+
+  /**
+   * The client closed its side of the connection (the transport read the end of the stream): an `end` event
+   * says whether it ended cleanly (after NBD_CMD_DISC or NBD_OPT_ABORT), inside a frame, or with requests
+   * outstanding. The session takes no more bytes; replies to the requests in flight can still be built (after
+   * DISC the server finishes them, then closes). Later calls return nothing.
+   *
+   * @example
+   * ```ts
+   * import { ServerSession } from "@nbd/codec";
+   * const s = new ServerSession({ exports: [{ name: "", size: 512 }] });
+   * s.start();
+   * const e = s.end().events[0];
+   * if (e?.type === "end") console.log(e.clean, e.reason); // false "eof"
+   * ```
+   */
+  end(): ServerStep {
+    if (this.#ended) return this.#step();
+    this.#ended = true;
+    const phase = this.#phase;
+    const partialBytes = this.#queue.length;
+    const reason: ServerEndReason = phase === "closing"
+      ? "disconnect"
+      : this.#hs.aborted
+      ? "abort"
+      : phase === "closed"
+      ? "closed"
+      : partialBytes > 0 || this.#skip > 0
+      ? "mid-frame"
+      : "eof";
+    this.#queue.clear();
+    this.#skip = 0;
+    this.#skipOption = undefined;
+    this.#phase = "closed";
+    this.#event({
+      type: "end",
+      clean: reason === "disconnect" || reason === "abort",
+      reason,
+      inFlight: this.#pending.size,
+      partialBytes,
+    });
     return this.#step();
   }
 
   // ------------------------------------------------------------------------------------------- pumping
 
   #step(): ServerStep {
-    const step = { output: this.#output ?? NOTHING, events: this.#events };
+    const step = { output: this.#output ?? NOTHING, events: this.#events ?? [] };
     this.#output = undefined;
-    this.#events = [];
+    this.#events = undefined;
     return step;
+  }
+
+  #event(e: ServerEvent): void {
+    if (this.#events === undefined) this.#events = [e];
+    else this.#events.push(e);
   }
 
   #emit(bytes: Uint8Array): void {
     (this.#output ??= []).push(bytes);
   }
 
-  #reply(frame: OptionReplyFrame): void {
-    (this.#output ??= []).push(encodeOptionReply(frame));
-  }
-
   #fatal(error: NbdRemoteError): void {
     this.#phase = "closed";
     this.#queue.clear();
-    this.#events.push({ type: "close", error });
+    this.#event({ type: "close", error });
   }
 
   /** A violation the session can survive: a finding, or the end of the session in strict mode. */
@@ -582,7 +382,7 @@ export class ServerSession {
       this.#fatal(new NbdRemoteError(finding.code, finding.offset, finding.rule, finding.message));
       return false;
     }
-    this.#events.push({ type: "finding", finding });
+    this.#event({ type: "finding", finding });
     return true;
   }
 
@@ -597,15 +397,15 @@ export class ServerSession {
         if (this.#skipOption !== undefined) {
           const option = this.#skipOption;
           this.#skipOption = undefined;
-          this.#answer(option, OptionReply.ERR_TOO_BIG, "option data longer than this server accepts");
+          this.#hs.answer(option, OptionReply.ERR_TOO_BIG, "option data longer than this server accepts");
         }
       }
       switch (this.#phase) {
         case "client-flags":
-          if (!this.#clientFlags()) return;
+          if (!this.#hs.clientFlags()) return;
           break;
         case "options":
-          if (!this.#option()) return;
+          if (!this.#hs.option()) return;
           break;
         case "transmission":
           if (!this.#request()) return;
@@ -628,298 +428,10 @@ export class ServerSession {
     }
   }
 
-  #clientFlags(): boolean {
-    const q = this.#queue;
-    if (q.length < 4) return false;
-    const at = q.position;
-    const r = decodeClientFlags(q.peek(4), { strict: false });
-    if (!r.done) return false;
-    q.skip(4);
-    const flags = r.frame.flags;
-    const advertised = (this.#options.handshake !== "newstyle" ? ClientFlag.C_FIXED_NEWSTYLE : 0) |
-      (this.#options.noZeroes !== false ? ClientFlag.C_NO_ZEROES : 0);
-    if ((flags & ~advertised) !== 0) {
-      // Spec: a server MUST drop the connection on client flags it does not know (or did not offer).
-      this.#fatal(
-        new NbdRemoteError(
-          "reserved-bits",
-          at,
-          "client-flags-unknown",
-          `client flags 0x${flags.toString(16)} set bits the server did not advertise; the server MUST close`,
-        ),
-      );
-      return false;
-    }
-    this.#fixed = (flags & ClientFlag.C_FIXED_NEWSTYLE) !== 0;
-    this.#handshake = this.#fixed ? "fixed-newstyle" : "newstyle";
-    this.#noZeroes = (flags & ClientFlag.C_NO_ZEROES) !== 0;
-    this.#phase = "options";
-    return true;
-  }
-
-  // ------------------------------------------------------------------------------------------- options
-
-  #option(): boolean {
-    const q = this.#queue;
-    if (q.length < OPTION_HEADER) return false;
-    const at = q.position;
-    const head = q.view(OPTION_HEADER);
-    const base = q.viewBase;
-    if (head.getUint32(base) !== 0x49484156 || head.getUint32(base + 4) !== 0x454f5054) {
-      this.#fatal(
-        new NbdRemoteError("bad-magic", at, "magic", "option request without the IHAVEOPT magic"),
-      );
-      return false;
-    }
-    const option = head.getUint32(base + 8);
-    const length = head.getUint32(base + 12);
-    const max = this.#options.maxOptionLength ?? 65536;
-    if (length > max) {
-      if (!this.#fixed) {
-        this.#fatal(
-          new NbdRemoteError(
-            "limit-exceeded",
-            at + 12,
-            "max-option-length",
-            `option data of ${length} bytes`,
-          ),
-        );
-        return false;
-      }
-      q.skip(OPTION_HEADER);
-      this.#skip = length;
-      this.#skipOption = option;
-      return true;
-    }
-    if (q.length < OPTION_HEADER + length) return false;
-    const bytes = q.peek(OPTION_HEADER + length);
-    const r = decodeOptionRequest(bytes, {
-      strict: false,
-      maxPayloadLength: max,
-      maxStringLength: this.#limits.maxStringLength,
-    });
-    if (!r.done) return false;
-    q.skip(OPTION_HEADER + length);
-    for (const f of r.findings) {
-      if (!this.#tolerate({ ...f, offset: at + f.offset })) return false;
-    }
-    this.#handleOption(r.frame, at);
-    return this.#phase !== "closed";
-  }
-
-  #answer(option: number, reply: number, message?: string): void {
-    if (message !== undefined) this.#reply(optionError(option, reply, message));
-    else this.#reply(ack(option));
-    this.#events.push(
-      message === undefined ? { type: "option", option, reply } : { type: "option", option, reply, message },
-    );
-  }
-
-  #handleOption(req: OptionRequest, at: number): void {
-    const option = req.option;
-    const data = req.data;
-    const o = this.#options;
-    if (!this.#fixed && option !== Option.EXPORT_NAME) {
-      // Without fixed newstyle on both sides there is no way to answer anything but EXPORT_NAME.
-      this.#fatal(
-        new NbdRemoteError(
-          "unexpected-frame",
-          at,
-          "option-not-fixed",
-          `option ${optionName(option)} without fixed newstyle; only NBD_OPT_EXPORT_NAME is possible`,
-        ),
-      );
-      return;
-    }
-    if (option === Option.ABORT) {
-      this.#answer(option, OptionReply.ACK);
-      this.#phase = "closed";
-      this.#events.push({ type: "abort" });
-      return;
-    }
-    const tlsRequired = o.tls === "required" && !this.#tls;
-    if (option === Option.EXPORT_NAME) {
-      this.#exportName(data.kind === "export-name" ? data.name : undefined, at, tlsRequired);
-      return;
-    }
-    if (o.refusedOptions?.includes(option) === true && !(this.#extended && isGoOrInfo(option))) {
-      this.#answer(option, OptionReply.ERR_UNSUP, `${optionName(option)} is not supported by this server`);
-      return;
-    }
-    if (takesNoData(option) && data.kind !== "none") {
-      this.#answer(option, OptionReply.ERR_INVALID, `${optionName(option)} takes no data`);
-      return;
-    }
-    if (option === Option.STARTTLS) {
-      if (this.#tls) this.#answer(option, OptionReply.ERR_INVALID, "TLS is already up");
-      else if ((o.tls ?? "off") === "off") {
-        this.#answer(option, OptionReply.ERR_POLICY, "this server does not do TLS");
-      } else {
-        this.#answer(option, OptionReply.ACK);
-        this.#phase = "tls-handshake";
-        // Bytes already received after STARTTLS are the start of the TLS handshake: the transport's.
-        const q = this.#queue;
-        const early = q.length > 0 ? q.peek(q.length).slice() : new Uint8Array(0);
-        q.clear();
-        this.#events.push({ type: "starttls", early });
-      }
-      return;
-    }
-    if (tlsRequired) {
-      this.#answer(option, OptionReply.ERR_TLS_REQD, "this server requires TLS: send NBD_OPT_STARTTLS first");
-      return;
-    }
-    switch (option) {
-      case Option.LIST:
-        for (const e of o.exports ?? []) {
-          this.#reply({
-            type: "option-reply",
-            option,
-            reply: OptionReply.SERVER,
-            data: { kind: "server", name: e.name, description: e.description ?? "" },
-          });
-        }
-        this.#answer(option, OptionReply.ACK);
-        return;
-      case Option.INFO:
-      case Option.GO:
-        this.#infoOrGo(option, data);
-        return;
-      case Option.STRUCTURED_REPLY:
-        if (o.structuredReplies === false) {
-          this.#answer(option, OptionReply.ERR_UNSUP, "structured replies are not supported by this server");
-        } else if (this.#extended) {
-          this.#answer(option, OptionReply.ERR_EXT_HEADER_REQD, "extended headers are negotiated already");
-        } else {
-          this.#structured = true;
-          this.#answer(option, OptionReply.ACK);
-        }
-        return;
-      case Option.EXTENDED_HEADERS:
-        if (o.extendedHeaders === false) {
-          this.#answer(option, OptionReply.ERR_UNSUP, "extended headers are not supported by this server");
-        } else {
-          this.#extended = true;
-          this.#answer(option, OptionReply.ACK);
-        }
-        return;
-      case Option.LIST_META_CONTEXT:
-      case Option.SET_META_CONTEXT:
-        this.#metaContext(option, data);
-        return;
-      default:
-        this.#answer(option, OptionReply.ERR_UNSUP, `${optionName(option)} is not supported by this server`);
-    }
-  }
-
-  #exportName(name: string | undefined, at: number, tlsRequired: boolean): void {
-    // There is no error reply to EXPORT_NAME: refusing it means closing.
-    let why: string | undefined;
-    const exp = name === undefined ? undefined : this.#find(name);
-    if (name === undefined) why = "malformed NBD_OPT_EXPORT_NAME";
-    else if (tlsRequired) why = "NBD_OPT_EXPORT_NAME before TLS on a server that requires it";
-    else if (this.#extended) why = "NBD_OPT_EXPORT_NAME after extended headers; the client MUST NOT use it";
-    else if (this.#options.refusedOptions?.includes(Option.EXPORT_NAME) === true) {
-      why = "EXPORT_NAME is refused";
-    } else if (exp === undefined) why = `no export named "${name}"`;
-    if (why !== undefined || exp === undefined) {
-      this.#fatal(new NbdRemoteError("unexpected-frame", at, "export-name-refused", why ?? "refused"));
-      return;
-    }
-    if (this.#metaExport !== exp.name) this.#meta = new Map();
-    const flags = this.#flagsFor(exp);
-    this.#emit(
-      encodeExportNameReply({
-        type: "export-name-reply",
-        size: exp.size,
-        transmissionFlags: flags,
-        zeroPadding: !this.#noZeroes,
-      }),
-    );
-    this.#enter(exp, flags);
-  }
-
-  #infoOrGo(option: number, data: OptionRequest["data"]): void {
-    if (data.kind !== "info-request") {
-      this.#answer(option, OptionReply.ERR_INVALID, `malformed ${optionName(option)} data`);
-      return;
-    }
-    const exp = this.#find(data.name);
-    if (exp === undefined) {
-      this.#answer(option, OptionReply.ERR_UNKNOWN, `no export named "${data.name}"`);
-      return;
-    }
-    const go = option === Option.GO;
-    const flags = this.#flagsFor(exp);
-    if (
-      go && this.#options.blockSizeRequired === true && exp.blockSize !== undefined &&
-      !data.info.includes(Info.BLOCK_SIZE)
-    ) {
-      // Spec: the server SHOULD send the constraints first, then insist that the client ask for them.
-      this.#reply(infoReply(option, Info.BLOCK_SIZE, exp, flags)!);
-      this.#answer(
-        option,
-        OptionReply.ERR_BLOCK_SIZE_REQD,
-        "request NBD_INFO_BLOCK_SIZE: this export has constraints",
-      );
-      return;
-    }
-    this.#reply(infoReply(option, Info.EXPORT, exp, flags)!);
-    // Constraints are sent unrequested too (the client MUST ignore info it does not want).
-    const sent = new Set<number>([Info.EXPORT]);
-    if (exp.blockSize !== undefined) {
-      this.#reply(infoReply(option, Info.BLOCK_SIZE, exp, flags)!);
-      sent.add(Info.BLOCK_SIZE);
-    }
-    for (const type of data.info) {
-      if (sent.has(type)) continue;
-      sent.add(type);
-      const r = infoReply(option, type, exp, flags);
-      if (r !== undefined) this.#reply(r);
-    }
-    this.#answer(option, OptionReply.ACK);
-    if (go) {
-      if (this.#metaExport !== exp.name) this.#meta = new Map();
-      this.#enter(exp, flags);
-    }
-  }
-
-  #metaContext(option: number, data: OptionRequest["data"]): void {
-    const set = option === Option.SET_META_CONTEXT;
-    if (set) {
-      // SET replaces the selection even when it fails.
-      this.#meta = new Map();
-      this.#metaExport = undefined;
-    }
-    if (data.kind !== "meta-context-query") {
-      this.#answer(option, OptionReply.ERR_INVALID, `malformed ${optionName(option)} data`);
-      return;
-    }
-    if (!this.#structured && !this.#extended) {
-      this.#answer(option, OptionReply.ERR_INVALID, "negotiate structured replies or extended headers first");
-      return;
-    }
-    const exp = this.#find(data.name);
-    if (exp === undefined) {
-      this.#answer(option, OptionReply.ERR_UNKNOWN, `no export named "${data.name}"`);
-      return;
-    }
-    for (const name of matchContexts(exp.contexts, data.queries, !set)) {
-      // Ids are the context's place in the export's list, plus one; LIST replies carry 0 (spec: reserved).
-      const id = set ? exp.contexts.indexOf(name) + 1 : 0;
-      if (set) this.#meta.set(id, name);
-      this.#reply({
-        type: "option-reply",
-        option,
-        reply: OptionReply.META_CONTEXT,
-        data: { kind: "meta-context", id, name },
-      });
-    }
-    if (set) this.#metaExport = exp.name;
-    this.#answer(option, OptionReply.ACK);
-  }
-
   #enter(exp: ResolvedExport, flags: number): void {
+    this.#structured = this.#hs.structured;
+    this.#extended = this.#hs.extended;
+    this.#meta = this.#hs.meta;
     this.#export = exp;
     this.#exportDecl = exp.decl as ServerExport;
     this.#flags = flags;
@@ -934,70 +446,7 @@ export class ServerSession {
       maxPayloadLength: Number.MAX_SAFE_INTEGER,
     };
     this.#phase = "transmission";
-    this.#events.push({ type: "ready", export: this.#exportDecl!, transmissionFlags: flags });
-  }
-
-  #find(name: string): ResolvedExport | undefined {
-    const o = this.#options;
-    let decl = o.exports?.find((e) => e.name === name);
-    if (decl === undefined && o.lookup !== undefined) decl = o.lookup(name);
-    if (decl === undefined && name === "" && o.defaultExport !== null) {
-      decl = o.defaultExport === undefined
-        ? o.exports?.[0]
-        : o.exports?.find((e) => e.name === o.defaultExport);
-    }
-    if (decl === undefined) return undefined;
-    return this.#resolve(decl);
-  }
-
-  #resolve(e: ServerExport): ResolvedExport {
-    if (typeof e !== "object" || e === null || typeof e.name !== "string") {
-      throw new NbdLocalError("bad-argument", "export", "an export needs a name");
-    }
-    const bs = e.blockSize;
-    if (bs !== undefined) {
-      const pow2 = (v: number): boolean => Number.isInteger(v) && v > 0 && (v & (v - 1)) === 0;
-      if (
-        !pow2(bs.minimum) || bs.minimum > 65536 || !pow2(bs.preferred) ||
-        bs.preferred < Math.max(bs.minimum, 512) ||
-        !Number.isInteger(bs.maximum) || bs.maximum < bs.preferred || bs.maximum > 0xffff_ffff
-      ) {
-        throw new NbdLocalError(
-          "bad-argument",
-          "block-size",
-          "block sizes: minimum a power of 2 up to 64 KiB, preferred a power of 2 >= max(minimum, 512), " +
-            "maximum >= preferred (spec: block size constraints)",
-        );
-      }
-    }
-    const flags =
-      (toU32(e.transmissionFlags ?? DEFAULT_EXPORT_FLAGS, "transmission flags") & ~NEGOTIATED_FLAGS &
-        0xffff) | TransmissionFlag.HAS_FLAGS | (e.readOnly === true ? TransmissionFlag.READ_ONLY : 0);
-    const init = typeof e.initFlags === "function" ? e.initFlags() : e.initFlags;
-    return {
-      decl: e,
-      name: e.name,
-      description: e.description,
-      size: toU64(e.size, "export size"),
-      flags,
-      blockSize: bs,
-      initFlags: init,
-      contexts: e.contexts ?? [],
-    };
-  }
-
-  /** The transmission flags for an export under the current negotiation. */
-  #flagsFor(exp: ResolvedExport): number {
-    let f = exp.flags;
-    // DF only makes sense, and MUST only be set, when replies can be chunked.
-    if (this.#structured || this.#extended) f |= TransmissionFlag.SEND_DF;
-    if (
-      this.#extended && this.#options.blockStatusPayload !== false && this.#metaExport === exp.name &&
-      this.#meta.size > 0
-    ) {
-      f |= TransmissionFlag.BLOCK_STATUS_PAYLOAD;
-    }
-    return f;
+    this.#event({ type: "ready", export: this.#exportDecl!, transmissionFlags: flags });
   }
 
   // ------------------------------------------------------------------------------------------- requests
@@ -1059,14 +508,40 @@ export class ServerSession {
     }
     const total = hl + payload;
     if (q.length < total) return false;
-    // The received chunk itself when it is exactly this request (the common case): no view to make.
-    const whole = o === 0 && h.length === total && q.contiguous() === total;
-    const r = decodeRequest(whole ? h : q.peek(total), decodeOptions);
-    if (!r.done) return false;
+    let request: Request;
+    let findings: readonly Finding[] = NO_FINDINGS;
+    if (plainHeader(extended, flags, command, this.#extended)) {
+      // No header rule can find anything (the stream decoders' fast path, codec/_request_plain.ts): the frame
+      // straight from the fields read above, as decodeRequest would build it, without decoding the header a
+      // second time (and without a DataView over each new receive buffer).
+      const lengthLo = be32(h, o + hl - 4);
+      const length = extended ? u64Of(be32(h, o + 24), lengthLo) : BigInt(lengthLo);
+      let data: Uint8Array | undefined;
+      // Only a compact WRITE carries a payload here (plainHeader() excludes PAYLOAD_LEN and extended WRITE).
+      if (command === Command.WRITE) {
+        data = q.contiguous() >= total ? q.frontView(hl, payload) : q.peek(total).subarray(hl);
+      }
+      request = plainRequest(
+        extended,
+        flags,
+        command,
+        u64Of(cookieHi, cookieLo),
+        u64Of(offsetHi, offsetLo),
+        length,
+        data,
+      );
+    } else {
+      // The received chunk itself when it is exactly this request (the common case): no view to make.
+      const whole = o === 0 && h.length === total && q.contiguous() === total;
+      const r = decodeRequest(whole ? h : q.peek(total), decodeOptions);
+      if (!r.done) return false;
+      request = r.frame;
+      findings = r.findings;
+    }
     q.skip(total);
-    const request = r.frame;
     let bad: string | undefined;
-    for (const f of r.findings) {
+    for (let i = 0; i < findings.length; i++) {
+      const f = findings[i]!;
       if (f.rule === "write-payload-len") {
         // qemu 10 sends extended WRITE without PAYLOAD_LEN (the payload is there anyway): tolerated, once.
         if (this.#tolerated.has(f.rule)) continue;
@@ -1082,7 +557,7 @@ export class ServerSession {
     }
     if (command === Command.DISC) {
       this.#phase = "closing";
-      this.#events.push({ type: "disconnect" });
+      this.#event({ type: "disconnect" });
       return true;
     }
     const key = cookieHi < 0x20_0000 ? cookieHi * TWO32 + cookieLo : request.cookie;
@@ -1114,9 +589,9 @@ export class ServerSession {
       const ids = request.blockStatus?.contextIds ?? [...this.#meta.keys()];
       pending.contextsLeft = [...ids];
       pending.effectLength = request.blockStatus?.effectLength ?? request.length;
-      this.#events.push({ type: "request", request, contexts: ids, effectLength: pending.effectLength });
+      this.#event({ type: "request", request, contexts: ids, effectLength: pending.effectLength });
     } else {
-      this.#events.push({ type: "request", request });
+      this.#event({ type: "request", request });
     }
     return true;
   }
@@ -1193,7 +668,7 @@ export class ServerSession {
 
   #refuse(p: Pending, error: number, message: string): void {
     (this.#output ??= []).push(this.#errorReply(p, error, message));
-    this.#events.push({ type: "refused", request: p.request, error, message });
+    this.#event({ type: "refused", request: p.request, error, message });
     freePending(p);
   }
 
@@ -1213,6 +688,7 @@ export class ServerSession {
   #take(cookie: bigint | number): Pending {
     let key: number | bigint;
     if (typeof cookie === "number" && Number.isSafeInteger(cookie) && cookie >= 0) key = cookie;
+    else if (typeof cookie === "bigint" && cookie >= 0n && cookie <= MAX_SAFE) key = Number(cookie);
     else {
       const c = toU64(cookie, "cookie");
       key = c <= MAX_SAFE ? Number(c) : c;
@@ -1782,14 +1258,11 @@ function commandName(cmd: number): string {
   return nameOf("command", cmd) ?? `command ${cmd}`;
 }
 
+/** The u64 of two u32 halves, through one exact number below 2^53 (real cookies and offsets). */
+function u64Of(hi: number, lo: number): bigint {
+  return hi < 0x20_0000 ? BigInt(hi * TWO32 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
+}
+
 function be32(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) >>> 0) + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
-}
-
-function optionName(option: number): string {
-  return nameOf("option", option) ?? `option ${option}`;
-}
-
-function isGoOrInfo(option: number): boolean {
-  return option === Option.GO || option === Option.INFO;
 }

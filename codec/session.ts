@@ -101,6 +101,7 @@ export const LOCAL_ERROR_RULES = [
   "exports",
   "export",
   "block-size",
+  "wide-context",
   "start-once",
   "oldstyle-tls",
   "oldstyle-export",

@@ -6,7 +6,9 @@ import {
   ClientFlag,
   Command,
   CommandFlag,
+  decodeRequest,
   encodeClientFlags,
+  encodeRequest,
   ErrorValue,
   Info,
   InitFlag,
@@ -15,6 +17,7 @@ import {
   OptionReply,
   ReplyFlag,
   ReplyType,
+  type Request,
   type ServerEvent,
   ServerSession,
   TransmissionFlag,
@@ -319,6 +322,62 @@ describe("metadata contexts", () => {
     size: 1 << 20,
     contexts: ["base:allocation", "qemu:allocation-depth", "qemu:dirty-bitmap:a", "qemu:dirty-bitmap:b"],
   };
+
+  const wideExp = { ...exp, wideContexts: ["qemu:dirty-bitmap:b"] };
+  const listed = (out: readonly Uint8Array[]) =>
+    optionReplies(out).map((r) =>
+      r.data.kind === "meta-context" ? r.data.name : r.reply === OptionReply.ACK ? "ACK" : r.reply
+    );
+
+  test("without extended headers, LIST lists a 64-bit context and ends with ERR_EXT_HEADER_REQD", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:"])).output)).toEqual([
+      "qemu:dirty-bitmap:a",
+      "qemu:dirty-bitmap:b",
+      OptionReply.ERR_EXT_HEADER_REQD,
+    ]);
+    // Never for a list limited to base: (or to 32-bit contexts).
+    expect(listed(s.receive(meta(false, "disk", ["base:"])).output)).toEqual(["base:allocation", "ACK"]);
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:a"])).output)).toEqual([
+      "qemu:dirty-bitmap:a",
+      "ACK",
+    ]);
+  });
+
+  test("without extended headers, SET selecting a 64-bit context fails with ERR_EXT_HEADER_REQD and selects nothing", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    const r = optionReplies(s.receive(meta(true, "disk", ["base:allocation", "qemu:dirty-bitmap:b"])).output);
+    expect(r.map((x) => x.reply)).toEqual([OptionReply.ERR_EXT_HEADER_REQD]);
+    expect(s.state.contexts.size).toBe(0);
+    // A selection of 32-bit contexts only still succeeds.
+    expect(listed(s.receive(meta(true, "disk", ["base:allocation"])).output)).toEqual([
+      "base:allocation",
+      "ACK",
+    ]);
+  });
+
+  test("with extended headers, a 64-bit context is listed and selected like any other", () => {
+    const s = optionsPhase({ exports: [wideExp] });
+    s.receive(opt(Option.EXTENDED_HEADERS));
+    expect(listed(s.receive(meta(false, "disk", ["qemu:dirty-bitmap:b"])).output)).toEqual([
+      "qemu:dirty-bitmap:b",
+      "ACK",
+    ]);
+    expect(listed(s.receive(meta(true, "disk", ["qemu:dirty-bitmap:b"])).output)).toEqual([
+      "qemu:dirty-bitmap:b",
+      "ACK",
+    ]);
+    expect([...s.state.contexts.values()]).toEqual(["qemu:dirty-bitmap:b"]);
+  });
+
+  test("a 64-bit context must be one of the export's contexts, outside base:", () => {
+    expect(localError(() => new ServerSession({ exports: [{ ...exp, wideContexts: ["base:allocation"] }] })))
+      .toEqual({ code: "bad-argument", rule: "wide-context" });
+    expect(localError(() => new ServerSession({ exports: [{ ...exp, wideContexts: ["qemu:other"] }] })))
+      .toEqual({ code: "bad-argument", rule: "wide-context" });
+  });
 
   test("SET_META_CONTEXT before structured replies gets ERR_INVALID", () => {
     const s = optionsPhase({ exports: [exp] });
@@ -736,6 +795,70 @@ describe("request validation", () => {
   });
 });
 
+describe("request frames", () => {
+  // The session builds a plain request's frame from the header fields it reads (codec/_request_plain.ts's fast
+  // path) and decodes every other one with decodeRequest(): either way the application must see the frame
+  // decodeRequest() gives for the same bytes. Every command (and an unknown one) with every known flag set and
+  // some reserved bits, in both header styles, under both negotiations; cookies and offsets on both sides of
+  // 2^53 (the u64 built through one number, or through two halves).
+  const FLAG_SETS = [...Array.from({ length: 64 }, (_, i) => i), 0x40, 0x8001];
+  const COMMANDS = [0, 1, 3, 4, 5, 6, 7, 8, 9];
+  const streams = (): Uint8Array[] => {
+    const out: Uint8Array[] = [];
+    let i = 0;
+    for (const extended of [false, true]) {
+      for (const command of COMMANDS) {
+        for (const flags of FLAG_SETS) {
+          i++;
+          const big = i % 3 === 0;
+          const withPayload = command === Command.WRITE ||
+            (extended && (flags & CommandFlag.PAYLOAD_LEN) !== 0);
+          const r: Request = {
+            type: "request",
+            extended,
+            flags,
+            command,
+            cookie: big ? 0xfedc_ba98_7654_3210n + BigInt(i) : BigInt(i),
+            offset: big ? 0x8000_0000_0000_0000n + 512n * BigInt(i) : 512n * BigInt(i),
+            length: withPayload ? 12n : 4096n + BigInt(i),
+          };
+          // A block-status payload form (8-byte effect length, context id 1) or 12 bytes of data.
+          const payload = hex("0000000000001000" + "00000001");
+          out.push(withPayload ? concat([encodeRequest(r), payload]) : encodeRequest(r));
+        }
+      }
+    }
+    return out;
+  };
+  for (const negotiated of [false, true]) {
+    for (const split of ["one chunk per request", "3-byte chunks"]) {
+      test(`request events carry decodeRequest()'s frame (extended headers ${negotiated ? "" : "not "}negotiated, ${split})`, () => {
+        const { s } = transmission({ strict: false }, {
+          extended: negotiated,
+          contexts: ["base:allocation"],
+        });
+        const frames = streams();
+        const seen: Request[] = [];
+        const take = (events: readonly ServerEvent[]) => {
+          for (const e of events) if (e.type === "request" || e.type === "refused") seen.push(e.request);
+        };
+        if (split === "one chunk per request") { for (const f of frames) take(s.receive(f).events); }
+        else {
+          const all = concat(frames);
+          for (let at = 0; at < all.length; at += 3) take(s.receive(all.slice(at, at + 3)).events);
+        }
+        const expected = frames.map((f) => {
+          const r = decodeRequest(f, { strict: false, extendedHeaders: negotiated });
+          if (!r.done) throw new Error("incomplete");
+          return r.frame;
+        });
+        expect(seen.length).toBe(expected.length);
+        for (let i = 0; i < expected.length; i++) expect(seen[i]).toStrictEqual(expected[i]);
+      });
+    }
+  }
+});
+
 describe("reply builders", () => {
   test("simple replies: READ data after a 16-byte header, errors as simple replies, no chunks", () => {
     const { s } = transmission();
@@ -942,6 +1065,103 @@ describe("reply builders", () => {
       "6e8a278c" + "0001" + "0006" + "0000000000000001" + "0000000000000000" + "0000000000000018" +
         "00000001" + "00000001" + "0000000000001000" + "0000000200000000",
     );
+  });
+});
+
+describe("end of the client's stream", () => {
+  const ended = (events: readonly ServerEvent[]) => {
+    expect(events.length).toBe(1);
+    const e = events[0]!;
+    if (e.type !== "end") throw new Error(`not an end event: ${e.type}`);
+    return { clean: e.clean, reason: e.reason, inFlight: e.inFlight, partialBytes: e.partialBytes };
+  };
+
+  test("end() after NBD_CMD_DISC is clean, and the request still in flight can be answered", () => {
+    const { s } = transmission();
+    s.receive(req(Command.READ, 5n, 0n, 512n));
+    expect(types(s.receive(req(Command.DISC, 6n, 0n, 0n)))).toEqual(["disconnect"]);
+    const step = s.end();
+    expect(step.output).toEqual([]);
+    expect(ended(step.events)).toEqual({ clean: true, reason: "disconnect", inFlight: 1, partialBytes: 0 });
+    expect(s.state.phase).toBe("closed");
+    expect(s.replyRead(5n, new Uint8Array(512)).map((b) => b.length)).toEqual([16, 512]);
+  });
+
+  test("end() after NBD_OPT_ABORT is clean", () => {
+    const s = optionsPhase();
+    expect(types(s.receive(opt(Option.ABORT)))).toEqual(["option", "abort"]);
+    expect(ended(s.end().events)).toEqual({ clean: true, reason: "abort", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() inside a request header is not clean and counts the bytes held", () => {
+    const { s } = transmission();
+    s.receive(req(Command.READ, 5n, 0n, 512n).subarray(0, 10));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 10,
+    });
+  });
+
+  test("end() inside a WRITE payload is not clean", () => {
+    const { s } = transmission();
+    const w = req(Command.WRITE, 5n, 0n, 512n, { data: new Uint8Array(512) });
+    s.receive(w.subarray(0, 28 + 100));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 128,
+    });
+  });
+
+  test("end() inside the payload of a refused WRITE (discarded as it arrives) is not clean", () => {
+    const { s } = transmission({ maxPayloadLength: 4096 });
+    const w = req(Command.WRITE, 5n, 0n, 8192n, { data: new Uint8Array(8192) });
+    expect(types(s.receive(w.subarray(0, 28 + 100)))).toEqual(["refused"]);
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 0,
+    });
+  });
+
+  test("end() inside an option is not clean", () => {
+    const s = optionsPhase();
+    s.receive(go("disk").subarray(0, 20));
+    expect(ended(s.end().events)).toEqual({
+      clean: false,
+      reason: "mid-frame",
+      inFlight: 0,
+      partialBytes: 20,
+    });
+  });
+
+  test("end() between requests without NBD_CMD_DISC is not clean and counts the requests in flight", () => {
+    const { s } = transmission();
+    s.receive(concat([req(Command.READ, 5n, 0n, 512n), req(Command.READ, 6n, 512n, 512n)]));
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "eof", inFlight: 2, partialBytes: 0 });
+  });
+
+  test("end() between options without NBD_OPT_ABORT is not clean", () => {
+    const s = optionsPhase();
+    s.receive(opt(Option.STRUCTURED_REPLY));
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "eof", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() after the session closed the connection says so", () => {
+    const { s } = transmission();
+    expect(types(s.receive(hex("deadbeef" + "00".repeat(24))))).toEqual(["close"]);
+    expect(ended(s.end().events)).toEqual({ clean: false, reason: "closed", inFlight: 0, partialBytes: 0 });
+  });
+
+  test("end() reports once; bytes after it are ignored", () => {
+    const { s } = transmission();
+    s.end();
+    expect(s.end().events).toEqual([]);
+    expect(s.receive(req(Command.READ, 5n, 0n, 512n))).toEqual({ output: [], events: [] });
   });
 });
 
