@@ -23,6 +23,9 @@ export default defineConfig([
     clean: false,
     sourcemap: false,
     target: "es2022",
-    treeshake: true,
+    // esbuild alone, not rollup's tree shaking: rollup hoists every `require` of a Node module to the top of
+    // the bundle, so `nbd-codec dissect` loaded node:net and node:child_process for `conform` (about 4 ms of
+    // every start); esbuild keeps them inside the lazily imported conform module.
+    treeshake: false,
   },
 ]);

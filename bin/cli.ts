@@ -29,7 +29,6 @@ import { CaptureDissector, NBD_PORT } from "../codec/dissector.ts";
 import { compileFilter, type EventFilter, FilterSyntaxError } from "../codec/trace_filter.ts";
 import { statsJson, statsText, TraceStats } from "../codec/trace_stats.ts";
 import type { TraceEvent, TraceInfo, TraceInfoSlot } from "../codec/trace_event.ts";
-import { conformMain } from "./conform.ts";
 
 /** Where the command line writes. */
 export interface CliIo {
@@ -840,7 +839,9 @@ export async function main(args: readonly string[], io: CliIo, env: CliEnvironme
       return 0;
     }
     if (command === "vectors") return await (await import("./vectors.ts")).vectorsCommand(rest, io, env);
-    if (command === "conform") return await conformMain(rest, io);
+    // Loaded on demand, as vectors: conform needs node:net and node:child_process, about 4 ms of every
+    // start when loaded with the bundle.
+    if (command === "conform") return await (await import("./conform.ts")).conformMain(rest, io);
     if (command !== "dissect" && command !== "stats") throw new UsageError(`unknown command ${command}`);
     const parsed = parseDissect(rest, command);
     if (parsed === "help") {

@@ -1146,11 +1146,25 @@ function putNumber(b: Uint8Array, p: number, v: number): number {
     else for (let x = v; x >= 100; x = Math.floor(x / 10)) len++;
   }
   let q = p + len;
-  while (v >= 100) {
-    const r = v % 100;
-    v = (v - r) / 100;
-    b[--q] = TWO_DIGITS[r * 2 + 1]!;
-    b[--q] = TWO_DIGITS[r * 2]!;
+  if (v <= 0x7fffffff) {
+    // Below 2^31: int32 division (the remainder of a double is a call to fmod, and one value above 2^31
+    // makes the optimised code use doubles for every value).
+    let i = v | 0;
+    while (i >= 100) {
+      const d = (i / 100) | 0;
+      const r = i - d * 100;
+      i = d;
+      b[--q] = TWO_DIGITS[r * 2 + 1]!;
+      b[--q] = TWO_DIGITS[r * 2]!;
+    }
+    v = i;
+  } else {
+    while (v >= 100) {
+      const r = v % 100;
+      v = (v - r) / 100;
+      b[--q] = TWO_DIGITS[r * 2 + 1]!;
+      b[--q] = TWO_DIGITS[r * 2]!;
+    }
   }
   if (v >= 10) {
     b[--q] = TWO_DIGITS[v * 2 + 1]!;
@@ -1162,13 +1176,16 @@ function putNumber(b: Uint8Array, p: number, v: number): number {
 /** Nine digits of `v` (0..999999999), zero-padded. */
 function putNine(b: Uint8Array, p: number, v: number): number {
   // Four pairs from the right (p+7..p+8, p+5..p+6, p+3..p+4, p+1..p+2), then the first digit.
+  // int32 division, as putNumber below 2^31.
+  let i = v | 0;
   for (let q = p + 7; q > p; q -= 2) {
-    const r = v % 100;
-    v = (v - r) / 100;
+    const d = (i / 100) | 0;
+    const r = i - d * 100;
+    i = d;
     b[q] = TWO_DIGITS[r * 2]!;
     b[q + 1] = TWO_DIGITS[r * 2 + 1]!;
   }
-  b[p] = 48 + v;
+  b[p] = 48 + i;
   return p + 9;
 }
 
@@ -1266,6 +1283,16 @@ function isU64(v: bigint): boolean {
   return v >= 0n && v < U64_END;
 }
 
+/**
+ * `v` as a number when it is an integer from 0 to 2^53-1 (exact), else -1: one conversion where
+ * {@link isU64} and {@link putBigint} make four BigInt operations (each a call into V8's runtime, even in
+ * optimised code). A u64 of 2^53 or more converts to 2^53 or more, a negative value to a negative number.
+ */
+function safeU64(v: bigint): number {
+  const n = Number(v);
+  return n >= 0 && n <= Number.MAX_SAFE_INTEGER ? n : -1;
+}
+
 /** Writes a u64's decimal text (the callers checked {@link isU64}). */
 function putBigint(b: Uint8Array, p: number, v: bigint): number {
   if (v <= MAX_SAFE_BIG) return putNumber(b, p, Number(v));
@@ -1306,18 +1333,24 @@ export function writeHotFrameText(
   const f = event.frame;
   if (f.type === "request") {
     // Values no decoder gives (hand-built frames) are left to formatEventText.
-    if (f.blockStatus !== undefined || !isU64(f.cookie) || !isU64(f.offset) || !isU64(f.length)) {
+    if (f.blockStatus !== undefined) return NOT_HOT;
+    const cookie = safeU64(f.cookie);
+    const offset = safeU64(f.offset);
+    const length = safeU64(f.length);
+    if (
+      (cookie < 0 && !isU64(f.cookie)) || (offset < 0 && !isU64(f.offset)) || (length < 0 && !isU64(f.length))
+    ) {
       return NOT_HOT;
     }
     const middle = REQUEST_MIDDLE.of(headMiddle(event.connection, event.direction));
     const head = REQUEST_HEAD_BYTES.of(requestHead(f));
     if (b.length - p < middle.length + head.length + HOT_FIXED_BYTES) return NO_ROOM;
     p = putHead(b, p, n, middle, event, t, head, time);
-    p = putBigint(b, p, f.cookie);
+    p = cookie >= 0 ? putNumber(b, p, cookie) : putBigint(b, p, f.cookie);
     p = put(b, p, B_OFFSET);
-    p = putBigint(b, p, f.offset);
+    p = offset >= 0 ? putNumber(b, p, offset) : putBigint(b, p, f.offset);
     p = put(b, p, B_LENGTH);
-    p = putBigint(b, p, f.length);
+    p = length >= 0 ? putNumber(b, p, length) : putBigint(b, p, f.length);
     const payload = event.frameLength - requestHeaderLength(f);
     if (payload > 0) {
       p = put(b, p, B_DATA);
@@ -1328,13 +1361,21 @@ export function writeHotFrameText(
   }
   if (f.type !== "simple-reply") return NOT_HOT;
   const r = event.request;
-  if (!isU64(f.cookie) || (r !== undefined && (!isU64(r.offset) || !isU64(r.length)))) return NOT_HOT;
+  const cookie = safeU64(f.cookie);
+  const offset = r === undefined ? 0 : safeU64(r.offset);
+  const length = r === undefined ? 0 : safeU64(r.length);
+  if (
+    (cookie < 0 && !isU64(f.cookie)) ||
+    (r !== undefined && ((offset < 0 && !isU64(r.offset)) || (length < 0 && !isU64(r.length))))
+  ) {
+    return NOT_HOT;
+  }
   const middle = REPLY_MIDDLE.of(headMiddle(event.connection, event.direction));
   const head = REPLY_HEAD_BYTES.of(simpleReplyHead(f.error));
   const ref = r === undefined ? undefined : REF_HEAD_BYTES.of(requestRefHead(r.command));
   if (b.length - p < middle.length + head.length + (ref?.length ?? 0) + HOT_FIXED_BYTES) return NO_ROOM;
   p = putHead(b, p, n, middle, event, t, head, time);
-  p = putBigint(b, p, f.cookie);
+  p = cookie >= 0 ? putNumber(b, p, cookie) : putBigint(b, p, f.cookie);
   const data = event.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) {
     p = put(b, p, B_DATA);
@@ -1343,9 +1384,9 @@ export function writeHotFrameText(
   }
   if (r === undefined) return put(b, p, B_BLANK);
   p = put(b, p, ref!);
-  p = putBigint(b, p, r.offset);
+  p = offset >= 0 ? putNumber(b, p, offset) : putBigint(b, p, r.offset);
   p = put(b, p, B_REF_LENGTH);
-  p = putBigint(b, p, r.length);
+  p = length >= 0 ? putNumber(b, p, length) : putBigint(b, p, r.length);
   const rp = t.requestPacket;
   if (rp === undefined) return put(b, p, B_REF_END);
   p = put(b, p, B_REQUEST_IN);

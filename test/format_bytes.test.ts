@@ -13,13 +13,14 @@ const U64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
 const u64 = fc.oneof(
   fc.bigInt({ min: 0n, max: 2n ** 32n }),
   U64,
-  fc.constantFrom(0n, 2n ** 53n - 1n, 2n ** 53n),
+  fc.constantFrom(0n, 2n ** 31n - 1n, 2n ** 31n, 2n ** 53n - 1n, 2n ** 53n),
 );
 const u16 = fc.oneof(fc.integer({ min: 0, max: 10 }), fc.integer({ min: 0, max: 0xffff }));
 const streamNumber = fc.oneof(
   fc.integer({ min: 0, max: 200 }),
   fc.integer({ min: 0, max: 2 ** 32 }),
-  fc.constantFrom(9, 10, 99, 100, 999, 1000, Number.MAX_SAFE_INTEGER),
+  // 2^31 - 1 and 2^31: either side of putNumber's int32 path.
+  fc.constantFrom(9, 10, 99, 100, 999, 1000, 2 ** 31 - 1, 2 ** 31, Number.MAX_SAFE_INTEGER),
   // Not from a decoder, but formatted all the same.
   fc.double(),
   fc.constantFrom(-1, 2 ** 53, 1e21, -1.2345678901234567e-308, NaN),
