@@ -64,6 +64,11 @@ function requestCharge(r: Request): number {
     : HELD_ENTRY_CHARGE + Number(r.length);
 }
 
+/** The key of a request's cookie in the request table ({@link cookieKeyOf}). */
+function keyOf(r: Request): number | bigint {
+  return r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie;
+}
+
 /**
  * The key of a cookie in the request table: a number when it fits in 53 bits (real clients count from 1),
  * else the bigint, so that matching a reply to its request allocates nothing.
@@ -107,12 +112,11 @@ export class SessionState {
   /** How many requests are held (counted only when {@link maxHeldBytes} is set). */
   #held = 0;
   /**
-   * When {@link maxHeldBytes} is set: the requests in the order they were added, with their keys, from
-   * {@link #orderHead} on. The oldest held request is the first of them still held; answered ones are skipped,
-   * and cut away in bulk ({@link #compactOrder}).
+   * When {@link maxHeldBytes} is set: the requests in the order they were added, from {@link #orderHead} on.
+   * The oldest held request is the first of them still held; answered ones are skipped, and cut away in bulk
+   * ({@link #compactOrder}).
    */
-  #orderKeys: (number | bigint)[] = [];
-  #orderReqs: Request[] = [];
+  #order: Request[] = [];
   #orderHead = 0;
   /** Contexts proposed by the SET_META_CONTEXT in progress. */
   pendingContexts: Map<number, string> | undefined = undefined;
@@ -181,32 +185,29 @@ export class SessionState {
   }
 
   #dropOldestRequest(): boolean {
-    const keys = this.#orderKeys;
-    const reqs = this.#orderReqs;
-    while (this.#orderHead < keys.length) {
-      const i = this.#orderHead++;
-      const key = keys[i]!;
-      const r = reqs[i]!;
+    const order = this.#order;
+    while (this.#orderHead < order.length) {
+      const r = order[this.#orderHead]!;
+      const key = keyOf(r);
       const had = this.requests.get(key);
       // Held requests of one key leave oldest first, so the oldest held one of all is the first of its key.
+      // finishRequest moves the head past it.
       if (had === r || (Array.isArray(had) && had[0] === r)) {
         this.finishRequest(key);
-        // The entries before the head still reference their requests: cut them away in bulk.
-        if (this.#orderHead >= 1024 && this.#orderHead * 2 >= keys.length) this.#compactOrder();
         return true;
       }
+      this.#orderHead++;
     }
     return false;
   }
 
   /** Records a request awaiting replies; `key` is its {@link cookieKeyOf} when the caller has it at hand. */
-  addRequest(r: Request, key: number | bigint = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie): void {
+  addRequest(r: Request, key: number | bigint = keyOf(r)): void {
     const m = this.requests;
     if (this.maxHeldBytes !== Infinity) {
       this.#heldBytes += requestCharge(r);
       this.#held++;
-      this.#orderKeys.push(key);
-      this.#orderReqs.push(r);
+      this.#order.push(r);
     }
     const had = m.get(key);
     if (had === undefined) m.set(key, r);
@@ -229,12 +230,7 @@ export class SessionState {
     const m = this.requests;
     const had = m.get(key);
     if (had === undefined || had === null) return;
-    if (this.maxHeldBytes !== Infinity) {
-      this.#heldBytes -= requestCharge(Array.isArray(had) ? had[0]! : had);
-      // Entries of answered requests: cut away once they are most of the list (amortised O(1) a request).
-      if (this.#orderKeys.length - this.#orderHead > 2 * this.#held + 64) this.#compactOrder();
-      this.#held--;
-    }
+    if (this.maxHeldBytes !== Infinity) this.#leaveOrder(Array.isArray(had) ? had[0]! : had);
     if (Array.isArray(had)) {
       had.shift();
       if (had.length === 1) m.set(key, had[0]!);
@@ -251,33 +247,51 @@ export class SessionState {
     }
   }
 
+  /** Bookkeeping of {@link finishRequest} when bounded: `r`, the oldest held request of its key, leaves. */
+  #leaveOrder(r: Request): void {
+    this.#heldBytes -= requestCharge(r);
+    if (--this.#held === 0) {
+      // Nothing held any more (the usual case between bursts): every entry is stale.
+      this.#order.length = 0;
+      this.#orderHead = 0;
+    } else if (this.#order[this.#orderHead] === r) {
+      // Replies in the order of their requests (the usual case): the oldest leaves, nothing to look up.
+      // The entries before the head still reference their requests: cut them away in bulk.
+      if (++this.#orderHead >= 1024 && this.#orderHead * 2 >= this.#order.length) {
+        this.#order = this.#order.slice(this.#orderHead);
+        this.#orderHead = 0;
+      }
+    } else if (this.#order.length - this.#orderHead > 2 * this.#held + 64) {
+      // Entries of requests answered out of order: cut away once they are most of the list (amortised O(1)
+      // a request).
+      this.#compactOrder();
+    }
+  }
+
   /**
-   * Keeps only the entries of {@link #orderKeys} still held. Of the requests added with one key, the held
-   * ones are the newest (they leave oldest first): as many as the table holds for that key, counted from the
-   * end. Called before the request being finished leaves, so it may stay as one stale entry.
+   * Keeps only the entries of {@link #order} still held. A key with one request held keeps the entry of
+   * that request. Of the requests added with a reused key, the held ones are the newest (they leave oldest
+   * first): as many as the table holds for that key, counted from the end. Called before the request being
+   * finished leaves, so it may stay as one stale entry.
    */
   #compactOrder(): void {
-    const keys = this.#orderKeys;
-    const reqs = this.#orderReqs;
+    const order = this.#order;
     const m = this.requests;
-    const left = new Map<number | bigint, number>();
-    const k2: (number | bigint)[] = [];
-    const r2: Request[] = [];
-    for (let i = keys.length - 1; i >= this.#orderHead; i--) {
-      const k = keys[i]!;
-      let n = left.get(k);
-      if (n === undefined) {
-        const had = m.get(k);
-        n = had === undefined || had === null ? 0 : Array.isArray(had) ? had.length : 1;
+    let left: Map<number | bigint, number> | undefined;
+    const kept: Request[] = [];
+    for (let i = order.length - 1; i >= this.#orderHead; i--) {
+      const r = order[i]!;
+      const k = keyOf(r);
+      const had = m.get(k);
+      if (had === r) kept.push(r);
+      else if (Array.isArray(had)) {
+        left ??= new Map();
+        const n = left.get(k) ?? had.length;
+        if (n > 0) kept.push(r);
+        left.set(k, n - 1);
       }
-      if (n > 0) {
-        k2.push(k);
-        r2.push(reqs[i]!);
-      }
-      left.set(k, n - 1);
     }
-    this.#orderKeys = k2.reverse();
-    this.#orderReqs = r2.reverse();
+    this.#order = kept.reverse();
     this.#orderHead = 0;
   }
 
@@ -737,7 +751,7 @@ export class ClientDecoderImpl extends DirectionDecoder {
       "outstanding-limit",
       `the ${what} at offset ${ev.frameOffset} would make the requests and options waiting for replies hold ` +
         `more than the limit of ${this.o.maxBufferedBytes} bytes (option maxBufferedBytes; each is charged ` +
-        `${HELD_ENTRY_CHARGE} bytes and its data): the oldest ${
+        `${HELD_ENTRY_CHARGE} bytes and its payload): the oldest ${
           dropped === 1 ? "one is" : `${dropped} are`
         } dropped, and replies to them will match nothing`,
     );
@@ -902,11 +916,9 @@ export class ClientDecoderImpl extends DirectionDecoder {
       }
       const req = ev.frame as Request;
       if (req.command === Command.DISC) this.phase = "closed";
-      else {
-        if (this.tracksReplies) {
-          this.hold(ev, requestCharge(req), "request");
-          this.session.addRequest(req, key);
-        }
+      else if (this.tracksReplies) {
+        this.hold(ev, requestCharge(req), "request");
+        this.session.addRequest(req, key);
       }
       return this.emit(ev);
     } catch (e) {

@@ -10,10 +10,12 @@ import {
   decodeConversation,
   type Direction,
   isNbdDecodeError,
+  type Request,
   ServerStreamDecoder,
   type StreamEvent,
   type StreamOptions,
 } from "../mod.ts";
+import { SessionState } from "../codec/_stream_impl.ts";
 import { normal } from "./_events.ts";
 import { fromHex, toHex } from "./_harness.ts";
 
@@ -673,5 +675,57 @@ describe("requests and options waiting for replies are bounded by maxBufferedByt
     const d = new ClientStreamDecoder(opts());
     const events = [...d.push(c2s), ...d.end()];
     expect(events.map((e) => e.findings.length)).toEqual(Array(10).fill(0));
+  });
+});
+
+describe("the bookkeeping of the held requests against a model (SessionState)", () => {
+  const request = (cookie: number): Request => ({
+    type: "request",
+    extended: false,
+    flags: 0,
+    command: Command.FLUSH,
+    cookie: BigInt(cookie),
+    offset: 0n,
+    length: 0n,
+  });
+
+  test("drops the oldest held, matches the oldest of a cookie, under random replies and cookie reuse", () => {
+    // The model: a plain list in the order of the requests. Random cookies from a small set (reuse, several
+    // held at once), replies in random order (compaction of the order list), bursts that empty the table.
+    for (const cookies of [4, 40, 4000]) {
+      const s = new SessionState();
+      s.maxHeldBytes = 256 * 50;
+      const model: Request[] = [];
+      let seed = cookies;
+      const rand = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        return seed % n;
+      };
+      for (let op = 0; op < 20000; op++) {
+        if (rand(100) < (op % 5000 < 4000 ? 55 : 20)) {
+          const r = request(rand(cookies));
+          const dropped = s.makeRoom(256);
+          let want = 0;
+          while (model.length > 0 && (model.length + 1) * 256 > s.maxHeldBytes) {
+            model.shift();
+            want++;
+          }
+          expect(dropped).toBe(want);
+          s.addRequest(r);
+          model.push(r);
+        } else if (model.length > 0) {
+          // A reply: to a held request's cookie mostly, sometimes to one held by nothing.
+          const c = rand(4) === 0 ? rand(cookies) : Number(model[rand(model.length)]!.cookie);
+          const i = model.findIndex((m) => Number(m.cookie) === c);
+          expect(s.findRequest(c)).toBe(i < 0 ? undefined : model[i]);
+          s.finishRequest(c);
+          if (i >= 0) model.splice(i, 1);
+        }
+        expect(s.heldBytes).toBe(256 * model.length);
+      }
+      for (let c = 0; c < cookies; c++) {
+        expect(s.findRequest(c)).toBe(model.find((m) => Number(m.cookie) === c));
+      }
+    }
   });
 });
