@@ -46,6 +46,30 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const SWEEP_EMPTY = 256;
 
 /**
+ * What one request or option waiting for its replies is charged against `maxBufferedBytes` in a conversation
+ * (documented there), on top of the bytes of its data: a fixed estimate of what the tables hold for it (a
+ * Request object with its bigints and its places in the tables come to about 200 bytes in V8). A function of
+ * the frame alone, so that what is dropped does not depend on the split.
+ */
+export const HELD_ENTRY_CHARGE = 256;
+
+/**
+ * What a request waiting for replies is charged: {@link HELD_ENTRY_CHARGE} and its payload's bytes (its
+ * length field, which framed the payload), whether `data` holds them or, with `payloadViews`, the event's
+ * views did (then `data` is empty or not depending on the split; the charge must not).
+ */
+function requestCharge(r: Request): number {
+  return r.data === undefined && r.blockStatus === undefined
+    ? HELD_ENTRY_CHARGE
+    : HELD_ENTRY_CHARGE + Number(r.length);
+}
+
+/** The key of a request's cookie in the request table ({@link cookieKeyOf}). */
+function keyOf(r: Request): number | bigint {
+  return r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie;
+}
+
+/**
  * The key of a cookie in the request table: a number when it fits in 53 bits (real clients count from 1),
  * else the bigint, so that matching a reply to its request allocates nothing.
  */
@@ -63,8 +87,13 @@ export class SessionState {
   contexts: Map<number, string> = new Map();
   exportSize: bigint | undefined = undefined;
   transmissionFlags: number | undefined = undefined;
-  /** Options sent and not yet finally answered (FIFO; normally at most one). */
+  /**
+   * Options sent and not yet finally answered (FIFO; normally at most one). Read it; change it only through
+   * {@link addOption} and {@link shiftOption}, which keep the charges.
+   */
   readonly options: OptionRequest[] = [];
+  /** What each of {@link options} is charged ({@link HELD_ENTRY_CHARGE} and its frame's bytes). */
+  readonly #optionCharges: number[] = [];
   /**
    * Requests awaiting replies, by cookie key: one request, or several in FIFO order (cookies may be reused),
    * or `null` once answered. Answered keys are deleted in batches ({@link SWEEP_EMPTY}): deleting each one
@@ -73,6 +102,22 @@ export class SessionState {
   readonly requests: Map<number | bigint, Request | Request[] | null> = new Map();
   /** How many keys of {@link requests} are `null`. */
   #answered = 0;
+  /**
+   * Most bytes the held requests and options may be charged (`maxBufferedBytes`, set by the conversation
+   * decoder; unbounded for what a program notes itself). Only {@link makeRoom} applies it.
+   */
+  maxHeldBytes: number = Infinity;
+  /** What the held requests and options are charged in all (counted only when {@link maxHeldBytes} is set). */
+  #heldBytes = 0;
+  /** How many requests are held (counted only when {@link maxHeldBytes} is set). */
+  #held = 0;
+  /**
+   * When {@link maxHeldBytes} is set: the requests in the order they were added, from {@link #orderHead} on.
+   * The oldest held request is the first of them still held; answered ones are skipped, and cut away in bulk
+   * ({@link #compactOrder}).
+   */
+  #order: Request[] = [];
+  #orderHead = 0;
   /** Contexts proposed by the SET_META_CONTEXT in progress. */
   pendingContexts: Map<number, string> | undefined = undefined;
   /** The client sent STARTTLS and the server has not answered yet. */
@@ -104,9 +149,66 @@ export class SessionState {
       (this.handshakeFlags === undefined || (this.handshakeFlags & HandshakeFlag.NO_ZEROES) !== 0);
   }
 
+  /** What the held requests and options are charged in all, when bounded ({@link maxHeldBytes}). */
+  get heldBytes(): number {
+    return this.#heldBytes;
+  }
+
+  /** Records an option awaiting its replies, charged `charge` (its frame's bytes and the fixed charge). */
+  addOption(option: OptionRequest, charge: number): void {
+    this.options.push(option);
+    this.#optionCharges.push(charge);
+    this.#heldBytes += charge;
+  }
+
+  /** Forgets the oldest option awaiting replies (its final reply came) and returns it. */
+  shiftOption(): OptionRequest | undefined {
+    const o = this.options.shift();
+    if (o !== undefined) this.#heldBytes -= this.#optionCharges.shift()!;
+    return o;
+  }
+
+  /**
+   * Makes room under {@link maxHeldBytes} for one more request or option charged `charge`: drops the
+   * oldest held entries (the options first: a client sends them before its first request) until it fits,
+   * or nothing is held (the newest one is always kept: its own bytes are within the buffer limit). Returns
+   * how many it dropped.
+   */
+  makeRoom(charge: number): number {
+    let dropped = 0;
+    while (this.#heldBytes > 0 && this.#heldBytes + charge > this.maxHeldBytes) {
+      if (this.options.length > 0) this.shiftOption();
+      else if (!this.#dropOldestRequest()) break;
+      dropped++;
+    }
+    return dropped;
+  }
+
+  #dropOldestRequest(): boolean {
+    const order = this.#order;
+    while (this.#orderHead < order.length) {
+      const r = order[this.#orderHead]!;
+      const key = keyOf(r);
+      const had = this.requests.get(key);
+      // Held requests of one key leave oldest first, so the oldest held one of all is the first of its key.
+      // finishRequest moves the head past it.
+      if (had === r || (Array.isArray(had) && had[0] === r)) {
+        this.finishRequest(key);
+        return true;
+      }
+      this.#orderHead++;
+    }
+    return false;
+  }
+
   /** Records a request awaiting replies; `key` is its {@link cookieKeyOf} when the caller has it at hand. */
-  addRequest(r: Request, key: number | bigint = r.cookie <= MAX_SAFE ? Number(r.cookie) : r.cookie): void {
+  addRequest(r: Request, key: number | bigint = keyOf(r)): void {
     const m = this.requests;
+    if (this.maxHeldBytes !== Infinity) {
+      this.#heldBytes += requestCharge(r);
+      this.#held++;
+      this.#order.push(r);
+    }
     const had = m.get(key);
     if (had === undefined) m.set(key, r);
     else if (had === null) {
@@ -123,11 +225,12 @@ export class SessionState {
     return Array.isArray(had) ? had[0] : had;
   }
 
-  /** Forgets the oldest outstanding request with this cookie key (its reply is complete). */
+  /** Forgets the oldest outstanding request with this cookie key (its reply is complete, or it is dropped). */
   finishRequest(key: number | bigint): void {
     const m = this.requests;
     const had = m.get(key);
     if (had === undefined || had === null) return;
+    if (this.maxHeldBytes !== Infinity) this.#leaveOrder(Array.isArray(had) ? had[0]! : had);
     if (Array.isArray(had)) {
       had.shift();
       if (had.length === 1) m.set(key, had[0]!);
@@ -142,6 +245,54 @@ export class SessionState {
       });
       this.#answered = 0;
     }
+  }
+
+  /** Bookkeeping of {@link finishRequest} when bounded: `r`, the oldest held request of its key, leaves. */
+  #leaveOrder(r: Request): void {
+    this.#heldBytes -= requestCharge(r);
+    if (--this.#held === 0) {
+      // Nothing held any more (the usual case between bursts): every entry is stale.
+      this.#order.length = 0;
+      this.#orderHead = 0;
+    } else if (this.#order[this.#orderHead] === r) {
+      // Replies in the order of their requests (the usual case): the oldest leaves, nothing to look up.
+      // The entries before the head still reference their requests: cut them away in bulk.
+      if (++this.#orderHead >= 1024 && this.#orderHead * 2 >= this.#order.length) {
+        this.#order = this.#order.slice(this.#orderHead);
+        this.#orderHead = 0;
+      }
+    } else if (this.#order.length - this.#orderHead > 2 * this.#held + 64) {
+      // Entries of requests answered out of order: cut away once they are most of the list (amortised O(1)
+      // a request).
+      this.#compactOrder();
+    }
+  }
+
+  /**
+   * Keeps only the entries of {@link #order} still held. A key with one request held keeps the entry of
+   * that request. Of the requests added with a reused key, the held ones are the newest (they leave oldest
+   * first): as many as the table holds for that key, counted from the end. Called before the request being
+   * finished leaves, so it may stay as one stale entry.
+   */
+  #compactOrder(): void {
+    const order = this.#order;
+    const m = this.requests;
+    let left: Map<number | bigint, number> | undefined;
+    const kept: Request[] = [];
+    for (let i = order.length - 1; i >= this.#orderHead; i--) {
+      const r = order[i]!;
+      const k = keyOf(r);
+      const had = m.get(k);
+      if (had === r) kept.push(r);
+      else if (Array.isArray(had)) {
+        left ??= new Map();
+        const n = left.get(k) ?? had.length;
+        if (n > 0) kept.push(r);
+        left.set(k, n - 1);
+      }
+    }
+    this.#order = kept.reverse();
+    this.#orderHead = 0;
   }
 
   view(phase: StreamPhase): NegotiatedState {
@@ -570,6 +721,44 @@ export class ClientDecoderImpl extends DirectionDecoder {
     return this.finish();
   }
 
+  /**
+   * Whether options and requests are recorded for the server side to match its replies with (a conversation;
+   * a lone client stream has no replies to match, so it holds none of them).
+   */
+  protected tracksReplies = false;
+
+  /**
+   * Records this side's options and requests for the server side's replies (the conversation decoder calls
+   * it), within `maxBufferedBytes` (see {@link hold}).
+   */
+  trackReplies(): void {
+    this.tracksReplies = true;
+    this.session.maxHeldBytes = this.o.maxBufferedBytes;
+  }
+
+  /**
+   * Makes room among the requests and options waiting for replies for `ev`'s frame, charged `charge`: the
+   * oldest are dropped until the charges fit in `maxBufferedBytes`, and `ev` then carries an
+   * `outstanding-limit` finding (strict mode throws it). Which ones are dropped depends only on the frames
+   * each side decoded before, not on the split. Returns `charge`.
+   */
+  private hold(ev: Building, charge: number, what: string): number {
+    const dropped = this.session.makeRoom(charge);
+    if (dropped === 0) return charge;
+    const f = this.finding(
+      "limit-exceeded",
+      ev.frameOffset,
+      "outstanding-limit",
+      `the ${what} at offset ${ev.frameOffset} would make the requests and options waiting for replies hold ` +
+        `more than the limit of ${this.o.maxBufferedBytes} bytes (option maxBufferedBytes; each is charged ` +
+        `${HELD_ENTRY_CHARGE} bytes and its payload): the oldest ${
+          dropped === 1 ? "one is" : `${dropped} are`
+        } dropped, and replies to them will match nothing`,
+    );
+    ev.findings = merge(ev.findings, [f]);
+    return charge;
+  }
+
   step(_force: boolean): Step {
     const q = this.queue;
     const waiting = this.waiting();
@@ -626,7 +815,9 @@ export class ClientDecoderImpl extends DirectionDecoder {
         if (q.length < total) return this.needBytes(total);
         const ev = this.take(total, decodeOptionRequest);
         const opt = ev.frame as OptionRequest;
-        this.session.options.push(opt);
+        if (this.tracksReplies) {
+          this.session.addOption(opt, this.hold(ev, HELD_ENTRY_CHARGE + total, "option"));
+        }
         if (opt.option === Option.EXPORT_NAME) this.phase = "transmission";
         else if (opt.option === Option.STARTTLS) this.session.tlsRequested = true;
         else if (opt.option === Option.ABORT) this.phase = "closed";
@@ -725,7 +916,10 @@ export class ClientDecoderImpl extends DirectionDecoder {
       }
       const req = ev.frame as Request;
       if (req.command === Command.DISC) this.phase = "closed";
-      else this.session.addRequest(req, key);
+      else if (this.tracksReplies) {
+        this.hold(ev, requestCharge(req), "request");
+        this.session.addRequest(req, key);
+      }
       return this.emit(ev);
     } catch (e) {
       return this.undecodable(e);
@@ -762,7 +956,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
   }
 
   noteOption(option: OptionRequest): void {
-    this.session.options.push(option);
+    this.session.addOption(option, HELD_ENTRY_CHARGE);
     if (option.option === Option.STARTTLS) this.session.tlsRequested = true;
   }
 
@@ -912,7 +1106,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
       }
     }
     if (!isFinal) return;
-    if (pending !== undefined) s.options.shift();
+    if (pending !== undefined) s.shiftOption();
     const ok = rep.reply === OptionReply.ACK;
     switch (option) {
       case Option.STRUCTURED_REPLY:
@@ -957,7 +1151,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     if (q.length < total) return this.needBytes(total);
     this.opts.noZeroes = noZeroes;
     const ev = this.take(total, decodeExportNameReply);
-    const option = s.options.shift();
+    const option = s.shiftOption();
     const f = ev.frame as { size: bigint; transmissionFlags: number };
     s.exportSize = f.size;
     s.transmissionFlags = f.transmissionFlags;

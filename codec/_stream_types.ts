@@ -72,6 +72,14 @@ export interface StreamOptions {
    * direction). A frame announcing more is refused with `limit-exceeded` before anything is buffered. In a
    * conversation, server bytes beyond it that wait for client bytes to match them are decoded without the
    * client side (a `buffer-limit-one-sided` finding on the first such event; strict mode throws it).
+   * In a conversation, the client's requests and options waiting for their replies are bounded by it too,
+   * apart from the bytes: each is charged 256 bytes and its payload (a WRITE's data, an option's bytes).
+   * One that would take the charges past the limit first drops the oldest held (options first), and its
+   * event carries an `outstanding-limit` finding (strict mode throws it); a later reply to a dropped request
+   * matches no request (`reply-unknown-cookie`), one to a dropped option goes to the next option held. Which
+   * are dropped depends on the order of the two sides' frames, not on the split: `decodeConversation` places
+   * each request just before the reply that needs it, so it drops only what the server leaves unanswered
+   * beyond the limit. A lone `ClientStreamDecoder` holds none (it has no replies to match).
    * Default `DEFAULT_MAX_BUFFERED_BYTES` (64 MiB + 64 KiB).
    */
   readonly maxBufferedBytes?: number;

@@ -76,6 +76,8 @@ export class ConversationDecoder {
     this.#c2s = new ClientDecoderImpl(options, this.#session);
     this.#s2c = new ServerDecoderImpl(options, this.#session);
     this.#s2c.waitForClient = true;
+    // The tables of options and requests waiting for replies are bounded by maxBufferedBytes.
+    this.#c2s.trackReplies();
     this.#maxBuffered = options?.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     this.#strict = options?.strict ?? false;
     // Events carry the connection number from the start: no copy per event.

@@ -1130,6 +1130,18 @@ export const RULES = {
     strict: "throw",
     lenient: "throw",
   },
+  "outstanding-limit": {
+    code: "limit-exceeded",
+    level: "LIMIT",
+    scope: "stream",
+    clauses: [{
+      section: "option maxBufferedBytes (conversation)",
+      quote:
+        "requests and options waiting for replies (256 bytes each and their payload) exceed the limit: the oldest are dropped",
+    }],
+    strict: "throw",
+    lenient: "finding",
+  },
 
   "buffer-limit-one-sided": {
     code: "limit-exceeded",

@@ -38,6 +38,9 @@ const NO_FRAME_VECTOR: Readonly<Record<string, string>> = {
   "stream-truncated": "a stream ending inside a frame: no whole frame to store",
   "capture-gap": "bytes missing from a capture, between frames",
   "max-buffered-bytes": "a limit of the stream decoders' buffer, not of one frame",
+  "outstanding-limit":
+    "needs the requests or options held earlier in a conversation, beyond the buffer limit (broken in " +
+    "test/stream_hardening.test.ts)",
   // Session rules need what a session holds: the requests in flight, the option awaiting its replies, the
   // negotiation. test/client_session.test.ts and test/server_session.test.ts break them with byte streams.
   "reply-before-transmission": "a session rule: needs the handshake phase (no request sent yet)",

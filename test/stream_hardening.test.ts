@@ -10,10 +10,12 @@ import {
   decodeConversation,
   type Direction,
   isNbdDecodeError,
+  type Request,
   ServerStreamDecoder,
   type StreamEvent,
   type StreamOptions,
 } from "../mod.ts";
+import { SessionState } from "../codec/_stream_impl.ts";
 import { normal } from "./_events.ts";
 import { fromHex, toHex } from "./_harness.ts";
 
@@ -525,6 +527,205 @@ describe("a reply magic where an option reply may be expected: what the client s
       expect(last.findings.map((f) => f.rule)).toContain("reply-unknown-cookie");
       expect(clientFirst).toEqual(whole);
       expect(chunkFirst).toEqual(whole);
+    }
+  });
+});
+
+describe("requests and options waiting for replies are bounded by maxBufferedBytes (outstanding-limit)", () => {
+  // Each held request or option is charged 256 bytes plus its payload (HELD_ENTRY_CHARGE): 1024 holds 4
+  // FLUSH requests. Issue 15 section 1, 15.1.1b: with the server silent the tables grew without limit.
+  const LIMIT = 1024;
+  const TRANSMISSION = { phase: "transmission", style: "newstyle" } as const;
+  /** A compact FLUSH request (28 bytes) with cookie `i`. */
+  const flush = (i: number) =>
+    "25609513" + "0000" + "0003" + i.toString(16).padStart(16, "0") + "0000000000000000" + "00000000";
+  /** A simple reply without error for cookie `i` (no data: a FLUSH's). */
+  const reply = (i: number) => "67446698" + "00000000" + i.toString(16).padStart(16, "0");
+  const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
+  const c2s = fromHex(range(1, 10).map(flush).join(""));
+  const opts = (strict = false, state: StreamOptions["state"] = TRANSMISSION): StreamOptions => ({
+    maxBufferedBytes: LIMIT,
+    strict,
+    state,
+  });
+  const rulesOf = (events: readonly ConversationEvent[], dir: Direction) =>
+    events.filter((e) => e.direction === dir).map((e) => e.findings.map((f) => f.rule).join());
+  const cookieOf = (e: ConversationEvent | undefined) =>
+    e?.event === "frame" && e.frame.type === "simple-reply" ? e.request?.cookie : undefined;
+
+  /** Pushes the client's bytes, then the server's, each cut by `parts`. */
+  function pushed(
+    client: Uint8Array,
+    server: Uint8Array,
+    parts: (b: Uint8Array) => Uint8Array[],
+    o = opts(),
+  ): ConversationEvent[] {
+    const d = new ConversationDecoder(o);
+    const out: ConversationEvent[] = [];
+    for (const p of parts(client)) out.push(...d.push("c2s", p));
+    for (const p of parts(server)) out.push(...d.push("s2c", p));
+    out.push(...d.end());
+    return out;
+  }
+
+  test("with the server silent, each request past the limit drops the oldest and carries the finding", () => {
+    const events = pushed(c2s, new Uint8Array(0), (b) => [b]);
+    expect(events).toHaveLength(10);
+    expect(rulesOf(events, "c2s")).toEqual([...Array(4).fill(""), ...Array(6).fill("outstanding-limit")]);
+    expect(events[4]!.findings[0]).toMatchObject({ code: "limit-exceeded", offset: 4 * 28 });
+    expect(events[4]!.findings[0]!.message).toContain("the oldest one is dropped");
+  });
+
+  test("the same events whole, pushed whole, in random splits and byte by byte", () => {
+    const s2c = fromHex([10, 7, 6, 1].map(reply).join(""));
+    const whole = decodeConversation(c2s, s2c, opts());
+    expect(normal(pushed(c2s, s2c, (b) => [b]))).toEqual(normal(whole));
+    expect(normal(pushed(c2s, s2c, bytewise))).toEqual(normal(whole));
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    for (let n = 0; n < 20; n++) {
+      const at = (b: Uint8Array) =>
+        [...new Set(Array.from({ length: 5 }, () => Math.floor(rand() * b.length)))].sort((x, y) => x - y);
+      expect(normal(pushed(c2s, s2c, (b) => cuts(b, at(b))))).toEqual(normal(whole));
+    }
+  });
+
+  test("replies to the held requests match; replies to dropped ones match no request", () => {
+    const out = decodeConversation(c2s, fromHex([10, 7, 6, 1].map(reply).join("")), opts());
+    const replies = out.filter((e) => e.direction === "s2c");
+    expect(replies.map(cookieOf)).toEqual([10n, 7n, undefined, undefined]);
+    expect(rulesOf(out, "s2c")).toEqual(["", "", "reply-unknown-cookie", "reply-unknown-cookie"]);
+    expect(rulesOf(out, "c2s")).toEqual([...Array(4).fill(""), ...Array(6).fill("outstanding-limit")]);
+  });
+
+  test("a reply frees its request's place: what is answered in time is never dropped", () => {
+    // Requests 1..3, a reply to 2, then 4..6: at most four held (1, 3, 4, 5), so 6 drops 1.
+    const d = new ConversationDecoder(opts());
+    const out: ConversationEvent[] = [];
+    out.push(...d.push("c2s", fromHex(range(1, 3).map(flush).join(""))));
+    out.push(...d.push("s2c", fromHex(reply(2))));
+    out.push(...d.push("c2s", fromHex(range(4, 6).map(flush).join(""))));
+    out.push(...d.push("s2c", fromHex(reply(1) + reply(3))));
+    out.push(...d.end());
+    expect(out.filter((e) => e.direction === "s2c").map(cookieOf)).toEqual([2n, undefined, 3n]);
+    expect(rulesOf(out, "s2c")).toEqual(["", "reply-unknown-cookie", ""]);
+    expect(rulesOf(out, "c2s")).toEqual(["", "", "", "", "", "outstanding-limit"]);
+  });
+
+  test("with the same cookie on every request (as the fuzz reproduction) the oldest go first", () => {
+    const same = fromHex(Array.from({ length: 10 }, () => flush(1)).join(""));
+    const events = pushed(same, fromHex(reply(1) + reply(1)), (b) => [b]);
+    expect(rulesOf(events, "c2s")).toEqual([...Array(4).fill(""), ...Array(6).fill("outstanding-limit")]);
+    expect(rulesOf(events, "s2c")).toEqual(["", ""]);
+    expect(normal(pushed(same, fromHex(reply(1) + reply(1)), bytewise))).toEqual(normal(events));
+  });
+
+  test("a WRITE is charged its data too", () => {
+    // WRITE of 500 bytes: 256 + 500 = 756 each; the second one (1512 > 1024) drops the first.
+    const write = (i: number) =>
+      "25609513" + "0000" + "0001" + i.toString(16).padStart(16, "0") + "0000000000000000" + "000001f4" +
+      "ab".repeat(500);
+    const client = fromHex(write(1) + write(2) + flush(3));
+    const server = fromHex(reply(1) + reply(2) + reply(3));
+    // In capture order, the client first: both WRITEs are outstanding at once.
+    const first = pushed(client, server, (b) => [b]);
+    expect(rulesOf(first, "c2s")).toEqual(["", "outstanding-limit", ""]);
+    expect(first.filter((e) => e.direction === "s2c").map(cookieOf)).toEqual([undefined, 2n, 3n]);
+    for (const payloadViews of [false, true]) {
+      const o = { ...opts(), payloadViews };
+      expect(normal(pushed(client, server, (b) => cuts(b, [40, 600, 700]), o))).toEqual(normal(first));
+      expect(normal(pushed(client, server, bytewise, o))).toEqual(normal(first));
+    }
+    // Whole, each request comes just before its reply: never more than one held, nothing dropped.
+    const whole = decodeConversation(client, server, opts());
+    expect(rulesOf(whole, "c2s")).toEqual(["", "", ""]);
+    expect(whole.filter((e) => e.direction === "s2c").map(cookieOf)).toEqual([1n, 2n, 3n]);
+  });
+
+  test("options waiting for replies are bounded too, and a later reply goes to the oldest still held", () => {
+    // LIST options (16 bytes: 256 + 16 charged): three fit in 1024, the fourth drops the first. The replies
+    // (final ACKs) then answer options 2, 3, 4 in turn; a fifth is unsolicited.
+    const list = "49484156454f5054" + "00000003" + "00000000";
+    const ack = "0003e889045565a9" + "00000003" + "00000001" + "00000000";
+    const o = opts(false, { phase: "options", style: "newstyle", handshakeFlags: 3, clientFlags: 3 });
+    const client = fromHex(list.repeat(4));
+    const server = fromHex(ack.repeat(4));
+    const events = pushed(client, server, (b) => [b], o);
+    expect(rulesOf(events, "c2s")).toEqual(["", "", "", "outstanding-limit"]);
+    expect(events[3]!.findings[0]).toMatchObject({ code: "limit-exceeded", offset: 48 });
+    expect(rulesOf(events, "s2c")).toEqual(["", "", "", "option-reply-unsolicited"]);
+    expect(normal(pushed(client, server, bytewise, o))).toEqual(normal(events));
+  });
+
+  test("strict mode throws outstanding-limit at the request that would exceed it, whatever the split", () => {
+    const want = { code: "limit-exceeded", offset: 4 * 28, rule: "outstanding-limit" };
+    for (const parts of [(b: Uint8Array) => [b], bytewise]) {
+      let got: unknown;
+      try {
+        pushed(c2s, new Uint8Array(0), parts, opts(true));
+      } catch (e) {
+        if (!isNbdDecodeError(e)) throw e;
+        got = { code: e.code, offset: e.offset, rule: e.rule };
+      }
+      expect(got).toEqual(want);
+    }
+  });
+
+  test("a lone client stream decoder holds no requests for replies: no limit to reach", () => {
+    const d = new ClientStreamDecoder(opts());
+    const events = [...d.push(c2s), ...d.end()];
+    expect(events.map((e) => e.findings.length)).toEqual(Array(10).fill(0));
+  });
+});
+
+describe("the bookkeeping of the held requests against a model (SessionState)", () => {
+  const request = (cookie: number): Request => ({
+    type: "request",
+    extended: false,
+    flags: 0,
+    command: Command.FLUSH,
+    cookie: BigInt(cookie),
+    offset: 0n,
+    length: 0n,
+  });
+
+  test("drops the oldest held, matches the oldest of a cookie, under random replies and cookie reuse", () => {
+    // The model: a plain list in the order of the requests. Random cookies from a small set (reuse, several
+    // held at once), replies in random order (compaction of the order list), bursts that empty the table.
+    for (const cookies of [4, 40, 4000]) {
+      const s = new SessionState();
+      s.maxHeldBytes = 256 * 50;
+      const model: Request[] = [];
+      let seed = cookies;
+      const rand = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2147483648;
+        return seed % n;
+      };
+      for (let op = 0; op < 20000; op++) {
+        if (rand(100) < (op % 5000 < 4000 ? 55 : 20)) {
+          const r = request(rand(cookies));
+          const dropped = s.makeRoom(256);
+          let want = 0;
+          while (model.length > 0 && (model.length + 1) * 256 > s.maxHeldBytes) {
+            model.shift();
+            want++;
+          }
+          expect(dropped).toBe(want);
+          s.addRequest(r);
+          model.push(r);
+        } else if (model.length > 0) {
+          // A reply: to a held request's cookie mostly, sometimes to one held by nothing.
+          const c = rand(4) === 0 ? rand(cookies) : Number(model[rand(model.length)]!.cookie);
+          const i = model.findIndex((m) => Number(m.cookie) === c);
+          expect(s.findRequest(c)).toBe(i < 0 ? undefined : model[i]);
+          s.finishRequest(c);
+          if (i >= 0) model.splice(i, 1);
+        }
+        expect(s.heldBytes).toBe(256 * model.length);
+      }
+      for (let c = 0; c < cookies; c++) {
+        expect(s.findRequest(c)).toBe(model.find((m) => Number(m.cookie) === c));
+      }
     }
   });
 });

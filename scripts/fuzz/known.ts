@@ -28,19 +28,9 @@ export interface KnownDefect {
   readonly reproductions: readonly string[];
 }
 
-// 15.1.1 to 15.1.7 and M.1 are fixed: their reproductions are ordinary regression files now
-// (test/regressions/issue-*.json), which must pass. What is listed here is known and not fixed yet.
-export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [
-  {
-    id: "15.1.1b",
-    defect:
-      "The other half of issue 15 section 1 item 1: with the server silent, a conversation's (and a lone " +
-      "client stream decoder's) table of requests and options waiting for their replies grows without " +
-      "limit (SessionState.requests / options in codec/_stream_impl.ts; maxBufferedBytes bounds only bytes).",
-    matches: (f) => f.target === "limits" && f.check === "memory-limit" && /server silent/.test(f.message),
-    reproductions: ["known-15.1.1b-limits-client-requests-server-silent.json"],
-  },
-];
+// 15.1.1 to 15.1.7, 15.1.1b and M.1 are fixed: their reproductions are ordinary regression files now
+// (test/regressions/issue-*.json), which must pass. Nothing is known and not fixed: the list is empty.
+export const KNOWN_DEFECTS_ISSUE_15_1: readonly KnownDefect[] = [];
 
 /** The known defect a finding is, if any. */
 export function knownDefect(f: FindingInfo): KnownDefect | undefined {

@@ -299,7 +299,15 @@ function causalSchedule(
     at[dir] = e;
   };
   for (const e of events) {
-    take(e.direction, e.event === "frame" ? e.frameOffset + e.frameLength : e.streamOffset + e.length);
+    // A `tls` or `undecodable` notice has length 0 but ends its direction: the decoder looked at the bytes
+    // after it (an undecodable header, say) before anything that follows on the other side, and skips them
+    // all. So all of them come now, as a capture would show them when the decoder got to see them.
+    const end = e.event === "frame"
+      ? e.frameOffset + e.frameLength
+      : e.notice === "truncated"
+      ? e.streamOffset + e.length
+      : Infinity;
+    take(e.direction, end);
   }
   take("s2c", s2c.length);
   take("c2s", c2s.length);
