@@ -33,6 +33,7 @@ import {
   type SimpleReply,
   type SimpleReplyDecodeOptions,
 } from "./reply.ts";
+import { throwWithEvents } from "./_stream_error.ts";
 import type { NegotiatedState, StreamOptions, StreamPhase } from "./_stream_types.ts";
 import {
   type Decoded,
@@ -495,13 +496,20 @@ export abstract class DirectionDecoder {
   /** Decodes one frame, if it can. `force`: decode even when the other direction has not caught up. */
   abstract step(force: boolean): Step;
 
-  /** Decodes every complete frame buffered so far. */
+  /**
+   * Decodes every complete frame buffered so far. A violation thrown in strict mode carries the events
+   * decoded before it (`NbdStreamError`).
+   */
   protected drain(force: boolean): StreamEvent[] {
     const out: StreamEvent[] = [];
-    for (;;) {
-      const s = this.step(force);
-      if (s.step !== "event") break;
-      out.push(s.event);
+    try {
+      for (;;) {
+        const s = this.step(force);
+        if (s.step !== "event") break;
+        out.push(s.event);
+      }
+    } catch (e) {
+      throwWithEvents(e, out);
     }
     return out;
   }
@@ -539,7 +547,7 @@ export abstract class DirectionDecoder {
         message:
           `the ${this.direction} stream ends inside a frame: ${n} bytes at offset ${at} are not a whole frame`,
       };
-      if (this.o.strict) throw new NbdDecodeError(f.code, f.offset, f.rule, f.message);
+      if (this.o.strict) throwWithEvents(new NbdDecodeError(f.code, f.offset, f.rule, f.message), out);
       out.push(this.notice("truncated", at, n, [f]));
     }
     return out;

@@ -13,6 +13,7 @@ import type { Finding } from "./errors.ts";
 import type { ConversationEvent, Direction } from "./events.ts";
 import type { NegotiatedState, StreamOptions } from "./stream.ts";
 import { ClientDecoderImpl, type DirectionDecoder, ServerDecoderImpl, SessionState } from "./_stream_impl.ts";
+import { throwWithEvents } from "./_stream_error.ts";
 import { NbdDecodeError } from "./errors.ts";
 import { DEFAULT_MAX_BUFFERED_BYTES } from "./types.ts";
 
@@ -99,7 +100,8 @@ export class ConversationDecoder {
   }
 
   /**
-   * Adds a chunk of one direction and returns the events it completes.
+   * Adds a chunk of one direction and returns the events it completes. In strict mode a violation throws an
+   * {@link NbdStreamError} carrying the events decoded before it.
    *
    * @example
    * ```ts
@@ -117,8 +119,13 @@ export class ConversationDecoder {
     // More of a large frame's payload (every segment but the last of a big WRITE or READ reply): nothing
     // to decode on either side, so no pumping.
     if (dec.incomplete()) return [];
-    const out = this.#pump(dec);
-    if (this.#s2c.queue.length > this.#maxBuffered) this.#overLimit(out);
+    const out: ConversationEvent[] = [];
+    try {
+      this.#pump(dec, out);
+      if (this.#s2c.queue.length > this.#maxBuffered) this.#overLimit(out);
+    } catch (e) {
+      throwWithEvents(e, out);
+    }
     return out;
   }
 
@@ -154,8 +161,8 @@ export class ConversationDecoder {
       this.#forcedEnd = s2c.position;
       out.push(e);
       // What the forced event made decodable on the client side, then the server side as after a push.
-      for (const x of this.#pump(this.#c2s)) out.push(x);
-      for (const x of this.#pump(s2c)) out.push(x);
+      this.#pump(this.#c2s, out);
+      this.#pump(s2c, out);
     }
   }
 
@@ -172,19 +179,24 @@ export class ConversationDecoder {
    */
   gap(direction: Direction, length: number): ConversationEvent[] {
     const dec = direction === "c2s" ? this.#c2s : this.#s2c;
-    const out = this.#pump(dec);
-    if (dec === this.#s2c) {
-      // Server frames that wait for client bytes would be dropped with the direction: they are decoded
-      // without the client side instead, as far as they frame alone (findings say what is unmatched).
-      for (;;) {
-        const s = this.#s2c.step(true);
-        if (s.step !== "event") break;
-        out.push(s.event as ConversationEvent);
-        for (const x of this.#pump(this.#c2s)) out.push(x);
+    const out: ConversationEvent[] = [];
+    try {
+      this.#pump(dec, out);
+      if (dec === this.#s2c) {
+        // Server frames that wait for client bytes would be dropped with the direction: they are decoded
+        // without the client side instead, as far as they frame alone (findings say what is unmatched).
+        for (;;) {
+          const s = this.#s2c.step(true);
+          if (s.step !== "event") break;
+          out.push(s.event as ConversationEvent);
+          this.#pump(this.#c2s, out);
+        }
       }
+      const ev = dec.abandon(length);
+      if (ev !== undefined) out.push(ev as ConversationEvent);
+    } catch (e) {
+      throwWithEvents(e, out);
     }
-    const ev = dec.abandon(length);
-    if (ev !== undefined) out.push(ev as ConversationEvent);
     return out;
   }
 
@@ -205,9 +217,14 @@ export class ConversationDecoder {
     // No more bytes of either side will come: a server frame that waits for the client is decoded without
     // it when the client side can go no further, and what it teaches (an unsolicited STARTTLS ACK, say) is
     // applied to the client's last bytes, as decodeConversation does with the same bytes.
-    const out = this.#pumpCausal();
-    for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
-    for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
+    const out: ConversationEvent[] = [];
+    try {
+      this.#pumpCausal(out);
+      for (const e of this.#c2s.finish()) out.push(e as ConversationEvent);
+      for (const e of this.#s2c.finish()) out.push(e as ConversationEvent);
+    } catch (e) {
+      throwWithEvents(e, out);
+    }
     this.#done = true;
     return out;
   }
@@ -220,8 +237,7 @@ export class ConversationDecoder {
    * one the bytes would give arriving one at a time, whatever the split. A side with no bytes buffered has
    * nothing to decode (before end()), so it is not stepped.
    */
-  #pump(pushed: DirectionDecoder): ConversationEvent[] {
-    const out: ConversationEvent[] = [];
+  #pump(pushed: DirectionDecoder, out: ConversationEvent[]): void {
     const other = pushed === this.#c2s ? this.#s2c : this.#c2s;
     while (pushed.queue.length > 0) {
       const p = pushed.step(false);
@@ -233,12 +249,10 @@ export class ConversationDecoder {
         out.push(o.event as ConversationEvent);
       }
     }
-    return out;
   }
 
   /** Decodes what can be decoded in causal order: the client side advances only when the server side waits. */
-  #pumpCausal(): ConversationEvent[] {
-    const out: ConversationEvent[] = [];
+  #pumpCausal(out: ConversationEvent[]): void {
     for (;;) {
       const s = this.#s2c.step(false);
       if (s.step === "event") {
@@ -261,7 +275,6 @@ export class ConversationDecoder {
       }
       break;
     }
-    return out;
   }
 
   /**
@@ -277,8 +290,13 @@ export class ConversationDecoder {
   decodeWhole(c2s: Uint8Array, s2c: Uint8Array): ConversationEvent[] {
     this.#c2s.append(c2s);
     this.#s2c.append(s2c);
-    const out = this.#pumpCausal();
-    for (const e of this.end()) out.push(e);
+    const out: ConversationEvent[] = [];
+    try {
+      this.#pumpCausal(out);
+      for (const e of this.end()) out.push(e);
+    } catch (e) {
+      throwWithEvents(e, out);
+    }
     return out;
   }
 }

@@ -17,6 +17,7 @@ import { ClientDecoderImpl, ServerDecoderImpl } from "./_stream_impl.ts";
 import type { NegotiatedState, StreamOptions } from "./_stream_types.ts";
 
 export type { NegotiatedState, StreamOptions, StreamPhase } from "./_stream_types.ts";
+export { NbdStreamError } from "./_stream_error.ts";
 
 /**
  * Decodes the client-to-server byte stream: client flags, option requests, then transmission requests
@@ -75,7 +76,8 @@ export class ClientStreamDecoder {
   }
 
   /**
-   * Adds a chunk of the stream and returns the events it completes.
+   * Adds a chunk of the stream and returns the events it completes. In strict mode a violation throws an
+   * {@link NbdStreamError} carrying the events decoded before it.
    *
    * @example
    * ```ts
@@ -165,7 +167,8 @@ export class ServerStreamDecoder {
   }
 
   /**
-   * Adds a chunk of the stream and returns the events it completes.
+   * Adds a chunk of the stream and returns the events it completes. In strict mode a violation throws an
+   * {@link NbdStreamError} carrying the events decoded before it.
    *
    * @example
    * ```ts
