@@ -26,7 +26,7 @@ export interface ChunkHolder {
  */
 export class ChunkPool {
   readonly #holder: ChunkHolder;
-  readonly #size: number;
+  #size: number;
   readonly #maxKept: number;
   readonly #free: Uint8Array[] = [];
   readonly #kept: Uint8Array[] = [];
@@ -41,10 +41,17 @@ export class ChunkPool {
 
   /** A chunk to read into: a free one (released first), else a new one. */
   take(): Uint8Array {
-    const reused = this.#free.pop();
+    let reused = this.#free.pop();
+    // Free chunks of an earlier size are left to the garbage collector.
+    while (reused !== undefined && reused.length !== this.#size) reused = this.#free.pop();
     if (reused === undefined) return new Uint8Array(this.#size);
     this.#holder.release(reused);
     return reused;
+  }
+
+  /** Chunks taken from now on have `size` bytes. */
+  resize(size: number): void {
+    this.#size = size;
   }
 
   /** Gives back a chunk taken but not pushed (its bytes are not held by anyone). */
@@ -83,7 +90,7 @@ export class ReadAhead {
   readonly #fd: number;
   readonly #pool: ChunkPool;
   readonly #head: number;
-  readonly #size: number;
+  #size: number;
   readonly #depth: number;
   readonly #positioned: boolean;
   readonly #queue: Read[] = [];
@@ -99,6 +106,12 @@ export class ReadAhead {
     this.#size = size;
     this.#positioned = regularFile;
     this.#depth = regularFile ? depth : 1;
+  }
+
+  /** Reads started from now on ask for `size` bytes (into chunks of the pool's new size, see {@link ChunkPool.resize}). */
+  resize(size: number): void {
+    this.#size = size;
+    this.#pool.resize(this.#head + size);
   }
 
   /**
