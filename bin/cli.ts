@@ -5,6 +5,7 @@
  * @module
  */
 import { walkArgs } from "./_args.ts";
+import { ChunkPool, ReadAhead, readOnPool } from "./_readahead.ts";
 import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -67,6 +68,11 @@ export interface CliEnvironment {
     readonly cold: () => Promise<boolean>;
     readonly warm: () => void;
   };
+  /**
+   * Bytes per read of a capture (default 1 MiB). For tests: small reads put many read ends inside
+   * records, and the output must not change.
+   */
+  readonly readSize?: number;
 }
 
 /**
@@ -92,6 +98,17 @@ const CHUNK_SIZE = 1024 * 1024;
  * to the garbage collector (and a fresh chunk read into), so memory stays bounded whatever the capture.
  */
 const MAX_KEPT_CHUNKS = 8;
+/** Reads of a capture file under way on the thread pool while the main thread decodes. */
+const READS_AHEAD = 2;
+/**
+ * A capture file whose first read shows packets of this many bytes or more on average is read in reads of
+ * {@link LARGE_READ_SIZE} bytes from then on: on `loopback-1g` (64 KiB segments) 4 MiB reads take 17% less
+ * wall time than 1 MiB reads, while on `small-1g` (4 KiB frames, whose every byte the decoders look at) 1
+ * MiB reads are faster (bench/RESULTS.md).
+ */
+const LARGE_PACKET_BYTES = 16384;
+/** See {@link LARGE_PACKET_BYTES}. */
+const LARGE_READ_SIZE = 4 * 1024 * 1024;
 /** Captures larger than this get progress lines on standard error. */
 const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
 /** Output is written in pieces of about this many characters (text mode) or exactly this many bytes. */
@@ -506,110 +523,129 @@ function aborted(signal: AbortSignal | undefined): Promise<"aborted"> {
   });
 }
 
-/** One read of `fd` on the thread pool, so that signals are handled while it waits. */
-function readAsync(fd: number, buffer: Uint8Array, offset: number, length: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buffer, offset, length, null, (err, n) => (err === null ? resolve(n) : reject(err)));
-  });
-}
-
-/** Reads between which a capture file's loop lets the event loop run (to see a signal). */
-const YIELD_EVERY = 8;
-
 /**
  * Reads a capture (file or standard input) through `dissector`, calling `afterRead` after each read
  * (output is flushed there). Stops early when `stop()` says so (then without ending the dissector) or when
  * `signal` aborts (then the dissector is ended: incomplete frames become notices).
+ *
+ * A capture file is read {@link READS_AHEAD} chunks ahead on libuv's thread pool (bin/_readahead.ts):
+ * while the dissector decodes chunk N and its frames are written, the kernel copies the next chunks on the
+ * other core (with one read ahead, both threads wait for each other's wake-up at every chunk: on
+ * `loopback-1g` that cost more than the overlap saved). Standard input is read only after the frames of
+ * what came before were written (live output), and a read waits for SIGINT and SIGTERM too.
  */
 async function readCapture(
   file: string,
   stdin: boolean,
   dissector: CaptureDissector,
   io: CliIo,
-  signal: AbortSignal | undefined,
+  env: CliEnvironment,
   stop: () => boolean,
   afterRead: (live: boolean) => Promise<void>,
-  budget: CliEnvironment["budget"],
 ): Promise<void> {
+  const { signal, budget } = env;
+  const readSize = env.readSize ?? CHUNK_SIZE;
   const name = stdin ? "standard input" : file;
   let fd: number;
-  let size: number;
+  let size = 0;
+  let regular = false;
   try {
     fd = stdin ? 0 : fs.openSync(file, "r");
-    size = stdin ? 0 : fs.fstatSync(fd).size;
+    if (!stdin) {
+      const stat = fs.fstatSync(fd);
+      size = stat.size;
+      regular = stat.isFile();
+    }
   } catch (e) {
     throw new InputError(`cannot read ${file}: ${describeError(e)}`);
   }
+  // A record cut by the end of a read is not copied by the capture reader (pushComplete): its first bytes
+  // (`tail` of them, at the end of `last`) are moved in front of the next read's bytes instead. Standard
+  // input reads after the tail, at the front of the chunk; a file's next read is under way before the tail
+  // is known, so its chunks keep `head` bytes free in front of what is read into them. A longer tail is
+  // given to the capture reader, which copies the record while it arrives.
+  const head = Math.floor(readSize / 4);
+  const chunks = new ChunkPool(dissector, stdin ? readSize : head + readSize, MAX_KEPT_CHUNKS);
+  let ahead: ReadAhead | undefined;
+  if (!stdin) {
+    ahead = new ReadAhead(fd, chunks, head, readSize, READS_AHEAD, regular);
+    // The first reads are under way while the budget's module loads.
+    ahead.fill();
+  }
   const interrupted = aborted(signal);
   let warm: (() => void) | undefined;
-  if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) warm = budget.warm;
   try {
+    if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) warm = budget.warm;
     const progress = size > PROGRESS_THRESHOLD;
     let done = 0;
-    let reads = 0;
     let nextReport = 0.1;
-    // The dissector keeps views of the chunks it is given (see CaptureDissector.push): a chunk is read
-    // into again only once the dissector says no view of it remains (oldestRetainedChunk), which saves
-    // allocating, zeroing and collecting a fresh buffer per read.
-    // A record cut by the end of a read is not copied by the capture reader (pushComplete): its first
-    // bytes (`tail` of them, at the end of `last`) are moved to the front of the next chunk instead.
-    const free: Uint8Array[] = [];
-    const kept: Uint8Array[] = [];
-    const keptSeq: number[] = [];
     let last: Uint8Array | undefined;
     let tail = 0;
     let end = true;
+    // Reads grow after the first chunk when its packets turn out large (not when a test chose the size).
+    let grow = ahead !== undefined && env.readSize === undefined;
     for (;;) {
       if (stop()) {
         end = false;
         break;
       }
       if (signal?.aborted) break;
-      const reused = free.pop();
-      if (reused !== undefined) dissector.release(reused);
-      const chunk = reused ?? new Uint8Array(CHUNK_SIZE);
-      if (tail > 0) {
-        // `last` is kept or free but not yet overwritten (it may be `chunk` itself: set() copies as
-        // memmove). From here on the tail lives at the front of `chunk`.
-        chunk.set(last!.subarray(last!.length - tail), 0);
-        last = chunk.subarray(0, tail);
-      }
+      let chunk: Uint8Array;
+      // Where the bytes to push start in `chunk`, and where the bytes just read start.
+      let from: number;
+      let at: number;
       let got: number;
-      try {
-        if (stdin) {
+      if (ahead !== undefined) {
+        const r = await ahead.next();
+        if (r instanceof Error) throw new InputError(`cannot read ${name}: ${describeError(r)}`);
+        chunk = r.chunk;
+        got = r.got;
+        at = head;
+        from = head - tail;
+        // `last` is kept or free, but no read into it has started yet.
+        if (tail > 0) chunk.set(last!.subarray(last!.length - tail), from);
+        // From here on `last` may be read into: the next reads are under way while this chunk is decoded.
+        if (got > 0) ahead.fill();
+      } else {
+        chunk = chunks.take();
+        from = 0;
+        at = tail;
+        if (tail > 0) {
+          // `last` is kept or free but not yet overwritten (it may be `chunk` itself: set() copies as
+          // memmove). From here on the tail lives at the front of `chunk`.
+          chunk.set(last!.subarray(last!.length - tail), 0);
+          last = chunk.subarray(0, tail);
+        }
+        try {
           // Standard input is live: read on the thread pool, so that SIGINT and SIGTERM are seen while
           // waiting (the chunk being read into is abandoned then).
-          const r = await Promise.race([readAsync(fd, chunk, tail, CHUNK_SIZE - tail), interrupted]);
+          const r = await Promise.race([readOnPool(fd, chunk, tail, readSize - tail), interrupted]);
           if (r === "aborted") break;
+          if (typeof r !== "number") throw r;
           got = r;
-        } else {
-          got = fs.readSync(fd, chunk, tail, CHUNK_SIZE - tail, null);
-          if (++reads % YIELD_EVERY === 0 && signal !== undefined) {
-            await new Promise((resolve) => setImmediate(resolve));
+        } catch (e) {
+          // A non-blocking pipe on standard input: wait for more (the tail is copied again).
+          if ((e as { code?: unknown }).code === "EAGAIN") {
+            chunks.giveBack(chunk);
+            await Promise.race([new Promise((resolve) => setTimeout(resolve, 10)), interrupted]);
+            continue;
           }
+          throw new InputError(`cannot read ${name}: ${describeError(e)}`);
         }
-      } catch (e) {
-        // A non-blocking pipe on standard input: wait for more (the tail is copied again).
-        if ((e as { code?: unknown }).code === "EAGAIN") {
-          free.push(chunk);
-          await Promise.race([new Promise((resolve) => setTimeout(resolve, 10)), interrupted]);
-          continue;
-        }
-        throw new InputError(`cannot read ${name}: ${describeError(e)}`);
       }
-      const length = tail + got;
+      const length = at + got;
       try {
         if (got === 0) {
           // The capture ends inside a record: the reader keeps it, and end() reports it.
-          if (tail > 0) dissector.push(chunk.subarray(0, tail));
+          if (tail > 0) dissector.push(chunk.subarray(from, at));
           break;
         }
-        const filled = length === CHUNK_SIZE ? chunk : chunk.subarray(0, length);
+        const filled = from === 0 && length === chunk.length ? chunk : chunk.subarray(from, length);
         dissector.pushComplete(filled);
         tail = dissector.unconsumed;
-        if (tail > CHUNK_SIZE / 4) {
+        if (tail > head) {
           // A record too large to move around cheaply: the reader copies it while it arrives.
-          dissector.push(filled.subarray(length - tail));
+          dissector.push(filled.subarray(filled.length - tail));
           tail = 0;
         }
         last = filled;
@@ -617,16 +653,15 @@ async function readCapture(
         if (isNbdDecodeError(e)) throw new InputError(`${name} is not a readable capture: ${e.message}`);
         throw e;
       }
-      kept.push(chunk);
-      // The chunk's bytes went in with this push number (and the one before, after a second push).
-      keptSeq.push(dissector.pushes);
-      const oldest = dissector.oldestRetainedChunk;
-      while (kept.length > 0 && (keptSeq[0]! < oldest || kept.length > MAX_KEPT_CHUNKS)) {
-        const c = kept.shift()!;
-        if (keptSeq.shift()! < oldest) free.push(c);
-      }
+      chunks.keep(chunk);
       done += got;
       const packets = dissector.packets;
+      if (grow && packets > 0) {
+        // Large packets (loopback segments of 64 KiB): little work per byte, so the thread pool's
+        // wake-ups at every read cost more than larger reads.
+        grow = false;
+        if (done / packets >= LARGE_PACKET_BYTES) ahead!.resize(LARGE_READ_SIZE);
+      }
       if (
         warm !== undefined && packets >= WARM_PACKETS &&
         (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS
@@ -653,6 +688,8 @@ async function readCapture(
       }
     }
   } finally {
+    // Reads still under way write into their chunks and need the descriptor: let them end first.
+    if (ahead !== undefined) await ahead.settle();
     if (!stdin) fs.closeSync(fd);
   }
 }
@@ -784,13 +821,12 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       stdin,
       dissector,
       io,
-      env.signal,
+      env,
       () => shown >= count,
       async (live) => {
         // Live input: every packet's frames are out before the next read.
         if (live || out.full) await out.flush();
       },
-      env.budget,
     );
     if (dissector.connections === 0 && text) {
       out.add(
@@ -816,7 +852,7 @@ async function stats(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<nu
   const { file, stdin } = captureOf(a, env);
   const collected = new TraceStats();
   const dissector = new CaptureDissector(collected, { port: a.port });
-  await readCapture(file, stdin, dissector, io, env.signal, () => false, async () => {}, env.budget);
+  await readCapture(file, stdin, dissector, io, env, () => false, async () => {});
   const report = collected.report();
   await io.stdout(a.json ? JSON.stringify(statsJson(report)) + "\n" : statsText(report));
   return 0;
