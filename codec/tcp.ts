@@ -871,7 +871,7 @@ export class TcpReassembler {
   }
 
   /**
-   * Fast path mirroring the general path parseTcp → #segment → #data → #deliver, for the common case in a
+   * Fast path mirroring the general path parseTcp -> #segment -> #data -> #deliver, for the common case in a
    * few steps: an IPv4 TCP segment (Ethernet without VLAN tags, BSD loopback or raw IP) with data and no
    * SYN, FIN or RST, on a connection the route cache holds, exactly at the next expected byte of a direction
    * that has no out-of-order data or gap pending, captured whole. It is delivered as the general path would
