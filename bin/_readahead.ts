@@ -5,7 +5,7 @@
  *
  * @module
  */
-import * as fs from "node:fs";
+import { read } from "node:fs";
 
 /** What the pool needs of the capture dissector (`CaptureDissector`). */
 export interface ChunkHolder {
@@ -180,7 +180,7 @@ export function readOnPool(
 ): Promise<number | Error> {
   return new Promise((resolve) => {
     try {
-      fs.read(fd, buffer, offset, length, position, (err, n) => resolve(err === null ? n : err));
+      read(fd, buffer, offset, length, position, (err, n) => resolve(err === null ? n : err));
     } catch (e) {
       resolve(e instanceof Error ? e : new Error(String(e)));
     }

@@ -7,8 +7,8 @@
 import { walkArgs } from "./_args.ts";
 import { ChunkPool, ReadAhead, readOnPool } from "./_readahead.ts";
 import { Buffer } from "node:buffer";
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import process from "node:process";
 import type { TraceFinding } from "../codec/capture.ts";
 import { decodeConversation } from "../codec/conversation.ts";
@@ -299,24 +299,24 @@ function parseDissect(args: readonly string[], command: "dissect" | "stats"): Di
  */
 export function bundledCapture(root: string | undefined): string | undefined {
   const dirs = [root, process.cwd()].filter((d): d is string => d !== undefined)
-    .map((d) => path.join(d, "vectors", "captures"));
+    .map((d) => join(d, "vectors", "captures"));
   for (const dir of dirs) {
     let names: string[];
     try {
-      names = fs.readdirSync(dir).filter((n) => /\.pcap(ng)?$/.test(n)).sort();
+      names = readdirSync(dir).filter((n) => /\.pcap(ng)?$/.test(n)).sort();
     } catch {
       continue;
     }
     if (names.length === 0) continue;
     const preferred = names.find((n) => n === DEFAULT_CAPTURE) ?? names.find((n) => /qemu.*ext/.test(n));
-    if (preferred !== undefined) return path.join(dir, preferred);
+    if (preferred !== undefined) return join(dir, preferred);
     let best = names[0]!;
     let bestSize = -1;
     for (const n of names) {
-      const size = fs.statSync(path.join(dir, n)).size;
+      const size = statSync(join(dir, n)).size;
       if (size > bestSize) [best, bestSize] = [n, size];
     }
-    return path.join(dir, best);
+    return join(dir, best);
   }
   return undefined;
 }
@@ -550,9 +550,9 @@ async function readCapture(
   let size = 0;
   let regular = false;
   try {
-    fd = stdin ? 0 : fs.openSync(file, "r");
+    fd = stdin ? 0 : openSync(file, "r");
     if (!stdin) {
-      const stat = fs.fstatSync(fd);
+      const stat = fstatSync(fd);
       size = stat.size;
       regular = stat.isFile();
     }
@@ -690,7 +690,7 @@ async function readCapture(
   } finally {
     // Reads still under way write into their chunks and need the descriptor: let them end first.
     if (ahead !== undefined) await ahead.settle();
-    if (!stdin) fs.closeSync(fd);
+    if (!stdin) closeSync(fd);
   }
 }
 
@@ -804,8 +804,8 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     let c2s: Uint8Array;
     let s2c: Uint8Array;
     try {
-      c2s = new Uint8Array(fs.readFileSync(a.c2s));
-      s2c = new Uint8Array(fs.readFileSync(a.s2c));
+      c2s = new Uint8Array(readFileSync(a.c2s));
+      s2c = new Uint8Array(readFileSync(a.s2c));
     } catch (e) {
       throw new InputError(`cannot read ${describeError(e)}`);
     }

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import * as fs from "node:fs";
-import * as path from "node:path";
+import { fstatSync, realpathSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import process from "node:process";
 import { COLD_MIN_BYTES, startCold, warmUp } from "./_budget.ts";
 import { main } from "./cli.ts";
@@ -17,7 +17,7 @@ function packageRoot(): string | undefined {
   const script = process.argv[1];
   if (script === undefined) return undefined;
   try {
-    return path.dirname(path.dirname(fs.realpathSync(script)));
+    return dirname(dirname(realpathSync(script)));
   } catch {
     return undefined;
   }
@@ -39,7 +39,7 @@ async function writeAll(fd: number, bytes: Uint8Array): Promise<void> {
   let at = 0;
   while (at < bytes.length) {
     try {
-      at += fs.writeSync(fd, bytes, at, bytes.length - at);
+      at += writeSync(fd, bytes, at, bytes.length - at);
     } catch (e) {
       const code = (e as { code?: unknown }).code;
       if (code === "EAGAIN") await sleep(1);
@@ -55,7 +55,7 @@ async function writeAll(fd: number, bytes: Uint8Array): Promise<void> {
  */
 function stdinIsInput(): boolean {
   try {
-    const s = fs.fstatSync(0);
+    const s = fstatSync(0);
     return s.isFIFO() || s.isSocket() || s.isFile();
   } catch {
     return false;

@@ -20,12 +20,22 @@
  *
  * @module
  */
-import * as fs from "node:fs";
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import * as nodeModule from "node:module";
-import * as os from "node:os";
-import * as path from "node:path";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
 import process from "node:process";
-import * as vm from "node:vm";
+import { Script } from "node:vm";
 import { budgetChanged, DEFAULT_BUDGET } from "./_budget.ts";
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
@@ -38,22 +48,22 @@ function cacheDirectory(): string | undefined {
   if (env.NODE_COMPILE_CACHE) return env.NODE_COMPILE_CACHE;
   let base: string | undefined;
   if (process.platform === "win32") base = env.LOCALAPPDATA;
-  else if (process.platform === "darwin") base = path.join(os.homedir(), "Library", "Caches");
-  else base = env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
-  return base ? path.join(base, "nbd-codec") : undefined;
+  else if (process.platform === "darwin") base = join(homedir(), "Library", "Caches");
+  else base = env.XDG_CACHE_HOME || join(homedir(), ".cache");
+  return base ? join(base, "nbd-codec") : undefined;
 }
 
 /** With `NODE_DEBUG=nbd-codec`, says on standard error what the cache did (for tests and curious users). */
 function debug(what: string): void {
   if (/\bnbd-codec\b/.test(process.env.NODE_DEBUG ?? "")) {
-    fs.writeSync(2, `nbd-codec: compile cache ${what}\n`);
+    writeSync(2, `nbd-codec: compile cache ${what}\n`);
   }
 }
 
 /** Reads a file, or undefined when it cannot be read. */
 function readOrUndefined(file: string): Buffer | undefined {
   try {
-    return fs.readFileSync(file);
+    return readFileSync(file);
   } catch {
     return undefined;
   }
@@ -62,17 +72,17 @@ function readOrUndefined(file: string): Buffer | undefined {
 /** Writes `data` to `file` through a temporary file and a rename; keeps the newest {@link KEEP_FILES}. */
 function store(dir: string, file: string, data: Uint8Array): void {
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const temporary = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(temporary, data, { mode: 0o600 });
-    fs.renameSync(temporary, file);
+    writeFileSync(temporary, data, { mode: 0o600 });
+    renameSync(temporary, file);
     debug(`written ${file}`);
-    const cached = fs.readdirSync(dir).filter((f) => f.endsWith(".v8cache"));
+    const cached = readdirSync(dir).filter((f) => f.endsWith(".v8cache"));
     if (cached.length > KEEP_FILES) {
       const byAge = cached
-        .map((f) => ({ f, t: fs.statSync(path.join(dir, f)).mtimeMs }))
+        .map((f) => ({ f, t: statSync(join(dir, f)).mtimeMs }))
         .sort((a, b) => b.t - a.t);
-      for (const { f } of byAge.slice(KEEP_FILES)) fs.rmSync(path.join(dir, f), { force: true });
+      for (const { f } of byAge.slice(KEEP_FILES)) rmSync(join(dir, f), { force: true });
     }
   } catch (e) {
     debug(`not written: ${e instanceof Error ? e.message : String(e)}`);
@@ -81,16 +91,16 @@ function store(dir: string, file: string, data: Uint8Array): void {
 
 /** Runs the CommonJS `bundle` as `require` would, compiled with V8 cached data from `dir`. */
 function runCached(bundle: string, dir: string): void {
-  const source = fs.readFileSync(bundle, "utf8");
+  const source = readFileSync(bundle, "utf8");
   // The bundle's identity: a reinstall or rebuild writes a new file (new inode, change time and usually
   // size). Hashing its content instead would load node:crypto, about 3 ms.
-  const s = fs.statSync(bundle);
+  const s = statSync(bundle);
   const id = [s.dev, s.ino, s.size, s.ctimeMs].map((n) => n.toString(36)).join("-");
-  const file = path.join(dir, `${process.version}-${process.arch}-${id}.v8cache`);
+  const file = join(dir, `${process.version}-${process.arch}-${id}.v8cache`);
   const cachedData = readOrUndefined(file);
   // The wrapper Node puts around a CommonJS module; a "#!" line becomes a comment (line numbers unchanged).
   const body = source.startsWith("#!") ? `//${source.slice(2)}` : source;
-  const script = new vm.Script(
+  const script = new Script(
     `(function (exports, require, module, __filename, __dirname) {${body}\n})`,
     { filename: bundle, cachedData },
   );
@@ -109,22 +119,22 @@ function runCached(bundle: string, dir: string): void {
     dirname: string,
   ) => void;
   const module = { exports: {} };
-  run(module.exports, nodeModule.createRequire(bundle), module, bundle, path.dirname(bundle));
+  run(module.exports, nodeModule.createRequire(bundle), module, bundle, dirname(bundle));
 }
 
 // V8 checks a code cache against its flags, and reads it with the default interrupt budget: a run that
 // still has a larger one (bin/_budget.ts) goes back to the default before a cache is written.
 process.once("exit", () => {
   if (budgetChanged()) {
-    (nodeModule.createRequire(path.join(process.cwd(), "start"))("node:v8") as typeof import("node:v8"))
+    (nodeModule.createRequire(join(process.cwd(), "start"))("node:v8") as typeof import("node:v8"))
       .setFlagsFromString(
         DEFAULT_BUDGET,
       );
   }
 });
 
-const here = path.dirname(fs.realpathSync(process.argv[1] ?? "."));
-const bundle = path.join(here, "nbd-codec.cjs");
+const here = dirname(realpathSync(process.argv[1] ?? "."));
+const bundle = join(here, "nbd-codec.cjs");
 const dir = "Deno" in globalThis ? undefined : cacheDirectory();
 const enable = (nodeModule as { enableCompileCache?: (dir?: string) => unknown }).enableCompileCache;
 if (dir === undefined) {
