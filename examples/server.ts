@@ -263,7 +263,7 @@ export class SparseImage {
 
 // ---------------------------------------------------------------------------------------------------------
 // The server: a transport (node:net) and the storage around a ServerSession. The protocol part, from here
-// to the command line, is 197 lines (about 530 before the session): the session negotiates, validates
+// to the command line, is 203 lines (about 530 before the session): the session negotiates, validates
 // requests and frames replies; this code wires a socket to it and runs the commands on the image. Writing
 // the replies with few system calls is examples/batch_writer.ts.
 
@@ -349,6 +349,7 @@ export class NbdServer {
       if (end) socket.end();
     };
     socket.on("data", (chunk: Uint8Array) => step(session.receive(chunk)));
+    socket.on("end", () => step(session.end()));
     step(session.start());
   }
 
@@ -387,6 +388,11 @@ export class NbdServer {
         return true;
       case "disconnect": // every request is answered at once: nothing is in flight
       case "abort":
+        return true;
+      case "end": // the client closed its side
+        if (!e.clean) {
+          log(`client went away: ${e.reason}, ${e.inFlight} in flight, ${e.partialBytes} bytes cut`);
+        }
         return true;
       case "starttls": // the session refuses STARTTLS (tls: "off"): never happens
     }
