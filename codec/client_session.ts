@@ -1536,16 +1536,7 @@ export class ClientSession {
    * ```
    */
   writeZeroes(offset: number | bigint, length: number | bigint, options?: RequestOptions): bigint {
-    return this.#send(
-      Command.WRITE_ZEROES,
-      options?.flags ?? 0,
-      offset,
-      u64Arg(length, "length"),
-      options,
-      undefined,
-      undefined,
-      undefined,
-    );
+    return this.#range(Command.WRITE_ZEROES, offset, length, options);
   }
 
   /**
@@ -1562,16 +1553,7 @@ export class ClientSession {
    * ```
    */
   trim(offset: number | bigint, length: number | bigint, options?: RequestOptions): bigint {
-    return this.#send(
-      Command.TRIM,
-      options?.flags ?? 0,
-      offset,
-      u64Arg(length, "length"),
-      options,
-      undefined,
-      undefined,
-      undefined,
-    );
+    return this.#range(Command.TRIM, offset, length, options);
   }
 
   /**
@@ -1588,16 +1570,7 @@ export class ClientSession {
    * ```
    */
   cache(offset: number | bigint, length: number | bigint, options?: RequestOptions): bigint {
-    return this.#send(
-      Command.CACHE,
-      options?.flags ?? 0,
-      offset,
-      u64Arg(length, "length"),
-      options,
-      undefined,
-      undefined,
-      undefined,
-    );
+    return this.#range(Command.CACHE, offset, length, options);
   }
 
   /**
@@ -1765,6 +1738,25 @@ export class ClientSession {
       );
     }
     return c;
+  }
+
+  /** A command given by its range alone (WRITE_ZEROES, TRIM, CACHE): no buffer, data or context list. */
+  #range(
+    command: number,
+    offset: number | bigint,
+    length: number | bigint,
+    options?: RequestOptions,
+  ): bigint {
+    return this.#send(
+      command,
+      options?.flags ?? 0,
+      offset,
+      u64Arg(length, "length"),
+      options,
+      undefined,
+      undefined,
+      undefined,
+    );
   }
 
   #send(
