@@ -66,7 +66,12 @@ export function u32(b: Uint8Array, o: number): number {
 }
 
 export function u64(b: Uint8Array, o: number): bigint {
-  return (BigInt(u32(b, o)) << 32n) | BigInt(u32(b, o + 4));
+  const hi = u32(b, o);
+  const lo = u32(b, o + 4);
+  // Below 2^53 (every offset, length and counter-style cookie in practice): one BigInt made from an exact
+  // number, where the general case makes four (two conversions, a shift and an or).
+  if (hi <= 0x1f_ffff) return BigInt(hi * 0x1_0000_0000 + lo);
+  return (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 /** A u64 as a number when it is at most 2^53-1, else -1 (for length fields we only compare). */
