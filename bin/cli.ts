@@ -61,7 +61,8 @@ export interface CliEnvironment {
    * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
    * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
    * such a run turns out to be long (see {@link WARM_PACKETS}), `warm()` (back to V8's default: optimising
-   * pays).
+   * pays). While a run is cold, `dissect` writes its default text through strings rather than the byte
+   * writer (`writeHotFrameText`), which pays only once optimised.
    */
   readonly budget?: {
     readonly minBytes: number;
@@ -528,6 +529,9 @@ function aborted(signal: AbortSignal | undefined): Promise<"aborted"> {
  * (output is flushed there). Stops early when `stop()` says so (then without ending the dissector) or when
  * `signal` aborts (then the dissector is ended: incomplete frames become notices).
  *
+ * `onWarm(false)` says that the run starts cold (see {@link CliEnvironment.budget}), `onWarm(true)` that it
+ * turned out long (from the first chunk on, when its packets per byte say so).
+ *
  * A capture file is read {@link READS_AHEAD} chunks ahead on libuv's thread pool (bin/_readahead.ts):
  * while the dissector decodes chunk N and its frames are written, the kernel copies the next chunks on the
  * other core (with one read ahead, both threads wait for each other's wake-up at every chunk: on
@@ -542,6 +546,7 @@ async function readCapture(
   env: CliEnvironment,
   stop: () => boolean,
   afterRead: (live: boolean) => Promise<void>,
+  onWarm?: (warm: boolean) => void,
 ): Promise<void> {
   const { signal, budget } = env;
   const readSize = env.readSize ?? CHUNK_SIZE;
@@ -574,8 +579,14 @@ async function readCapture(
   }
   const interrupted = aborted(signal);
   let warm: (() => void) | undefined;
+  /** Whether the run is long, once `onWarm` was told that it starts cold. */
+  let longRun: boolean | undefined;
   try {
-    if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) warm = budget.warm;
+    if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) {
+      warm = budget.warm;
+      longRun = false;
+      onWarm?.(false);
+    }
     const progress = size > PROGRESS_THRESHOLD;
     let done = 0;
     let nextReport = 0.1;
@@ -669,6 +680,13 @@ async function readCapture(
         warm();
         warm = undefined;
       }
+      if (
+        longRun === false && packets > 0 && (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS
+      ) {
+        // Known from the first chunk on (warming the budget waits for more packets, to be sure).
+        longRun = true;
+        onWarm?.(true);
+      }
       await afterRead(stdin);
       if (progress && done >= nextReport * size) {
         io.stderr(
@@ -728,6 +746,10 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     },
   );
   const info = detached ? dissector.info : undefined;
+  // The byte writer for requests and simple replies (`addHot`), unless the run is cold: until V8 optimises
+  // it, writing bytes one JavaScript operation at a time costs more than building the same text as a
+  // string with V8's native string and number builtins (loopback-100m, bench/RESULTS.md).
+  let byteWriter = true;
   // Time display: relative to the capture's first packet (known before any event), to the previous frame
   // shown (delta), or absolute.
   let hot: HotTime | undefined;
@@ -776,7 +798,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
         introduced[e.connection] = true;
         out.add(`Connection ${e.connection}: ${formatEndpoint(t.client)} → ${formatEndpoint(t.server!)}\n\n`);
       }
-      if (!out.addHot(e, n, hot, info)) {
+      if (!byteWriter || !out.addHot(e, n, hot, info)) {
         if (detached) dissector.attach(e);
         out.add(formatEventText(e, n, textOptions) + "\n\n");
       }
@@ -826,6 +848,9 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
       async (live) => {
         // Live input: every packet's frames are out before the next read.
         if (live || out.full) await out.flush();
+      },
+      (warm) => {
+        byteWriter = warm;
       },
     );
     if (dissector.connections === 0 && text) {

@@ -5,6 +5,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import { ByteOutput, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
+import { generate } from "../bench/dissect/generate.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CAPTURES = path.join(ROOT, "vectors", "captures");
@@ -1177,6 +1178,35 @@ describe("nbd-codec dissect and stats: long runs", () => {
     expect(WARM_PACKETS * 20).toBeGreaterThanOrEqual(LONG_RUN_PACKETS);
     expect(await warmCalls("dissect", LONG)).toBe(1);
     expect(await warmCalls("stats", LONG)).toBe(1);
+  });
+
+  /** Standard output of `dissect FILE` (default text), with a budget whose cold() says the run starts cold. */
+  async function dissectText(file: string, cold: boolean, readSize?: number): Promise<string> {
+    let out = "";
+    const code = await main(["dissect", file], { stdout: (t) => void (out += t), stderr: () => {} }, {
+      root: ROOT,
+      ...(readSize === undefined ? {} : { readSize }),
+      ...(cold ? { budget: { minBytes: 0, cold: () => Promise.resolve(true), warm: () => {} } } : {}),
+    });
+    expect(code).toBe(0);
+    return out;
+  }
+
+  test("a run that starts cold writes the same text (strings for a short run, the byte writer once long)", async () => {
+    // Short runs stay cold to the end: their requests and simple replies go through formatEventText.
+    for (const file of [QEMU + ".pcap", SIMPLE, CLEAN, ...RECORDED.map((c) => c.file)]) {
+      const text = await dissectText(file, true);
+      expect(text.length).toBeGreaterThan(0);
+      expect(text, file).toBe(await dissectText(file, false));
+    }
+    // A long one (about 24 000 packets of small WRITEs and their replies, read 256 KiB at a time) turns long after
+    // its first chunk and writes the rest with the byte writer: the text is the same across the change.
+    const long = path.join(TMP, "small-writes.pcap");
+    const { packets } = generate(long, 3e6, 1448, 64);
+    expect(packets).toBeGreaterThan(LONG_RUN_PACKETS);
+    const cold = await dissectText(long, true, 256 * 1024);
+    expect(cold.match(/^Frame \d+ /gm)?.length).toBeGreaterThan(LONG_RUN_PACKETS);
+    expect(cold).toBe(await dissectText(long, false, 256 * 1024));
   });
 
   test("warm() is not called for a short capture, nor for one of fewer packets than a long run has", async () => {
