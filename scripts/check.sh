@@ -43,6 +43,19 @@ states=$(cut -d' ' -f4 "$cache/log" | tr '\n' ' ')
 npx deno run -A dist/start.cjs dissect | cmp "$cache/expected.txt" -
 echo "bin ok: $(wc -l < "$cache/expected.txt") lines, cache absent, written, used, rejected, written, used; Deno ok"
 
+step "npm bin: the bundle's source reaches V8 as written (a #! line, non-ASCII text, CommonJS's arguments)"
+fake="$cache/fake"
+mkdir -p "$fake"
+cp dist/start.cjs "$fake/"
+printf '#!/usr/bin/env node\nprocess.stdout.write(["caf\303\251 \342\206\222", typeof require, typeof module.exports, __filename === require("path").join(__dirname, "nbd-codec.cjs")].join(" ") + "\\n");\n' > "$fake/nbd-codec.cjs"
+want=$(printf 'caf\303\251 \342\206\222 function object true')
+for i in 1 2; do
+  got=$(NODE_COMPILE_CACHE="$cache/fake-cache" NODE_DEBUG=nbd-codec node "$fake/start.cjs" dissect 2>>"$cache/fake.log")
+  [ "$got" = "$want" ] || { echo "bin with a non-ASCII bundle printed: $got" >&2; exit 1; }
+done
+grep -q 'compile cache used' "$cache/fake.log" || { echo "the non-ASCII bundle's cache was not used: $(cat "$cache/fake.log")" >&2; exit 1; }
+echo "non-ASCII bundle ok, twice (cache written, then used)"
+
 step "npm bin: a reader that goes away (EPIPE) ends the run with status 0 and nothing on stderr"
 for runtime in "node dist/start.cjs" "npx deno run -A bin/nbd-codec.ts"; do
   set +o pipefail
