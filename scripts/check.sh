@@ -56,6 +56,9 @@ done
 grep -q 'compile cache used' "$cache/fake.log" || { echo "the non-ASCII bundle's cache was not used: $(cat "$cache/fake.log")" >&2; exit 1; }
 echo "non-ASCII bundle ok, twice (cache written, then used)"
 
+step "npm bin: dissect ends its process at once, but not before a message to a full standard error is out"
+python3 scripts/check-stderr-full.py
+
 step "npm bin: a reader that goes away (EPIPE) ends the run with status 0 and nothing on stderr"
 for runtime in "node dist/start.cjs" "npx deno run -A bin/nbd-codec.ts"; do
   set +o pipefail
