@@ -1657,16 +1657,7 @@ export class ClientSession {
     if (command === Command.WRITE) {
       throw new NbdLocalError("bad-argument", "write-data", "A WRITE carries data: use write()");
     }
-    return this.#send(
-      command,
-      options?.flags ?? 0,
-      offset,
-      u64Arg(length, "length"),
-      options,
-      undefined,
-      undefined,
-      undefined,
-    );
+    return this.#range(command, offset, length, options);
   }
 
   /**
@@ -1740,7 +1731,7 @@ export class ClientSession {
     return c;
   }
 
-  /** A command given by its range alone (WRITE_ZEROES, TRIM, CACHE): no buffer, data or context list. */
+  /** A command given by its range alone (WRITE_ZEROES, TRIM, CACHE, any other but READ and WRITE): no buffer, data or context list. */
   #range(
     command: number,
     offset: number | bigint,
