@@ -1731,7 +1731,7 @@ export class ClientSession {
     return c;
   }
 
-  /** A command given by its range alone (WRITE_ZEROES, TRIM, CACHE, any other but READ and WRITE): no buffer, data or context list. */
+  /** A command given by its range alone (any but READ and WRITE): no buffer, data or context list. */
   #range(
     command: number,
     offset: number | bigint,
