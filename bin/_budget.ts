@@ -5,7 +5,7 @@
  * time on two cores. Runs over a capture file of {@link COLD_MIN_BYTES} or more start with four times the
  * budget ({@link startCold}, before the capture's first packet) and go back to the default once the capture
  * turns out to be long ({@link warmUp}; `cli.ts`, `WARM_PACKETS`). Not when the user set the budget; a
- * runtime without V8 flags keeps its own. `node:v8` is loaded only then (loading it takes 1.7 ms).
+ * runtime without V8 flags keeps its own. The flags are set through V8's binding, not `node:v8` ({@link v8Flags}).
  *
  * The code cache of `start.ts` is checked against V8's flags: it is read with the default budget, so it is
  * written with the default budget too ({@link budgetChanged}, then {@link DEFAULT_BUDGET}), or the next run
@@ -26,6 +26,36 @@ const CHANGED = Symbol.for("nbd-codec.interrupt-budget-changed");
 type Flags = { setFlagsFromString(flags: string): void };
 let v8: Flags | undefined;
 
+/** What this module needs of Node's `process`, typed. */
+type NodeProcess = { binding?: (name: string) => unknown; noDeprecation?: boolean | undefined };
+
+/**
+ * V8's flag setter without loading `node:v8`: that module loads Node's heap snapshot code and with it the
+ * whole of `node:stream`, about 25 modules and 2 ms of every cold start (bench/RESULTS.md). Its
+ * `setFlagsFromString` is the binding's function behind a type check, reached here through
+ * `process.binding("v8")`. Node warns that this access is deprecated; the warning is silenced for this one
+ * call (`process.noDeprecation`, which also keeps `--throw-deprecation` from throwing), and set back after.
+ * Undefined where there is no such binding (Deno, a later Node): then the caller loads `node:v8`.
+ */
+export function v8Flags(): Flags | undefined {
+  const p = process as unknown as NodeProcess;
+  if (typeof p.binding !== "function") return undefined;
+  const own = Object.prototype.hasOwnProperty.call(p, "noDeprecation");
+  const before = p.noDeprecation;
+  p.noDeprecation = true;
+  try {
+    const b = p.binding("v8") as Partial<Flags> | undefined;
+    return typeof b?.setFlagsFromString === "function"
+      ? { setFlagsFromString: (f) => b.setFlagsFromString!(f) }
+      : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (own) p.noDeprecation = before;
+    else delete p.noDeprecation;
+  }
+}
+
 /** The user chose a budget (node option or NODE_OPTIONS): leave it alone. */
 function userBudget(): boolean {
   return [...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((a) => a.includes("interrupt-budget"));
@@ -36,7 +66,8 @@ export async function startCold(): Promise<boolean> {
   if (userBudget()) return false;
   try {
     // The CommonJS bundle runs inside vm.Script (start.ts), where import() is not available: require.
-    v8 = (typeof require === "function" ? require("node:v8") : await import("node:v8")) as Flags;
+    v8 = v8Flags() ??
+      (typeof require === "function" ? require("node:v8") : await import("node:v8")) as Flags;
     v8.setFlagsFromString(COLD);
     (globalThis as Record<symbol, unknown>)[CHANGED] = true;
     return true;

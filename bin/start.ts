@@ -41,7 +41,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
-import { budgetChanged, DEFAULT_BUDGET } from "./_budget.ts";
+import { budgetChanged, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
@@ -161,10 +161,8 @@ function runCached(bundle: string, dir: string): void {
 // still has a larger one (bin/_budget.ts) goes back to the default before a cache is written.
 process.once("exit", () => {
   if (budgetChanged()) {
-    (createRequire(join(process.cwd(), "start"))("node:v8") as typeof import("node:v8"))
-      .setFlagsFromString(
-        DEFAULT_BUDGET,
-      );
+    (v8Flags() ?? (createRequire(join(process.cwd(), "start"))("node:v8") as typeof import("node:v8")))
+      .setFlagsFromString(DEFAULT_BUDGET);
   }
 });
 

@@ -56,6 +56,34 @@ done
 grep -q 'compile cache used' "$cache/fake.log" || { echo "the non-ASCII bundle's cache was not used: $(cat "$cache/fake.log")" >&2; exit 1; }
 echo "non-ASCII bundle ok, twice (cache written, then used)"
 
+step "npm bin: a cold run (capture file of 4 MiB or more) sets V8's budget through the binding, without node:v8 (2 ms of streams) and without a warning"
+npx deno run -A bench/dissect/generate.ts "$cache/cold.pcap" 5 >/dev/null
+# A preload that records what reaches V8's flags through process.binding("v8"), and whether node:v8 was loaded.
+cat > "$cache/hook.cjs" <<'HOOK'
+const fs = require("fs");
+const binding = process.binding;
+const flags = [];
+const write = () => {
+  const v8 = process.moduleLoadList.includes("NativeModule v8");
+  fs.writeFileSync(process.env.HOOK_OUT, `${flags.join(" ")} node:v8=${v8}\n`);
+};
+fs.writeFileSync(process.env.HOOK_OUT, "binding not used\n");
+process.binding = function (name) {
+  const b = binding.call(this, name);
+  if (name !== "v8") return b;
+  // After the bin's own exit handlers (registered before the first use), which set the budget back.
+  if (flags.length === 0) process.on("exit", write);
+  return { ...b, setFlagsFromString: (f) => { flags.push(f); b.setFlagsFromString(f); } };
+};
+HOOK
+for opts in "" "--throw-deprecation" "--pending-deprecation"; do
+  HOOK_OUT="$cache/hook.out" NODE_OPTIONS="$opts" node -r "$cache/hook.cjs" dist/start.cjs dissect "$cache/cold.pcap" >/dev/null 2>"$cache/cold.err"
+  got=$(cat "$cache/hook.out")
+  [ "$got" = "--interrupt-budget=270336 --interrupt-budget=67584 node:v8=false" ] || { echo "cold run ($opts): $got" >&2; exit 1; }
+  if [ -s "$cache/cold.err" ]; then echo "cold run ($opts) wrote to stderr: $(cat "$cache/cold.err")" >&2; exit 1; fi
+done
+echo "cold budget set and reset through the binding; node:v8 not loaded; stderr empty (also with --throw-deprecation, --pending-deprecation)"
+
 step "npm bin: dissect ends its process at once, but not before a message to a full standard error is out"
 python3 scripts/check-stderr-full.py
 
