@@ -4,7 +4,8 @@
  * 4 569) ends before most optimised code pays for its compiling, which then costs a third of the run's CPU
  * time on two cores. Runs over a capture file of {@link COLD_MIN_BYTES} or more start with four times the
  * budget ({@link startCold}, before the capture's first packet) and go back to the default once the capture
- * turns out to be long ({@link warmUp}; `cli.ts`, `WARM_PACKETS`). Not when the user set the budget; a
+ * turns out to be long ({@link warmUp}; `cli.ts`, `WARM_PACKETS`), or to a larger one still when its first
+ * chunk shows it short ({@link stayCold}). Not when the user set the budget; a
  * runtime without V8 flags keeps its own. The flags are set through V8's binding, not `node:v8` ({@link v8Flags}).
  *
  * The code cache of `start.ts` is checked against V8's flags: it is read with the default budget, so it is
@@ -16,6 +17,8 @@
 import process from "node:process";
 
 const COLD = "--interrupt-budget=270336";
+/** The budget of a run known to be short: 16 times V8's default, so that V8 optimises next to nothing. */
+const SHORT = "--interrupt-budget=1081344";
 /** V8's default interrupt budget, as a flag. */
 export const DEFAULT_BUDGET = "--interrupt-budget=67584";
 /** Capture files from this size on start with the larger budget. */
@@ -83,6 +86,20 @@ export function warmUp(): void {
   try {
     v8.setFlagsFromString(DEFAULT_BUDGET);
     (globalThis as Record<symbol, unknown>)[CHANGED] = false;
+  } catch {
+    // Not supported here.
+  }
+}
+
+/**
+ * The cold run turned out short (`cli.ts`, after its first chunk): a larger budget still, so that V8 stops
+ * optimising. The functions of the run tick at most once more before it ends; optimised code compiled now
+ * would not pay for itself (on two cores it competes with the reads), and the run is the faster without it.
+ */
+export function stayCold(): void {
+  if (v8 === undefined) return;
+  try {
+    v8.setFlagsFromString(SHORT);
   } catch {
     // Not supported here.
   }

@@ -61,13 +61,15 @@ export interface CliEnvironment {
    * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
    * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
    * such a run turns out to be long (see {@link WARM_PACKETS}), `warm()` (back to V8's default: optimising
-   * pays). While a run is cold, `dissect` writes its default text through strings rather than the byte
-   * writer (`writeHotFrameText`), which pays only once optimised.
+   * pays); once its first chunk shows that it will stay short, `short()` (V8 then optimises nothing more:
+   * the run would end before compiling paid). While a run is cold, `dissect` writes its default text
+   * through strings rather than the byte writer (`writeHotFrameText`), which pays only once optimised.
    */
   readonly budget?: {
     readonly minBytes: number;
     readonly cold: () => Promise<boolean>;
     readonly warm: () => void;
+    readonly short?: () => void;
   };
   /**
    * Bytes per read of a capture (default 1 MiB). For tests: small reads put many read ends inside
@@ -582,8 +584,11 @@ async function readCapture(
   /** Whether the run is long, once `onWarm` was told that it starts cold. */
   let longRun: boolean | undefined;
   try {
+    /** Called once, when the first chunk with packets shows a cold run that will stay short. */
+    let short: (() => void) | undefined;
     if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) {
       warm = budget.warm;
+      short = budget.short;
       longRun = false;
       onWarm?.(false);
     }
@@ -686,6 +691,13 @@ async function readCapture(
         // Known from the first chunk on (warming the budget waits for more packets, to be sure).
         longRun = true;
         onWarm?.(true);
+      }
+      if (short !== undefined && packets > 0) {
+        // A file (cold runs are files) that its first chunk predicts short: loopback-100m (4 569 packets)
+        // spent 4% of its instructions compiling optimised code it hardly ran (bench/RESULTS.md). Should
+        // the estimate turn out wrong, warm() above still comes.
+        if (longRun === false) short();
+        short = undefined;
       }
       await afterRead(stdin);
       if (progress && done >= nextReport * size) {

@@ -9,7 +9,7 @@
 import { fstatSync, realpathSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
-import { COLD_MIN_BYTES, startCold, warmUp } from "./_budget.ts";
+import { COLD_MIN_BYTES, startCold, stayCold, warmUp } from "./_budget.ts";
 import { main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
@@ -87,7 +87,7 @@ main(process.argv.slice(2), {
   stdinIsInput: stdinIsInput(),
   signal: interrupt.signal,
   // A larger V8 interrupt budget for capture files, until the capture turns out to be long (_budget.ts).
-  budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp },
+  budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp, short: stayCold },
 }).then(
   (code) => {
     process.exitCode = code;

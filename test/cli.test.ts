@@ -1150,28 +1150,51 @@ describe("nbd-codec dissect and stats: long runs", () => {
   const LONG = writeTemp("long.pcap", manyPackets(WARM_PACKETS * 20));
   const MEDIUM = writeTemp("medium.pcap", manyPackets(WARM_PACKETS * 2));
 
-  /** How many times the run called cold() and warm(), for files of at least `minBytes`. */
-  async function calls(minBytes: number, ...args: string[]): Promise<[number, number]> {
+  /** How many times the run called cold(), warm() and short(), for files of at least `minBytes`. */
+  async function calls(minBytes: number, ...args: string[]): Promise<[number, number, number]> {
+    return await callsReading(undefined, minBytes, ...args);
+  }
+  async function callsReading(
+    readSize: number | undefined,
+    minBytes: number,
+    ...args: string[]
+  ): Promise<[number, number, number]> {
     let cold = 0;
     let warm = 0;
+    let short = 0;
     const code = await main(args, { stdout: () => {}, stderr: () => {} }, {
       root: ROOT,
+      ...(readSize === undefined ? {} : { readSize }),
       budget: {
         minBytes,
         cold: () => Promise.resolve(++cold > 0),
         warm: () => warm++,
+        short: () => short++,
       },
     });
     expect(code).toBe(0);
-    return [cold, warm];
+    return [cold, warm, short];
   }
   const warmCalls = async (...args: string[]): Promise<number> => (await calls(0, ...args))[1];
 
   test("cold() comes before a capture file of minBytes or more, not before a smaller one", async () => {
     const size = fs.statSync(LONG).size;
-    expect(await calls(size, "dissect", LONG)).toEqual([1, 1]);
-    expect(await calls(size + 1, "dissect", LONG)).toEqual([0, 0]);
-    expect(await calls(size + 1, "stats", LONG)).toEqual([0, 0]);
+    expect(await calls(size, "dissect", LONG)).toEqual([1, 1, 0]);
+    expect(await calls(size + 1, "dissect", LONG)).toEqual([0, 0, 0]);
+    expect(await calls(size + 1, "stats", LONG)).toEqual([0, 0, 0]);
+  });
+
+  test("short() comes once, after the first chunk, when a cold run will stay short; never for a long one", async () => {
+    for (const command of ["dissect", "stats"]) {
+      expect(await calls(0, command, MEDIUM), command).toEqual([1, 0, 1]);
+      expect(await calls(0, command, CLEAN), command).toEqual([1, 0, 1]);
+      expect(await calls(0, command, LONG), command).toEqual([1, 1, 0]);
+    }
+    // Once, however many chunks come after the first.
+    expect(fs.statSync(MEDIUM).size).toBeGreaterThan(8 * 4096);
+    expect(await callsReading(4096, 0, "dissect", MEDIUM)).toEqual([1, 0, 1]);
+    // Not cold (a file under minBytes): neither.
+    expect(await calls(fs.statSync(MEDIUM).size + 1, "dissect", MEDIUM)).toEqual([0, 0, 0]);
   });
 
   test("warm() is called once when the capture holds many packets, for dissect and stats", async () => {
