@@ -5,8 +5,8 @@
  * time on two cores. Runs over a capture file of {@link COLD_MIN_BYTES} or more start with four times the
  * budget ({@link startCold}, before the capture's first packet) and go back to the default once the capture
  * turns out to be long ({@link warmUp}; `cli.ts`, `WARM_PACKETS`), or to a larger one still when its first
- * chunk shows it short ({@link stayCold}). Not when the user set the budget; a
- * runtime without V8 flags keeps its own. The flags are set through V8's binding, not `node:v8` ({@link v8Flags}).
+ * chunk shows it short ({@link stayCold}). Not when the user set the budget; a runtime without V8 flags keeps
+ * its own. The flags are set through V8's binding rather than `node:v8` ({@link v8Flags}).
  *
  * The code cache of `start.ts` is checked against V8's flags: it is read with the default budget, so it is
  * written with the default budget too ({@link budgetChanged}, then {@link DEFAULT_BUDGET}), or the next run
