@@ -747,8 +747,9 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
   const text = !a.json && !a.summary;
   /** Connections whose endpoints were shown (text mode). */
   const introduced: boolean[] = [];
-  // The default text reads each event's packets and times from the dissector's reused slot (detached):
-  // the events keep the decoder's shapes, and only the few that go to formatEventText get the fields.
+  // The default text reads each event's packets and times from the dissector's reused slot (detached), and
+  // so does formatEventText (its `trace` argument): the events keep the decoder's shapes, no field is
+  // copied onto them (loopback-100m: 2.5% fewer instructions than attaching the fields, bench/RESULTS.md).
   const detached = text && filter === undefined;
   const dissector = new CaptureDissector(
     { event: (e) => onEvent(e), traceFinding: (f, c) => onTrace(f, c) },
@@ -811,8 +812,7 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
         out.add(`Connection ${e.connection}: ${formatEndpoint(t.client)} → ${formatEndpoint(t.server!)}\n\n`);
       }
       if (!byteWriter || !out.addHot(e, n, hot, info)) {
-        if (detached) dissector.attach(e);
-        out.add(formatEventText(e, n, textOptions) + "\n\n");
+        out.add(formatEventText(e, n, textOptions, info) + "\n\n");
       }
     }
     if (a.time === "delta" && t.seconds !== undefined) {

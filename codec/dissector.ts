@@ -614,7 +614,9 @@ export class CaptureDissector {
   }
 
   #readerFindings(): void {
-    for (const f of this.#reader.takeFindings()) this.#sink.traceFinding(f, undefined);
+    // Called for every packet: an index loop, no iterator to allocate.
+    const found = this.#reader.takeFindings();
+    for (let i = 0; i < found.length; i++) this.#sink.traceFinding(found[i]!, undefined);
   }
 
   #emit(events: ConversationEvent[], live: Live): void {
@@ -799,8 +801,10 @@ export class CaptureDissector {
     if (st === undefined) return;
     if (st.kind === "nbd") {
       const dir = st.swap ? flip(direction) : direction;
-      st.retained[dir].add(this.#seq, bytes.length);
-      st.packets[dir].add(bytes.length, packet, seconds, nanos);
+      // Not st.retained[dir]: a load keyed by a variable string is a megamorphic lookup in cold code.
+      const c2s = dir === "c2s";
+      (c2s ? st.retained.c2s : st.retained.s2c).add(this.#seq, bytes.length);
+      (c2s ? st.packets.c2s : st.packets.s2c).add(bytes.length, packet, seconds, nanos);
       if (st.firstPacket === 0) {
         st.firstPacket = packet;
         st.firstSeconds = seconds;

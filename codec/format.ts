@@ -549,7 +549,7 @@ export interface TextOptions {
 }
 
 /** ` (packet P, T s)` or ` (packets F-P, T s)` for an event of a capture, else "". */
-function traceHead(e: TraceInfo, o: TextOptions | undefined): string {
+function traceHead(e: TraceFields, o: TextOptions | undefined): string {
   const packet = e.packet;
   if (packet === undefined) return "";
   const first = e.firstPacket ?? packet;
@@ -565,7 +565,7 @@ const T_REQUEST_IN = "\n    [Request in packet ";
 const T_TIME_SINCE = "]\n    [Time since request: ";
 
 /** `\n    [Request in packet N]\n    [Time since request: T s]` for a reply of a capture, else "". */
-function responseText(e: TraceInfo): string {
+function responseText(e: TraceFields): string {
   const rp = e.requestPacket;
   if (rp === undefined) return "";
   const t = e.responseNanoseconds;
@@ -832,14 +832,14 @@ function simpleReplyHead(error: number): string {
   return head;
 }
 
-function simpleReplyText(e: ConversationFrame & TraceInfo, f: SimpleReply): string {
+function simpleReplyText(e: ConversationFrame, f: SimpleReply, t: TraceFields): string {
   let text = simpleReplyHead(f.error) + f.cookie;
   const data = e.frameLength - SIMPLE_REPLY_HEADER;
   if (data > 0) text += T_DATA + data + T_BYTES;
   const r = e.request;
   if (r !== undefined) {
     requestNumbers(r);
-    text += requestRefHead(r.command) + offsetText + T_REF_LENGTH + lengthText + "]" + responseText(e);
+    text += requestRefHead(r.command) + offsetText + T_REF_LENGTH + lengthText + "]" + responseText(t);
   }
   return text;
 }
@@ -855,7 +855,7 @@ function requestRefHead(command: number): string {
   return ref;
 }
 
-function chunkText(out: Block, e: ConversationFrame & TraceInfo, f: ReplyChunk): void {
+function chunkText(out: Block, e: ConversationFrame, f: ReplyChunk, t: TraceFields): void {
   line(
     out,
     "Magic",
@@ -907,7 +907,7 @@ function chunkText(out: Block, e: ConversationFrame & TraceInfo, f: ReplyChunk):
       break;
   }
   const ref = requestRef(e);
-  if (ref !== undefined) out.text += "\n" + INDENT + ref + responseText(e);
+  if (ref !== undefined) out.text += "\n" + INDENT + ref + responseText(t);
 }
 
 function findingsText(out: Block, findings: readonly Finding[]): void {
@@ -931,15 +931,16 @@ function headMiddle(connection: number, direction: "c2s" | "s2c"): string {
   return t;
 }
 
-function frameText(e: ConversationFrame & TraceInfo, n: number, o: TextOptions | undefined): string {
+/** The text of a frame event; `t` holds its trace fields (the event itself, or a detached dissector's slot). */
+function frameText(e: ConversationFrame, n: number, o: TextOptions | undefined, t: TraceFields): string {
   const f = e.frame;
   // `Frame N (packet P, T s): connection C, DIR, offset O, L`: the rest of the header line comes with the
   // fields.
-  const head = T_FRAME + n + traceHead(e, o) + headMiddle(e.connection, e.direction) + e.frameOffset +
+  const head = T_FRAME + n + traceHead(t, o) + headMiddle(e.connection, e.direction) + e.frameOffset +
     T_COMMA + e.frameLength;
   if (f.type === "request" || f.type === "simple-reply") {
     // The hot kinds: built in one string, no Block.
-    const text = head + (f.type === "request" ? requestText(e, f) : simpleReplyText(e, f));
+    const text = head + (f.type === "request" ? requestText(e, f) : simpleReplyText(e, f, t));
     if (e.findings.length === 0) return text;
     const out = new Block(text);
     findingsText(out, e.findings);
@@ -975,7 +976,7 @@ function frameText(e: ConversationFrame & TraceInfo, n: number, o: TextOptions |
       line(out, "Zeroes", f.zeroPadding ? "124 bytes" : "none (NBD_FLAG_NO_ZEROES)");
       break;
     case "reply-chunk":
-      chunkText(out, e, f);
+      chunkText(out, e, f, t);
       break;
   }
   findingsText(out, e.findings);
@@ -988,10 +989,10 @@ const NOTICE_TEXT: Record<ConversationNotice["notice"], string> = {
   truncated: "the stream ended inside a frame",
 };
 
-function noticeText(e: ConversationNotice & TraceInfo, n: number, o: TextOptions | undefined): string {
+function noticeText(e: ConversationNotice, n: number, o: TextOptions | undefined, t: TraceFields): string {
   const out = new Block(
     `Notice ${n}${
-      traceHead(e, o)
+      traceHead(t, o)
     }: connection ${e.connection}, ${e.direction}, offset ${e.streamOffset}, ${e.length} bytes: ${e.notice}`,
   );
   out.add(NOTICE_TEXT[e.notice]);
@@ -1010,7 +1011,8 @@ function noticeText(e: ConversationNotice & TraceInfo, n: number, o: TextOptions
  * number (`Frame 16 (packet 27, 0.000341000 s): ...`, `packets 25-27` for a frame that spans packets;
  * times as `options` says), and a reply or chunk shows `[Request in packet N]` and
  * `[Time since request: T s]` after its `[Request: ...]` line, as Wireshark's `nbd.response_to` and
- * `nbd.time` do.
+ * `nbd.time` do. A detached `CaptureDissector` keeps those fields in its reused `info` slot instead of the
+ * event: pass the slot as `trace` (during the sink's call), and they are read from there.
  *
  * @example
  * ```ts
@@ -1030,6 +1032,7 @@ export function formatEventText(
   event: ConversationEvent | TraceEvent,
   n: number = 1,
   options?: TextOptions,
+  trace?: TraceInfo | Readonly<TraceInfoSlot>,
 ): string {
   // A caller's mistake (a bare frame, a decode result) gets a TypeError that says what to pass instead.
   const tag = event === null || typeof event !== "object" ? undefined : (event as { event?: unknown }).event;
@@ -1045,7 +1048,8 @@ export function formatEventText(
         }`,
     );
   }
-  return event.event === "frame" ? frameText(event, n, options) : noticeText(event, n, options);
+  const t: TraceFields = trace ?? (event as TraceEvent);
+  return event.event === "frame" ? frameText(event, n, options, t) : noticeText(event, n, options, t);
 }
 
 // The text of the hot kinds written as UTF-8 bytes, for `nbd-codec dissect`: a capture of small requests is

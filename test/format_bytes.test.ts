@@ -1,11 +1,11 @@
 // writeHotFrameText (the command line's byte writer for requests and simple replies) against the text
 // formatter: for every event it accepts, its bytes are exactly formatEventText's text, UTF-8 encoded, plus a
-// blank line.
+// blank line. And formatEventText's `trace` argument, which the command line's text uses for the rest.
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { type ConversationEvent, formatEventText, type Request } from "../mod.ts";
 import { type HotTime, NO_ROOM, NOT_HOT, writeHotFrameText } from "../codec/format.ts";
-import type { TraceEvent, TraceInfo } from "../trace.ts";
+import type { TraceEvent, TraceInfo, TraceInfoSlot } from "../trace.ts";
 
 const decoder = new TextDecoder();
 const U64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
@@ -110,6 +110,11 @@ function withTrace(e: ConversationEvent, t: TraceInfo, r: Partial<TraceInfo> | u
   return { ...out, ...r, ...(Number.isSafeInteger(ns) ? { responseNanoseconds: ns } : {}) };
 }
 
+/** A compact READ of 512 bytes at offset 0. */
+function readOf512(cookie: bigint): Request {
+  return { type: "request", extended: false, flags: 0, command: 0, cookie, offset: 0n, length: 512n };
+}
+
 function written(e: ConversationEvent, n: number, size = 4096, t?: HotTime): string | number {
   const b = new Uint8Array(size);
   const end = writeHotFrameText(e, n, b, 3, t);
@@ -156,15 +161,7 @@ describe("writeHotFrameText", () => {
   });
 
   test("the exact text of a READ reply of a capture, two packets after its request", () => {
-    const read: Request = {
-      type: "request",
-      extended: false,
-      flags: 0,
-      command: 0,
-      cookie: 7n,
-      offset: 0n,
-      length: 512n,
-    };
+    const read = readOf512(7n);
     const e: TraceEvent = {
       event: "frame",
       connection: 0,
@@ -329,5 +326,103 @@ describe("writeHotFrameText", () => {
     const big = new Uint8Array(1000);
     const end = writeHotFrameText(e, 1, big, 0);
     expect(end).toBe(new TextEncoder().encode(formatEventText(e, 1) + "\n\n").length);
+  });
+});
+
+describe("formatEventText's trace argument (a detached dissector's info slot)", () => {
+  /** The slot as a detached CaptureDissector fills it: every key, undefined where the event has none. */
+  function slotOf(t: Partial<TraceInfo>): TraceInfoSlot {
+    return {
+      packet: t.packet,
+      firstPacket: t.firstPacket,
+      seconds: t.seconds,
+      nanoseconds: t.nanoseconds,
+      client: t.client,
+      server: t.server,
+      requestPacket: t.requestPacket,
+      requestSeconds: t.requestSeconds,
+      requestNanoseconds: t.requestNanoseconds,
+      responseNanoseconds: t.responseNanoseconds,
+    };
+  }
+
+  test("the fields read from the slot give the text of the event that carries them", () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(requestEvent, replyEvent),
+        traceInfo,
+        fc.option(responseInfo, { nil: undefined }),
+        fc.integer({ min: 1, max: 2 ** 40 }),
+        (e, t, r, n) => {
+          const attached = withTrace(e, t, r);
+          const options = { originSeconds: 1_700_000_000, originNanoseconds: 5 };
+          const text = formatEventText(attached, n, options);
+          expect(text).toContain(` (packet`);
+          // The bare event (as the decoder made it) with the slot: the same text, packets and times included.
+          expect(formatEventText(e, n, options, slotOf(attached))).toBe(text);
+        },
+      ),
+      { numRuns: 1000 },
+    );
+  });
+
+  test("a structured reply chunk and a notice read their packets, times and request link from the slot", () => {
+    const read = readOf512(9n);
+    const chunk: ConversationEvent = {
+      event: "frame",
+      connection: 1,
+      direction: "s2c",
+      frameOffset: 40,
+      frameLength: 20,
+      findings: [],
+      frame: {
+        type: "reply-chunk",
+        extended: false,
+        flags: 1,
+        chunkType: 0,
+        cookie: 9n,
+        payload: { kind: "none" },
+      },
+      request: read,
+    };
+    const slot = slotOf({
+      packet: 12,
+      firstPacket: 12,
+      seconds: 100,
+      nanoseconds: 7_000,
+      requestPacket: 10,
+      requestSeconds: 100,
+      requestNanoseconds: 2_000,
+      responseNanoseconds: 5_000,
+    });
+    const text = formatEventText(chunk, 3, { originSeconds: 100 }, slot);
+    expect(text.split("\n")[0]).toBe(
+      "Frame 3 (packet 12, 0.000007000 s): connection 1, s2c, offset 40, 20 bytes: reply-chunk",
+    );
+    expect(text).toContain(
+      "\n    [Request: NBD_CMD_READ, offset 0, length 512]\n    [Request in packet 10]\n",
+    );
+    expect(text.endsWith("    [Time since request: 0.000005000 s]")).toBe(true);
+    // Without the slot the same event has no packets or times.
+    expect(formatEventText(chunk, 3, { originSeconds: 100 })).not.toContain("packet");
+
+    const notice: ConversationEvent = {
+      event: "notice",
+      connection: 1,
+      direction: "c2s",
+      streamOffset: 77,
+      length: 3,
+      notice: "truncated",
+      findings: [],
+    };
+    expect(
+      formatEventText(
+        notice,
+        4,
+        { originSeconds: 100 },
+        slotOf({ packet: 13, firstPacket: 13, seconds: 101, nanoseconds: 0 }),
+      ).split("\n")[0],
+    )
+      .toBe("Notice 4 (packet 13, 1.000000000 s): connection 1, c2s, offset 77, 3 bytes: truncated");
   });
 });
