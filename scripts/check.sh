@@ -84,8 +84,8 @@ for opts in "" "--throw-deprecation" "--pending-deprecation"; do
 done
 echo "cold budget set, raised for a short run, and reset through the binding; node:v8 not loaded; stderr empty (also with --throw-deprecation, --pending-deprecation)"
 
-step "npm bin: dissect ends its process at once, but not before a message to a full standard error is out"
-python3 scripts/check-stderr-full.py
+step "npm bin: a full non-blocking standard error or output (EAGAIN) is waited for: nothing lost, the process ends after"
+python3 scripts/check-full-pipes.py
 
 step "npm bin: a reader that goes away (EPIPE) ends the run with status 0 and nothing on stderr"
 for runtime in "node dist/start.cjs" "npx deno run -A bin/nbd-codec.ts"; do
