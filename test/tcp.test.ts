@@ -656,35 +656,60 @@ describe("TcpReassembler", () => {
       expect(copied).toContain("finding tcp-retransmission-mismatch 0 c2s @2");
       const small = run(segs, { retransmitCheckBytes: 4 }).events;
       expect(run(segs, { retransmitCheckBytes: 4, recentAsViews: true }).events).toEqual(small);
+      // Segments large enough to be kept as views, and a retransmission across them that differs.
+      const big = [
+        ...HANDSHAKE,
+        c2s(1001, "x".repeat(700)),
+        c2s(1701, "y".repeat(700)),
+        c2s(1601, "x".repeat(99) + "Y" + "y".repeat(50)),
+      ];
+      const bigCopied = run(big).events;
+      expect(bigCopied).toContain("finding tcp-retransmission-mismatch 0 c2s @600");
+      expect(run(big, { recentAsViews: true }).events).toEqual(bigCopied);
     });
 
+    // Views are kept only for segments of more than 512 bytes (smaller ones are copied at once).
+    const A = "ABCDEF" + "a".repeat(600);
+    const B = "GHIJK" + "b".repeat(600);
+    const findings = (events: unknown[]) => events.filter((e) => String(e).startsWith("finding"));
+
     test("copies what it keeps when the caller releases the buffer, and compares with that copy", () => {
-      const before = [...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK")];
+      const before = [...HANDSHAKE, c2s(1001, A), c2s(1001 + A.length, B)];
+      // Offsets 3 to 612, across both segments.
+      const again = (A + B).slice(3, 613);
       // Retransmitted with the same bytes: no finding, although the original packets' buffer was overwritten.
-      const same = runShared(before, [c2s(1004, "DEFGH")], true);
-      expect(same.filter((e) => String(e).startsWith("finding"))).toEqual([]);
+      expect(findings(runShared(before, [c2s(1004, again)], true))).toEqual([]);
       // With different bytes: reported at the overlap.
-      const differs = runShared(before, [c2s(1004, "DEXGH")], true);
-      expect(differs).toContain("finding tcp-retransmission-mismatch 0 c2s @3");
+      const changed = again.slice(0, 2) + "X" + again.slice(3);
+      expect(runShared(before, [c2s(1004, changed)], true)).toContain(
+        "finding tcp-retransmission-mismatch 0 c2s @3",
+      );
       // Without the release the views see the overwritten buffer: the promise the option asks for matters.
-      const broken = runShared(before, [c2s(1004, "DEFGH")], false);
+      const broken = runShared(before, [c2s(1004, again)], false);
       expect(broken).toContain("finding tcp-retransmission-mismatch 0 c2s @3");
     });
 
     test("copies only the recent window at release, across the end of the ring", () => {
-      const before = [...HANDSHAKE, c2s(1001, "ABCDEF"), c2s(1007, "GHIJK")];
+      // 1 206 bytes; an 8-byte window keeps offsets 1198-1205, which wrap in the ring (1198 % 8 is 6).
+      const a = "p".repeat(600) + "ABCDEF";
+      const b = "q".repeat(595) + "GHIJK";
+      const before = [...HANDSHAKE, c2s(1001, a), c2s(1001 + a.length, b)];
       const opts = { retransmitCheckBytes: 8 };
-      // Offsets 3-10 are kept; 5-9 straddle the ring's end (8 bytes: offsets 8-10 wrap to slots 0-2).
-      expect(
-        runShared(before, [c2s(1006, "FGHIJ")], true, opts).filter((e) => String(e).startsWith("finding")),
-      )
-        .toEqual([]);
-      expect(runShared(before, [c2s(1006, "FGHXJ")], true, opts)).toContain(
-        "finding tcp-retransmission-mismatch 0 c2s @5",
+      expect(findings(runShared(before, [c2s(1001 + 1200, "qGHIJ")], true, opts))).toEqual([]);
+      expect(runShared(before, [c2s(1001 + 1200, "qGHXJ")], true, opts)).toContain(
+        "finding tcp-retransmission-mismatch 0 c2s @1200",
       );
-      // Offsets 0-2 left the window: a retransmission of them is not compared.
-      expect(runShared(before, [c2s(1001, "XXX")], true, opts).filter((e) => String(e).startsWith("finding")))
-        .toEqual([]);
+      // Offsets before 1198 left the window: a retransmission of them is not compared.
+      expect(findings(runShared(before, [c2s(1001 + 1190, "XXX")], true, opts))).toEqual([]);
+    });
+
+    test("copies segments of up to 512 bytes when it delivers them: those need no release", () => {
+      // Without a release, then the buffer overwritten: a 512-byte segment was copied, a 513-byte one not.
+      for (const [length, copied] of [[6, true], [512, true], [513, false]] as const) {
+        const data = "Z".repeat(length - 1) + "!";
+        const events = runShared([...HANDSHAKE, c2s(1001, data)], [c2s(1001, data)], false);
+        expect(findings(events).length === 0).toBe(copied);
+      }
     });
   });
 
