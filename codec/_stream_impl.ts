@@ -334,6 +334,8 @@ interface ReusedOptions {
   maxStringLength: number;
   maxPayloadLength: number;
   extendedHeaders: boolean | undefined;
+  /** The transmission flags negotiated, once known: requests are checked against them. */
+  transmissionFlags: number | undefined;
   pendingOption: number | undefined;
   readLength: number | undefined;
   noZeroes: boolean;
@@ -445,6 +447,7 @@ export abstract class DirectionDecoder {
       maxStringLength: this.o.maxStringLength,
       maxPayloadLength: this.o.maxPayloadLength,
       extendedHeaders: undefined,
+      transmissionFlags: undefined,
       pendingOption: undefined,
       readLength: undefined,
       noZeroes: false,
@@ -874,10 +877,13 @@ export class ClientDecoderImpl extends DirectionDecoder {
       o.extendedHeaders = this.session.style === "newstyle" || this.session.extendedHeaders
         ? this.session.extendedHeaders
         : undefined;
+      // Commands and flags the server did not advertise are findings (rules command-unadvertised and
+      // command-flag-unadvertised), once the server's flags are known (its export info or greeting).
+      o.transmissionFlags = this.session.transmissionFlags;
       let ev: Building;
       const contiguous = q.contiguous();
       if (
-        plainHeader(extended, flags, command, o.extendedHeaders) &&
+        plainHeader(extended, flags, command, o.extendedHeaders, o.transmissionFlags) &&
         (contiguous >= total || (isData && this.o.payloadViews))
       ) {
         // No header rule can find anything: the frame straight from the fields framed above, as decodeRequest

@@ -46,7 +46,11 @@ export interface NegotiatedState {
   readonly contexts: ReadonlyMap<number, string>;
   /** Export size, from the oldstyle greeting, the EXPORT_NAME reply or NBD_INFO_EXPORT. */
   readonly exportSize: bigint | undefined;
-  /** Transmission flags, from the same places. */
+  /**
+   * Transmission flags, from the same places. Once known (or given in `state`), the client's requests are
+   * checked against them: a command or command flag the server did not advertise is a finding (rules
+   * `command-unadvertised`, `command-flag-unadvertised`, `block-status-payload-unadvertised`).
+   */
   readonly transmissionFlags: number | undefined;
 }
 

@@ -456,3 +456,64 @@ describe("the payload limit in the stream decoders", () => {
     ]);
   });
 });
+
+describe("requests against the transmission flags the server advertised", () => {
+  // Written from the spec's layouts: greeting, GO for the default export with no information requests, the
+  // server's NBD_INFO_EXPORT (size 1 MiB, the flags under test) and ACK, then FLUSH, WRITE with FUA, READ.
+  const flagsReply = (flags: string): string =>
+    "0003e889045565a9" + "00000007" + "00000003" + "0000000c" + "0000" + "0000000000100000" + flags;
+  const server = (flags: string) =>
+    fromHex(
+      "4e42444d41474943" + "49484156454f5054" + "0003" + flagsReply(flags) +
+        "0003e889045565a9" + "00000007" + "00000001" + "00000000",
+    );
+  const requests = "25609513" + "0000" + "0003" + "0000000000000001" + "0000000000000000" + "00000000" +
+    "25609513" + "0001" + "0001" + "0000000000000002" + "0000000000000000" + "00000004" + "deadbeef" +
+    "25609513" + "0000" + "0000" + "0000000000000003" + "0000000000000000" + "00000200";
+  const client = fromHex(
+    "00000003" + "49484156454f5054" + "00000007" + "00000006" + "00000000" + "0000" + requests,
+  );
+  const rulesOfRequests = (events: readonly (ConversationEvent | StreamEvent)[]) =>
+    events.filter((e) => e.event === "frame" && e.frame.type === "request").map((e) =>
+      e.findings.map((f) => f.rule)
+    );
+
+  test("a command or flag the server did not advertise is a finding, once its flags are known", () => {
+    // HAS_FLAGS only: no SEND_FLUSH, no SEND_FUA.
+    expect(rulesOfRequests(decodeConversation(client, server("0001")))).toEqual([
+      ["command-unadvertised"],
+      ["command-flag-unadvertised"],
+      [],
+    ]);
+    // HAS_FLAGS, SEND_FLUSH, SEND_FUA: nothing to say.
+    expect(rulesOfRequests(decodeConversation(client, server("000d")))).toEqual([[], [], []]);
+  });
+
+  test("in capture order, and strict mode throws it", () => {
+    const d = new ConversationDecoder();
+    const events = [...d.push("s2c", server("0001")), ...d.push("c2s", client), ...d.end()];
+    expect(rulesOfRequests(events)).toEqual([["command-unadvertised"], ["command-flag-unadvertised"], []]);
+    const strict = new ConversationDecoder({ strict: true });
+    strict.push("s2c", server("0001"));
+    let thrown: unknown;
+    try {
+      strict.push("c2s", client);
+    } catch (e) {
+      thrown = e;
+    }
+    expect(isNbdDecodeError(thrown) && thrown.code).toBe("unexpected-frame");
+  });
+
+  test("a client stream on its own checks only flags it is given", () => {
+    const alone = new ClientStreamDecoder({ state: { phase: "transmission", style: "newstyle" } });
+    expect(rulesOfRequests(alone.push(fromHex(requests)))).toEqual([[], [], []]);
+    const told = new ClientStreamDecoder({
+      state: { phase: "transmission", style: "newstyle", transmissionFlags: 0x0001 },
+    });
+    expect(rulesOfRequests(told.push(fromHex(requests)))).toEqual([
+      ["command-unadvertised"],
+      ["command-flag-unadvertised"],
+      [],
+    ]);
+  });
+});

@@ -111,6 +111,18 @@ const ALLOWED: readonly Allowed[] = [
     always: true,
   },
   {
+    rule: "command-flag-unadvertised",
+    captures: /^errors-simple$/,
+    direction: "c2s",
+    kind: "request",
+    code: NBD_CMD_READ,
+    peer: "our client (read with df, checkRequests off)",
+    test: "our-client.test.ts: error replies (simple), READ with DF",
+    reason: "deliberately malformed: READ with NBD_CMD_FLAG_DF, which our server does not advertise " +
+      "without structured replies (NBD_FLAG_SEND_DF clear), to check that it answers NBD_EINVAL",
+    always: true,
+  },
+  {
     rule: "block-status-payload-duplicate",
     captures: /^errors-extended$/,
     direction: "c2s",
