@@ -117,8 +117,9 @@ export interface CaptureDissectorOptions {
   /**
    * Leave the trace fields (packets, times, endpoints, the request's packet and time, the response time)
    * off the events: the sink reads them from {@link CaptureDissector.info} during its call instead, and
-   * copies them onto an event only when it needs them there ({@link CaptureDissector.attach}). Saves
-   * growing every event object by up to ten properties when only a few numbers are printed. Default false.
+   * copies them onto an event only when it needs them there ({@link CaptureDissector.attach}); the text
+   * formatter reads them from the slot too (`formatEventText`'s `trace` argument). Saves growing every
+   * event object by up to ten properties when only a few numbers are printed. Default false.
    */
   readonly detached?: boolean;
 }
