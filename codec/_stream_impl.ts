@@ -127,6 +127,11 @@ export class SessionState {
   tlsStarted = false;
   /** The client side has begun a request: it left the handshake (set by the client side's decoder). */
   clientSentRequest = false;
+  /**
+   * The server side decoded the newstyle greeting: the option haggling is seen from its start, so what it
+   * did not negotiate was not negotiated (a decoder started in the middle cannot know).
+   */
+  sawGreeting = false;
 
   constructor(init?: Partial<NegotiatedState>) {
     if (init === undefined) return;
@@ -336,6 +341,8 @@ interface ReusedOptions {
   extendedHeaders: boolean | undefined;
   /** The transmission flags negotiated, once known: requests are checked against them. */
   transmissionFlags: number | undefined;
+  /** What the option haggling negotiated, when seen from its start: option replies' flags are checked. */
+  negotiated: { structuredReplies: boolean; extendedHeaders: boolean } | undefined;
   pendingOption: number | undefined;
   readLength: number | undefined;
   noZeroes: boolean;
@@ -448,6 +455,7 @@ export abstract class DirectionDecoder {
       maxPayloadLength: this.o.maxPayloadLength,
       extendedHeaders: undefined,
       transmissionFlags: undefined,
+      negotiated: undefined,
       pendingOption: undefined,
       readLength: undefined,
       noZeroes: false,
@@ -1006,6 +1014,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
         if (g.type === "newstyle-greeting") {
           this.session.style = "newstyle";
           this.session.handshakeFlags = g.handshakeFlags;
+          this.session.sawGreeting = true;
           this.phase = "options";
         } else if (g.type === "oldstyle-greeting") {
           this.session.style = "oldstyle";
@@ -1073,6 +1082,12 @@ export class ServerDecoderImpl extends DirectionDecoder {
     this.checkBuffer(total, "option reply");
     if (q.length < total) return this.needBytes(total);
     this.opts.pendingOption = pending?.option;
+    // The export's transmission flags in NBD_INFO_EXPORT against what was negotiated before this reply
+    // (rules transmission-df-unnegotiated, transmission-block-status-payload-unnegotiated).
+    const session = this.session;
+    this.opts.negotiated = session.sawGreeting
+      ? { structuredReplies: session.structuredReplies, extendedHeaders: session.extendedHeaders }
+      : undefined;
     const ev = this.take(total, decodeOptionReply);
     let findings = ev.findings;
     const rep = ev.frame as OptionReplyFrame;

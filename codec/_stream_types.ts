@@ -93,6 +93,11 @@ export interface StreamOptions {
    * into one array. Default `false`. Payloads inside one chunk are always views, never copies.
    */
   readonly payloadViews?: boolean;
-  /** What is already known about the connection (to decode from the middle of a stream). */
+  /**
+   * What is already known about the connection (to decode from the middle of a stream). The export's
+   * transmission flags are checked against what the option haggling negotiated (rules
+   * `transmission-df-unnegotiated`, `transmission-block-status-payload-unnegotiated`) only by a decoder that
+   * saw the server's greeting: one started later cannot know what was negotiated before it.
+   */
   readonly state?: Partial<NegotiatedState>;
 }

@@ -94,6 +94,9 @@ export function out(s: ClientSession): string {
   return s.takeOutput().map(toHex).join("");
 }
 
+/** NBD_FLAG_SEND_DF. */
+const SEND_DF = 0x0080;
+
 export interface Ready {
   readonly session: ClientSession;
   readonly events: ClientEvent[];
@@ -101,7 +104,8 @@ export interface Ready {
 
 /**
  * Drives a new session through the automatic handshake against a fixed-newstyle NO_ZEROES server that
- * accepts `mode` and, with structured replies, the given contexts; GO answers with the export.
+ * accepts `mode` and, with structured replies, the given contexts; GO answers with the export (its flags
+ * without NBD_FLAG_SEND_DF in simple mode, which a server MUST NOT advertise then).
  */
 export function ready(
   mode: "simple" | "structured" | "extended",
@@ -127,7 +131,9 @@ export function ready(
     feed(contexts.map(([id, n]) => optReply(10, META, metaContext(id, n))).join("") + optReply(10, ACK));
   }
   const bs = extra.blockSize ? optReply(7, INFO, infoBlockSize(...extra.blockSize)) : "";
-  feed(optReply(7, INFO, infoExport(size, flags)) + bs + optReply(7, ACK));
+  // A server MUST NOT advertise NBD_FLAG_SEND_DF (0x80) without structured replies or extended headers.
+  const advertised = mode === "simple" ? flags & ~SEND_DF : flags;
+  feed(optReply(7, INFO, infoExport(size, advertised)) + bs + optReply(7, ACK));
   out(s);
   return { session: s, events };
 }

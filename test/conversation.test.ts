@@ -517,3 +517,46 @@ describe("requests against the transmission flags the server advertised", () => 
     ]);
   });
 });
+
+describe("the export's flags against what the option haggling negotiated", () => {
+  // Greeting, then (optionally) STRUCTURED_REPLY and its ACK, then GO with NBD_INFO_EXPORT carrying `flags`.
+  const conversation = (flags: string, structured: boolean): [Uint8Array, Uint8Array] => {
+    const sr = structured;
+    const c2s = fromHex(
+      "00000003" + (sr ? "49484156454f5054" + "00000008" + "00000000" : "") +
+        "49484156454f5054" + "00000007" + "00000006" + "00000000" + "0000",
+    );
+    const s2c = fromHex(
+      "4e42444d41474943" + "49484156454f5054" + "0003" +
+        (sr ? "0003e889045565a9" + "00000008" + "00000001" + "00000000" : "") +
+        "0003e889045565a9" + "00000007" + "00000003" + "0000000c" + "0000" + "0000000000100000" + flags +
+        "0003e889045565a9" + "00000007" + "00000001" + "00000000",
+    );
+    return [c2s, s2c];
+  };
+  const infoRules = (events: readonly ConversationEvent[]) =>
+    events.filter((e) =>
+      e.event === "frame" && e.frame.type === "option-reply" && e.frame.data.kind === "info"
+    )
+      .map((e) => e.findings.map((f) => f.rule));
+
+  test("NBD_FLAG_SEND_DF needs structured replies, NBD_FLAG_BLOCK_STATUS_PAYLOAD extended headers", () => {
+    // HAS_FLAGS | SEND_DF without structured replies; then with them.
+    expect(infoRules(decodeConversation(...conversation("0081", false)))).toEqual([[
+      "transmission-df-unnegotiated",
+    ]]);
+    expect(infoRules(decodeConversation(...conversation("0081", true)))).toEqual([[]]);
+    // HAS_FLAGS | BLOCK_STATUS_PAYLOAD with structured replies but no extended headers.
+    expect(infoRules(decodeConversation(...conversation("1001", true)))).toEqual([[
+      "transmission-block-status-payload-unnegotiated",
+    ]]);
+  });
+
+  test("a decoder that did not see the greeting cannot know what was negotiated: no finding", () => {
+    const [c2s, s2c] = conversation("0081", false);
+    // The same conversation from after the greeting (18 bytes) and the client flags (4 bytes).
+    const d = new ConversationDecoder({ state: { phase: "options", style: "newstyle" } });
+    const events = [...d.push("c2s", c2s.subarray(4)), ...d.push("s2c", s2c.subarray(18)), ...d.end()];
+    expect(infoRules(events)).toEqual([[]]);
+  });
+});
