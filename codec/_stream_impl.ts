@@ -1082,12 +1082,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     this.checkBuffer(total, "option reply");
     if (q.length < total) return this.needBytes(total);
     this.opts.pendingOption = pending?.option;
-    // The export's transmission flags in NBD_INFO_EXPORT against what was negotiated before this reply
-    // (rules transmission-df-unnegotiated, transmission-block-status-payload-unnegotiated).
-    const session = this.session;
-    this.opts.negotiated = session.sawGreeting
-      ? { structuredReplies: session.structuredReplies, extendedHeaders: session.extendedHeaders }
-      : undefined;
+    this.opts.negotiated = this.negotiated();
     const ev = this.take(total, decodeOptionReply);
     let findings = ev.findings;
     const rep = ev.frame as OptionReplyFrame;
@@ -1166,6 +1161,18 @@ export class ServerDecoderImpl extends DirectionDecoder {
     }
   }
 
+  /**
+   * What the option haggling negotiated so far, for checking the export's transmission flags against it
+   * (rules transmission-df-unnegotiated, transmission-block-status-payload-unnegotiated); undefined unless
+   * the greeting was seen (a decoder started later cannot know).
+   */
+  private negotiated(): { structuredReplies: boolean; extendedHeaders: boolean } | undefined {
+    const s = this.session;
+    return s.sawGreeting
+      ? { structuredReplies: s.structuredReplies, extendedHeaders: s.extendedHeaders }
+      : undefined;
+  }
+
   private stepExportNameReply(force: boolean): Step {
     const q = this.queue;
     const s = this.session;
@@ -1179,6 +1186,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
     const total = noZeroes ? 10 : 134;
     if (q.length < total) return this.needBytes(total);
     this.opts.noZeroes = noZeroes;
+    this.opts.negotiated = this.negotiated();
     const ev = this.take(total, decodeExportNameReply);
     const option = s.shiftOption();
     const f = ev.frame as { size: bigint; transmissionFlags: number };

@@ -560,3 +560,14 @@ describe("the export's flags against what the option haggling negotiated", () =>
     expect(infoRules(events)).toEqual([[]]);
   });
 });
+
+test("the EXPORT_NAME reply's flags are checked against the negotiation too", () => {
+  // Greeting (NO_ZEROES), client flags (NO_ZEROES), NBD_OPT_EXPORT_NAME "", then the reply: size 1 MiB and
+  // HAS_FLAGS | SEND_DF, without structured replies negotiated.
+  const c2s = fromHex("00000003" + "49484156454f5054" + "00000001" + "00000000");
+  const s2c = fromHex("4e42444d41474943" + "49484156454f5054" + "0003" + "0000000000100000" + "0081");
+  const reply = decodeConversation(c2s, s2c).find((e) =>
+    e.event === "frame" && e.frame.type === "export-name-reply"
+  );
+  expect(reply?.findings.map((f) => f.rule)).toEqual(["transmission-df-unnegotiated"]);
+});
