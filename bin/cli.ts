@@ -47,6 +47,17 @@ export interface CliIo {
 }
 
 /** Things the entry point knows about where it runs. */
+/**
+ * What the command line needs of an `AbortSignal` (one is fine): the process entry point passes a smaller
+ * object of its own, which spares every run loading Node's AbortController.
+ */
+export interface InterruptSignal {
+  /** True once interrupted. */
+  readonly aborted: boolean;
+  /** Calls `listener` once when interrupted. */
+  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
+}
+
 export interface CliEnvironment {
   /** The package's root directory (holding `vectors/captures/`), to find the bundled capture. */
   readonly root?: string | undefined;
@@ -56,7 +67,7 @@ export interface CliEnvironment {
    */
   readonly stdinIsInput?: boolean;
   /** Aborted on SIGINT or SIGTERM: the run stops reading, writes what was decoded and returns 0. */
-  readonly signal?: AbortSignal;
+  readonly signal?: InterruptSignal;
   /**
    * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
    * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
@@ -518,7 +529,7 @@ function traceFindingText(f: TraceFinding, connection: number | undefined): stri
 }
 
 /** Resolves when `signal` aborts (never without one). */
-function aborted(signal: AbortSignal | undefined): Promise<"aborted"> {
+function aborted(signal: InterruptSignal | undefined): Promise<"aborted"> {
   return new Promise((resolve) => {
     if (signal === undefined) return;
     if (signal.aborted) resolve("aborted");

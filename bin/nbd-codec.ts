@@ -10,7 +10,7 @@ import { fstatSync, realpathSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
 import { COLD_MIN_BYTES, startCold, stayCold, warmUp } from "./_budget.ts";
-import { main } from "./cli.ts";
+import { type InterruptSignal, main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
 function packageRoot(): string | undefined {
@@ -62,10 +62,30 @@ function stdinIsInput(): boolean {
   }
 }
 
+/**
+ * SIGINT or SIGTERM, as the command line's `signal`: what it uses of an AbortSignal, without loading Node's
+ * AbortController (about 2 M instructions of module loading at every start, bench/RESULTS.md).
+ */
+class Interrupt implements InterruptSignal {
+  aborted = false;
+  readonly #listeners: (() => void)[] = [];
+
+  addEventListener(_type: "abort", listener: () => void): void {
+    if (this.aborted) return;
+    this.#listeners.push(listener);
+  }
+
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    for (const listener of this.#listeners.splice(0)) listener();
+  }
+}
+
 // SIGINT and SIGTERM end a run after it wrote what it decoded (exit 0); a second one ends it at once.
-const interrupt = new AbortController();
+const interrupt = new Interrupt();
 const onSignal = (signal: NodeJS.Signals): void => {
-  if (interrupt.signal.aborted) process.exit(signal === "SIGINT" ? 130 : 143);
+  if (interrupt.aborted) process.exit(signal === "SIGINT" ? 130 : 143);
   interrupt.abort();
 };
 process.on("SIGINT", onSignal);
@@ -85,14 +105,14 @@ main(process.argv.slice(2), {
 }, {
   root: packageRoot(),
   stdinIsInput: stdinIsInput(),
-  signal: interrupt.signal,
+  signal: interrupt,
   // A larger V8 interrupt budget for capture files, until the capture turns out to be long (_budget.ts).
   budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp, short: stayCold },
 }).then(
   (code) => {
     process.exitCode = code;
     // A read of standard input may still wait on the thread pool; the run is over.
-    if (interrupt.signal.aborted) process.exit(code);
+    if (interrupt.aborted) process.exit(code);
     // dissect and stats have written everything (standard output synchronously, reads settled): ending here
     // skips Node's teardown of what the run leaves behind, about 1 ms of the sample capture's 37. Other
     // commands (conform's sockets and child processes) end as Node ends them.

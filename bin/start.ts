@@ -36,8 +36,6 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { createRequire } from "node:module";
-import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
@@ -45,6 +43,17 @@ import { budgetChanged, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
+
+// This file is CommonJS once built (dist/start.cjs): its own `require` serves the bundle beside it too. Neither
+// node:module (for createRequire) nor node:os (for homedir) is loaded on the way: on Node 20 they cost a run
+// about 5 M and 2 M instructions of module loading (bench/RESULTS.md), and a run of the sample is 130 M.
+
+/** The user's home directory: `$HOME` (USERPROFILE on Windows), as os.homedir() reads it first. */
+function homedir(): string {
+  const env = process.env;
+  const home = process.platform === "win32" ? env.USERPROFILE : env.HOME;
+  return home || (require("node:os") as typeof import("node:os")).homedir();
+}
 
 /** The directory for cached data, or undefined when caching is off or no place is known. */
 function cacheDirectory(): string | undefined {
@@ -154,32 +163,37 @@ function runCached(bundle: string, dir: string): void {
     dirname: string,
   ) => void;
   const module = { exports: {} };
-  run(module.exports, createRequire(bundle), module, bundle, dirname(bundle));
+  run(module.exports, require, module, bundle, dirname(bundle));
 }
 
 // V8 checks a code cache against its flags, and reads it with the default interrupt budget: a run that
 // still has a larger one (bin/_budget.ts) goes back to the default before a cache is written.
 process.once("exit", () => {
   if (budgetChanged()) {
-    (v8Flags() ?? (createRequire(join(process.cwd(), "start"))("node:v8") as typeof import("node:v8")))
-      .setFlagsFromString(DEFAULT_BUDGET);
+    (v8Flags() ?? (require("node:v8") as typeof import("node:v8"))).setFlagsFromString(DEFAULT_BUDGET);
   }
 });
 
 const here = dirname(realpathSync(process.argv[1] ?? "."));
 const bundle = join(here, "nbd-codec.cjs");
 const dir = "Deno" in globalThis ? undefined : cacheDirectory();
-// Through require: a namespace import of node:module would make the bundle copy the module's every property
-// (esbuild's interop for CommonJS modules), a quarter of a millisecond of every start.
-const enable = (createRequire(bundle)("node:module") as { enableCompileCache?: (dir?: string) => unknown })
-  .enableCompileCache;
+/** Node's own compile cache (`module.enableCompileCache`, Node 22.1 and later), else undefined. */
+function nodeCompileCache(): ((dir?: string) => unknown) | undefined {
+  const [major = 0, minor = 0] = process.versions.node.split(".").map(Number);
+  if (major < 22 || (major === 22 && minor < 1)) return undefined;
+  // Through require: a namespace import of node:module would make the bundle copy the module's every
+  // property (esbuild's interop for CommonJS modules), a quarter of a millisecond of every start.
+  return (require("node:module") as { enableCompileCache?: (dir?: string) => unknown }).enableCompileCache;
+}
+
+const enable = dir === undefined ? undefined : nodeCompileCache();
 if (dir === undefined) {
   debug("off");
-  createRequire(bundle)(bundle);
+  require(bundle);
 } else if (enable !== undefined) {
   debug(`by Node in ${dir}`);
   enable(dir);
-  createRequire(bundle)(bundle);
+  require(bundle);
 } else {
   runCached(bundle, dir);
 }

@@ -84,6 +84,30 @@ for opts in "" "--throw-deprecation" "--pending-deprecation"; do
 done
 echo "cold budget set, raised for a short run, and reset through the binding; node:v8 not loaded; stderr empty (also with --throw-deprecation, --pending-deprecation)"
 
+step "npm bin: dissect loads no node:module, node:os or AbortController (10 M instructions of module loading, the sample's run is 136 M)"
+cat > "$cache/modules.cjs" <<'HOOK'
+const fs = require("fs");
+process.on("exit", () => fs.writeFileSync(process.env.HOOK_OUT, process.moduleLoadList.join("\n") + "\n"));
+HOOK
+echo "" > "$cache/empty.cjs"
+HOOK_OUT="$cache/modules.empty" node -r "$cache/modules.cjs" "$cache/empty.cjs"
+for capture in "" "$cache/cold.pcap"; do
+  HOOK_OUT="$cache/modules.bin" node -r "$cache/modules.cjs" dist/start.cjs dissect $capture >/dev/null
+  extra=$(comm -13 <(sort "$cache/modules.empty") <(sort "$cache/modules.bin") | tr '\n' ' ')
+  for m in "NativeModule module" "NativeModule os" "NativeModule internal/abort_controller"; do
+    if grep -qx "$m" "$cache/modules.bin"; then echo "dissect ${capture:-(sample)} loaded $m (beyond an empty script: $extra)" >&2; exit 1; fi
+  done
+  echo "dissect ${capture:-(sample)}: beyond an empty script, only $extra"
+done
+# The cache directory from $HOME (read without node:os), then without HOME (os.homedir() looks it up).
+env -u NODE_COMPILE_CACHE -u XDG_CACHE_HOME HOME="$cache/home" NODE_DEBUG=nbd-codec node dist/start.cjs dissect \
+  >/dev/null 2>"$cache/home.log"
+grep -q "compile cache written $cache/home/.cache/nbd-codec/" "$cache/home.log" ||
+  { echo "no cache under \$HOME/.cache: $(cat "$cache/home.log")" >&2; exit 1; }
+env -u HOME NODE_DEBUG=nbd-codec node dist/start.cjs dissect >/dev/null 2>"$cache/nohome.log"
+grep -q "compile cache" "$cache/nohome.log" || { echo "without HOME: $(cat "$cache/nohome.log")" >&2; exit 1; }
+echo "cache under \$HOME/.cache, and found without HOME"
+
 step "npm bin: a full non-blocking standard error or output (EAGAIN) is waited for: nothing lost, the process ends after"
 python3 scripts/check-full-pipes.py
 
