@@ -46,7 +46,6 @@ export interface CliIo {
   stderr(text: string): void;
 }
 
-/** Things the entry point knows about where it runs. */
 /**
  * What the command line needs of an `AbortSignal` (one is fine): the process entry point passes a smaller
  * object of its own, which spares every run loading Node's AbortController.
@@ -58,6 +57,7 @@ export interface InterruptSignal {
   addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
+/** Things the entry point knows about where it runs. */
 export interface CliEnvironment {
   /** The package's root directory (holding `vectors/captures/`), to find the bundled capture. */
   readonly root?: string | undefined;

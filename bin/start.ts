@@ -44,9 +44,9 @@ import { budgetChanged, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
 
-// This file is CommonJS once built (dist/start.cjs): its own `require` serves the bundle beside it too. Neither
-// node:module (for createRequire) nor node:os (for homedir) is loaded on the way: on Node 20 they cost a run
-// about 5 M and 2 M instructions of module loading (bench/RESULTS.md), and a run of the sample is 130 M.
+// This file is CommonJS once built (dist/start.cjs): its own `require` serves the bundle beside it too.
+// Neither node:module (for createRequire) nor node:os (for homedir) is loaded on the way: on Node 20 they
+// cost a run about 5 M and 2 M instructions of module loading (bench/RESULTS.md); the sample's is 126 M.
 
 /** The user's home directory: `$HOME` (USERPROFILE on Windows), as os.homedir() reads it first. */
 function homedir(): string {

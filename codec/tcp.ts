@@ -31,7 +31,7 @@ export const DEFAULT_MAX_OUT_OF_ORDER_BYTES: number = 16 * 1024 * 1024;
  */
 export const DEFAULT_RETRANSMIT_CHECK_BYTES: number = 64 * 1024;
 
-/** With `recentAsViews`, delivered segments up to this many bytes are copied into the ring, not kept as views. */
+/** With `recentAsViews`, delivered segments of up to this many bytes are copied into the ring, not kept. */
 const COPIED_SEGMENT_MAX = 512;
 
 /**
