@@ -1,5 +1,6 @@
 // Private: the machinery of the stream and conversation decoders. The public classes in stream.ts and
 // conversation.ts wrap these.
+import type { Negotiated } from "./_flags.ts";
 import { toHex, u64 } from "./_bytes.ts";
 import { ByteQueue } from "./_queue.ts";
 import { checkLimit, NO_FINDINGS } from "./_report.ts";
@@ -342,7 +343,7 @@ interface ReusedOptions {
   /** The transmission flags negotiated, once known: requests are checked against them. */
   transmissionFlags: number | undefined;
   /** What the option haggling negotiated, when seen from its start: option replies' flags are checked. */
-  negotiated: { structuredReplies: boolean; extendedHeaders: boolean } | undefined;
+  negotiated: Negotiated | undefined;
   pendingOption: number | undefined;
   readLength: number | undefined;
   noZeroes: boolean;
@@ -1166,7 +1167,7 @@ export class ServerDecoderImpl extends DirectionDecoder {
    * (rules transmission-df-unnegotiated, transmission-block-status-payload-unnegotiated); undefined unless
    * the greeting was seen (a decoder started later cannot know).
    */
-  private negotiated(): { structuredReplies: boolean; extendedHeaders: boolean } | undefined {
+  private negotiated(): Negotiated | undefined {
     const s = this.session;
     return s.sawGreeting
       ? { structuredReplies: s.structuredReplies, extendedHeaders: s.extendedHeaders }

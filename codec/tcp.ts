@@ -567,8 +567,8 @@ export interface TcpReassemblerOptions {
    * copying each packet into the ring as it is delivered. The caller then promises to call
    * {@link TcpReassembler.release} with a buffer before it overwrites that buffer (a reader that reuses its
    * read buffers, like `nbd-codec dissect`); the reassembler copies what it still needs at that moment. Saves
-   * copying every delivered byte once more. Segments of up to 512 bytes are copied all
-   * the same (cheaper than a view). Default `false`.
+   * copying every delivered byte once more. Segments of up to 512 bytes are copied all the same (cheaper
+   * than a view). Default `false`.
    */
   readonly recentAsViews?: boolean;
   /**
