@@ -1,11 +1,34 @@
 /**
  * Reading a capture in chunks for `dissect` and `stats` (`cli.ts`): the pool of reused read buffers, and
  * reads on libuv's thread pool, so that a capture file's next chunk is copied out of the page cache on the
- * second core while the main thread decodes and prints the current one.
+ * second core while the main thread decodes and prints the current one. Also the first reads of a capture
+ * file, which the npm bin (`start.ts`) starts before it loads the command line ({@link prefetchCapture}).
  *
  * @module
  */
-import { read } from "node:fs";
+import { closeSync, fstatSync, openSync, read, readSync, readv, statSync } from "node:fs";
+
+/** Bytes of each read of a capture file, at first. */
+export const READ_SIZE: number = 1024 * 1024;
+/**
+ * Bytes of each read once the first chunk shows large packets ({@link LARGE_PACKET_BYTES}): on
+ * `loopback-1g` (64 KiB segments) 4 MiB reads take 17% less wall time than 1 MiB reads, while on `small-1g`
+ * (4 KiB frames, whose every byte the decoders look at) 1 MiB reads are faster (bench/RESULTS.md).
+ */
+export const LARGE_READ_SIZE: number = 4 * 1024 * 1024;
+/**
+ * A capture file whose first read of {@link READ_SIZE} bytes holds packets of this many bytes or more on
+ * average is read {@link LARGE_READ_SIZE} bytes at a time from then on (`cli.ts`).
+ */
+export const LARGE_PACKET_BYTES: number = 16384;
+
+/**
+ * The bytes left free in front of each read in its chunk, for the end of the record the previous read cut
+ * (`cli.ts`, `readCapture`): a quarter of the first reads' size.
+ */
+export function readHead(readSize: number): number {
+  return Math.floor(readSize / 4);
+}
 
 /** What the pool needs of the capture dissector (`CaptureDissector`). */
 export interface ChunkHolder {
@@ -73,10 +96,14 @@ export class ChunkPool {
   }
 }
 
-/** A read under way: into `chunk` at the reads' `head`, from `position` of the file (or its offset). */
-interface Read {
+/**
+ * A read under way: `size` bytes into `chunk` at the reads' `head`, from `position` of the file (null: from
+ * its offset). `result` is the number of bytes read, or the error.
+ */
+export interface Read {
   readonly chunk: Uint8Array;
   readonly position: number | null;
+  readonly size: number;
   readonly result: Promise<number | Error>;
 }
 
@@ -98,14 +125,29 @@ export class ReadAhead {
   #position = 0;
   #ended = false;
 
-  /** See {@link ReadAhead}. */
-  constructor(fd: number, pool: ChunkPool, head: number, size: number, depth: number, regularFile: boolean) {
+  /**
+   * See {@link ReadAhead}. `started`: reads of a regular file already under way from its start, one after
+   * the other (a {@link Prefetch}'s), into chunks with the same `head`; the next read starts after them.
+   */
+  constructor(
+    fd: number,
+    pool: ChunkPool,
+    head: number,
+    size: number,
+    depth: number,
+    regularFile: boolean,
+    started: readonly Read[] = [],
+  ) {
     this.#fd = fd;
     this.#pool = pool;
     this.#head = head;
     this.#size = size;
     this.#positioned = regularFile;
     this.#depth = regularFile ? depth : 1;
+    for (const r of started) {
+      this.#queue.push(r);
+      this.#position = (r.position ?? this.#position) + r.size;
+    }
   }
 
   /** Reads started from now on ask for `size` bytes (into chunks of the pool's new size, see {@link ChunkPool.resize}). */
@@ -126,6 +168,7 @@ export class ReadAhead {
       this.#queue.push({
         chunk,
         position,
+        size: this.#size,
         result: readOnPool(this.#fd, chunk, this.#head, this.#size, position),
       });
     }
@@ -144,7 +187,7 @@ export class ReadAhead {
       this.#ended = true;
       return typeof got === "number" ? { chunk: read.chunk, got } : got;
     }
-    if (got < this.#size && read.position !== null) {
+    if (got < read.size && read.position !== null) {
       await this.#drop();
       this.#position = read.position + got;
     }
@@ -163,6 +206,17 @@ export class ReadAhead {
       this.#pool.giveBack(read.chunk);
     }
   }
+}
+
+/** One vectored read of `fd` from `position` into `buffers`, on libuv's thread pool: see {@link readOnPool}. */
+function readvOnPool(fd: number, buffers: Uint8Array[], position: number): Promise<number | Error> {
+  return new Promise((resolve) => {
+    try {
+      readv(fd, buffers, position, (err, n) => resolve(err === null ? n : err));
+    } catch (e) {
+      resolve(e instanceof Error ? e : new Error(String(e)));
+    }
+  });
 }
 
 /**
@@ -185,4 +239,230 @@ export function readOnPool(
       resolve(e instanceof Error ? e : new Error(String(e)));
     }
   });
+}
+
+/**
+ * The options of `dissect` and `stats` that take a value (`cli.ts`, `parseDissect`) when it is not given
+ * with `=`: the argument after them is their value, not the capture.
+ */
+const VALUE_OPTIONS: ReadonlySet<string> = new Set([
+  "--time",
+  "--count",
+  "--filter",
+  "--port",
+  "--c2s",
+  "--s2c",
+]);
+
+/**
+ * The capture file that the command line `args` (the command first) would read, when that is plain: the one
+ * operand of `dissect` or `stats`, not `-` and without `--help`. Undefined for anything else, including
+ * arguments that the command line would refuse (which then reads nothing).
+ */
+export function captureOperand(args: readonly string[]): string | undefined {
+  if (args[0] !== "dissect" && args[0] !== "stats") return undefined;
+  let capture: string | undefined;
+  for (let i = 1; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "-h" || a === "--help") return undefined;
+    if (a.startsWith("-") && a !== "-") {
+      if (VALUE_OPTIONS.has(a)) i++;
+      continue;
+    }
+    if (capture !== undefined) return undefined;
+    capture = a;
+  }
+  return capture === "-" ? undefined : capture;
+}
+
+/**
+ * Whether the packets of the capture file `fd` (of `size` bytes) average {@link LARGE_PACKET_BYTES} or more
+ * over its first {@link READ_SIZE} bytes, as the command line finds once it has decoded its first read
+ * (`cli.ts`): from the records' headers alone, a classic pcap file's or a pcapng file's (its packet blocks
+ * count as packets), without reading their data. Small when the file is neither (the command line then
+ * says so) or holds no whole packet there.
+ */
+export function largePackets(fd: number, size: number): boolean {
+  const window = new Uint8Array(Math.min(size, 128 * 1024));
+  const got = readSync(fd, window, 0, window.length, 0);
+  const view = new DataView(window.buffer, 0, got);
+  const scratch = new Uint8Array(16);
+  const scratchView = new DataView(scratch.buffer);
+  let little: boolean;
+  let next: number;
+  let ng: boolean;
+  if (got < 24) return false;
+  const magic = view.getUint32(0, true);
+  if (magic === 0x0a0d0d0a) {
+    ng = true;
+    const order = view.getUint32(8, true);
+    if (order !== 0x1a2b3c4d && order !== 0x4d3c2b1a) return false;
+    little = order === 0x1a2b3c4d;
+    next = 0;
+  } else {
+    ng = false;
+    const big = view.getUint32(0, false);
+    if (magic === 0xa1b2c3d4 || magic === 0xa1b23c4d) little = true;
+    else if (big === 0xa1b2c3d4 || big === 0xa1b23c4d) little = false;
+    else return false;
+    next = 24;
+  }
+  const first = Math.min(size, READ_SIZE);
+  // Small as soon as more packets than this fit in the first read.
+  const most = Math.floor(first / LARGE_PACKET_BYTES);
+  let packets = 0;
+  // Each record's (or block's) header: from the window, else read on its own (a few dozen at most).
+  while (next + 16 <= first && packets <= most) {
+    let header = view;
+    let at = next;
+    if (next + 16 > got) {
+      if (readSync(fd, scratch, 0, 16, next) < 16) break;
+      header = scratchView;
+      at = 0;
+    }
+    let end: number;
+    if (ng) {
+      const length = header.getUint32(at + 4, little);
+      if (length < 12) break;
+      end = next + length;
+      const type = header.getUint32(at, little);
+      if (end <= first && (type === 6 || type === 3 || type === 2)) packets++;
+    } else {
+      end = next + 16 + header.getUint32(at + 8, little);
+      if (end <= first) packets++;
+    }
+    next = end;
+  }
+  return packets > 0 && first / packets >= LARGE_PACKET_BYTES;
+}
+
+/**
+ * The first reads of a capture file, started before the command line is loaded (by {@link prefetchCapture}
+ * in the npm bin): while Node compiles and runs the command line's bundle (5-7 ms on this machine kind), one
+ * thread of the pool copies the file's first megabytes into fresh chunks, whose pages the kernel faults in
+ * as it copies. Started by the run that needs them, the same reads kept its main thread waiting 4-8 ms on
+ * `loopback-100m` (bench/RESULTS.md).
+ *
+ * The reads are those {@link ReadAhead} will make, into chunks with {@link readHead} bytes in front: one of
+ * {@link READ_SIZE} bytes, then two of {@link LARGE_READ_SIZE} bytes when the records' headers show large
+ * packets ({@link largePackets}, as the run will find after its first read), else two more of
+ * {@link READ_SIZE}. (Larger chunks for small packets slowed `small-100m`: its run stays cold, with V8's
+ * larger interrupt budget, until a chunk's end shows enough packets.) The run's reader adopts them
+ * ({@link take}) with the descriptor.
+ */
+export class Prefetch {
+  /** The capture file, as given on the command line. */
+  readonly file: string;
+  /** Its descriptor, open for reading. */
+  readonly fd: number;
+  /** Its size when opened. */
+  readonly size: number;
+  /** The bytes in front of each read in its chunk. */
+  readonly head: number;
+  #reads: Read[] | undefined;
+
+  /** Starts reading `fd` (the regular file `file` of `size` bytes): see {@link Prefetch}. */
+  constructor(file: string, fd: number, size: number) {
+    this.file = file;
+    this.fd = fd;
+    this.size = size;
+    this.head = readHead(READ_SIZE);
+    const planned: { chunk: Uint8Array; position: number; size: number }[] = [];
+    let end = 0;
+    const then = largePackets(fd, this.size) ? LARGE_READ_SIZE : READ_SIZE;
+    for (const size of [READ_SIZE, then, then]) {
+      if (end >= this.size) break;
+      planned.push({ chunk: new Uint8Array(this.head + size), position: end, size });
+      end += size;
+    }
+    // One vectored read, so that one thread of the pool copies (several would take the second core and a
+    // share of the first from the main thread as it loads the command line: 4 ms more on loopback-100m).
+    const all = readvOnPool(fd, planned.map((p) => p.chunk.subarray(this.head)), 0);
+    const head = this.head;
+    this.#reads = planned.map(({ chunk, position, size }) => ({
+      chunk,
+      position,
+      size,
+      result: all.then((got) =>
+        typeof got !== "number"
+          ? got
+          : (shareOf(got, position, size) ?? readOnPool(fd, chunk, head, size, position))
+      ),
+    }));
+  }
+
+  /**
+   * The descriptor's reads, for the run that reads `file` with chunks of `head` bytes in front; it then owns
+   * the descriptor (and closes it). Undefined for any other run, or once taken or released.
+   */
+  take(file: string, head: number): readonly Read[] | undefined {
+    if (this.#reads === undefined || file !== this.file || head !== this.head) return undefined;
+    const reads = this.#reads;
+    this.#reads = undefined;
+    return reads;
+  }
+
+  /** Unless taken: waits for the reads (they write into their chunks and use the descriptor), then closes it. */
+  async release(): Promise<void> {
+    const reads = this.#reads;
+    if (reads === undefined) return;
+    this.#reads = undefined;
+    for (const r of reads) await r.result;
+    try {
+      closeSync(this.fd);
+    } catch {
+      // Nothing to do: the descriptor was only read.
+    }
+  }
+}
+
+/**
+ * The bytes that a chunk reading `size` bytes from `position` got of a vectored read of `got` bytes from the
+ * file's start. Undefined when the read ended exactly where the chunk starts: that may be the end of the
+ * file or a short read, so the chunk needs a read of its own. 0 when an earlier chunk came short: the reader
+ * drops this one and reads on from where that one ended ({@link ReadAhead.next}).
+ */
+export function shareOf(got: number, position: number, size: number): number | undefined {
+  if (got > position) return Math.min(got - position, size);
+  return got === position ? undefined : 0;
+}
+
+/** Where the npm bin leaves its {@link Prefetch} for the command line's bundle (a separate script). */
+const PREFETCH = Symbol.for("nbd-codec.prefetch");
+
+/**
+ * Starts the first reads of the capture file that `args` (the command line's arguments, the command first)
+ * name ({@link captureOperand}), when it is a regular file of `minBytes` or more, and leaves them for
+ * {@link takePrefetch}. Returns the file, or undefined when it started nothing: anything that cannot be
+ * read is left to the command line, which reports it.
+ */
+export function prefetchCapture(args: readonly string[], minBytes: number): string | undefined {
+  const file = captureOperand(args);
+  if (file === undefined) return undefined;
+  try {
+    // Stat before opening: opening a named pipe would wait for its writer.
+    const s = statSync(file);
+    if (!s.isFile() || s.size < minBytes) return undefined;
+    const fd = openSync(file, "r");
+    try {
+      const opened = fstatSync(fd);
+      if (!opened.isFile()) throw new Error("not a regular file");
+      (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = new Prefetch(file, fd, opened.size);
+      return file;
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  } catch {
+    // The command line opens the file itself and says what is wrong.
+    return undefined;
+  }
+}
+
+/** The {@link Prefetch} that {@link prefetchCapture} started in this process, once. */
+export function takePrefetch(): Prefetch | undefined {
+  const g = globalThis as { [PREFETCH]?: Prefetch };
+  const p = g[PREFETCH];
+  delete g[PREFETCH];
+  return p;
 }

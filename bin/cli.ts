@@ -5,7 +5,16 @@
  * @module
  */
 import { walkArgs } from "./_args.ts";
-import { ChunkPool, ReadAhead, readOnPool } from "./_readahead.ts";
+import {
+  ChunkPool,
+  LARGE_PACKET_BYTES,
+  LARGE_READ_SIZE,
+  type Prefetch,
+  READ_SIZE,
+  ReadAhead,
+  readHead,
+  readOnPool,
+} from "./_readahead.ts";
 import { Buffer } from "node:buffer";
 import { closeSync, fstatSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -87,6 +96,12 @@ export interface CliEnvironment {
    * records, and the output must not change.
    */
   readonly readSize?: number;
+  /**
+   * The first reads of the capture file named on the command line, started by the npm bin before the
+   * command line was loaded (bin/_readahead.ts): a run that reads that file adopts them; another releases
+   * them.
+   */
+  readonly prefetch?: Prefetch | undefined;
 }
 
 /**
@@ -105,8 +120,6 @@ export const LONG_RUN_PACKETS = 16384;
  */
 const DEFAULT_CAPTURE = "qemu10-ext-io.pcap";
 
-/** Size of each read of a capture file. */
-const CHUNK_SIZE = 1024 * 1024;
 /**
  * Most chunks kept for reuse while the decoders may still hold views of them; beyond it the oldest is left
  * to the garbage collector (and a fresh chunk read into), so memory stays bounded whatever the capture.
@@ -114,15 +127,6 @@ const CHUNK_SIZE = 1024 * 1024;
 const MAX_KEPT_CHUNKS = 8;
 /** Reads of a capture file under way on the thread pool while the main thread decodes. */
 const READS_AHEAD = 2;
-/**
- * A capture file whose first read shows packets of this many bytes or more on average is read in reads of
- * {@link LARGE_READ_SIZE} bytes from then on: on `loopback-1g` (64 KiB segments) 4 MiB reads take 17% less
- * wall time than 1 MiB reads, while on `small-1g` (4 KiB frames, whose every byte the decoders look at) 1
- * MiB reads are faster (bench/RESULTS.md).
- */
-const LARGE_PACKET_BYTES = 16384;
-/** See {@link LARGE_PACKET_BYTES}. */
-const LARGE_READ_SIZE = 4 * 1024 * 1024;
 /** Captures larger than this get progress lines on standard error. */
 const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
 /** Output is written in pieces of about this many characters (text mode) or exactly this many bytes. */
@@ -176,7 +180,8 @@ violation, 2 bad arguments (a bad --filter expression too) or unreadable input.
 class UsageError extends Error {}
 class InputError extends Error {}
 
-interface DissectArgs {
+/** What the arguments of `dissect` and `stats` ask for ({@link parseDissect}). */
+export interface DissectArgs {
   capture: string | undefined;
   c2s: string | undefined;
   s2c: string | undefined;
@@ -192,7 +197,8 @@ interface DissectArgs {
 /** A --filter expression that does not parse: the message shows the expression and points at the error. */
 class FilterError extends Error {}
 
-function parseDissect(args: readonly string[], command: "dissect" | "stats"): DissectArgs | "help" {
+/** The arguments of `dissect` or `stats` (after the command), or "help". Exported for tests. */
+export function parseDissect(args: readonly string[], command: "dissect" | "stats"): DissectArgs | "help" {
   const out: DissectArgs = {
     capture: undefined,
     c2s: undefined,
@@ -562,13 +568,18 @@ async function readCapture(
   onWarm?: (warm: boolean) => void,
 ): Promise<void> {
   const { signal, budget } = env;
-  const readSize = env.readSize ?? CHUNK_SIZE;
+  const readSize = env.readSize ?? READ_SIZE;
   const name = stdin ? "standard input" : file;
   let fd: number;
   let size = 0;
   let regular = false;
+  // A capture file whose first reads are under way (env.prefetch): its descriptor and reads are adopted.
+  const head = readHead(readSize);
+  const started = stdin ? undefined : env.prefetch?.take(file, head);
+  // Reads of another file (an argument taken for the capture that was not): closed once they end.
+  if (started === undefined) await env.prefetch?.release();
   try {
-    fd = stdin ? 0 : openSync(file, "r");
+    fd = stdin ? 0 : started !== undefined ? env.prefetch!.fd : openSync(file, "r");
     if (!stdin) {
       const stat = fstatSync(fd);
       size = stat.size;
@@ -582,11 +593,10 @@ async function readCapture(
   // input reads after the tail, at the front of the chunk; a file's next read is under way before the tail
   // is known, so its chunks keep `head` bytes free in front of what is read into them. A longer tail is
   // given to the capture reader, which copies the record while it arrives.
-  const head = Math.floor(readSize / 4);
   const chunks = new ChunkPool(dissector, stdin ? readSize : head + readSize, MAX_KEPT_CHUNKS);
   let ahead: ReadAhead | undefined;
   if (!stdin) {
-    ahead = new ReadAhead(fd, chunks, head, readSize, READS_AHEAD, regular);
+    ahead = new ReadAhead(fd, chunks, head, readSize, READS_AHEAD, regular, started);
     // The first reads are under way while the budget's module loads.
     ahead.fill();
   }

@@ -10,6 +10,7 @@ import { fstatSync, realpathSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import process from "node:process";
 import { COLD_MIN_BYTES, startCold, stayCold, warmUp } from "./_budget.ts";
+import { takePrefetch } from "./_readahead.ts";
 import { type InterruptSignal, main } from "./cli.ts";
 
 /** The package root: this script lives in `bin/` (source) or `dist/` (build), one level below it. */
@@ -108,6 +109,8 @@ main(process.argv.slice(2), {
   signal: interrupt,
   // A larger V8 interrupt budget for capture files, until the capture turns out to be long (_budget.ts).
   budget: { minBytes: COLD_MIN_BYTES, cold: startCold, warm: warmUp, short: stayCold },
+  // The capture file's first reads, when the npm bin (start.ts) started them.
+  prefetch: takePrefetch(),
 }).then(
   (code) => {
     process.exitCode = code;

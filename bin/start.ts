@@ -39,7 +39,12 @@ import {
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
-import { budgetChanged, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
+import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
+import { prefetchCapture } from "./_readahead.ts";
+
+// First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
+// this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
+const prefetching = prefetchCapture(process.argv.slice(2), COLD_MIN_BYTES);
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
@@ -67,12 +72,17 @@ function cacheDirectory(): string | undefined {
   return base ? join(base, "nbd-codec") : undefined;
 }
 
-/** With `NODE_DEBUG=nbd-codec`, says on standard error what the cache did (for tests and curious users). */
-function debug(what: string): void {
+/**
+ * With `NODE_DEBUG=nbd-codec`, says on standard error what the cache did, and which capture file was read
+ * ahead (for tests and curious users).
+ */
+function debug(what: string, topic = "compile cache"): void {
   if (/\bnbd-codec\b/.test(process.env.NODE_DEBUG ?? "")) {
-    writeSync(2, `nbd-codec: compile cache ${what}\n`);
+    writeSync(2, `nbd-codec: ${topic} ${what}\n`);
   }
 }
+
+if (prefetching !== undefined) debug(prefetching, "prefetch of");
 
 /** Reads a file, or undefined when it cannot be read. */
 function readOrUndefined(file: string): Buffer | undefined {

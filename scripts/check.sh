@@ -84,6 +84,22 @@ for opts in "" "--throw-deprecation" "--pending-deprecation"; do
 done
 echo "cold budget set, raised for a short run, and reset through the binding; node:v8 not loaded; stderr empty (also with --throw-deprecation, --pending-deprecation)"
 
+step "npm bin: a capture file's first reads start before the command line loads (prefetch), with the same output"
+npx deno run -A bench/dissect/generate.ts "$cache/big.pcap" 12 >/dev/null
+for runtime in "node dist/start.cjs" "npx deno run -A dist/start.cjs"; do
+  for mode in "dissect" "dissect --json" "stats" "dissect --summary --count 7"; do
+    node dist/nbd-codec.cjs $mode "$cache/big.pcap" > "$cache/pf.want" 2>/dev/null
+    NODE_DEBUG=nbd-codec $runtime $mode "$cache/big.pcap" 2>"$cache/pf.log" | cmp "$cache/pf.want" -
+    grep -qx "nbd-codec: prefetch of $cache/big.pcap" "$cache/pf.log" ||
+      { echo "$runtime $mode: no prefetch: $(cat "$cache/pf.log")" >&2; exit 1; }
+  done
+done
+# Not for a capture under 4 MiB, nor for standard input.
+NODE_DEBUG=nbd-codec node dist/start.cjs dissect >/dev/null 2>"$cache/pf.log"
+NODE_DEBUG=nbd-codec node dist/start.cjs dissect - <"$cache/big.pcap" >/dev/null 2>>"$cache/pf.log"
+if grep prefetch "$cache/pf.log"; then echo "prefetch of the sample or standard input" >&2; exit 1; fi
+echo "prefetch: Node and Deno, dissect (text, JSON, summary) and stats, same output as the bundle run directly"
+
 step "npm bin: dissect loads no node:module, node:os or AbortController (10 M instructions of module loading, the sample's run is 136 M)"
 cat > "$cache/modules.cjs" <<'HOOK'
 const fs = require("fs");

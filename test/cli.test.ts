@@ -4,8 +4,9 @@ import * as path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
-import { ByteOutput, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
+import { ByteOutput, type CliEnvironment, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
 import { generate } from "../bench/dissect/generate.ts";
+import { Prefetch } from "../bin/_readahead.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CAPTURES = path.join(ROOT, "vectors", "captures");
@@ -1004,7 +1005,12 @@ function manyPackets(n: number): Uint8Array {
 
 describe("nbd-codec reads a capture file in chunks", () => {
   /** Runs the command line as the process does (bytes to standard output), reading `readSize` bytes at a time. */
-  async function runReads(readSize: number | undefined, ...args: string[]): Promise<Run> {
+  function runReads(readSize: number | undefined, ...args: string[]): Promise<Run> {
+    return runIn(readSize === undefined ? {} : { readSize }, ...args);
+  }
+
+  /** Runs the command line as the process does (bytes to standard output), in the environment `env`. */
+  async function runIn(env: CliEnvironment, ...args: string[]): Promise<Run> {
     const parts: Uint8Array[] = [];
     let stderr = "";
     const code = await main(args, {
@@ -1013,7 +1019,7 @@ describe("nbd-codec reads a capture file in chunks", () => {
       stderr: (t) => {
         stderr += t;
       },
-    }, { root: ROOT, ...(readSize === undefined ? {} : { readSize }) });
+    }, { root: ROOT, ...env });
     return { code, stdout: new TextDecoder().decode(concat(parts)), stderr };
   }
 
@@ -1119,6 +1125,54 @@ describe("nbd-codec reads a capture file in chunks", () => {
     },
     120_000,
   );
+
+  test(
+    "a capture file whose first reads the npm bin started (a prefetch) gives the same output",
+    async () => {
+      // 12 MB of 64 KiB WRITEs in loopback segments: the run adopts the prefetch's 1 + 4 + 4 MiB, then reads
+      // 4 MiB at a time into chunks of its own.
+      const file = path.join(TMP, "prefetched.pcap");
+      generate(file, 12e6);
+      const other = QEMU + ".pcap";
+      const size = fs.statSync(file).size;
+      for (const mode of [["dissect"], ["dissect", "--json"], ["stats"]]) {
+        const [command, ...rest] = mode;
+        const one = await runReads(size + 1, command!, file, ...rest);
+        expect(one.code).toBe(0);
+        const p = new Prefetch(file, fs.openSync(file, "r"), size);
+        const taken = adoption(p);
+        expect(await runPrefetched(p, command!, file, ...rest), mode.join(" ")).toEqual(one);
+        expect(taken.map((r) => r?.length)).toEqual([3]);
+        // The descriptor is the run's: closed at its end.
+        expect(() => fs.fstatSync(p.fd)).toThrow();
+      }
+      // A prefetch of another file than the capture read: released (its descriptor closed), output unchanged.
+      const p = new Prefetch(file, fs.openSync(file, "r"), size);
+      const taken = adoption(p);
+      const sample = await runReads(undefined, "dissect", other);
+      expect(await runPrefetched(p, "dissect", other)).toEqual(sample);
+      expect(taken).toEqual([undefined]);
+      expect(() => fs.fstatSync(p.fd)).toThrow();
+    },
+    120_000,
+  );
+
+  /** What `p.take` gave the run, call by call. */
+  function adoption(p: Prefetch): (readonly unknown[] | undefined)[] {
+    const taken: (readonly unknown[] | undefined)[] = [];
+    const take = p.take.bind(p);
+    p.take = (file, head) => {
+      const reads = take(file, head);
+      taken.push(reads);
+      return reads;
+    };
+    return taken;
+  }
+
+  /** {@link runReads} with the default reads and `prefetch` as the process entry point passes it. */
+  function runPrefetched(prefetch: Prefetch, ...args: string[]): Promise<Run> {
+    return runIn({ prefetch }, ...args);
+  }
 
   test.skipIf(process.platform === "win32")(
     "a named pipe given as the capture is read as a stream, with the same output",

@@ -4,8 +4,29 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { expect, test } from "vitest";
-import { ChunkPool, ReadAhead } from "../bin/_readahead.ts";
+import { spawnSync } from "node:child_process";
+import { Buffer } from "node:buffer";
+import process from "node:process";
+import fc from "fast-check";
+import { afterAll, expect, test } from "vitest";
+import {
+  captureOperand,
+  ChunkPool,
+  LARGE_PACKET_BYTES,
+  LARGE_READ_SIZE,
+  largePackets,
+  Prefetch,
+  prefetchCapture,
+  type Read,
+  READ_SIZE,
+  ReadAhead,
+  readHead,
+  shareOf,
+  takePrefetch,
+} from "../bin/_readahead.ts";
+import { parseDissect } from "../bin/cli.ts";
+import { generate } from "../bench/dissect/generate.ts";
+import { CaptureDissector } from "../codec/dissector.ts";
 
 const holder = { release() {}, pushes: 0, oldestRetainedChunk: 0 };
 
@@ -42,3 +63,332 @@ test("a short read drops the reads after it and the next read starts where it en
     fs.closeSync(fd);
   }
 });
+
+// The first reads of a capture file, started by the npm bin before the command line loads (Prefetch).
+const MiB = 1024 * 1024;
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "nbd-prefetch-"));
+afterAll(() => fs.rmSync(TMP, { recursive: true, force: true }));
+
+/** A file of `n` bytes that differ from their neighbours, and its bytes. */
+function patterned(name: string, n: number): { file: string; bytes: Uint8Array } {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = (i * 13 + (i >> 12)) & 0xff;
+  const file = path.join(TMP, name);
+  fs.writeFileSync(file, bytes);
+  return { file, bytes };
+}
+
+/** Whether two byte arrays hold the same bytes (vitest's deep equality takes seconds on megabytes). */
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
+
+/** The bytes each read got, from its chunk's head on. */
+async function readsOf(reads: readonly Read[], head: number): Promise<{ got: number[]; bytes: Uint8Array }> {
+  const got: number[] = [];
+  const parts: Uint8Array[] = [];
+  for (const r of reads) {
+    const n = await r.result;
+    if (typeof n !== "number") throw n;
+    got.push(n);
+    parts.push(r.chunk.subarray(head, head + n));
+  }
+  const bytes = new Uint8Array(got.reduce((a, b) => a + b, 0));
+  let at = 0;
+  for (const p of parts) at += (bytes.set(p, at), p.length);
+  return { got, bytes };
+}
+
+test("a prefetch of large packets reads the first 1 + 4 + 4 MiB into chunks the run's reader uses, and hands them over once", async () => {
+  // 64 KiB loopback segments, 11 MiB and some.
+  const file = path.join(TMP, "big.pcap");
+  generate(file, 11.2 * MiB);
+  const bytes = fs.readFileSync(file);
+  const rest = bytes.length - 11 * MiB;
+  expect(rest).toBeGreaterThan(0);
+  expect(rest).toBeLessThan(MiB);
+  const fd = fs.openSync(file, "r");
+  const p = new Prefetch(file, fd, bytes.length);
+  expect(p.head).toBe(readHead(READ_SIZE));
+  expect(p.take(file, p.head + 1)).toBeUndefined();
+  expect(p.take(path.join(TMP, "other.bin"), p.head)).toBeUndefined();
+  const reads = p.take(file, p.head)!;
+  expect(p.take(file, p.head)).toBeUndefined();
+  expect(reads.map((r) => [r.position, r.size, r.chunk.length])).toEqual([
+    [0, READ_SIZE, p.head + READ_SIZE],
+    [READ_SIZE, LARGE_READ_SIZE, p.head + LARGE_READ_SIZE],
+    [READ_SIZE + LARGE_READ_SIZE, LARGE_READ_SIZE, p.head + LARGE_READ_SIZE],
+  ]);
+  // The run's reader goes on after them, in its own chunks.
+  const ahead = new ReadAhead(
+    fd,
+    new ChunkPool(holder, p.head + READ_SIZE, 4),
+    p.head,
+    READ_SIZE,
+    2,
+    true,
+    reads,
+  );
+  const got: number[] = [];
+  const seen: Uint8Array[] = [];
+  for (;;) {
+    const r = await ahead.next();
+    if (r instanceof Error) throw r;
+    if (r.got === 0) break;
+    got.push(r.got);
+    seen.push(r.chunk.slice(p.head, p.head + r.got));
+    ahead.fill();
+  }
+  await ahead.settle();
+  fs.closeSync(fd);
+  expect(got).toEqual([MiB, 4 * MiB, 4 * MiB, MiB, MiB, rest]);
+  const all = new Uint8Array(bytes.length);
+  let at = 0;
+  for (const c of seen) at += (all.set(c, at), c.length);
+  expect(at).toBe(bytes.length);
+  expect(same(all, bytes)).toBe(true);
+});
+
+test("a prefetch of small packets (or of what is no capture) reads 1 MiB at a time, only what is there; release() closes", async () => {
+  const eth = path.join(TMP, "eth.pcap");
+  generate(eth, 4 * MiB, 1448, 64);
+  const ethFd = fs.openSync(eth, "r");
+  const e = new Prefetch(eth, ethFd, fs.statSync(eth).size);
+  expect(e.take(eth, e.head)!.map((r) => [r.position, r.size])).toEqual([[0, MiB], [MiB, MiB], [
+    2 * MiB,
+    MiB,
+  ]]);
+  fs.closeSync(ethFd);
+  const { file, bytes } = patterned("two.bin", 2 * MiB + 123);
+  const fd = fs.openSync(file, "r");
+  const p = new Prefetch(file, fd, bytes.length);
+  const reads = p.take(file, p.head)!;
+  const { got, bytes: read } = await readsOf(reads, p.head);
+  expect(got).toEqual([MiB, MiB, 123]);
+  expect(same(read, bytes)).toBe(true);
+  // Exactly 2 MiB: two reads.
+  const exact = patterned("exact.bin", 2 * MiB);
+  const fd2 = fs.openSync(exact.file, "r");
+  const q = new Prefetch(exact.file, fd2, exact.bytes.length);
+  await q.release();
+  expect(() => fs.fstatSync(fd2)).toThrow();
+  expect(q.take(exact.file, q.head)).toBeUndefined();
+  // A file shorter than its size said (truncated after it was opened): the chunk that starts where the
+  // vectored read ended reads for itself (and finds the end).
+  const fd3 = fs.openSync(exact.file, "r");
+  const r = new Prefetch(exact.file, fd3, 12 * MiB);
+  const short = await readsOf(r.take(exact.file, r.head)!, r.head);
+  expect(short.got).toEqual([MiB, MiB, 0]);
+  expect(same(short.bytes, exact.bytes)).toBe(true);
+  fs.closeSync(fd3);
+  fs.closeSync(fd);
+});
+
+test("a chunk's share of the vectored read", () => {
+  // Whole, part, and none of it after an earlier chunk came short.
+  expect(shareOf(9 * MiB, MiB, 4 * MiB)).toBe(4 * MiB);
+  expect(shareOf(5 * MiB + 7, 5 * MiB, 4 * MiB)).toBe(7);
+  expect(shareOf(MiB - 1, MiB, 4 * MiB)).toBe(0);
+  // The read ended exactly where the chunk starts: end of file or a short read, so it reads for itself.
+  expect(shareOf(5 * MiB, 5 * MiB, 4 * MiB)).toBeUndefined();
+  expect(shareOf(0, 0, MiB)).toBeUndefined();
+});
+
+test("the capture operand of dissect and stats, as the command line's parser finds it", () => {
+  expect(captureOperand(["dissect", "a.pcap"])).toBe("a.pcap");
+  expect(captureOperand(["stats", "--json", "a.pcap"])).toBe("a.pcap");
+  expect(captureOperand(["dissect", "--filter", "x.pcap", "a.pcap"])).toBe("a.pcap");
+  expect(captureOperand(["dissect", "--filter=x", "a.pcap"])).toBe("a.pcap");
+  expect(captureOperand(["dissect", "-"])).toBeUndefined();
+  expect(captureOperand(["dissect", "a.pcap", "--help"])).toBeUndefined();
+  expect(captureOperand(["dissect", "a.pcap", "b.pcap"])).toBeUndefined();
+  expect(captureOperand(["vectors", "a.pcap"])).toBeUndefined();
+  expect(captureOperand(["dissect"])).toBeUndefined();
+  // Against the parser itself, on argument lists made of its words: wherever it accepts the arguments,
+  // the operand is its capture (or none for standard input).
+  const words = [
+    "--json",
+    "--summary",
+    "--strict",
+    "--time",
+    "relative",
+    "--time=delta",
+    "--count",
+    "3",
+    "--count=2",
+    "--filter",
+    "command == NBD_CMD_READ",
+    '--filter=kind == "request"',
+    "--port",
+    "10809",
+    "--port=1",
+    "--c2s",
+    "--s2c",
+    "c.bin",
+    "a.pcap",
+    "b.pcap",
+    "-",
+    "--help",
+    "-h",
+  ];
+  let accepted = 0;
+  fc.assert(
+    fc.property(
+      fc.constantFrom("dissect" as const, "stats" as const),
+      fc.array(fc.constantFrom(...words), { maxLength: 6 }),
+      (command, args) => {
+        let parsed: ReturnType<typeof parseDissect>;
+        try {
+          parsed = parseDissect(args, command);
+        } catch {
+          return;
+        }
+        const operand = captureOperand([command, ...args]);
+        if (parsed === "help") expect(operand).toBeUndefined();
+        else {
+          accepted++;
+          expect(operand).toBe(parsed.capture === "-" ? undefined : parsed.capture);
+        }
+      },
+    ),
+    { numRuns: 3000, seed: 7 },
+  );
+  expect(accepted).toBeGreaterThan(300);
+});
+
+test("prefetchCapture starts reads only for a regular file of the size given, and leaves them once", async () => {
+  const { file } = patterned("six.bin", 6 * MiB);
+  expect(takePrefetch()).toBeUndefined();
+  expect(prefetchCapture(["dissect", file], 7 * MiB)).toBeUndefined();
+  expect(takePrefetch()).toBeUndefined();
+  expect(prefetchCapture(["dissect", path.join(TMP, "missing.pcap")], 0)).toBeUndefined();
+  expect(takePrefetch()).toBeUndefined();
+  expect(prefetchCapture(["dissect", "--json", file], 4 * MiB)).toBe(file);
+  const p = takePrefetch()!;
+  expect(p.file).toBe(file);
+  expect(p.size).toBe(6 * MiB);
+  expect(takePrefetch()).toBeUndefined();
+  await p.release();
+  expect(() => fs.fstatSync(p.fd)).toThrow();
+});
+
+test.skipIf(process.platform === "win32")(
+  "prefetchCapture leaves a named pipe alone (opening it would wait for a writer)",
+  () => {
+    const fifo = path.join(TMP, "capture.fifo");
+    spawnSync("mkfifo", [fifo]);
+    expect(fs.statSync(fifo).isFIFO()).toBe(true);
+    expect(prefetchCapture(["dissect", fifo], 0)).toBeUndefined();
+    expect(takePrefetch()).toBeUndefined();
+  },
+);
+
+test("largePackets finds what the command line finds after its first read, from the records' headers alone", () => {
+  const ROOT = path.join(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), "..");
+  const dirs = [path.join(ROOT, "vectors", "captures"), path.join(ROOT, "test", "fixtures", "trace")];
+  const files = dirs.flatMap((d) =>
+    fs.readdirSync(d).filter((n) => /\.pcap(ng)?$/.test(n)).map((n) => path.join(d, n))
+  );
+  // Loopback segments of 64 KiB (large), Ethernet frames (small), a pcapng copy of each, big-endian pcap.
+  const loop = path.join(TMP, "loop.pcap");
+  generate(loop, 3e6);
+  const eth = path.join(TMP, "eth.pcap");
+  generate(eth, 3e6, 1448, 64);
+  files.push(loop, eth, ...[loop, eth].map((f) => toPcapng(f)), bigEndian(loop), bigEndian(eth));
+  const large = new Set([loop, loop + "ng", path.join(TMP, "be-loop.pcap")]);
+  const small = new Set([eth, eth + "ng", path.join(TMP, "be-eth.pcap")]);
+  const seen = new Set<boolean>();
+  for (const file of files) {
+    const bytes = fs.readFileSync(file);
+    // The command line's measure: the packets of the first read's complete records.
+    const first = bytes.subarray(0, READ_SIZE);
+    const d = new CaptureDissector({ event: () => {}, traceFinding: () => {} });
+    let packets = 0;
+    try {
+      d.pushComplete(first);
+      packets = d.packets;
+    } catch {
+      // Not a capture the reader takes: small, as largePackets says of anything it cannot read.
+    }
+    const want = packets > 0 && first.length / packets >= LARGE_PACKET_BYTES;
+    const fd = fs.openSync(file, "r");
+    try {
+      expect(largePackets(fd, bytes.length), path.basename(file)).toBe(want);
+    } finally {
+      fs.closeSync(fd);
+    }
+    seen.add(want);
+    if (large.has(file)) expect(want, file).toBe(true);
+    if (small.has(file)) expect(want, file).toBe(false);
+  }
+  expect(seen).toEqual(new Set([true, false]));
+  // Neither pcap nor pcapng, or too short.
+  const junk = path.join(TMP, "junk.bin");
+  fs.writeFileSync(junk, new Uint8Array(100_000).fill(7));
+  const fd = fs.openSync(junk, "r");
+  expect(largePackets(fd, 100_000)).toBe(false);
+  expect(largePackets(fd, 10)).toBe(false);
+  fs.closeSync(fd);
+});
+
+/** A pcapng copy of the classic pcap `file`: a section header, one interface, an enhanced packet block each. */
+function toPcapng(file: string): string {
+  const b = fs.readFileSync(file);
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  const blocks: Uint8Array[] = [];
+  const block = (type: number, body: Uint8Array): void => {
+    const len = 12 + ((body.length + 3) & ~3);
+    const out = new Uint8Array(len);
+    const o = new DataView(out.buffer);
+    o.setUint32(0, type, true);
+    o.setUint32(4, len, true);
+    out.set(body, 8);
+    o.setUint32(len - 4, len, true);
+    blocks.push(out);
+  };
+  const shb = new Uint8Array(16);
+  new DataView(shb.buffer).setUint32(0, 0x1a2b3c4d, true);
+  new DataView(shb.buffer).setUint16(4, 1, true);
+  new DataView(shb.buffer).setBigInt64(8, -1n, true);
+  block(0x0a0d0d0a, shb);
+  const idb = new Uint8Array(8);
+  new DataView(idb.buffer).setUint16(0, dv.getUint32(20, true), true);
+  new DataView(idb.buffer).setUint32(4, 262144, true);
+  block(1, idb);
+  for (let o = 24; o + 16 <= b.length;) {
+    const caplen = dv.getUint32(o + 8, true);
+    const epb = new Uint8Array(20 + caplen);
+    const e = new DataView(epb.buffer);
+    const micros = BigInt(dv.getUint32(o, true)) * 1_000_000n + BigInt(dv.getUint32(o + 4, true));
+    e.setUint32(4, Number(micros >> 32n), true);
+    e.setUint32(8, Number(micros & 0xffffffffn), true);
+    e.setUint32(12, caplen, true);
+    e.setUint32(16, dv.getUint32(o + 12, true), true);
+    epb.set(b.subarray(o + 16, o + 16 + caplen), 20);
+    block(6, epb);
+    o += 16 + caplen;
+  }
+  const out = path.join(TMP, path.basename(file) + "ng");
+  fs.writeFileSync(out, Buffer.concat(blocks));
+  return out;
+}
+
+/** A big-endian copy of the little-endian classic pcap `file`. */
+function bigEndian(file: string): string {
+  const b = Uint8Array.from(fs.readFileSync(file));
+  const dv = new DataView(b.buffer);
+  const swap32 = (o: number) => dv.setUint32(o, dv.getUint32(o, true), false);
+  const swap16 = (o: number) => dv.setUint16(o, dv.getUint16(o, true), false);
+  swap32(0);
+  swap16(4);
+  swap16(6);
+  for (const o of [8, 12, 16, 20]) swap32(o);
+  for (let o = 24; o + 16 <= b.length;) {
+    const caplen = dv.getUint32(o + 8, true);
+    for (let k = 0; k < 16; k += 4) swap32(o + k);
+    o += 16 + caplen;
+  }
+  const out = path.join(TMP, "be-" + path.basename(file));
+  fs.writeFileSync(out, b);
+  return out;
+}
