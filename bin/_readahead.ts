@@ -275,6 +275,9 @@ export function captureOperand(args: readonly string[]): string | undefined {
   return capture === "-" ? undefined : capture;
 }
 
+/** The most record or block headers {@link largePackets} reads. */
+export const SNIFF_HEADERS: number = 256;
+
 /**
  * Whether the packets of the capture file `fd` (of `size` bytes) average {@link LARGE_PACKET_BYTES} or more
  * over its first {@link READ_SIZE} bytes, as the command line finds once it has decoded its first read
@@ -311,8 +314,9 @@ export function largePackets(fd: number, size: number): boolean {
   // Small as soon as more packets than this fit in the first read.
   const most = Math.floor(first / LARGE_PACKET_BYTES);
   let packets = 0;
-  // Each record's (or block's) header: from the window, else read on its own (a few dozen at most).
-  while (next + 16 <= first && packets <= most) {
+  // Each record's (or block's) header: from the window, else read on its own; at most SNIFF_HEADERS of
+  // them (a file of tiny blocks other than packets counts as small, whatever follows them).
+  for (let n = 0; n < SNIFF_HEADERS && next + 16 <= first && packets <= most; n++) {
     let header = view;
     let at = next;
     if (next + 16 > got) {

@@ -22,6 +22,7 @@ import {
   ReadAhead,
   readHead,
   shareOf,
+  SNIFF_HEADERS,
   takePrefetch,
 } from "../bin/_readahead.ts";
 import { parseDissect } from "../bin/cli.ts";
@@ -392,3 +393,34 @@ function bigEndian(file: string): string {
   fs.writeFileSync(out, b);
   return out;
 }
+
+test("largePackets reads at most SNIFF_HEADERS headers: a file of tiny blocks counts as small whatever follows", () => {
+  // pcapng: a section header, then tiny blocks that are no packets (custom blocks), then 64 KiB packets.
+  const block = (type: number, body: number): Uint8Array => {
+    const len = 12 + body;
+    const b = new Uint8Array(len);
+    const v = new DataView(b.buffer);
+    v.setUint32(0, type, true);
+    v.setUint32(4, len, true);
+    v.setUint32(len - 4, len, true);
+    return b;
+  };
+  const shb = block(0x0a0d0d0a, 16);
+  new DataView(shb.buffer).setUint32(8, 0x1a2b3c4d, true);
+  const big = Array.from({ length: 12 }, () => block(6, 65536));
+  const make = (tiny: number): boolean => {
+    const file = path.join(TMP, `tiny-${tiny}.pcapng`);
+    fs.writeFileSync(
+      file,
+      Buffer.concat([shb, ...Array.from({ length: tiny }, () => block(0x0bad, 0)), ...big]),
+    );
+    const fd = fs.openSync(file, "r");
+    try {
+      return largePackets(fd, fs.statSync(file).size);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  expect(make(SNIFF_HEADERS - 20)).toBe(true);
+  expect(make(SNIFF_HEADERS + 20)).toBe(false);
+});
