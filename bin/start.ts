@@ -18,6 +18,10 @@
  * rebuild or reinstall changes), and V8 checks its own version, flags and the source length, so a stale
  * file is not used. Any failure to read or write the cache only means no cache.
  *
+ * Before all that, for `dissect` or `stats` of a capture file of 4 MiB or more, it starts the file's first
+ * reads on the thread pool (`bin/_readahead.ts`, `prefetchCapture`), which the command line then adopts.
+ * `NODE_DEBUG=nbd-codec` says what the cache did, and which file was read ahead.
+ *
  * @module
  */
 import { Buffer, isAscii } from "node:buffer";
