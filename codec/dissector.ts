@@ -166,53 +166,53 @@ interface Pending {
  * from a copy, such as reassembled out-of-order data, are tagged too: that only keeps a chunk longer).
  */
 class Retained {
+  // Public fields: this class is private to the module, and baseline code reads a private field through a
+  // keyed load (bench/RESULTS.md, "Fifth pass"); `add` runs for every delivered segment.
   /** Chunk sequence number of each run. */
-  readonly #seqs: number[] = [];
+  readonly seqs: number[] = [];
   /** Stream offset just past each run. */
-  readonly #ends: number[] = [];
-  #first = 0;
+  readonly ends: number[] = [];
+  first = 0;
   /** Bytes given to the decoder so far (its stream offset of the next byte). */
-  #delivered = 0;
+  delivered = 0;
   /** Stream offset up to which the decoder has consumed its bytes (as events say). */
-  #consumed = 0;
-  #opaque = false;
+  consumed = 0;
+  off = false;
 
   /**
    * The decoder keeps no more bytes of this direction: it drops them as they come (after TLS starts, after
    * bytes that are not NBD, after the client's NBD_CMD_DISC).
    */
   opaque(): void {
-    this.#opaque = true;
-    this.#seqs.length = 0;
-    this.#ends.length = 0;
-    this.#first = 0;
+    this.off = true;
+    this.seqs.length = 0;
+    this.ends.length = 0;
+    this.first = 0;
   }
 
   add(seq: number, length: number): void {
-    if (this.#opaque) return;
-    this.#delivered += length;
-    const last = this.#seqs.length - 1;
-    if (last >= this.#first && this.#seqs[last] === seq) this.#ends[last] = this.#delivered;
+    if (this.off) return;
+    const delivered = this.delivered + length;
+    this.delivered = delivered;
+    const seqs = this.seqs;
+    const last = seqs.length - 1;
+    if (last >= this.first && seqs[last] === seq) this.ends[last] = delivered;
     else {
-      this.#seqs.push(seq);
-      this.#ends.push(this.#delivered);
+      seqs.push(seq);
+      this.ends.push(delivered);
     }
-  }
-
-  consumed(end: number): void {
-    if (end > this.#consumed) this.#consumed = end;
   }
 
   /** The oldest chunk a buffered byte may be a view of, or Infinity when nothing is buffered. */
   oldest(): number {
-    const seqs = this.#seqs;
-    const ends = this.#ends;
-    let i = this.#first;
-    while (i < seqs.length && ends[i]! <= this.#consumed) i++;
+    const seqs = this.seqs;
+    const ends = this.ends;
+    let i = this.first;
+    while (i < seqs.length && ends[i]! <= this.consumed) i++;
     if (i === seqs.length) {
       seqs.length = 0;
       ends.length = 0;
-      this.#first = 0;
+      this.first = 0;
       return Infinity;
     }
     if (i > 64 && i * 2 > seqs.length) {
@@ -220,7 +220,7 @@ class Retained {
       ends.splice(0, i);
       i = 0;
     }
-    this.#first = i;
+    this.first = i;
     return seqs[i]!;
   }
 }
@@ -233,7 +233,10 @@ class Retained {
  * completed.
  */
 class Packets {
-  /** Per run, four numbers: stream offset of its first byte, packet number, seconds, nanoseconds. */
+  /**
+   * Per run, four numbers: stream offset of its first byte, packet number, seconds, nanoseconds. Runs are
+   * searched by the dissector's `#emit` (forward from `first`, which it advances).
+   */
   runs: Float64Array = new Float64Array(64);
   /** Runs in use, from index `first`. */
   count = 0;
@@ -242,11 +245,11 @@ class Packets {
   next = 0;
   /** Stream offset up to which events have covered the bytes. */
   consumed = 0;
-  #off = false;
+  off = false;
 
   /** The decoder keeps no more bytes of this direction (see {@link Retained.opaque}). */
   opaque(): void {
-    this.#off = true;
+    this.off = true;
     this.count = 0;
     this.first = 0;
   }
@@ -254,7 +257,7 @@ class Packets {
   add(length: number, packet: number, seconds: number, nanoseconds: number): void {
     const at = this.next;
     this.next = at + length;
-    if (this.#off) return;
+    if (this.off) return;
     let n = this.count;
     // Every byte before these was covered by an event: no earlier run is needed any more (the usual case,
     // a frame or more per packet, keeps one run).
@@ -286,38 +289,6 @@ class Packets {
 
   gap(length: number): void {
     this.next += length;
-  }
-
-  /** The index of the run holding stream offset `at` (or the nearest before it), -1 when there is none. */
-  find(at: number): number {
-    const runs = this.runs;
-    const n = this.count;
-    let i = this.first;
-    if (i >= n) return -1;
-    while (i + 1 < n && runs[(i + 1) * 4]! <= at) i++;
-    this.first = i;
-    return i;
-  }
-
-  /** The index of the run holding `at`, searching forward from run `from`. */
-  findFrom(from: number, at: number): number {
-    const runs = this.runs;
-    const n = this.count;
-    let i = from;
-    while (i + 1 < n && runs[(i + 1) * 4]! <= at) i++;
-    return i;
-  }
-
-  number(i: number): number {
-    return this.runs[i * 4 + 1]!;
-  }
-
-  seconds(i: number): number {
-    return this.runs[i * 4 + 2]!;
-  }
-
-  nanoseconds(i: number): number {
-    return this.runs[i * 4 + 3]!;
   }
 }
 
@@ -640,20 +611,30 @@ export class CaptureDissector {
         start = e.streamOffset;
         end = start + e.length;
       }
-      dir.consumed(end);
+      if (end > dir.consumed) dir.consumed = end;
       if (end > packets.consumed) packets.consumed = end;
-      // The packets first: the event's runs are dropped when the direction turns opaque below.
-      const a = packets.find(start);
+      // The packets first: the event's runs are dropped when the direction turns opaque below. The run
+      // holding the event's first byte (`a`, from which later events search on) and its last byte (`b`),
+      // read from the runs inline: a method call apiece costs more than the search in baseline code.
+      const runs = packets.runs;
+      const count = packets.count;
+      let a = packets.first;
+      if (a < count) {
+        while (a + 1 < count && runs[(a + 1) * 4]! <= start) a++;
+        packets.first = a;
+      } else a = -1;
       let packet = 0;
       let seconds = 0;
       let nanos = 0;
       if (a >= 0) {
-        const b = end - 1 > start ? packets.findFrom(a, end - 1) : a;
-        packet = packets.number(b);
-        seconds = packets.seconds(b);
-        nanos = packets.nanoseconds(b);
+        let b = a;
+        const last = end - 1;
+        if (last > start) { while (b + 1 < count && runs[(b + 1) * 4]! <= last) b++; }
+        packet = runs[b * 4 + 1]!;
+        seconds = runs[b * 4 + 2]!;
+        nanos = runs[b * 4 + 3]!;
         t.packet = packet;
-        t.firstPacket = packets.number(a);
+        t.firstPacket = runs[a * 4 + 1]!;
         t.seconds = seconds;
         t.nanoseconds = nanos;
       } else if (detached) {

@@ -671,6 +671,16 @@ function routeHash(s0: number, d0: number, ports: number): number {
   return (s0 ^ Math.imul(d0, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b)) >>> 0;
 }
 
+// For the in-order path (`#inOrder`), which inlines routeSlot(routeHash(...)) and reads these from the
+// module's scope rather than as properties.
+const imul = Math.imul;
+const LT_ETHERNET: number = LinkType.ETHERNET;
+const LT_LOOP: number = LinkType.LOOP;
+const LT_NULL: number = LinkType.NULL;
+const LT_RAW: number = LinkType.RAW;
+const LT_IPV4: number = LinkType.IPV4;
+const SYN_FIN_RST: number = TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST;
+
 /** The route cache slot of a {@link routeHash}. */
 function routeSlot(hash: number): number {
   return (hash ^ (hash >>> 16)) & (ROUTE_CACHE_SIZE - 1);
@@ -887,23 +897,24 @@ export class TcpReassembler {
     const b = packet.data;
     const n = b.length;
     let l: number;
+    // Link types and flags as module constants: `LinkType.X` is two loads apiece in baseline code.
     switch (packet.linkType) {
-      case LinkType.ETHERNET:
+      case LT_ETHERNET:
         if (n < 14 || b[12] !== 0x08 || b[13] !== 0x00) return false;
         l = 14;
         break;
-      case LinkType.LOOP:
+      case LT_LOOP:
         // AF_INET (2) in network byte order.
         if (n < 4 || b[0] !== 0 || b[1] !== 0 || b[2] !== 0 || b[3] !== 2) return false;
         l = 4;
         break;
-      case LinkType.NULL:
+      case LT_NULL:
         // AF_INET in the capturing host's byte order, either one (linkLayer reads it so).
         if (n < 4 || b[1] !== 0 || b[2] !== 0 || (b[0]! | b[3]!) !== 2 || b[0] === b[3]) return false;
         l = 4;
         break;
-      case LinkType.RAW:
-      case LinkType.IPV4:
+      case LT_RAW:
+      case LT_IPV4:
         l = 0;
         break;
       default:
@@ -924,12 +935,14 @@ export class TcpReassembler {
     const flags = b[o + 13]!;
     const start = o + hlen;
     const end = l + total;
-    if (hlen < 20 || start >= end || (flags & (TcpFlag.SYN | TcpFlag.FIN | TcpFlag.RST)) !== 0) return false;
+    if (hlen < 20 || start >= end || (flags & SYN_FIN_RST) !== 0) return false;
     const t = views.base + o;
     const ports = dv.getUint32(t);
     const s0 = dv.getUint32(ip + 12);
     const d0 = dv.getUint32(ip + 16);
-    const hit = this.#cache[routeSlot(routeHash(s0, d0, ports))];
+    // routeSlot(routeHash(s0, d0, ports)), inline.
+    const hash = (s0 ^ imul(d0, 0x9e3779b1) ^ imul(ports, 0x85ebca6b)) >>> 0;
+    const hit = this.#cache[(hash ^ (hash >>> 16)) & (ROUTE_CACHE_SIZE - 1)];
     if (hit === undefined || hit.ports !== ports || hit.s0 !== s0 || hit.d0 !== d0 || hit.v6) return false;
     const route = hit.route;
     const c = route.conn;
@@ -1240,19 +1253,22 @@ export class TcpReassembler {
         nanoseconds: packet.nanoseconds,
       });
     }
-    s.next = off + bytes.length;
+    const length = bytes.length;
+    const next = off + length;
+    s.next = next;
     const max = this.#recentMax;
-    if (max > 0 && bytes.length > 0) {
+    if (max > 0 && length > 0) {
       // Small segments (replies, bare headers) are copied at once even with recentAsViews: a copy of a few
       // cache lines costs less than a view kept, walked and copied at each release (a 64 KiB window of
       // 16-byte replies is 4 096 views).
-      if (this.#recentAsViews && bytes.length > COPIED_SEGMENT_MAX) this.#keepView(s, bytes, off);
+      if (this.#recentAsViews && length > COPIED_SEGMENT_MAX) this.#keepView(s, bytes, off);
       else {
-        const src = bytes.length > max ? bytes.subarray(bytes.length - max) : bytes;
-        this.#toRing(s, src, s.next - src.length);
+        const src = length > max ? bytes.subarray(length - max) : bytes;
+        this.#toRing(s, src, next - src.length);
       }
-      if (s.ringFrom < 0) s.ringFrom = off;
-      s.ringFrom = Math.max(s.ringFrom, s.next - max);
+      // The window's start: the later of the ring's first byte and `max` bytes before the next.
+      const from = s.ringFrom < 0 ? off : s.ringFrom;
+      s.ringFrom = from > next - max ? from : next - max;
     }
     // Last, with the reassembler's state complete: the callback may do anything.
     if (direct) this.#onData!(c.info.id, s.dir, off, bytes, packet);
