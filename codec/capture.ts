@@ -479,6 +479,26 @@ export class CaptureReader {
   }
 
   /**
+   * How many findings {@link takeFindings} would return now: a check cheaper than taking an empty list,
+   * for a caller that looks after every packet.
+   *
+   * @example
+   * ```ts
+   * import { CaptureReader } from "@nbd/codec/trace";
+   * const reader = new CaptureReader({ strict: false });
+   * const file = new Uint8Array(34); // a pcap file header (24 bytes), then 10 bytes of a record
+   * file.set([0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]);
+   * file.set([0xff, 0xff, 0, 0, 1], 16); // snaplen 65535, Ethernet
+   * reader.push(file);
+   * reader.end(); // the capture ends inside a record: a "truncated" finding
+   * console.log(reader.pendingFindings, reader.takeFindings().length, reader.pendingFindings); // 1 1 0
+   * ```
+   */
+  get pendingFindings(): number {
+    return this.#findings.length;
+  }
+
+  /**
    * Returns the findings recorded since the last call and forgets them (so memory stays bounded).
    *
    * @returns findings about the capture structure, in order

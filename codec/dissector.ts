@@ -586,7 +586,8 @@ export class CaptureDissector {
   }
 
   #readerFindings(): void {
-    // Called for every packet: an index loop, no iterator to allocate.
+    // Called for every packet: nothing to take most of the time (no empty list), then an index loop.
+    if (this.#reader.pendingFindings === 0) return;
     const found = this.#reader.takeFindings();
     for (let i = 0; i < found.length; i++) this.#sink.traceFinding(found[i]!, undefined);
   }

@@ -349,18 +349,22 @@ describe("CaptureReader chunked feeding", () => {
     expect(got[0]!.data.buffer).toBe(first.buffer);
     expect(reader.unconsumed).toBe(32);
     // Nobody passes those 32 bytes again: the input ends inside the second record (at offset 98).
+    expect(reader.pendingFindings).toBe(0);
     reader.end();
+    expect(reader.pendingFindings).toBe(1);
     expect(reader.takeFindings()).toEqual([{
       code: "truncated",
       offset: 98,
       rule: "capture-truncated",
       message: "Cannot read capture: input ends inside a record at offset 98 (32 of 74 bytes)",
     }]);
+    expect(reader.pendingFindings).toBe(0);
     // The same as push() says when it keeps those bytes itself.
     const pushed = new CaptureReader({ strict: false });
     pushed.push(bytes.subarray(0, 130));
     expect(pushed.unconsumed).toBe(0);
     pushed.end();
+    expect(pushed.pendingFindings).toBe(1);
     expect(pushed.takeFindings()).toEqual([expect.objectContaining({
       offset: 98,
       message: "Cannot read capture: input ends inside a record at offset 98 (32 of 74 bytes)",
