@@ -208,15 +208,23 @@ export class ReadAhead {
   }
 }
 
-/** One vectored read of `fd` from `position` into `buffers`, on libuv's thread pool: see {@link readOnPool}. */
-function readvOnPool(fd: number, buffers: Uint8Array[], position: number): Promise<number | Error> {
+/** A callback-style read of `fd` on libuv's thread pool as a promise of its byte count or error. */
+type PoolRead = (done: (err: Error | null, bytes: number) => void) => void;
+
+/** The bytes `start` read, or its error: never rejects (see {@link readOnPool}). */
+function onPool(start: PoolRead): Promise<number | Error> {
   return new Promise((resolve) => {
     try {
-      readv(fd, buffers, position, (err, n) => resolve(err === null ? n : err));
+      start((err, n) => resolve(err === null ? n : err));
     } catch (e) {
       resolve(e instanceof Error ? e : new Error(String(e)));
     }
   });
+}
+
+/** One vectored read of `fd` from `position` into `buffers`, on libuv's thread pool: see {@link readOnPool}. */
+function readvOnPool(fd: number, buffers: Uint8Array[], position: number): Promise<number | Error> {
+  return onPool((done) => readv(fd, buffers, position, done));
 }
 
 /**
@@ -232,13 +240,7 @@ export function readOnPool(
   length: number,
   position: number | null = null,
 ): Promise<number | Error> {
-  return new Promise((resolve) => {
-    try {
-      read(fd, buffer, offset, length, position, (err, n) => resolve(err === null ? n : err));
-    } catch (e) {
-      resolve(e instanceof Error ? e : new Error(String(e)));
-    }
-  });
+  return onPool((done) => read(fd, buffer, offset, length, position, done));
 }
 
 /**

@@ -28,6 +28,7 @@ import {
 import { parseDissect } from "../bin/cli.ts";
 import { generate } from "../bench/dissect/generate.ts";
 import { CaptureDissector } from "../codec/dissector.ts";
+import { block, epb, hex, idb, pcapHeader, pcapRecord, shb, toHex } from "./fixtures/trace/_build.ts";
 
 const holder = { release() {}, pushes: 0, oldestRetainedChunk: 0 };
 
@@ -332,88 +333,47 @@ test("largePackets finds what the command line finds after its first read, from 
   fs.closeSync(fd);
 });
 
-/** A pcapng copy of the classic pcap `file`: a section header, one interface, an enhanced packet block each. */
-function toPcapng(file: string): string {
+/** The records of the little-endian classic pcap `file` (microsecond times), and its link type. */
+function records(file: string): { linkType: number; recs: { sec: number; usec: number; data: string }[] } {
   const b = fs.readFileSync(file);
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
-  const blocks: Uint8Array[] = [];
-  const block = (type: number, body: Uint8Array): void => {
-    const len = 12 + ((body.length + 3) & ~3);
-    const out = new Uint8Array(len);
-    const o = new DataView(out.buffer);
-    o.setUint32(0, type, true);
-    o.setUint32(4, len, true);
-    out.set(body, 8);
-    o.setUint32(len - 4, len, true);
-    blocks.push(out);
-  };
-  const shb = new Uint8Array(16);
-  new DataView(shb.buffer).setUint32(0, 0x1a2b3c4d, true);
-  new DataView(shb.buffer).setUint16(4, 1, true);
-  new DataView(shb.buffer).setBigInt64(8, -1n, true);
-  block(0x0a0d0d0a, shb);
-  const idb = new Uint8Array(8);
-  new DataView(idb.buffer).setUint16(0, dv.getUint32(20, true), true);
-  new DataView(idb.buffer).setUint32(4, 262144, true);
-  block(1, idb);
+  const recs: { sec: number; usec: number; data: string }[] = [];
   for (let o = 24; o + 16 <= b.length;) {
     const caplen = dv.getUint32(o + 8, true);
-    const epb = new Uint8Array(20 + caplen);
-    const e = new DataView(epb.buffer);
-    const micros = BigInt(dv.getUint32(o, true)) * 1_000_000n + BigInt(dv.getUint32(o + 4, true));
-    e.setUint32(4, Number(micros >> 32n), true);
-    e.setUint32(8, Number(micros & 0xffffffffn), true);
-    e.setUint32(12, caplen, true);
-    e.setUint32(16, dv.getUint32(o + 12, true), true);
-    epb.set(b.subarray(o + 16, o + 16 + caplen), 20);
-    block(6, epb);
+    recs.push({
+      sec: dv.getUint32(o, true),
+      usec: dv.getUint32(o + 4, true),
+      data: toHex(b.subarray(o + 16, o + 16 + caplen)),
+    });
     o += 16 + caplen;
   }
+  return { linkType: dv.getUint32(20, true), recs };
+}
+
+/** A pcapng copy of the classic pcap `file`: a section header, one interface, an enhanced packet block each. */
+function toPcapng(file: string): string {
+  const { linkType, recs } = records(file);
   const out = path.join(TMP, path.basename(file) + "ng");
-  fs.writeFileSync(out, Buffer.concat(blocks));
+  const blocks = recs.map((r) => epb(true, 0, BigInt(r.sec) * 1_000_000n + BigInt(r.usec), r.data));
+  fs.writeFileSync(out, hex(shb(true) + idb(true, linkType) + blocks.join("")));
   return out;
 }
 
 /** A big-endian copy of the little-endian classic pcap `file`. */
 function bigEndian(file: string): string {
-  const b = Uint8Array.from(fs.readFileSync(file));
-  const dv = new DataView(b.buffer);
-  const swap32 = (o: number) => dv.setUint32(o, dv.getUint32(o, true), false);
-  const swap16 = (o: number) => dv.setUint16(o, dv.getUint16(o, true), false);
-  swap32(0);
-  swap16(4);
-  swap16(6);
-  for (const o of [8, 12, 16, 20]) swap32(o);
-  for (let o = 24; o + 16 <= b.length;) {
-    const caplen = dv.getUint32(o + 8, true);
-    for (let k = 0; k < 16; k += 4) swap32(o + k);
-    o += 16 + caplen;
-  }
+  const { linkType, recs } = records(file);
   const out = path.join(TMP, "be-" + path.basename(file));
-  fs.writeFileSync(out, b);
+  const body = recs.map((r) => pcapRecord(false, r.sec, r.usec, r.data)).join("");
+  fs.writeFileSync(out, hex(pcapHeader({ le: false, linkType }) + body));
   return out;
 }
 
 test("largePackets reads at most SNIFF_HEADERS headers: a file of tiny blocks counts as small whatever follows", () => {
   // pcapng: a section header, then tiny blocks that are no packets (custom blocks), then 64 KiB packets.
-  const block = (type: number, body: number): Uint8Array => {
-    const len = 12 + body;
-    const b = new Uint8Array(len);
-    const v = new DataView(b.buffer);
-    v.setUint32(0, type, true);
-    v.setUint32(4, len, true);
-    v.setUint32(len - 4, len, true);
-    return b;
-  };
-  const shb = block(0x0a0d0d0a, 16);
-  new DataView(shb.buffer).setUint32(8, 0x1a2b3c4d, true);
-  const big = Array.from({ length: 12 }, () => block(6, 65536));
+  const big = epb(true, 0, 0n, "00".repeat(65536)).repeat(12);
   const make = (tiny: number): boolean => {
     const file = path.join(TMP, `tiny-${tiny}.pcapng`);
-    fs.writeFileSync(
-      file,
-      Buffer.concat([shb, ...Array.from({ length: tiny }, () => block(0x0bad, 0)), ...big]),
-    );
+    fs.writeFileSync(file, hex(shb(true) + block(true, 0x0bad, "").repeat(tiny) + big));
     const fd = fs.openSync(file, "r");
     try {
       return largePackets(fd, fs.statSync(file).size);
