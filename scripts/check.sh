@@ -99,6 +99,13 @@ NODE_DEBUG=nbd-codec node dist/start.cjs dissect >/dev/null 2>"$cache/pf.log"
 NODE_DEBUG=nbd-codec node dist/start.cjs dissect - <"$cache/big.pcap" >/dev/null 2>>"$cache/pf.log"
 if grep prefetch "$cache/pf.log"; then echo "prefetch of the sample or standard input" >&2; exit 1; fi
 echo "prefetch: Node and Deno, dissect (text, JSON, summary) and stats, same output as the bundle run directly"
+# With the prefetch, libuv's pool has one thread (bin/_readahead.ts, READ_THREADS): threads the run creates,
+# counted by strace, are three fewer than with the four the user may still ask for.
+threads() { env "$@" strace -f -qq -e trace=clone,clone3 node dist/start.cjs dissect "$cache/big.pcap" 2>&1 >/dev/null | grep -cE "clone3?\("; }
+ours=$(threads -u UV_THREADPOOL_SIZE)
+four=$(threads UV_THREADPOOL_SIZE=4)
+[ $((four - ours)) = 3 ] || { echo "pool threads: $ours threads with the prefetch's pool, $four with UV_THREADPOOL_SIZE=4" >&2; exit 1; }
+echo "prefetch: one pool thread ($ours threads in all, $four with UV_THREADPOOL_SIZE=4)"
 
 step "npm bin: dissect loads no node:module, node:os or AbortController (10 M instructions of module loading, the sample's run is 136 M)"
 cat > "$cache/modules.cjs" <<'HOOK'

@@ -15,10 +15,12 @@ import {
   LARGE_PACKET_BYTES,
   LARGE_READ_SIZE,
   largePackets,
+  limitReadThreads,
   Prefetch,
   prefetchCapture,
   type Read,
   READ_SIZE,
+  READ_THREADS,
   ReadAhead,
   readHead,
   shareOf,
@@ -272,6 +274,23 @@ test("prefetchCapture starts reads only for a regular file of the size given, an
   expect(takePrefetch()).toBeUndefined();
   await p.release();
   expect(() => fs.fstatSync(p.fd)).toThrow();
+});
+
+test("a prefetch gives libuv's pool one reading thread, unless the environment says how many", async () => {
+  const { file } = patterned("five.bin", 5 * MiB);
+  const env: Record<string, string | undefined> = {};
+  // Nothing started: the pool is left as it is.
+  expect(prefetchCapture(["dissect", file], 7 * MiB, env)).toBeUndefined();
+  expect(env.UV_THREADPOOL_SIZE).toBeUndefined();
+  expect(prefetchCapture(["stats", file], 4 * MiB, env)).toBe(file);
+  await takePrefetch()!.release();
+  const deno = "Deno" in globalThis;
+  // Deno's reads do not use libuv's pool: nothing to set there.
+  expect(env.UV_THREADPOOL_SIZE).toBe(deno ? undefined : "1");
+  expect(READ_THREADS).toBe(1);
+  const chosen = { UV_THREADPOOL_SIZE: "3" };
+  limitReadThreads(chosen);
+  expect(chosen.UV_THREADPOOL_SIZE).toBe("3");
 });
 
 test.skipIf(process.platform === "win32")(
