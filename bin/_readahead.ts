@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { closeSync, fstatSync, openSync, read, readSync, readv, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, read, readSync, statSync } from "node:fs";
 import process from "node:process";
 
 /** Bytes of each read of a capture file, at first. */
@@ -223,11 +223,6 @@ function onPool(start: PoolRead): Promise<number | Error> {
   });
 }
 
-/** One vectored read of `fd` from `position` into `buffers`, on libuv's thread pool: see {@link readOnPool}. */
-function readvOnPool(fd: number, buffers: Uint8Array[], position: number): Promise<number | Error> {
-  return onPool((done) => readv(fd, buffers, position, done));
-}
-
 /**
  * One read of `length` bytes of `fd` into `buffer` at `offset`, at file `position` (null: the file's
  * current offset, which the read advances), on libuv's thread pool: the number of bytes read, or the
@@ -382,19 +377,15 @@ export class Prefetch {
       planned.push({ chunk: new Uint8Array(this.head + size), position: end, size });
       end += size;
     }
-    // One vectored read, so that one thread of the pool copies (several would take the second core and a
-    // share of the first from the main thread as it loads the command line: 4 ms more on loopback-100m).
-    const all = readvOnPool(fd, planned.map((p) => p.chunk.subarray(this.head)), 0);
+    // A read per chunk, which the pool's one thread (READ_THREADS) makes in order: the first chunk is there
+    // as soon as its 1 MiB is copied, where one vectored read of the three held it back until the last byte
+    // of the 9 MiB (the run then waited 1.5-2 ms for it: bench/RESULTS.md, "Sixth pass").
     const head = this.head;
     this.#reads = planned.map(({ chunk, position, size }) => ({
       chunk,
       position,
       size,
-      result: all.then((got) =>
-        typeof got !== "number"
-          ? got
-          : (shareOf(got, position, size) ?? readOnPool(fd, chunk, head, size, position))
-      ),
+      result: readOnPool(fd, chunk, head, size, position),
     }));
   }
 
@@ -421,17 +412,6 @@ export class Prefetch {
       // Nothing to do: the descriptor was only read.
     }
   }
-}
-
-/**
- * The bytes that a chunk reading `size` bytes from `position` got of a vectored read of `got` bytes from the
- * file's start. Undefined when the read ended exactly where the chunk starts: that may be the end of the
- * file or a short read, so the chunk needs a read of its own. 0 when an earlier chunk came short: the reader
- * drops this one and reads on from where that one ended ({@link ReadAhead.next}).
- */
-export function shareOf(got: number, position: number, size: number): number | undefined {
-  if (got > position) return Math.min(got - position, size);
-  return got === position ? undefined : 0;
 }
 
 /** Where the npm bin leaves its {@link Prefetch} for the command line's bundle (a separate script). */

@@ -23,7 +23,6 @@ import {
   READ_THREADS,
   ReadAhead,
   readHead,
-  shareOf,
   SNIFF_HEADERS,
   takePrefetch,
 } from "../bin/_readahead.ts";
@@ -177,8 +176,8 @@ test("a prefetch of small packets (or of what is no capture) reads 1 MiB at a ti
   await q.release();
   expect(() => fs.fstatSync(fd2)).toThrow();
   expect(q.take(exact.file, q.head)).toBeUndefined();
-  // A file shorter than its size said (truncated after it was opened): the chunk that starts where the
-  // vectored read ended reads for itself (and finds the end).
+  // A file shorter than its size said (truncated after it was opened): the chunk past its end reads
+  // nothing.
   const fd3 = fs.openSync(exact.file, "r");
   const r = new Prefetch(exact.file, fd3, 12 * MiB);
   const short = await readsOf(r.take(exact.file, r.head)!, r.head);
@@ -186,16 +185,6 @@ test("a prefetch of small packets (or of what is no capture) reads 1 MiB at a ti
   expect(same(short.bytes, exact.bytes)).toBe(true);
   fs.closeSync(fd3);
   fs.closeSync(fd);
-});
-
-test("a chunk's share of the vectored read", () => {
-  // Whole, part, and none of it after an earlier chunk came short.
-  expect(shareOf(9 * MiB, MiB, 4 * MiB)).toBe(4 * MiB);
-  expect(shareOf(5 * MiB + 7, 5 * MiB, 4 * MiB)).toBe(7);
-  expect(shareOf(MiB - 1, MiB, 4 * MiB)).toBe(0);
-  // The read ended exactly where the chunk starts: end of file or a short read, so it reads for itself.
-  expect(shareOf(5 * MiB, 5 * MiB, 4 * MiB)).toBeUndefined();
-  expect(shareOf(0, 0, MiB)).toBeUndefined();
 });
 
 test("the capture operand of dissect and stats, as the command line's parser finds it", () => {
