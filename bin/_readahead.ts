@@ -273,17 +273,34 @@ export function captureOperand(args: readonly string[]): string | undefined {
   return capture === "-" ? undefined : capture;
 }
 
-/** The most record or block headers {@link largePackets} reads. */
+/** The most record or block headers {@link sniffCapture} reads. */
 export const SNIFF_HEADERS: number = 256;
 
+/** What the first records' headers of a capture file say ({@link sniffCapture}). */
+export interface CaptureSniff {
+  /**
+   * The packets average {@link LARGE_PACKET_BYTES} or more over the first {@link READ_SIZE} bytes, as the
+   * command line finds once it has decoded its first read (`cli.ts`). False when the file is neither pcap
+   * nor pcapng (the command line then says so) or holds no whole packet there.
+   */
+  readonly large: boolean;
+  /**
+   * How many packets the whole file holds, estimated from the bytes per packet of the headers read (0 when
+   * none was): the command line starts a run that this says is long without its cold phase (`cli.ts`,
+   * `LONG_RUN_PACKETS`).
+   */
+  readonly expectedPackets: number;
+}
+
+const NOT_A_CAPTURE: CaptureSniff = { large: false, expectedPackets: 0 };
+
 /**
- * Whether the packets of the capture file `fd` (of `size` bytes) average {@link LARGE_PACKET_BYTES} or more
- * over its first {@link READ_SIZE} bytes, as the command line finds once it has decoded its first read
- * (`cli.ts`): from the records' headers alone, a classic pcap file's or a pcapng file's (its packet blocks
- * count as packets), without reading their data. Small when the file is neither (the command line then
- * says so) or holds no whole packet there.
+ * Reads the first record or block headers of the capture file `fd` (of `size` bytes), a classic pcap file's
+ * or a pcapng file's (its packet blocks count as packets), without reading their data: at most
+ * {@link SNIFF_HEADERS} of them, within its first {@link READ_SIZE} bytes, and no more once the packets are
+ * surely small. Positioned reads: the file's offset does not move.
  */
-export function largePackets(fd: number, size: number): boolean {
+export function sniffCapture(fd: number, size: number): CaptureSniff {
   const window = new Uint8Array(Math.min(size, 128 * 1024));
   const got = readSync(fd, window, 0, window.length, 0);
   const view = new DataView(window.buffer, 0, got);
@@ -292,12 +309,12 @@ export function largePackets(fd: number, size: number): boolean {
   let little: boolean;
   let next: number;
   let ng: boolean;
-  if (got < 24) return false;
+  if (got < 24) return NOT_A_CAPTURE;
   const magic = view.getUint32(0, true);
   if (magic === 0x0a0d0d0a) {
     ng = true;
     const order = view.getUint32(8, true);
-    if (order !== 0x1a2b3c4d && order !== 0x4d3c2b1a) return false;
+    if (order !== 0x1a2b3c4d && order !== 0x4d3c2b1a) return NOT_A_CAPTURE;
     little = order === 0x1a2b3c4d;
     next = 0;
   } else {
@@ -305,13 +322,16 @@ export function largePackets(fd: number, size: number): boolean {
     const big = view.getUint32(0, false);
     if (magic === 0xa1b2c3d4 || magic === 0xa1b23c4d) little = true;
     else if (big === 0xa1b2c3d4 || big === 0xa1b23c4d) little = false;
-    else return false;
+    else return NOT_A_CAPTURE;
     next = 24;
   }
+  const start = next;
   const first = Math.min(size, READ_SIZE);
   // Small as soon as more packets than this fit in the first read.
   const most = Math.floor(first / LARGE_PACKET_BYTES);
   let packets = 0;
+  /** Where the last packet counted ends. */
+  let counted = start;
   // Each record's (or block's) header: from the window, else read on its own; at most SNIFF_HEADERS of
   // them (a file of tiny blocks other than packets counts as small, whatever follows them).
   for (let n = 0; n < SNIFF_HEADERS && next + 16 <= first && packets <= most; n++) {
@@ -328,14 +348,24 @@ export function largePackets(fd: number, size: number): boolean {
       if (length < 12) break;
       end = next + length;
       const type = header.getUint32(at, little);
-      if (end <= first && (type === 6 || type === 3 || type === 2)) packets++;
+      if (end <= first && (type === 6 || type === 3 || type === 2)) {
+        packets++;
+        counted = end;
+      }
     } else {
       end = next + 16 + header.getUint32(at + 8, little);
-      if (end <= first) packets++;
+      if (end <= first) {
+        packets++;
+        counted = end;
+      }
     }
     next = end;
   }
-  return packets > 0 && first / packets >= LARGE_PACKET_BYTES;
+  if (packets === 0) return NOT_A_CAPTURE;
+  return {
+    large: first / packets >= LARGE_PACKET_BYTES,
+    expectedPackets: Math.round(((size - start) * packets) / (counted - start)),
+  };
 }
 
 /**
@@ -347,7 +377,7 @@ export function largePackets(fd: number, size: number): boolean {
  *
  * The reads are those {@link ReadAhead} will make, into chunks with {@link readHead} bytes in front: one of
  * {@link READ_SIZE} bytes, then two of {@link LARGE_READ_SIZE} bytes when the records' headers show large
- * packets ({@link largePackets}, as the run will find after its first read), else two more of
+ * packets ({@link sniffCapture}, as the run will find after its first read), else two more of
  * {@link READ_SIZE}. (Larger chunks for small packets slowed `small-100m`: its run stays cold, with V8's
  * larger interrupt budget, until a chunk's end shows enough packets.) The run's reader adopts them
  * ({@link take}) with the descriptor.
@@ -361,6 +391,8 @@ export class Prefetch {
   readonly size: number;
   /** The bytes in front of each read in its chunk. */
   readonly head: number;
+  /** What the file's first headers say ({@link sniffCapture}): the reads' sizes, and the run's length. */
+  readonly sniff: CaptureSniff;
   #reads: Read[] | undefined;
 
   /** Starts reading `fd` (the regular file `file` of `size` bytes): see {@link Prefetch}. */
@@ -371,7 +403,8 @@ export class Prefetch {
     this.head = readHead(READ_SIZE);
     const planned: { chunk: Uint8Array; position: number; size: number }[] = [];
     let end = 0;
-    const then = largePackets(fd, this.size) ? LARGE_READ_SIZE : READ_SIZE;
+    this.sniff = sniffCapture(fd, size);
+    const then = this.sniff.large ? LARGE_READ_SIZE : READ_SIZE;
     for (const size of [READ_SIZE, then, then]) {
       if (end >= this.size) break;
       planned.push({ chunk: new Uint8Array(this.head + size), position: end, size });

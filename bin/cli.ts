@@ -6,6 +6,7 @@
  */
 import { walkArgs } from "./_args.ts";
 import {
+  type CaptureSniff,
   ChunkPool,
   LARGE_PACKET_BYTES,
   LARGE_READ_SIZE,
@@ -14,6 +15,7 @@ import {
   ReadAhead,
   readHead,
   readOnPool,
+  sniffCapture,
 } from "./_readahead.ts";
 import { Buffer } from "node:buffer";
 import { closeSync, fstatSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -79,7 +81,8 @@ export interface CliEnvironment {
   readonly signal?: InterruptSignal;
   /**
    * Tuning of the runtime for long and short runs (the process entry point sets it): before the first
-   * packet of a capture file of `minBytes` or more, `cold()` (V8 then optimises later than usual); once
+   * packet of a capture file of `minBytes` or more, unless its first headers predict a long run
+   * (`predictsLongRun`), `cold()` (V8 then optimises later than usual); once
    * such a run turns out to be long (see {@link WARM_PACKETS}), `warm()` (back to V8's default: optimising
    * pays); once its first chunk shows that it will stay short, `short()` (V8 then optimises nothing more:
    * the run would end before compiling paid). While a run is cold, `dissect` writes its default text
@@ -607,7 +610,11 @@ async function readCapture(
   try {
     /** Called once, when the first chunk with packets shows a cold run that will stay short. */
     let short: (() => void) | undefined;
-    if (budget !== undefined && !stdin && size >= budget.minBytes && await budget.cold()) {
+    if (
+      budget !== undefined && !stdin && size >= budget.minBytes &&
+      !predictsLongRun(started !== undefined ? env.prefetch!.sniff : undefined, fd, size) &&
+      await budget.cold()
+    ) {
       warm = budget.warm;
       short = budget.short;
       longRun = false;
@@ -742,6 +749,22 @@ async function readCapture(
     // Reads still under way write into their chunks and need the descriptor: let them end first.
     if (ahead !== undefined) await ahead.settle();
     if (!stdin) closeSync(fd);
+  }
+}
+
+/**
+ * Whether a capture file's first headers (`sniff`, from the prefetch, else read here: {@link sniffCapture})
+ * predict a long run ({@link LONG_RUN_PACKETS} packets or more). Such a run starts without its cold phase:
+ * the larger interrupt budget only delayed the optimising compiler that it needs (`small-100m` 179.6 ->
+ * 167.5 ms, `loopback-1g` and `small-1g` 2% faster; `mixed-100m`, whose many kinds of frames profit from
+ * riper type feedback, 7% slower at 13 times tshark's speed: bench/RESULTS.md, "Sixth pass").
+ */
+function predictsLongRun(sniff: CaptureSniff | undefined, fd: number, size: number): boolean {
+  try {
+    return (sniff ?? sniffCapture(fd, size)).expectedPackets >= LONG_RUN_PACKETS;
+  } catch {
+    // Unreadable here: the run's own reads will say why.
+    return false;
   }
 }
 

@@ -83,6 +83,13 @@ for opts in "" "--throw-deprecation" "--pending-deprecation"; do
   if [ -s "$cache/cold.err" ]; then echo "cold run ($opts) wrote to stderr: $(cat "$cache/cold.err")" >&2; exit 1; fi
 done
 echo "cold budget set, raised for a short run, and reset through the binding; node:v8 not loaded; stderr empty (also with --throw-deprecation, --pending-deprecation)"
+# 256-byte WRITEs (27 281 packets): the first headers predict a long run (bin/_readahead.ts, sniffCapture),
+# which starts warm.
+npx deno run -A bench/dissect/generate.ts "$cache/long.pcap" 6 --write-size 256 >/dev/null
+HOOK_OUT="$cache/hook.out" node -r "$cache/hook.cjs" dist/start.cjs dissect "$cache/long.pcap" >/dev/null
+got=$(cat "$cache/hook.out")
+[ "$got" = "binding not used" ] || { echo "long run: $got" >&2; exit 1; }
+echo "a run predicted long from its first headers leaves V8's budget alone"
 
 step "npm bin: a capture file's first reads start before the command line loads (prefetch), with the same output"
 npx deno run -A bench/dissect/generate.ts "$cache/big.pcap" 12 >/dev/null

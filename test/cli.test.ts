@@ -6,7 +6,8 @@ import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test } from "vitest";
 import { ByteOutput, type CliEnvironment, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
 import { generate } from "../bench/dissect/generate.ts";
-import { Prefetch } from "../bin/_readahead.ts";
+import { Prefetch, SNIFF_HEADERS } from "../bin/_readahead.ts";
+import { block, epb, idb, shb } from "./fixtures/trace/_build.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CAPTURES = path.join(ROOT, "vectors", "captures");
@@ -986,18 +987,19 @@ function recordEnds(b: Uint8Array): number[] {
 }
 
 /** A pcap (Ethernet) of `n` 14-byte frames that are not IP: packets to count, nothing to decode. */
-function manyPackets(n: number): Uint8Array {
-  const b = new Uint8Array(24 + n * 30);
+/** `n` records of `size` bytes (an experimental EtherType, no IP) in a classic pcap file. */
+function manyPackets(n: number, size = 14): Uint8Array {
+  const b = new Uint8Array(24 + n * (16 + size));
   const dv = new DataView(b.buffer);
   dv.setUint32(0, 0xa1b2c3d4, true);
   dv.setUint16(4, 2, true);
   dv.setUint16(6, 4, true);
-  dv.setUint32(16, 65535, true);
+  dv.setUint32(16, 262144, true);
   dv.setUint32(20, 1, true);
-  for (let i = 0, o = 24; i < n; i++, o += 30) {
+  for (let i = 0, o = 24; i < n; i++, o += 16 + size) {
     dv.setUint32(o, 100 + i, true);
-    dv.setUint32(o + 8, 14, true);
-    dv.setUint32(o + 12, 14, true);
+    dv.setUint32(o + 8, size, true);
+    dv.setUint32(o + 12, size, true);
     dv.setUint16(o + 16 + 12, 0x88b5); // a local experimental EtherType
   }
   return b;
@@ -1200,9 +1202,37 @@ describe("nbd-codec reads a capture file in chunks", () => {
   });
 });
 
+/** The classic pcap files `files` (one link type) as one: the first one's header, then every file's records. */
+function concatPcaps(out: string, ...files: string[]): string {
+  const parts = files.map((f, i) => {
+    const b = new Uint8Array(fs.readFileSync(f));
+    return i === 0 ? b : b.subarray(24);
+  });
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) at += (all.set(p, at), p.length);
+  fs.writeFileSync(out, all);
+  return out;
+}
+
 describe("nbd-codec dissect and stats: long runs", () => {
   const LONG = writeTemp("long.pcap", manyPackets(WARM_PACKETS * 20));
   const MEDIUM = writeTemp("medium.pcap", manyPackets(WARM_PACKETS * 2));
+  // More blocks that are no packets than the first headers a run reads (bin/_readahead.ts, sniffCapture),
+  // then many small packets: the run starts cold, and its first chunk shows a long run.
+  const HIDDEN = writeTemp(
+    "hidden-long.pcapng",
+    hex(
+      shb(true) + block(true, 0x0bad, "").repeat(SNIFF_HEADERS + 20) + idb(true, 1) +
+        epb(true, 0, 0n, "00".repeat(12) + "88b5").repeat(WARM_PACKETS * 20),
+    ),
+  );
+  // Large packets first, as far as those first headers: a run predicted short that turns out long.
+  const LATE = concatPcaps(
+    path.join(TMP, "late-long.pcap"),
+    writeTemp("late-big.pcap", manyPackets(24, 65536)),
+    writeTemp("late-small.pcap", manyPackets(WARM_PACKETS * 20)),
+  );
 
   /** How many times the run called cold(), warm() and short(), for files of at least `minBytes`. */
   async function calls(minBytes: number, ...args: string[]): Promise<[number, number, number]> {
@@ -1232,17 +1262,26 @@ describe("nbd-codec dissect and stats: long runs", () => {
   const warmCalls = async (...args: string[]): Promise<number> => (await calls(0, ...args))[1];
 
   test("cold() comes before a capture file of minBytes or more, not before a smaller one", async () => {
-    const size = fs.statSync(LONG).size;
-    expect(await calls(size, "dissect", LONG)).toEqual([1, 1, 0]);
-    expect(await calls(size + 1, "dissect", LONG)).toEqual([0, 0, 0]);
-    expect(await calls(size + 1, "stats", LONG)).toEqual([0, 0, 0]);
+    const size = fs.statSync(LATE).size;
+    // short() after the first chunk (of large packets), warm() once the small ones came.
+    expect(await calls(size, "dissect", LATE)).toEqual([1, 1, 1]);
+    expect(await calls(size + 1, "dissect", LATE)).toEqual([0, 0, 0]);
+    expect(await calls(size + 1, "stats", LATE)).toEqual([0, 0, 0]);
+  });
+
+  test("a capture file whose first headers predict a long run starts without cold(), and stays at V8's default", async () => {
+    for (const command of ["dissect", "stats"]) {
+      expect(await calls(0, command, LONG), command).toEqual([0, 0, 0]);
+      // In chunks of 4 KiB too: the prediction reads the file's first headers itself.
+      expect(await callsReading(4096, 0, command, LONG), command).toEqual([0, 0, 0]);
+    }
   });
 
   test("short() comes once, after the first chunk, when a cold run will stay short; never for a long one", async () => {
     for (const command of ["dissect", "stats"]) {
       expect(await calls(0, command, MEDIUM), command).toEqual([1, 0, 1]);
       expect(await calls(0, command, CLEAN), command).toEqual([1, 0, 1]);
-      expect(await calls(0, command, LONG), command).toEqual([1, 1, 0]);
+      expect(await calls(0, command, HIDDEN), command).toEqual([1, 1, 0]);
     }
     // Once, however many chunks come after the first.
     expect(fs.statSync(MEDIUM).size).toBeGreaterThan(8 * 4096);
@@ -1251,10 +1290,12 @@ describe("nbd-codec dissect and stats: long runs", () => {
     expect(await calls(fs.statSync(MEDIUM).size + 1, "dissect", MEDIUM)).toEqual([0, 0, 0]);
   });
 
-  test("warm() is called once when the capture holds many packets, for dissect and stats", async () => {
+  test("warm() is called once when a capture that started cold holds many packets, for dissect and stats", async () => {
     expect(WARM_PACKETS * 20).toBeGreaterThanOrEqual(LONG_RUN_PACKETS);
-    expect(await warmCalls("dissect", LONG)).toBe(1);
-    expect(await warmCalls("stats", LONG)).toBe(1);
+    for (const file of [LATE, HIDDEN]) {
+      expect(await warmCalls("dissect", file)).toBe(1);
+      expect(await warmCalls("stats", file)).toBe(1);
+    }
   });
 
   /** Standard output of `dissect FILE` (default text), with a budget whose cold() says the run starts cold. */
@@ -1276,14 +1317,26 @@ describe("nbd-codec dissect and stats: long runs", () => {
       expect(text.length).toBeGreaterThan(0);
       expect(text, file).toBe(await dissectText(file, false));
     }
-    // A long one (about 24 000 packets of small WRITEs and their replies, read 256 KiB at a time) turns long after
-    // its first chunk and writes the rest with the byte writer: the text is the same across the change.
-    const long = path.join(TMP, "small-writes.pcap");
-    const { packets } = generate(long, 3e6, 1448, 64);
+    // A long one (64 KiB WRITEs for its first 2 MB, so that its first headers predict a short run, then
+    // about 24 000 packets of small WRITEs and their replies, read 256 KiB at a time) starts cold, turns long
+    // and writes the rest with the byte writer: the text is the same across the change.
+    const big = path.join(TMP, "big-writes.pcap");
+    generate(big, 2e6);
+    const small = path.join(TMP, "small-writes.pcap");
+    const { packets } = generate(small, 3e6, 1448, 64);
     expect(packets).toBeGreaterThan(LONG_RUN_PACKETS);
-    const cold = await dissectText(long, true, 256 * 1024);
-    expect(cold.match(/^Frame \d+ /gm)?.length).toBeGreaterThan(LONG_RUN_PACKETS);
-    expect(cold).toBe(await dissectText(long, false, 256 * 1024));
+    const long = concatPcaps(path.join(TMP, "big-then-small.pcap"), big, small);
+    let cold = 0;
+    let warm = 0;
+    const code = await main(["dissect", long], { stdout: () => {}, stderr: () => {} }, {
+      root: ROOT,
+      readSize: 256 * 1024,
+      budget: { minBytes: 0, cold: () => Promise.resolve(++cold > 0), warm: () => void warm++ },
+    });
+    expect([code, cold, warm]).toEqual([0, 1, 1]);
+    const text = await dissectText(long, true, 256 * 1024);
+    expect(text.match(/^Frame \d+ /gm)?.length).toBeGreaterThan(LONG_RUN_PACKETS);
+    expect(text).toBe(await dissectText(long, false, 256 * 1024));
   });
 
   test("warm() is not called for a short capture, nor for one of fewer packets than a long run has", async () => {
