@@ -7,7 +7,6 @@
  * @module
  */
 import { closeSync, fstatSync, openSync, read, readSync, statSync } from "node:fs";
-import process from "node:process";
 
 /** Bytes of each read of a capture file, at first. */
 export const READ_SIZE: number = 1024 * 1024;
@@ -451,19 +450,21 @@ export class Prefetch {
 const PREFETCH = Symbol.for("nbd-codec.prefetch");
 
 /**
- * Threads in libuv's pool for a run that reads a capture file ahead ({@link prefetchCapture} sets
- * `UV_THREADPOOL_SIZE` to it unless the user set it). The reads are the pool's only work; one thread copies
- * a 4 MiB chunk in under a millisecond, faster than the main thread decodes it, while a second reading
- * thread only takes the second CPU from the main thread (two reads ahead ran at once): `loopback-100m`
- * 81.8 -> 77.9 ms in 61 alternating runs, and no change on `small-100m` (bench/RESULTS.md, "Sixth pass").
+ * Threads in libuv's pool for `dissect` and `stats` ({@link limitReadThreads}). Reading the capture is the
+ * pool's only work there; one thread copies a 4 MiB chunk in under a millisecond, faster than the main
+ * thread decodes it, while a second reading thread only took the second CPU from the main thread (two reads
+ * ahead ran at once): `loopback-100m` 81.8 -> 77.9 ms in 61 alternating runs, the sample capture 33.4 -> 32.9
+ * ms (fewer threads to start and to join), no change on `small-100m` (bench/RESULTS.md, "Sixth pass").
  */
 export const READ_THREADS = 1;
 
 /**
- * Gives libuv's thread pool {@link READ_THREADS} threads, unless `env` already says how many. Only before
- * the pool's first use (libuv reads the variable then), and not on Deno (its reads do not use it).
+ * Gives libuv's thread pool {@link READ_THREADS} threads when `args` (the command line's arguments, the
+ * command first) run `dissect` or `stats`, unless `env` already says how many. Only before the pool's first
+ * use (libuv reads the variable then), and not on Deno (its reads do not use it).
  */
-export function limitReadThreads(env: Record<string, string | undefined>): void {
+export function limitReadThreads(args: readonly string[], env: Record<string, string | undefined>): void {
+  if (args[0] !== "dissect" && args[0] !== "stats") return;
   if ("Deno" in globalThis || env.UV_THREADPOOL_SIZE !== undefined) return;
   env.UV_THREADPOOL_SIZE = String(READ_THREADS);
 }
@@ -471,15 +472,10 @@ export function limitReadThreads(env: Record<string, string | undefined>): void 
 /**
  * Starts the first reads of the capture file that `args` (the command line's arguments, the command first)
  * name ({@link captureOperand}), when it is a regular file of `minBytes` or more, and leaves them for
- * {@link takePrefetch}; first it limits the thread pool to {@link READ_THREADS} ({@link limitReadThreads}).
- * Returns the file, or undefined when it started nothing: anything that cannot be read is left to the
+ * {@link takePrefetch}. Returns the file, or undefined when it started nothing: anything that cannot be read is left to the
  * command line, which reports it.
  */
-export function prefetchCapture(
-  args: readonly string[],
-  minBytes: number,
-  env: Record<string, string | undefined> = process.env,
-): string | undefined {
+export function prefetchCapture(args: readonly string[], minBytes: number): string | undefined {
   const file = captureOperand(args);
   if (file === undefined) return undefined;
   try {
@@ -490,7 +486,6 @@ export function prefetchCapture(
     try {
       const opened = fstatSync(fd);
       if (!opened.isFile()) throw new Error("not a regular file");
-      limitReadThreads(env);
       (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = new Prefetch(file, fd, opened.size);
       return file;
     } catch (e) {

@@ -44,10 +44,12 @@ import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
 import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
-import { prefetchCapture } from "./_readahead.ts";
+import { limitReadThreads, prefetchCapture } from "./_readahead.ts";
 
 // First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
 // this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
+// The capture's reads are the thread pool's only work: one thread (READ_THREADS), set before its first use.
+limitReadThreads(process.argv.slice(2), process.env);
 const prefetching = prefetchCapture(process.argv.slice(2), COLD_MIN_BYTES);
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */

@@ -106,13 +106,23 @@ NODE_DEBUG=nbd-codec node dist/start.cjs dissect >/dev/null 2>"$cache/pf.log"
 NODE_DEBUG=nbd-codec node dist/start.cjs dissect - <"$cache/big.pcap" >/dev/null 2>>"$cache/pf.log"
 if grep prefetch "$cache/pf.log"; then echo "prefetch of the sample or standard input" >&2; exit 1; fi
 echo "prefetch: Node and Deno, dissect (text, JSON, summary) and stats, same output as the bundle run directly"
-# With the prefetch, libuv's pool has one thread (bin/_readahead.ts, READ_THREADS): threads the run creates,
-# counted by strace, are three fewer than with the four the user may still ask for.
-threads() { env "$@" strace -f -qq -e trace=clone,clone3 node dist/start.cjs dissect "$cache/big.pcap" 2>&1 >/dev/null | grep -cE "clone3?\("; }
-ours=$(threads -u UV_THREADPOOL_SIZE)
-four=$(threads UV_THREADPOOL_SIZE=4)
-[ $((four - ours)) = 3 ] || { echo "pool threads: $ours threads with the prefetch's pool, $four with UV_THREADPOOL_SIZE=4" >&2; exit 1; }
-echo "prefetch: one pool thread ($ours threads in all, $four with UV_THREADPOOL_SIZE=4)"
+# libuv's pool has one thread for dissect and stats (bin/_readahead.ts, READ_THREADS): threads the run
+# creates, counted by strace, are three fewer than with the four the user may still ask for.
+# threads ENV COMMAND...: ENV is env(1)'s arguments, as one word list.
+threads() {
+  local e=$1
+  shift
+  # shellcheck disable=SC2086
+  env $e strace -f -qq -e trace=clone,clone3 node dist/start.cjs "$@" 2>&1 >/dev/null | grep -cE "clone3?\("
+}
+for run in "dissect $cache/big.pcap" "stats $cache/big.pcap" "dissect vectors/captures/qemu10-ext-io.pcap"; do
+  # shellcheck disable=SC2086
+  ours=$(threads "-u UV_THREADPOOL_SIZE" $run)
+  # shellcheck disable=SC2086
+  four=$(threads "UV_THREADPOOL_SIZE=4" $run)
+  [ $((four - ours)) = 3 ] || { echo "pool threads of $run: $ours, with UV_THREADPOOL_SIZE=4 $four" >&2; exit 1; }
+done
+echo "one pool thread for a capture file, large (prefetched) or not ($ours threads in all, $four with UV_THREADPOOL_SIZE=4)"
 
 step "npm bin: dissect loads no node:module, node:os or AbortController (10 M instructions of module loading, the sample's run is 136 M)"
 cat > "$cache/modules.cjs" <<'HOOK'

@@ -265,20 +265,20 @@ test("prefetchCapture starts reads only for a regular file of the size given, an
   expect(() => fs.fstatSync(p.fd)).toThrow();
 });
 
-test("a prefetch gives libuv's pool one reading thread, unless the environment says how many", async () => {
-  const { file } = patterned("five.bin", 5 * MiB);
-  const env: Record<string, string | undefined> = {};
-  // Nothing started: the pool is left as it is.
-  expect(prefetchCapture(["dissect", file], 7 * MiB, env)).toBeUndefined();
-  expect(env.UV_THREADPOOL_SIZE).toBeUndefined();
-  expect(prefetchCapture(["stats", file], 4 * MiB, env)).toBe(file);
-  await takePrefetch()!.release();
+test("dissect and stats give libuv's pool one reading thread, unless the environment says how many", () => {
   const deno = "Deno" in globalThis;
-  // Deno's reads do not use libuv's pool: nothing to set there.
-  expect(env.UV_THREADPOOL_SIZE).toBe(deno ? undefined : "1");
+  for (const command of ["dissect", "stats"]) {
+    const env: Record<string, string | undefined> = {};
+    limitReadThreads([command, "capture.pcap"], env);
+    // Deno's reads do not use libuv's pool: nothing to set there.
+    expect(env.UV_THREADPOOL_SIZE, command).toBe(deno ? undefined : "1");
+  }
   expect(READ_THREADS).toBe(1);
+  const other: Record<string, string | undefined> = {};
+  limitReadThreads(["conform", "server", "127.0.0.1:10809"], other);
+  expect(other.UV_THREADPOOL_SIZE).toBeUndefined();
   const chosen = { UV_THREADPOOL_SIZE: "3" };
-  limitReadThreads(chosen);
+  limitReadThreads(["dissect"], chosen);
   expect(chosen.UV_THREADPOOL_SIZE).toBe("3");
 });
 
