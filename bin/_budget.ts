@@ -23,6 +23,12 @@ const SHORT = "--interrupt-budget=1081344";
 export const DEFAULT_BUDGET = "--interrupt-budget=67584";
 /** Capture files from this size on start with the larger budget. */
 export const COLD_MIN_BYTES: number = 4 * 1024 * 1024;
+/**
+ * A capture of this many packets or more makes a long run: one that optimising pays for (see `cli.ts`,
+ * `WARM_PACKETS`, and {@link warmUp}). A 100 MB capture of 64 KiB segments (4 569 packets) is short; one of
+ * 4 KiB frames (46 739), or any 1 GB capture, is long. `start.ts` keeps a code cache for each kind of run.
+ */
+export const LONG_RUN_PACKETS = 16384;
 /** Set on the global object while the budget differs from V8's default (seen by start.ts's own copy). */
 const CHANGED = Symbol.for("nbd-codec.interrupt-budget-changed");
 

@@ -472,10 +472,10 @@ export function limitReadThreads(args: readonly string[], env: Record<string, st
 /**
  * Starts the first reads of the capture file that `args` (the command line's arguments, the command first)
  * name ({@link captureOperand}), when it is a regular file of `minBytes` or more, and leaves them for
- * {@link takePrefetch}. Returns the file, or undefined when it started nothing: anything that cannot be read is left to the
- * command line, which reports it.
+ * {@link takePrefetch}. Returns them, or undefined when it started nothing: anything that cannot be read is
+ * left to the command line, which reports it.
  */
-export function prefetchCapture(args: readonly string[], minBytes: number): string | undefined {
+export function prefetchCapture(args: readonly string[], minBytes: number): Prefetch | undefined {
   const file = captureOperand(args);
   if (file === undefined) return undefined;
   try {
@@ -486,8 +486,9 @@ export function prefetchCapture(args: readonly string[], minBytes: number): stri
     try {
       const opened = fstatSync(fd);
       if (!opened.isFile()) throw new Error("not a regular file");
-      (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = new Prefetch(file, fd, opened.size);
-      return file;
+      const p = new Prefetch(file, fd, opened.size);
+      (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = p;
+      return p;
     } catch (e) {
       closeSync(fd);
       throw e;

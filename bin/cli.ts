@@ -5,6 +5,7 @@
  * @module
  */
 import { walkArgs } from "./_args.ts";
+import { LONG_RUN_PACKETS } from "./_budget.ts";
 import {
   type CaptureSniff,
   ChunkPool,
@@ -114,8 +115,7 @@ export interface CliEnvironment {
  * packets) stays short; one of 4 KiB frames (46 739), or any 1 GB capture, is long.
  */
 export const WARM_PACKETS = 1024;
-/** See {@link WARM_PACKETS}. */
-export const LONG_RUN_PACKETS = 16384;
+export { LONG_RUN_PACKETS };
 
 /**
  * The bundled capture `dissect` decodes when given none: qemu-io and qemu-nbd 10 with extended headers,

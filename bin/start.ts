@@ -14,8 +14,9 @@
  * The cache lives in `NODE_COMPILE_CACHE` when set, else in the user's cache directory
  * (`$XDG_CACHE_HOME/nbd-codec` or `~/.cache/nbd-codec`, `~/Library/Caches/nbd-codec` on macOS,
  * `%LOCALAPPDATA%\nbd-codec` on Windows), created readable by the user alone. A file's name holds the
- * Node version, the architecture and the bundle's identity (device, inode, size and change time, which a
- * rebuild or reinstall changes), and V8 checks its own version, flags and the source length, so a stale
+ * Node version, the architecture, the bundle's identity (device, inode, size and change time, which a
+ * rebuild or reinstall changes) and the kind of run (`runKind`: a capture file of 4 MiB or more predicted
+ * short or long, or anything else), and V8 checks its own version, flags and the source length, so a stale
  * file is not used. Any failure to read or write the cache only means no cache.
  *
  * Before all that, for `dissect` or `stats` of a capture file of 4 MiB or more, it starts the file's first
@@ -43,8 +44,8 @@ import {
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
-import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
-import { limitReadThreads, prefetchCapture } from "./_readahead.ts";
+import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, LONG_RUN_PACKETS, v8Flags } from "./_budget.ts";
+import { limitReadThreads, type Prefetch, prefetchCapture } from "./_readahead.ts";
 
 // First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
 // this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
@@ -88,7 +89,7 @@ function debug(what: string, topic = "compile cache"): void {
   }
 }
 
-if (prefetching !== undefined) debug(prefetching, "prefetch of");
+if (prefetching !== undefined) debug(prefetching.file, "prefetch of");
 
 /** Reads a file, or undefined when it cannot be read. */
 function readOrUndefined(file: string): Buffer | undefined {
@@ -155,17 +156,35 @@ function wrappedSource(bundle: string): { source: string; stat: ReturnType<typeo
   }
 }
 
+/**
+ * Which runs share a code cache file. V8 caches the functions that the run that wrote it compiled, and a
+ * run that needs others compiles them from source every time: a capture file of 4 MiB or more (prefetched)
+ * goes through other paths than a small one, and one predicted long (optimised, the byte writer) through
+ * others than one predicted short (kept cold, strings); `loopback-100m` with the cache of a run on the
+ * sample capture took 1-1.5 ms longer than with its own (bench/RESULTS.md, "Sixth pass"). Each kind writes
+ * its own cache at its first run.
+ */
+function runKind(prefetch: Prefetch | undefined): string {
+  if (prefetch === undefined) return "";
+  return prefetch.sniff.expectedPackets >= LONG_RUN_PACKETS ? "-long" : "-short";
+}
+
 /** Runs the CommonJS `bundle` as `require` would, compiled with V8 cached data from `dir`. */
 function runCached(bundle: string, dir: string): void {
   const { source, stat: s } = wrappedSource(bundle);
   // The bundle's identity: a reinstall or rebuild writes a new file (new inode, change time and usually
   // size). Hashing its content instead would load node:crypto, about 3 ms.
   const id = [s.dev, s.ino, s.size, s.ctimeMs].map((n) => n.toString(36)).join("-");
-  const file = join(dir, `${process.version}-${process.arch}-${id}.v8cache`);
-  const cachedData = readOrUndefined(file);
+  const base = join(dir, `${process.version}-${process.arch}-${id}`);
+  const kind = runKind(prefetching);
+  const file = `${base}${kind}.v8cache`;
+  const own = readOrUndefined(file);
+  // The first run of a kind starts from the cache of the small captures' runs, and writes its own.
+  const from = own === undefined && kind !== "" ? `${base}.v8cache` : file;
+  const cachedData = own ?? (from === file ? undefined : readOrUndefined(from));
   const script = new Script(source, { filename: bundle, cachedData });
-  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${file}`);
-  if (cachedData === undefined || script.cachedDataRejected === true) {
+  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${from}`);
+  if (own === undefined || script.cachedDataRejected === true) {
     process.once("exit", (code) => {
       // Only a dissect run compiles what later runs need (a --help run would cache little).
       if (process.argv[2] === "dissect" && code <= 1) store(dir, file, script.createCachedData());

@@ -256,8 +256,10 @@ test("prefetchCapture starts reads only for a regular file of the size given, an
   expect(takePrefetch()).toBeUndefined();
   expect(prefetchCapture(["dissect", path.join(TMP, "missing.pcap")], 0)).toBeUndefined();
   expect(takePrefetch()).toBeUndefined();
-  expect(prefetchCapture(["dissect", "--json", file], 4 * MiB)).toBe(file);
+  const started = prefetchCapture(["dissect", "--json", file], 4 * MiB);
+  expect(started?.file).toBe(file);
   const p = takePrefetch()!;
+  expect(p).toBe(started);
   expect(p.file).toBe(file);
   expect(p.size).toBe(6 * MiB);
   expect(takePrefetch()).toBeUndefined();
