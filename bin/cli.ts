@@ -755,9 +755,9 @@ async function readCapture(
 /**
  * Whether a capture file's first headers (`sniff`, from the prefetch, else read here: {@link sniffCapture})
  * predict a long run ({@link LONG_RUN_PACKETS} packets or more). Such a run starts without its cold phase:
- * the larger interrupt budget only delayed the optimising compiler that it needs (`small-100m` 179.6 ->
- * 167.5 ms, `loopback-1g` and `small-1g` 2% faster; `mixed-100m`, whose many kinds of frames profit from
- * riper type feedback, 7% slower at 13 times tshark's speed: bench/RESULTS.md, "Sixth pass").
+ * the larger interrupt budget only delayed the optimising compiler that it needs (`small-100m` 170.7 ->
+ * 163.3 ms, `loopback-1g` 4% faster, `small-1g` unchanged; `mixed-100m`, whose many kinds of frames profit
+ * from riper type feedback, 4-7% slower at 10 times tshark's speed: bench/RESULTS.md, "Sixth pass").
  */
 function predictsLongRun(sniff: CaptureSniff | undefined, fd: number, size: number): boolean {
   try {

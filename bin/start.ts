@@ -47,10 +47,10 @@ import { Script } from "node:vm";
 import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, LONG_RUN_PACKETS, v8Flags } from "./_budget.ts";
 import { limitReadThreads, type Prefetch, prefetchCapture } from "./_readahead.ts";
 
-// First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
-// this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
 // The capture's reads are the thread pool's only work: one thread (READ_THREADS), set before its first use.
 limitReadThreads(process.argv.slice(2), process.env);
+// First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
+// this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
 const prefetching = prefetchCapture(process.argv.slice(2), COLD_MIN_BYTES);
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
@@ -161,8 +161,8 @@ function wrappedSource(bundle: string): { source: string; stat: ReturnType<typeo
  * run that needs others compiles them from source every time: a capture file of 4 MiB or more (prefetched)
  * goes through other paths than a small one, and one predicted long (optimised, the byte writer) through
  * others than one predicted short (kept cold, strings); `loopback-100m` with the cache of a run on the
- * sample capture took 1-1.5 ms longer than with its own (bench/RESULTS.md, "Sixth pass"). Each kind writes
- * its own cache at its first run.
+ * sample capture ran 0.6% more instructions (about 0.5 ms) than with its own (bench/RESULTS.md, "Sixth
+ * pass"). Each kind writes its own cache at its first run.
  */
 function runKind(prefetch: Prefetch | undefined): string {
   if (prefetch === undefined) return "";

@@ -986,8 +986,10 @@ function recordEnds(b: Uint8Array): number[] {
   return ends;
 }
 
-/** A pcap (Ethernet) of `n` 14-byte frames that are not IP: packets to count, nothing to decode. */
-/** `n` records of `size` bytes (an experimental EtherType, no IP) in a classic pcap file. */
+/**
+ * A pcap (Ethernet) of `n` frames of `size` bytes (14 by default) that are not IP (an experimental
+ * EtherType): packets to count, nothing to decode.
+ */
 function manyPackets(n: number, size = 14): Uint8Array {
   const b = new Uint8Array(24 + n * (16 + size));
   const dv = new DataView(b.buffer);
