@@ -537,8 +537,8 @@ export class CaptureDissector {
 
   #packet(packet: CapturePacket): void {
     // The reader's findings so far (about this record or earlier ones) before this packet's own events: in
-    // capture order, whatever the chunks the file was read in.
-    this.#readerFindings();
+    // capture order, whatever the chunks the file was read in. (Asked here, not in a call per packet.)
+    if (this.#reader.pendingFindings !== 0) this.#readerFindings();
     this.#packets = packet.index + 1;
     if (this.#origin === undefined) {
       this.#origin = { seconds: packet.seconds, nanoseconds: packet.nanoseconds };
@@ -644,9 +644,12 @@ export class CaptureDissector {
         info.seconds = undefined;
         info.nanoseconds = undefined;
       }
-      t.client = live.client;
-      t.server = live.server;
-      if (detached) {
+      if (t.client !== live.client) {
+        t.client = live.client;
+        t.server = live.server;
+      }
+      // The slot's request fields are set together (below): one load says whether an earlier event left them.
+      if (detached && info.requestPacket !== undefined) {
         info.requestPacket = undefined;
         info.requestSeconds = undefined;
         info.requestNanoseconds = undefined;
