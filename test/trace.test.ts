@@ -3,7 +3,9 @@
 // `tshark -r CAPTURE --enable-heuristic nbd_tcp -Y nbd -T fields -e frame.number -e frame.time_epoch
 // -e nbd.handle -e nbd.response_to -e nbd.time`, TShark 4.0.17), and captures written here by hand, byte by
 // byte, with the fixture helpers (which never call the code under test).
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { decodeConversation, formatEventJson } from "../mod.ts";
 import {
@@ -15,6 +17,7 @@ import {
   type TraceFrame,
 } from "../trace.ts";
 import { ACK, ethTcp, hex, pcapHeader, pcapRecord, PSH, SYN } from "./fixtures/trace/_build.ts";
+import { generateMixed } from "../bench/dissect/generate.ts";
 
 const CAPTURES = new URL("../vectors/captures/", import.meta.url);
 const TSHARK = new URL("./fixtures/trace/tshark/", import.meta.url);
@@ -266,9 +269,22 @@ describe("a detached dissector", () => {
     "responseNanoseconds",
   ];
 
-  for (const name of ["nbdkit-ooo-sr.pcap", "qemu10-ext-io.pcap", "libnbd-nbdkit-simple.pcap"]) {
+  // The bundled captures have one connection each; the generated one interleaves three (the slot's fields
+  // follow each event's connection).
+  const mixed = (): Uint8Array => {
+    const file = join(mkdtempSync(join(tmpdir(), "nbd-detached-")), "mixed.pcap");
+    generateMixed(file, 300_000, 3);
+    return new Uint8Array(readFileSync(file));
+  };
+  const cases: [string, () => Uint8Array][] = [
+    ...["nbdkit-ooo-sr.pcap", "qemu10-ext-io.pcap", "libnbd-nbdkit-simple.pcap"].map((
+      n,
+    ): [string, () => Uint8Array] => [n, () => capture(n)]),
+    ["three interleaved connections", mixed],
+  ];
+  for (const [name, bytesOf] of cases) {
     test(`${name}: its slot holds each event's trace fields, and attach() makes the event an attached one`, () => {
-      const bytes = capture(name);
+      const bytes = bytesOf();
       const attached = dissectCapture(bytes).events;
       const slots: Record<string, unknown>[] = [];
       const bare: boolean[] = [];
@@ -296,6 +312,12 @@ describe("a detached dissector", () => {
         expect(formatEventJson(copies[i]!)).toEqual(formatEventJson(attached[i]!));
       }
       expect(attached.some((e) => e.requestPacket !== undefined)).toBe(true);
+      if (name === "three interleaved connections") {
+        // Consecutive events of different connections, several times over.
+        const switches = attached.filter((e, i) => i > 0 && e.connection !== attached[i - 1]!.connection);
+        expect(new Set(attached.map((e) => e.client?.port)).size).toBe(3);
+        expect(switches.length).toBeGreaterThanOrEqual(4);
+      }
     });
   }
 
