@@ -162,7 +162,8 @@ function wrappedSource(bundle: string): { source: string; stat: ReturnType<typeo
  * goes through other paths than a small one, and one predicted long (optimised, the byte writer) through
  * others than one predicted short (kept cold, strings); `loopback-100m` with the cache of a run on the
  * sample capture ran 0.6% more instructions (about 0.5 ms) than with its own (bench/RESULTS.md, "Sixth
- * pass"). Each kind writes its own cache at its first run.
+ * pass"). Each kind writes its own cache at its first run, which compiles from source: started from another
+ * kind's cache, the kind's cache also held that kind's functions (`loopback-100m`: 0.25% more instructions).
  */
 function runKind(prefetch: Prefetch | undefined): string {
   if (prefetch === undefined) return "";
@@ -175,16 +176,11 @@ function runCached(bundle: string, dir: string): void {
   // The bundle's identity: a reinstall or rebuild writes a new file (new inode, change time and usually
   // size). Hashing its content instead would load node:crypto, about 3 ms.
   const id = [s.dev, s.ino, s.size, s.ctimeMs].map((n) => n.toString(36)).join("-");
-  const base = join(dir, `${process.version}-${process.arch}-${id}`);
-  const kind = runKind(prefetching);
-  const file = `${base}${kind}.v8cache`;
-  const own = readOrUndefined(file);
-  // The first run of a kind starts from the cache of the small captures' runs, and writes its own.
-  const from = own === undefined && kind !== "" ? `${base}.v8cache` : file;
-  const cachedData = own ?? (from === file ? undefined : readOrUndefined(from));
+  const file = join(dir, `${process.version}-${process.arch}-${id}${runKind(prefetching)}.v8cache`);
+  const cachedData = readOrUndefined(file);
   const script = new Script(source, { filename: bundle, cachedData });
-  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${from}`);
-  if (own === undefined || script.cachedDataRejected === true) {
+  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${file}`);
+  if (cachedData === undefined || script.cachedDataRejected === true) {
     process.once("exit", (code) => {
       // Only a dissect run compiles what later runs need (a --help run would cache little).
       if (process.argv[2] === "dissect" && code <= 1) store(dir, file, script.createCachedData());

@@ -123,8 +123,8 @@ for run in "dissect $cache/big.pcap" "stats $cache/big.pcap" "dissect vectors/ca
   [ $((four - ours)) = 3 ] || { echo "pool threads of $run: $ours, with UV_THREADPOOL_SIZE=4 $four" >&2; exit 1; }
 done
 echo "one pool thread for a capture file, large (prefetched) or not ($ours threads in all, $four with UV_THREADPOOL_SIZE=4)"
-# A code cache for each kind of run (start.ts, runKind): the first run of a kind starts from the small
-# captures' cache and writes its own; later runs of the kind use theirs.
+# A code cache for each kind of run (start.ts, runKind): the first run of a kind finds none and writes its
+# own; later runs of the kind use theirs.
 kinds() {
   NODE_COMPILE_CACHE="$cache/kinds" NODE_DEBUG=nbd-codec node dist/start.cjs dissect "$@" 2>&1 >/dev/null |
     awk '/^nbd-codec: compile cache / { k = $5 ~ /-short\.v8cache$/ ? "-short" : $5 ~ /-long\.v8cache$/ ? "-long" : ""; printf "%s%s ", $4, k }'
@@ -133,7 +133,7 @@ got=""
 for f in vectors/captures/qemu10-ext-io.pcap "$cache/big.pcap" "$cache/big.pcap" "$cache/long.pcap" "$cache/long.pcap" vectors/captures/qemu10-ext-io.pcap; do
   got="$got$(kinds "$f")/ "
 done
-want="absent written / used written-short / used-short / used written-long / used-long / used / "
+want="absent written / absent-short written-short / used-short / absent-long written-long / used-long / used / "
 [ "$got" = "$want" ] || { echo "code caches by kind: $got (want $want)" >&2; exit 1; }
 echo "a code cache for small captures, large short runs and large long runs"
 
