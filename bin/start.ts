@@ -28,6 +28,7 @@
 import { Buffer, isAscii } from "node:buffer";
 import {
   closeSync,
+  existsSync,
   fstatSync,
   mkdirSync,
   openSync,
@@ -176,14 +177,20 @@ function runCached(bundle: string, dir: string): void {
   // The bundle's identity: a reinstall or rebuild writes a new file (new inode, change time and usually
   // size). Hashing its content instead would load node:crypto, about 3 ms.
   const id = [s.dev, s.ino, s.size, s.ctimeMs].map((n) => n.toString(36)).join("-");
-  const file = join(dir, `${process.version}-${process.arch}-${id}${runKind(prefetching)}.v8cache`);
-  const cachedData = readOrUndefined(file);
+  const base = join(dir, `${process.version}-${process.arch}-${id}`);
+  const kind = runKind(prefetching);
+  const file = `${base}${kind}.v8cache`;
+  // Only a dissect run compiles what later runs need (a --help run would cache little): the first dissect
+  // run of a kind compiles from source and writes the kind's cache. Other commands (stats) use the small
+  // captures' cache until then, and write none.
+  const writes = process.argv[2] === "dissect";
+  const from = kind !== "" && !writes && !existsSync(file) ? `${base}.v8cache` : file;
+  const cachedData = readOrUndefined(from);
   const script = new Script(source, { filename: bundle, cachedData });
-  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${file}`);
-  if (cachedData === undefined || script.cachedDataRejected === true) {
+  debug(`${cachedData === undefined ? "absent" : script.cachedDataRejected ? "rejected" : "used"} ${from}`);
+  if (writes && (cachedData === undefined || script.cachedDataRejected === true)) {
     process.once("exit", (code) => {
-      // Only a dissect run compiles what later runs need (a --help run would cache little).
-      if (process.argv[2] === "dissect" && code <= 1) store(dir, file, script.createCachedData());
+      if (code <= 1) store(dir, file, script.createCachedData());
     });
   }
   const run = script.runInThisContext() as (
