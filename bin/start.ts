@@ -48,11 +48,12 @@ import { Script } from "node:vm";
 import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, LONG_RUN_PACKETS, v8Flags } from "./_budget.ts";
 import { limitReadThreads, type Prefetch, prefetchCapture } from "./_readahead.ts";
 
+const args = process.argv.slice(2);
 // The capture's reads are the thread pool's only work: one thread (READ_THREADS), set before its first use.
-limitReadThreads(process.argv.slice(2), process.env);
+limitReadThreads(args, process.env);
 // First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
 // this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
-const prefetching = prefetchCapture(process.argv.slice(2), COLD_MIN_BYTES);
+const prefetching = prefetchCapture(args, COLD_MIN_BYTES);
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;
@@ -183,7 +184,7 @@ function runCached(bundle: string, dir: string): void {
   // Only a dissect run compiles what later runs need (a --help run would cache little): the first dissect
   // run of a kind compiles from source and writes the kind's cache. Other commands (stats) use the small
   // captures' cache until then, and write none.
-  const writes = process.argv[2] === "dissect";
+  const writes = args[0] === "dissect";
   const from = kind !== "" && !writes && !existsSync(file) ? `${base}.v8cache` : file;
   const cachedData = readOrUndefined(from);
   const script = new Script(source, { filename: bundle, cachedData });

@@ -175,8 +175,6 @@ class Retained {
   first = 0;
   /** Bytes given to the decoder so far (its stream offset of the next byte). */
   delivered = 0;
-  /** Stream offset up to which the decoder has consumed its bytes (as events say). */
-  consumed = 0;
   off = false;
 
   /**
@@ -203,12 +201,16 @@ class Retained {
     }
   }
 
-  /** The oldest chunk a buffered byte may be a view of, or Infinity when nothing is buffered. */
-  oldest(): number {
+  /**
+   * The oldest chunk a buffered byte may be a view of, or Infinity when nothing is buffered. `consumed`: the
+   * stream offset up to which the decoder's events covered its bytes (the direction's {@link Packets}
+   * keeps it).
+   */
+  oldest(consumed: number): number {
     const seqs = this.seqs;
     const ends = this.ends;
     let i = this.first;
-    while (i < seqs.length && ends[i]! <= this.consumed) i++;
+    while (i < seqs.length && ends[i]! <= consumed) i++;
     if (i === seqs.length) {
       seqs.length = 0;
       ends.length = 0;
@@ -243,7 +245,10 @@ class Packets {
   first = 0;
   /** Stream offset of the next byte given to the decoder (gaps included). */
   next = 0;
-  /** Stream offset up to which events have covered the bytes. */
+  /**
+   * Stream offset up to which events have covered the bytes (also what the direction's {@link Retained}
+   * counts as consumed).
+   */
   consumed = 0;
   off = false;
 
@@ -565,8 +570,8 @@ export class CaptureDissector {
     let oldest = Infinity;
     for (const st of this.#conns.values()) {
       if (st.kind !== "nbd") continue;
-      const a = st.retained.c2s.oldest();
-      const b = st.retained.s2c.oldest();
+      const a = st.retained.c2s.oldest(st.packets.c2s.consumed);
+      const b = st.retained.s2c.oldest(st.packets.s2c.consumed);
       if (a < oldest) oldest = a;
       if (b < oldest) oldest = b;
     }
@@ -612,7 +617,6 @@ export class CaptureDissector {
         start = e.streamOffset;
         end = start + e.length;
       }
-      if (end > dir.consumed) dir.consumed = end;
       if (end > packets.consumed) packets.consumed = end;
       // The packets first: the event's runs are dropped when the direction turns opaque below. The run
       // holding the event's first byte (`a`, from which later events search on) and its last byte (`b`),

@@ -17,7 +17,7 @@ import {
   type TraceFrame,
 } from "../trace.ts";
 import { ACK, ethTcp, hex, pcapHeader, pcapRecord, PSH, SYN } from "./fixtures/trace/_build.ts";
-import { generateMixed } from "../bench/dissect/generate.ts";
+import { generate, generateMixed } from "../bench/dissect/generate.ts";
 
 const CAPTURES = new URL("../vectors/captures/", import.meta.url);
 const TSHARK = new URL("./fixtures/trace/tshark/", import.meta.url);
@@ -320,6 +320,23 @@ describe("a detached dissector", () => {
       }
     });
   }
+
+  test("lets go of the chunks whose bytes its events have covered (oldestRetainedChunk moves on)", () => {
+    // 64 KiB WRITEs in loopback segments, pushed 64 KiB at a time: a frame spans two or three chunks.
+    const file = join(mkdtempSync(join(tmpdir(), "nbd-retained-")), "loop.pcap");
+    generate(file, 2e6);
+    const bytes = new Uint8Array(readFileSync(file));
+    const d = new CaptureDissector({ event: () => {}, traceFinding: () => {} });
+    const oldest: number[] = [];
+    for (let at = 0; at < bytes.length; at += 65536) {
+      d.push(bytes.slice(at, at + 65536));
+      oldest.push(d.oldestRetainedChunk);
+    }
+    // Never more than the frame being completed: the chunks it started in, at most three back.
+    for (let i = 0; i < oldest.length; i++) {
+      expect(oldest[i]!, `after push ${i + 1}`).toBeGreaterThan(i + 1 - 3);
+    }
+  });
 
   test("counts the capture's packets read so far, of any protocol", () => {
     const bytes = build(PACKETS);
