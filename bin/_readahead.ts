@@ -7,6 +7,7 @@
  * @module
  */
 import { closeSync, fstatSync, openSync, read, readSync, statSync } from "node:fs";
+import { LONG_RUN_PACKETS } from "./_budget.ts";
 
 /** Bytes of each read of a capture file, at first. */
 export const READ_SIZE: number = 1024 * 1024;
@@ -118,7 +119,7 @@ export class ReadAhead {
   readonly #pool: ChunkPool;
   readonly #head: number;
   #size: number;
-  readonly #depth: number;
+  #depth: number;
   readonly #positioned: boolean;
   readonly #queue: Read[] = [];
   /** The file position of the next read to start. */
@@ -154,6 +155,14 @@ export class ReadAhead {
   resize(size: number): void {
     this.#size = size;
     this.#pool.resize(this.#head + size);
+  }
+
+  /**
+   * From now on {@link fill} keeps `depth` reads under way, if that is more than before (a regular file's
+   * reads only: other inputs are read one at a time).
+   */
+  deepen(depth: number): void {
+    if (this.#positioned && depth > this.#depth) this.#depth = depth;
   }
 
   /**
@@ -394,15 +403,18 @@ export class Prefetch {
   readonly sniff: CaptureSniff;
   #reads: Read[] | undefined;
 
-  /** Starts reading `fd` (the regular file `file` of `size` bytes): see {@link Prefetch}. */
-  constructor(file: string, fd: number, size: number) {
+  /**
+   * Starts reading `fd` (the regular file `file` of `size` bytes): see {@link Prefetch}. `sniff`: what its
+   * first headers say, when {@link sniffCapture} was asked already.
+   */
+  constructor(file: string, fd: number, size: number, sniff: CaptureSniff = sniffCapture(fd, size)) {
     this.file = file;
     this.fd = fd;
     this.size = size;
     this.head = readHead(READ_SIZE);
     const planned: { chunk: Uint8Array; position: number; size: number }[] = [];
     let end = 0;
-    this.sniff = sniffCapture(fd, size);
+    this.sniff = sniff;
     const then = this.sniff.large ? LARGE_READ_SIZE : READ_SIZE;
     for (const size of [READ_SIZE, then, then]) {
       if (end >= this.size) break;
@@ -450,23 +462,52 @@ export class Prefetch {
 const PREFETCH = Symbol.for("nbd-codec.prefetch");
 
 /**
- * Threads in libuv's pool for `dissect` and `stats` ({@link limitReadThreads}). Reading the capture is the
- * pool's only work there; one thread copies a 4 MiB chunk in under a millisecond, faster than the main
- * thread decodes it, while a second reading thread only took the second CPU from the main thread (two reads
- * ahead ran at once): `loopback-100m` 81.8 -> 77.9 ms in 61 alternating runs, the sample capture 33.4 -> 32.9
- * ms (fewer threads to start and to join), no change on `small-100m` (bench/RESULTS.md, "Sixth pass").
+ * Threads in libuv's pool for `dissect` and `stats` ({@link readThreads}). Reading the capture is the pool's
+ * only work there; one thread copies a 4 MiB chunk in under a millisecond, faster than the main thread
+ * decodes it, while a second reading thread only took the second CPU from the main thread (two reads ahead
+ * ran at once): `loopback-100m` 81.8 -> 77.9 ms in 61 alternating runs, the sample capture 33.4 -> 32.9 ms
+ * (fewer threads to start and to join), no change on `small-100m` (bench/RESULTS.md, "Sixth pass").
  */
 export const READ_THREADS = 1;
 
 /**
- * Gives libuv's thread pool {@link READ_THREADS} threads when `args` (the command line's arguments, the
- * command first) run `dissect` or `stats`, unless `env` already says how many. Only before the pool's first
- * use (libuv reads the variable then), and not on Deno (its reads do not use it).
+ * Threads in libuv's pool for `stats` of a capture whose first headers show large packets
+ * ({@link CaptureSniff.large}) and a long run ({@link CaptureSniff.expectedPackets}, `LONG_RUN_PACKETS` or
+ * more). `stats` formats nothing, and in such a run, whose decoders V8 optimises, its main thread decodes a
+ * chunk faster than one thread reads the next: on `loopback-1g` it waited for reads 123-139 ms of its 230 (the
+ * command line keeps three reads under way there, `cli.ts`, `STATS_READS_AHEAD`). Two threads: 296.6 -> 258.8
+ * ms, and 235.7 ms with the third read (n=9). In a short run the main thread runs baseline code and waits 2-4
+ * ms in all: a second thread only competes with it (`stats` of `loopback-100m` 87.9 -> 96.6 ms, n=41), as it
+ * did with `dissect` (bench/RESULTS.md, "Seventh pass").
  */
-export function limitReadThreads(args: readonly string[], env: Record<string, string | undefined>): void {
+export const STATS_READ_THREADS = 2;
+
+/**
+ * How many threads libuv's pool gets for the command line's `command` on a capture file whose first headers
+ * say `sniff` (undefined: no capture file to prefetch, such as standard input or a small file):
+ * {@link STATS_READ_THREADS} for `stats` of a long run of large packets, else {@link READ_THREADS}.
+ */
+export function readThreads(command: string | undefined, sniff: CaptureSniff | undefined): number {
+  return command === "stats" && sniff !== undefined && sniff.large &&
+      sniff.expectedPackets >= LONG_RUN_PACKETS
+    ? STATS_READ_THREADS
+    : READ_THREADS;
+}
+
+/**
+ * Gives libuv's thread pool {@link readThreads} threads when `args` (the command line's arguments, the
+ * command first) run `dissect` or `stats` (`sniff`: what the capture file's first headers say, when it is
+ * prefetched), unless `env` already says how many. Only before the pool's first use (libuv reads the variable
+ * then), and not on Deno (its reads do not use it).
+ */
+export function limitReadThreads(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  sniff?: CaptureSniff,
+): void {
   if (args[0] !== "dissect" && args[0] !== "stats") return;
   if ("Deno" in globalThis || env.UV_THREADPOOL_SIZE !== undefined) return;
-  env.UV_THREADPOOL_SIZE = String(READ_THREADS);
+  env.UV_THREADPOOL_SIZE = String(readThreads(args[0], sniff));
 }
 
 /**
@@ -474,8 +515,32 @@ export function limitReadThreads(args: readonly string[], env: Record<string, st
  * name ({@link captureOperand}), when it is a regular file of `minBytes` or more, and leaves them for
  * {@link takePrefetch}. Returns them, or undefined when it started nothing: anything that cannot be read is
  * left to the command line, which reports it.
+ *
+ * `beforeReads` is called once in any case, before the first read starts, with what the file's first
+ * headers say ({@link sniffCapture}; undefined when nothing is read ahead): the npm bin sizes the thread pool
+ * there ({@link limitReadThreads}).
  */
-export function prefetchCapture(args: readonly string[], minBytes: number): Prefetch | undefined {
+export function prefetchCapture(
+  args: readonly string[],
+  minBytes: number,
+  beforeReads?: (sniff: CaptureSniff | undefined) => void,
+): Prefetch | undefined {
+  const opened = openCapture(args, minBytes);
+  beforeReads?.(opened?.sniff);
+  if (opened === undefined) return undefined;
+  const p = new Prefetch(opened.file, opened.fd, opened.size, opened.sniff);
+  (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = p;
+  return p;
+}
+
+/**
+ * The capture file of `args` ({@link prefetchCapture}) opened, with its size and first headers, when it is a
+ * regular file of `minBytes` or more; else undefined (nothing left open).
+ */
+function openCapture(
+  args: readonly string[],
+  minBytes: number,
+): { file: string; fd: number; size: number; sniff: CaptureSniff } | undefined {
   const file = captureOperand(args);
   if (file === undefined) return undefined;
   try {
@@ -486,9 +551,7 @@ export function prefetchCapture(args: readonly string[], minBytes: number): Pref
     try {
       const opened = fstatSync(fd);
       if (!opened.isFile()) throw new Error("not a regular file");
-      const p = new Prefetch(file, fd, opened.size);
-      (globalThis as { [PREFETCH]?: Prefetch })[PREFETCH] = p;
-      return p;
+      return { file, fd, size: opened.size, sniff: sniffCapture(fd, opened.size) };
     } catch (e) {
       closeSync(fd);
       throw e;

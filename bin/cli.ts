@@ -130,6 +130,14 @@ const DEFAULT_CAPTURE = "qemu10-ext-io.pcap";
 const MAX_KEPT_CHUNKS = 8;
 /** Reads of a capture file under way on the thread pool while the main thread decodes. */
 const READS_AHEAD = 2;
+/**
+ * Reads under way for `stats` once a capture file's first chunk shows large packets and a long run: its main
+ * thread, which formats nothing, then decodes chunks faster than they are read, and `start.ts` gives it two
+ * reading threads (`bin/_readahead.ts`, `STATS_READ_THREADS`, from the same estimate made on the file's first
+ * headers). `loopback-1g`: 258.8 ms with two reads ahead, 235.7 with three, 249.3 with four (n=9;
+ * bench/RESULTS.md, "Seventh pass").
+ */
+export const STATS_READS_AHEAD = 3;
 /** Captures larger than this get progress lines on standard error. */
 const PROGRESS_THRESHOLD = 50 * 1000 * 1000;
 /** Output is written in pieces of about this many characters (text mode) or exactly this many bytes. */
@@ -546,19 +554,32 @@ function aborted(signal: InterruptSignal | undefined): Promise<"aborted"> {
   });
 }
 
+/** What a caller of {@link readCapture} adds to reading. */
+interface ReadOptions {
+  /** Says when to stop early (then the dissector is not ended); never by default. */
+  readonly stop?: () => boolean;
+  /** Called after each read (`live`: standard input), where output is flushed. */
+  readonly afterRead?: (live: boolean) => Promise<void>;
+  /**
+   * Told `false` when the run starts cold (see {@link CliEnvironment.budget}), `true` when it turns out long
+   * (from the first chunk on, when its packets per byte say so).
+   */
+  readonly onWarm?: (warm: boolean) => void;
+  /** Reads kept under way once the first chunk shows large packets and a long run ({@link READS_AHEAD}). */
+  readonly longReadsAhead?: number;
+}
+
 /**
- * Reads a capture (file or standard input) through `dissector`, calling `afterRead` after each read
- * (output is flushed there). Stops early when `stop()` says so (then without ending the dissector) or when
- * `signal` aborts (then the dissector is ended: incomplete frames become notices).
- *
- * `onWarm(false)` says that the run starts cold (see {@link CliEnvironment.budget}), `onWarm(true)` that it
- * turned out long (from the first chunk on, when its packets per byte say so).
+ * Reads a capture (file or standard input) through `dissector`, with `options` ({@link ReadOptions}). Stops
+ * early when `options.stop()` says so (then without ending the dissector) or when `signal` aborts (then the
+ * dissector is ended: incomplete frames become notices).
  *
  * A capture file is read {@link READS_AHEAD} chunks ahead on libuv's thread pool (bin/_readahead.ts):
  * while the dissector decodes chunk N and its frames are written, the kernel copies the next chunks on the
  * other core (with one read ahead, both threads wait for each other's wake-up at every chunk: on
- * `loopback-1g` that cost more than the overlap saved). Standard input is read only after the frames of
- * what came before were written (live output), and a read waits for SIGINT and SIGTERM too.
+ * `loopback-1g` that cost more than the overlap saved); `options.longReadsAhead` once its first chunk shows
+ * large packets and a long run (`stats`: {@link STATS_READS_AHEAD}). Standard input is read only after the
+ * frames of what came before were written (live output), and a read waits for SIGINT and SIGTERM too.
  */
 async function readCapture(
   file: string,
@@ -566,11 +587,10 @@ async function readCapture(
   dissector: CaptureDissector,
   io: CliIo,
   env: CliEnvironment,
-  stop: () => boolean,
-  afterRead: (live: boolean) => Promise<void>,
-  onWarm?: (warm: boolean) => void,
+  options: ReadOptions = {},
 ): Promise<void> {
   const { signal, budget } = env;
+  const { stop, afterRead, onWarm, longReadsAhead = READS_AHEAD } = options;
   const readSize = env.readSize ?? READ_SIZE;
   const name = stdin ? "standard input" : file;
   let fd: number;
@@ -629,7 +649,7 @@ async function readCapture(
     // Reads grow after the first chunk when its packets turn out large (not when a test chose the size).
     let grow = ahead !== undefined && env.readSize === undefined;
     for (;;) {
-      if (stop()) {
+      if (stop?.() === true) {
         end = false;
         break;
       }
@@ -704,7 +724,10 @@ async function readCapture(
         // Large packets (loopback segments of 64 KiB): little work per byte, so the thread pool's
         // wake-ups at every read cost more than larger reads.
         grow = false;
-        if (done / packets >= LARGE_PACKET_BYTES) ahead!.resize(LARGE_READ_SIZE);
+        if (done / packets >= LARGE_PACKET_BYTES) {
+          ahead!.resize(LARGE_READ_SIZE);
+          if ((size / done) * packets >= LONG_RUN_PACKETS) ahead!.deepen(longReadsAhead);
+        }
       }
       if (
         warm !== undefined && packets >= WARM_PACKETS &&
@@ -727,7 +750,7 @@ async function readCapture(
         if (longRun === false) short();
         short = undefined;
       }
-      await afterRead(stdin);
+      await afterRead?.(stdin);
       if (progress && done >= nextReport * size) {
         io.stderr(
           `nbd-codec: ${Math.floor((100 * done) / size)}% of ${file} (${Math.round(done / 1e6)} of ${
@@ -894,21 +917,16 @@ async function dissect(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<
     }
   } else {
     const { file, stdin } = captureOf(a, env);
-    await readCapture(
-      file,
-      stdin,
-      dissector,
-      io,
-      env,
-      () => shown >= count,
-      async (live) => {
+    await readCapture(file, stdin, dissector, io, env, {
+      stop: () => shown >= count,
+      afterRead: async (live) => {
         // Live input: every packet's frames are out before the next read.
         if (live || out.full) await out.flush();
       },
-      (warm) => {
+      onWarm: (warm) => {
         byteWriter = warm;
       },
-    );
+    });
     if (dissector.connections === 0 && text) {
       out.add(
         `No NBD connection found in ${
@@ -933,7 +951,7 @@ async function stats(a: DissectArgs, io: CliIo, env: CliEnvironment): Promise<nu
   const { file, stdin } = captureOf(a, env);
   const collected = new TraceStats();
   const dissector = new CaptureDissector(collected, { port: a.port });
-  await readCapture(file, stdin, dissector, io, env, () => false, async () => {});
+  await readCapture(file, stdin, dissector, io, env, { longReadsAhead: STATS_READS_AHEAD });
   const report = collected.report();
   await io.stdout(a.json ? JSON.stringify(statsJson(report)) + "\n" : statsText(report));
   return 0;

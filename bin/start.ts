@@ -49,11 +49,14 @@ import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, LONG_RUN_PACKETS, v8Flag
 import { limitReadThreads, type Prefetch, prefetchCapture } from "./_readahead.ts";
 
 const args = process.argv.slice(2);
-// The capture's reads are the thread pool's only work: one thread (READ_THREADS), set before its first use.
-limitReadThreads(args, process.env);
 // First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
-// this file compiles and runs the command line (bin/_readahead.ts, Prefetch).
-const prefetching = prefetchCapture(args, COLD_MIN_BYTES);
+// this file compiles and runs the command line (bin/_readahead.ts, Prefetch). The capture's reads are the
+// pool's only work: its threads (readThreads, from the file's first headers) are set before its first use.
+const prefetching = prefetchCapture(
+  args,
+  COLD_MIN_BYTES,
+  (sniff) => limitReadThreads(args, process.env, sniff),
+);
 
 /** Cache files kept in the directory; older ones (other versions or Node releases) are removed. */
 const KEEP_FILES = 8;

@@ -3,10 +3,17 @@ import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { afterAll, describe, expect, test } from "vitest";
-import { ByteOutput, type CliEnvironment, LONG_RUN_PACKETS, main, WARM_PACKETS } from "../bin/cli.ts";
+import { afterAll, describe, expect, test, vi } from "vitest";
+import {
+  ByteOutput,
+  type CliEnvironment,
+  LONG_RUN_PACKETS,
+  main,
+  STATS_READS_AHEAD,
+  WARM_PACKETS,
+} from "../bin/cli.ts";
 import { generate } from "../bench/dissect/generate.ts";
-import { Prefetch, SNIFF_HEADERS } from "../bin/_readahead.ts";
+import { Prefetch, ReadAhead, SNIFF_HEADERS } from "../bin/_readahead.ts";
 import { block, epb, idb, shb } from "./fixtures/trace/_build.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -1157,6 +1164,60 @@ describe("nbd-codec reads a capture file in chunks", () => {
       expect(await runPrefetched(p, "dissect", other)).toEqual(sample);
       expect(taken).toEqual([undefined]);
       expect(() => fs.fstatSync(p.fd)).toThrow();
+    },
+    120_000,
+  );
+
+  test(
+    "stats keeps more reads under way once a file's first chunk shows large packets and a long run; dissect does not",
+    async () => {
+      // 12 MB of 64 KiB WRITEs in loopback segments (large packets, a short run); the same file made 400 MB
+      // long by a hole at its end (a long run as its first chunk predicts it: the run is interrupted once the
+      // chunk is decoded, before it reads the hole); 4 MB of 64-byte WRITEs in 1448-byte segments (a long run
+      // of small packets).
+      const short = path.join(TMP, "deepen-short.pcap");
+      generate(short, 12e6);
+      const long = path.join(TMP, "deepen-long.pcap");
+      fs.copyFileSync(short, long);
+      fs.truncateSync(long, 800e6);
+      const small = path.join(TMP, "deepen-small.pcap");
+      expect(generate(small, 4e6, 1448, 64).packets).toBeGreaterThan(LONG_RUN_PACKETS);
+      expect(STATS_READS_AHEAD).toBe(3);
+      const realResize = ReadAhead.prototype.resize;
+      const resize = vi.spyOn(ReadAhead.prototype, "resize");
+      const deepen = vi.spyOn(ReadAhead.prototype, "deepen");
+      try {
+        const asked = async (...args: string[]) => {
+          deepen.mockClear();
+          // Interrupted where the first chunk's packets turn out large (SIGINT's way: what was decoded is
+          // reported, exit 0).
+          let aborted = false;
+          const listeners: (() => void)[] = [];
+          const signal = {
+            get aborted() {
+              return aborted;
+            },
+            addEventListener: (_type: "abort", listener: () => void) => void listeners.push(listener),
+          };
+          resize.mockImplementationOnce(function (this: ReadAhead, size: number) {
+            aborted = true;
+            for (const l of listeners.splice(0)) l();
+            realResize.call(this, size);
+          });
+          const code = await main(args, { stdout: () => {}, stderr: () => {} }, { root: ROOT, signal });
+          expect(code).toBe(0);
+          return deepen.mock.calls.map((c) => c[0]);
+        };
+        expect(await asked("stats", long)).toEqual([STATS_READS_AHEAD]);
+        expect(await asked("stats", long, "--json")).toEqual([STATS_READS_AHEAD]);
+        expect(await asked("dissect", long)).toEqual([2]);
+        expect(await asked("dissect", long, "--json")).toEqual([2]);
+        expect(await asked("stats", short)).toEqual([]);
+        expect(await asked("stats", small)).toEqual([]);
+      } finally {
+        resize.mockRestore();
+        deepen.mockRestore();
+      }
     },
     120_000,
   );

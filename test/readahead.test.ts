@@ -11,6 +11,7 @@ import fc from "fast-check";
 import { afterAll, expect, test } from "vitest";
 import {
   captureOperand,
+  type CaptureSniff,
   ChunkPool,
   LARGE_PACKET_BYTES,
   LARGE_READ_SIZE,
@@ -22,11 +23,14 @@ import {
   READ_THREADS,
   ReadAhead,
   readHead,
+  readThreads,
   SNIFF_HEADERS,
   sniffCapture,
+  STATS_READ_THREADS,
   takePrefetch,
 } from "../bin/_readahead.ts";
 import { parseDissect } from "../bin/cli.ts";
+import { LONG_RUN_PACKETS } from "../bin/_budget.ts";
 import { generate } from "../bench/dissect/generate.ts";
 import { CaptureDissector } from "../codec/dissector.ts";
 import { block, epb, hex, idb, pcapHeader, pcapRecord, shb, toHex } from "./fixtures/trace/_build.ts";
@@ -64,6 +68,35 @@ test("a short read drops the reads after it and the next read starts where it en
     await ahead.settle();
   } finally {
     fs.closeSync(fd);
+  }
+});
+
+test("deepen() makes fill() keep more reads under way on a regular file, never fewer, and none more on a pipe", async () => {
+  const S = 4096;
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "nbd-readahead-")), "deep.bin");
+  fs.writeFileSync(file, new Uint8Array(8 * S));
+  for (const regular of [true, false]) {
+    const fd = fs.openSync(file, "r");
+    try {
+      const pool = new ChunkPool(holder, S, 8);
+      let taken = 0;
+      const take = pool.take.bind(pool);
+      pool.take = () => (taken++, take());
+      const ahead = new ReadAhead(fd, pool, 0, S, 2, regular);
+      ahead.fill();
+      expect(taken).toBe(regular ? 2 : 1);
+      ahead.deepen(3);
+      ahead.fill();
+      expect(taken, `regular ${regular}`).toBe(regular ? 3 : 1);
+      ahead.deepen(1);
+      const r = await ahead.next();
+      if (r instanceof Error) throw r;
+      ahead.fill();
+      expect(taken).toBe(regular ? 4 : 2);
+      await ahead.settle();
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 });
 
@@ -267,21 +300,75 @@ test("prefetchCapture starts reads only for a regular file of the size given, an
   expect(() => fs.fstatSync(p.fd)).toThrow();
 });
 
-test("dissect and stats give libuv's pool one reading thread, unless the environment says how many", () => {
+test("dissect and stats give libuv's pool one reading thread, stats of a long run of large packets two, unless the environment says how many", () => {
   const deno = "Deno" in globalThis;
+  // loopback-1g, loopback-100m and small-100m as their first headers show them.
+  const large: CaptureSniff = { large: true, expectedPackets: 46704 };
+  const short: CaptureSniff = { large: true, expectedPackets: 4569 };
+  const small: CaptureSniff = { large: false, expectedPackets: 46739 };
+  expect(LONG_RUN_PACKETS).toBeGreaterThan(short.expectedPackets);
+  expect(LONG_RUN_PACKETS).toBeLessThan(large.expectedPackets);
   for (const command of ["dissect", "stats"]) {
-    const env: Record<string, string | undefined> = {};
-    limitReadThreads([command, "capture.pcap"], env);
-    // Deno's reads do not use libuv's pool: nothing to set there.
-    expect(env.UV_THREADPOOL_SIZE, command).toBe(deno ? undefined : "1");
+    for (const sniff of [undefined, short, small, large]) {
+      const env: Record<string, string | undefined> = {};
+      limitReadThreads([command, "capture.pcap"], env, sniff);
+      const want = command === "stats" && sniff === large ? "2" : "1";
+      // Deno's reads do not use libuv's pool: nothing to set there.
+      expect(env.UV_THREADPOOL_SIZE, `${command} ${JSON.stringify(sniff)}`).toBe(deno ? undefined : want);
+      expect(readThreads(command, sniff)).toBe(Number(want));
+    }
   }
   expect(READ_THREADS).toBe(1);
+  expect(STATS_READ_THREADS).toBe(2);
   const other: Record<string, string | undefined> = {};
   limitReadThreads(["conform", "server", "127.0.0.1:10809"], other);
   expect(other.UV_THREADPOOL_SIZE).toBeUndefined();
   const chosen = { UV_THREADPOOL_SIZE: "3" };
   limitReadThreads(["dissect"], chosen);
+  limitReadThreads(["stats"], chosen, large);
   expect(chosen.UV_THREADPOOL_SIZE).toBe("3");
+});
+
+test("prefetchCapture tells what the file's first headers say before its first read, once, whether it reads or not", async () => {
+  // 64 KiB WRITEs in loopback segments (large packets), and the same in 1448-byte segments (small ones).
+  const loop = path.join(TMP, "before-loop.pcap");
+  generate(loop, 5 * MiB);
+  const eth = path.join(TMP, "before-eth.pcap");
+  generate(eth, 5 * MiB, 1448);
+  for (const [file, large] of [[loop, true], [eth, false]] as const) {
+    const seen: (CaptureSniff | undefined)[] = [];
+    let registered: unknown = "not asked";
+    const p = prefetchCapture(["stats", file], 4 * MiB, (sniff) => {
+      seen.push(sniff);
+      // No read has started: the prefetch is not there yet.
+      registered = takePrefetch();
+    });
+    expect(registered).toBeUndefined();
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.large, file).toBe(large);
+    expect(p?.sniff).toBe(seen[0]);
+    expect(takePrefetch()).toBe(p);
+    await p!.release();
+  }
+  // The same large packets in a file made 800 MB long by a hole: a long run, two reading threads for stats.
+  const long = path.join(TMP, "before-long.pcap");
+  fs.copyFileSync(loop, long);
+  fs.truncateSync(long, 800e6);
+  let sniffed: CaptureSniff | undefined;
+  const q = prefetchCapture(["stats", long], 4 * MiB, (sniff) => void (sniffed = sniff));
+  expect(sniffed?.large).toBe(true);
+  expect(sniffed!.expectedPackets).toBeGreaterThanOrEqual(LONG_RUN_PACKETS);
+  expect(readThreads("stats", sniffed)).toBe(STATS_READ_THREADS);
+  expect(readThreads("stats", q?.sniff)).toBe(STATS_READ_THREADS);
+  expect(takePrefetch()).toBe(q);
+  await q!.release();
+  // Nothing to read ahead (too small, missing, not a capture command): told once, with undefined.
+  for (const args of [["stats", loop], ["dissect", path.join(TMP, "missing.pcap")], ["conform", loop]]) {
+    const seen: (CaptureSniff | undefined)[] = [];
+    expect(prefetchCapture(args, args[0] === "stats" ? 64 * MiB : 0, (sniff) => seen.push(sniff)))
+      .toBeUndefined();
+    expect(seen).toEqual([undefined]);
+  }
 });
 
 test.skipIf(process.platform === "win32")(
