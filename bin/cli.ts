@@ -565,7 +565,7 @@ interface ReadOptions {
    * (from the first chunk on, when its packets per byte say so).
    */
   readonly onWarm?: (warm: boolean) => void;
-  /** Reads kept under way once the first chunk shows large packets and a long run ({@link READS_AHEAD}). */
+  /** Reads kept under way once the first chunk shows large packets and a long run (default {@link READS_AHEAD}). */
   readonly longReadsAhead?: number;
 }
 

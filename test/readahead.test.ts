@@ -340,7 +340,8 @@ test("prefetchCapture tells what the file's first headers say before its first r
     let registered: unknown = "not asked";
     const p = prefetchCapture(["stats", file], 4 * MiB, (sniff) => {
       seen.push(sniff);
-      // No read has started: the prefetch is not there yet.
+      // Called before the prefetch exists (it starts its reads when made; scripts/check.sh counts the pool
+      // threads the bin then gets).
       registered = takePrefetch();
     });
     expect(registered).toBeUndefined();
