@@ -303,6 +303,15 @@ export interface CaptureSniff {
 const NOT_A_CAPTURE: CaptureSniff = { large: false, expectedPackets: 0 };
 
 /**
+ * Whether a capture's first headers (`sniff`) predict a long run: `LONG_RUN_PACKETS` packets or more
+ * (`_budget.ts`). The npm bin keeps a code cache per kind of run by it (`start.ts`, `runKind`), the command
+ * line starts such a run warm (`cli.ts`, `predictsLongRun`), and {@link readThreads} counts on it.
+ */
+export function predictsLong(sniff: CaptureSniff): boolean {
+  return sniff.expectedPackets >= LONG_RUN_PACKETS;
+}
+
+/**
  * Reads the first record or block headers of the capture file `fd` (of `size` bytes), a classic pcap file's
  * or a pcapng file's (its packet blocks count as packets), without reading their data: at most
  * {@link SNIFF_HEADERS} of them, within its first {@link READ_SIZE} bytes, and no more once the packets are
@@ -488,8 +497,7 @@ export const STATS_READ_THREADS = 2;
  * {@link STATS_READ_THREADS} for `stats` of a long run of large packets, else {@link READ_THREADS}.
  */
 export function readThreads(command: string | undefined, sniff: CaptureSniff | undefined): number {
-  return command === "stats" && sniff !== undefined && sniff.large &&
-      sniff.expectedPackets >= LONG_RUN_PACKETS
+  return command === "stats" && sniff !== undefined && sniff.large && predictsLong(sniff)
     ? STATS_READ_THREADS
     : READ_THREADS;
 }

@@ -11,6 +11,7 @@ import {
   ChunkPool,
   LARGE_PACKET_BYTES,
   LARGE_READ_SIZE,
+  predictsLong,
   type Prefetch,
   READ_SIZE,
   ReadAhead,
@@ -720,25 +721,22 @@ async function readCapture(
       chunks.keep(chunk);
       done += got;
       const packets = dissector.packets;
+      // Whether the run is long: the packets so far, or what they predict for the whole file.
+      const long = (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS;
       if (grow && packets > 0) {
         // Large packets (loopback segments of 64 KiB): little work per byte, so the thread pool's
         // wake-ups at every read cost more than larger reads.
         grow = false;
         if (done / packets >= LARGE_PACKET_BYTES) {
           ahead!.resize(LARGE_READ_SIZE);
-          if ((size / done) * packets >= LONG_RUN_PACKETS) ahead!.deepen(longReadsAhead);
+          if (long) ahead!.deepen(longReadsAhead);
         }
       }
-      if (
-        warm !== undefined && packets >= WARM_PACKETS &&
-        (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS
-      ) {
+      if (warm !== undefined && packets >= WARM_PACKETS && long) {
         warm();
         warm = undefined;
       }
-      if (
-        longRun === false && packets > 0 && (stdin ? packets : (size / done) * packets) >= LONG_RUN_PACKETS
-      ) {
+      if (longRun === false && packets > 0 && long) {
         // Known from the first chunk on (warming the budget waits for more packets, to be sure).
         longRun = true;
         onWarm?.(true);
@@ -784,7 +782,7 @@ async function readCapture(
  */
 function predictsLongRun(sniff: CaptureSniff | undefined, fd: number, size: number): boolean {
   try {
-    return (sniff ?? sniffCapture(fd, size)).expectedPackets >= LONG_RUN_PACKETS;
+    return predictsLong(sniff ?? sniffCapture(fd, size));
   } catch {
     // Unreadable here: the run's own reads will say why.
     return false;

@@ -45,8 +45,8 @@ import {
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { Script } from "node:vm";
-import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, LONG_RUN_PACKETS, v8Flags } from "./_budget.ts";
-import { limitReadThreads, type Prefetch, prefetchCapture } from "./_readahead.ts";
+import { budgetChanged, COLD_MIN_BYTES, DEFAULT_BUDGET, v8Flags } from "./_budget.ts";
+import { limitReadThreads, predictsLong, type Prefetch, prefetchCapture } from "./_readahead.ts";
 
 const args = process.argv.slice(2);
 // First of all, the first reads of a capture file to dissect: the thread pool copies them while the rest of
@@ -172,7 +172,7 @@ function wrappedSource(bundle: string): { source: string; stat: ReturnType<typeo
  */
 function runKind(prefetch: Prefetch | undefined): string {
   if (prefetch === undefined) return "";
-  return prefetch.sniff.expectedPackets >= LONG_RUN_PACKETS ? "-long" : "-short";
+  return predictsLong(prefetch.sniff) ? "-long" : "-short";
 }
 
 /** Runs the CommonJS `bundle` as `require` would, compiled with V8 cached data from `dir`. */

@@ -16,6 +16,7 @@ import {
   LARGE_PACKET_BYTES,
   LARGE_READ_SIZE,
   limitReadThreads,
+  predictsLong,
   Prefetch,
   prefetchCapture,
   type Read,
@@ -308,6 +309,9 @@ test("dissect and stats give libuv's pool one reading thread, stats of a long ru
   const small: CaptureSniff = { large: false, expectedPackets: 46739 };
   expect(LONG_RUN_PACKETS).toBeGreaterThan(short.expectedPackets);
   expect(LONG_RUN_PACKETS).toBeLessThan(large.expectedPackets);
+  expect([short, small, large].map(predictsLong)).toEqual([false, true, true]);
+  expect(predictsLong({ large: true, expectedPackets: LONG_RUN_PACKETS })).toBe(true);
+  expect(predictsLong({ large: true, expectedPackets: LONG_RUN_PACKETS - 1 })).toBe(false);
   for (const command of ["dissect", "stats"]) {
     for (const sniff of [undefined, short, small, large]) {
       const env: Record<string, string | undefined> = {};
