@@ -1171,7 +1171,7 @@ describe("nbd-codec reads a capture file in chunks", () => {
   test(
     "stats keeps more reads under way once a file's first chunk shows large packets and a long run; dissect does not",
     async () => {
-      // 12 MB of 64 KiB WRITEs in loopback segments (large packets, a short run); the same file made 400 MB
+      // 12 MB of 64 KiB WRITEs in loopback segments (large packets, a short run); the same file made 800 MB
       // long by a hole at its end (a long run as its first chunk predicts it: the run is interrupted once the
       // chunk is decoded, before it reads the hole); 4 MB of 64-byte WRITEs in 1448-byte segments (a long run
       // of small packets).
