@@ -116,7 +116,6 @@ export interface CliEnvironment {
  * packets) stays short; one of 4 KiB frames (46 739), or any 1 GB capture, is long.
  */
 export const WARM_PACKETS = 1024;
-export { LONG_RUN_PACKETS };
 
 /**
  * The bundled capture `dissect` decodes when given none: qemu-io and qemu-nbd 10 with extended headers,

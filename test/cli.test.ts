@@ -4,14 +4,8 @@ import * as path from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, test, vi } from "vitest";
-import {
-  ByteOutput,
-  type CliEnvironment,
-  LONG_RUN_PACKETS,
-  main,
-  STATS_READS_AHEAD,
-  WARM_PACKETS,
-} from "../bin/cli.ts";
+import { ByteOutput, type CliEnvironment, main, STATS_READS_AHEAD, WARM_PACKETS } from "../bin/cli.ts";
+import { LONG_RUN_PACKETS } from "../bin/_budget.ts";
 import { generate } from "../bench/dissect/generate.ts";
 import { Prefetch, ReadAhead, SNIFF_HEADERS } from "../bin/_readahead.ts";
 import { block, epb, idb, shb } from "./fixtures/trace/_build.ts";
